@@ -1,0 +1,779 @@
+/*
+ * audit.c — the hash-chained, append-only audit trail (SPEC §2.8).
+ *
+ * settle.audit_trigger() appends one entry to settle.audit_log per changed
+ * row (or per TRUNCATE).  Each entry's hash is SHA-256 over the previous
+ * entry's hash followed by a canonical, length-prefixed encoding of the entry,
+ * so any edit, deletion, reordering or out-of-band insertion breaks the chain
+ * from that entry on; settle.verify_audit() finds the first such entry.
+ *
+ * Concurrency: writers serialise on the row lock of settle.audit_head, taken
+ * once per transaction, so entry ids follow commit order and the chain never
+ * forks.  The head row itself is moved to the transaction's last entry by a
+ * deferred constraint trigger (settle.audit_head_sync), once per transaction
+ * rather than once per row.
+ *
+ * The audit log is written with the privileges of its owner: no other role
+ * may insert into it, so entries can only come from this trigger.
+ */
+#include "postgres.h"
+
+#include "access/htup_details.h"
+#include "access/xact.h"
+#include "catalog/pg_class.h"
+#include "catalog/namespace.h"
+#include "catalog/pg_type.h"
+#include "commands/trigger.h"
+#include "common/cryptohash.h"
+#include "common/sha2.h"
+#include "executor/spi.h"
+#include "fmgr.h"
+#include "funcapi.h"
+#include "miscadmin.h"
+#include "nodes/makefuncs.h"
+#include "port/pg_bswap.h"
+#include "utils/builtins.h"
+#include "utils/fmgroids.h"
+#include "utils/guc.h"
+#include "utils/jsonb.h"
+#include "utils/lsyscache.h"
+#include "utils/rel.h"
+#include "utils/relcache.h"
+#include "utils/syscache.h"
+#include "utils/timestamp.h"
+
+#include "settle.h"
+
+PG_FUNCTION_INFO_V1(settle_audit_trigger);
+PG_FUNCTION_INFO_V1(settle_audit_head_sync);
+PG_FUNCTION_INFO_V1(settle_append_only_trigger);
+PG_FUNCTION_INFO_V1(settle_verify_audit);
+
+#define HASH_LEN PG_SHA256_DIGEST_LENGTH
+
+/*
+ * The end of the chain as this transaction knows it.  Valid only while
+ * "locked": from the first audited change of a transaction (which takes the
+ * head row lock) until the transaction or a subtransaction ends badly.
+ */
+typedef struct ChainState
+{
+	bool		locked;
+	int64		last_id;
+	uint8		last_hash[HASH_LEN];
+	int64		max_written;	/* highest id this transaction wrote, 0 if none */
+} ChainState;
+
+static ChainState chain;
+
+/* Plans kept across calls (SPI_keepplan). */
+static SPIPlanPtr lock_head_plan = NULL;
+static SPIPlanPtr read_tail_plan = NULL;
+static SPIPlanPtr insert_plan = NULL;
+static SPIPlanPtr move_head_plan = NULL;
+
+/* One audit entry, as hashed and stored. */
+typedef struct AuditEntry
+{
+	int64		audit_id;
+	const char *table_name;
+	const char *operation;
+	Jsonb	   *row_key;
+	Jsonb	   *old_row;
+	Jsonb	   *new_row;
+	const char *reason;
+	const char *session_user_name;
+	const char *current_user_name;
+	const char *application_name;
+	int64		txid;
+	TimestampTz xact_time;
+	TimestampTz statement_time;
+} AuditEntry;
+
+static void
+chain_xact_callback(XactEvent event, void *arg)
+{
+	if (event == XACT_EVENT_COMMIT || event == XACT_EVENT_ABORT ||
+		event == XACT_EVENT_PREPARE || event == XACT_EVENT_PARALLEL_ABORT)
+		memset(&chain, 0, sizeof(chain));
+}
+
+static void
+chain_subxact_callback(SubXactEvent event, SubTransactionId mySubid,
+					   SubTransactionId parentSubid, void *arg)
+{
+	/*
+	 * Entries and the head lock of an aborted subtransaction are gone; read
+	 * the tail again on next use.  max_written stays: it only bounds which
+	 * entries this transaction may anchor.
+	 */
+	if (event == SUBXACT_EVENT_ABORT_SUB)
+		chain.locked = false;
+}
+
+void
+settle_audit_init(void)
+{
+	RegisterXactCallback(chain_xact_callback, NULL);
+	RegisterSubXactCallback(chain_subxact_callback, NULL);
+}
+
+/* ---------- canonical encoding and hashing ---------- */
+
+static void
+hash_bytes(pg_cryptohash_ctx *ctx, const void *data, size_t len)
+{
+	if (pg_cryptohash_update(ctx, data, len) < 0)
+		elog(ERROR, "could not update SHA-256 context: %s", pg_cryptohash_error(ctx));
+}
+
+static void
+hash_int64(pg_cryptohash_ctx *ctx, int64 v)
+{
+	uint64		be = pg_hton64((uint64) v);
+
+	hash_bytes(ctx, &be, sizeof(be));
+}
+
+/* A string as 4-byte big-endian length and bytes; NULL as length 0xFFFFFFFF. */
+static void
+hash_text(pg_cryptohash_ctx *ctx, const char *s)
+{
+	uint32		len = s ? (uint32) strlen(s) : 0xFFFFFFFF;
+	uint32		be = pg_hton32(len);
+
+	hash_bytes(ctx, &be, sizeof(be));
+	if (s)
+		hash_bytes(ctx, s, len);
+}
+
+static void
+hash_jsonb(pg_cryptohash_ctx *ctx, Jsonb *j)
+{
+	hash_text(ctx, j ? JsonbToCString(NULL, &j->root, VARSIZE(j)) : NULL);
+}
+
+/*
+ * entry_hash = SHA-256(prev_hash || encoding(entry)).  The encoding covers
+ * every column except the two hashes, in table order.
+ */
+static void
+audit_entry_hash(const uint8 *prev_hash, const AuditEntry *e, uint8 *out)
+{
+	pg_cryptohash_ctx *ctx = pg_cryptohash_create(PG_SHA256);
+
+	if (pg_cryptohash_init(ctx) < 0)
+		elog(ERROR, "could not initialise SHA-256 context: %s", pg_cryptohash_error(ctx));
+	hash_bytes(ctx, prev_hash, HASH_LEN);
+	hash_int64(ctx, e->audit_id);
+	hash_text(ctx, e->table_name);
+	hash_text(ctx, e->operation);
+	hash_jsonb(ctx, e->row_key);
+	hash_jsonb(ctx, e->old_row);
+	hash_jsonb(ctx, e->new_row);
+	hash_text(ctx, e->reason);
+	hash_text(ctx, e->session_user_name);
+	hash_text(ctx, e->current_user_name);
+	hash_text(ctx, e->application_name);
+	hash_int64(ctx, e->txid);
+	hash_int64(ctx, e->xact_time);
+	hash_int64(ctx, e->statement_time);
+	if (pg_cryptohash_final(ctx, out, HASH_LEN) < 0)
+		elog(ERROR, "could not finalise SHA-256 context: %s", pg_cryptohash_error(ctx));
+	pg_cryptohash_free(ctx);
+}
+
+static bytea *
+hash_to_bytea(const uint8 *h)
+{
+	bytea	   *b = palloc(VARHDRSZ + HASH_LEN);
+
+	SET_VARSIZE(b, VARHDRSZ + HASH_LEN);
+	memcpy(VARDATA(b), h, HASH_LEN);
+	return b;
+}
+
+/* ---------- rows as jsonb ---------- */
+
+/* to_jsonb() of a row of the given composite type, without going through SPI. */
+static Jsonb *
+row_to_jsonb(HeapTuple tuple, TupleDesc tupdesc)
+{
+	FmgrInfo	flinfo;
+	Datum		row = heap_copy_tuple_as_datum(tuple, tupdesc);
+
+	fmgr_info(F_TO_JSONB, &flinfo);
+	/* to_jsonb resolves its polymorphic argument from the call expression */
+	flinfo.fn_expr = (Node *) makeFuncExpr(F_TO_JSONB, JSONBOID,
+										   list_make1(makeNullConst(tupdesc->tdtypeid, -1, InvalidOid)),
+										   InvalidOid, InvalidOid, COERCE_EXPLICIT_CALL);
+	return DatumGetJsonbP(FunctionCall1(&flinfo, row));
+}
+
+/* The primary-key columns of rel, taken from the row's jsonb, as an object. */
+static Jsonb *
+row_key_jsonb(Relation rel, Jsonb *row)
+{
+	Bitmapset  *pk = RelationGetIndexAttrBitmap(rel, INDEX_ATTR_BITMAP_PRIMARY_KEY);
+	TupleDesc	tupdesc = RelationGetDescr(rel);
+	JsonbParseState *state = NULL;
+	JsonbValue *res;
+	int			i;
+
+	if (pk == NULL)
+		return NULL;
+	pushJsonbValue(&state, WJB_BEGIN_OBJECT, NULL);
+	for (i = 0; i < tupdesc->natts; i++)
+	{
+		Form_pg_attribute att = TupleDescAttr(tupdesc, i);
+		JsonbValue	key;
+		JsonbValue *val;
+
+		if (!bms_is_member(att->attnum - FirstLowInvalidHeapAttributeNumber, pk))
+			continue;
+		key.type = jbvString;
+		key.val.string.val = NameStr(att->attname);
+		key.val.string.len = strlen(NameStr(att->attname));
+		val = getKeyJsonValueFromContainer(&row->root, key.val.string.val,
+										   key.val.string.len, NULL);
+		pushJsonbValue(&state, WJB_KEY, &key);
+		if (val == NULL)
+		{
+			JsonbValue	null;
+
+			null.type = jbvNull;
+			val = &null;
+			pushJsonbValue(&state, WJB_VALUE, val);
+		}
+		else
+			pushJsonbValue(&state, WJB_VALUE, val);
+	}
+	res = pushJsonbValue(&state, WJB_END_OBJECT, NULL);
+	return JsonbValueToJsonb(res);
+}
+
+/* ---------- the chain ---------- */
+
+static Oid
+audit_log_relid(void)
+{
+	Oid			nsp = get_namespace_oid("settle", false);
+	Oid			relid = get_relname_relid("audit_log", nsp);
+
+	if (!OidIsValid(relid))
+		elog(ERROR, "settle.audit_log does not exist");
+	return relid;
+}
+
+static SPIPlanPtr
+keep_plan(const char *sql, int nargs, Oid *argtypes)
+{
+	SPIPlanPtr	plan = SPI_prepare(sql, nargs, argtypes);
+
+	if (plan == NULL)
+		elog(ERROR, "SPI_prepare failed for \"%s\": %s", sql, SPI_result_code_string(SPI_result));
+	SPI_keepplan(plan);
+	return plan;
+}
+
+static void
+prepare_plans(void)
+{
+	if (lock_head_plan == NULL)
+		lock_head_plan = keep_plan("SELECT last_id FROM settle.audit_head FOR UPDATE", 0, NULL);
+	if (read_tail_plan == NULL)
+		read_tail_plan = keep_plan("SELECT audit_id, entry_hash FROM settle.audit_log "
+								   "ORDER BY audit_id DESC LIMIT 1", 0, NULL);
+	if (insert_plan == NULL)
+	{
+		Oid			types[15] = {INT8OID, BYTEAOID, BYTEAOID, TEXTOID, TEXTOID,
+								 JSONBOID, JSONBOID, JSONBOID, TEXTOID, NAMEOID,
+								 NAMEOID, TEXTOID, INT8OID, TIMESTAMPTZOID, TIMESTAMPTZOID};
+
+		insert_plan = keep_plan("INSERT INTO settle.audit_log VALUES "
+								"($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
+								15, types);
+	}
+	if (move_head_plan == NULL)
+	{
+		Oid			types[2] = {INT8OID, BYTEAOID};
+
+		move_head_plan = keep_plan("UPDATE settle.audit_head SET last_id = $1, last_hash = $2", 2, types);
+	}
+}
+
+/*
+ * Take the head lock (once per transaction) and learn the tail of the chain,
+ * including entries this transaction already wrote.  Must run inside SPI, as
+ * the audit log's owner.
+ */
+static void
+chain_acquire(void)
+{
+	if (chain.locked)
+		return;
+	if (SPI_execute_plan(lock_head_plan, NULL, NULL, false, 1) != SPI_OK_SELECT ||
+		SPI_processed != 1)
+		elog(ERROR, "settle.audit_head must hold exactly one row");
+	if (SPI_execute_plan(read_tail_plan, NULL, NULL, false, 1) != SPI_OK_SELECT)
+		elog(ERROR, "could not read the tail of settle.audit_log");
+	if (SPI_processed == 0)
+	{
+		chain.last_id = 0;
+		memset(chain.last_hash, 0, HASH_LEN);
+	}
+	else
+	{
+		bool		isnull;
+		HeapTuple	tup = SPI_tuptable->vals[0];
+		TupleDesc	desc = SPI_tuptable->tupdesc;
+		bytea	   *h;
+
+		chain.last_id = DatumGetInt64(SPI_getbinval(tup, desc, 1, &isnull));
+		h = DatumGetByteaPP(SPI_getbinval(tup, desc, 2, &isnull));
+		if (VARSIZE_ANY_EXHDR(h) != HASH_LEN)
+			elog(ERROR, "audit entry %lld has a malformed hash", (long long) chain.last_id);
+		memcpy(chain.last_hash, VARDATA_ANY(h), HASH_LEN);
+	}
+	chain.locked = true;
+}
+
+/* Runs fn(arg) inside SPI with the audit log owner's privileges. */
+static void
+as_audit_owner(void (*fn) (void *), void *arg)
+{
+	Oid			save_userid;
+	int			save_sec;
+	Oid			owner;
+	HeapTuple	classtup;
+	Oid			relid = audit_log_relid();
+
+	classtup = SearchSysCache1(RELOID, ObjectIdGetDatum(relid));
+	if (!HeapTupleIsValid(classtup))
+		elog(ERROR, "cache lookup failed for relation %u", relid);
+	owner = ((Form_pg_class) GETSTRUCT(classtup))->relowner;
+	ReleaseSysCache(classtup);
+
+	GetUserIdAndSecContext(&save_userid, &save_sec);
+	SetUserIdAndSecContext(owner, save_sec | SECURITY_LOCAL_USERID_CHANGE);
+	PG_TRY();
+	{
+		if (SPI_connect() != SPI_OK_CONNECT)
+			elog(ERROR, "SPI_connect failed");
+		prepare_plans();
+		fn(arg);
+		SPI_finish();
+	}
+	PG_FINALLY();
+	{
+		SetUserIdAndSecContext(save_userid, save_sec);
+	}
+	PG_END_TRY();
+}
+
+static void
+append_entry(void *arg)
+{
+	AuditEntry *e = (AuditEntry *) arg;
+	uint8		hash[HASH_LEN];
+	Datum		values[15];
+	char		nulls[15];
+	int			i;
+
+	chain_acquire();
+	e->audit_id = chain.last_id + 1;
+	audit_entry_hash(chain.last_hash, e, hash);
+
+	memset(nulls, ' ', sizeof(nulls));
+	values[0] = Int64GetDatum(e->audit_id);
+	values[1] = PointerGetDatum(hash_to_bytea(chain.last_hash));
+	values[2] = PointerGetDatum(hash_to_bytea(hash));
+	values[3] = CStringGetTextDatum(e->table_name);
+	values[4] = CStringGetTextDatum(e->operation);
+	values[5] = PointerGetDatum(e->row_key);
+	values[6] = PointerGetDatum(e->old_row);
+	values[7] = PointerGetDatum(e->new_row);
+	values[8] = e->reason ? CStringGetTextDatum(e->reason) : (Datum) 0;
+	values[9] = DirectFunctionCall1(namein, CStringGetDatum(e->session_user_name));
+	values[10] = DirectFunctionCall1(namein, CStringGetDatum(e->current_user_name));
+	values[11] = CStringGetTextDatum(e->application_name);
+	values[12] = Int64GetDatum(e->txid);
+	values[13] = TimestampTzGetDatum(e->xact_time);
+	values[14] = TimestampTzGetDatum(e->statement_time);
+	for (i = 5; i <= 8; i++)
+		if (values[i] == (Datum) 0)
+			nulls[i] = 'n';
+
+	if (SPI_execute_plan(insert_plan, values, nulls, false, 0) != SPI_OK_INSERT)
+		elog(ERROR, "could not append to settle.audit_log");
+
+	chain.last_id = e->audit_id;
+	memcpy(chain.last_hash, hash, HASH_LEN);
+	chain.max_written = e->audit_id;
+}
+
+/*
+ * settle.audit_trigger(['reason_required'])
+ *
+ * AFTER INSERT/UPDATE/DELETE FOR EACH ROW or AFTER TRUNCATE FOR EACH
+ * STATEMENT.  Records the change; with 'reason_required', refuses it when
+ * settle.reason is not set.
+ */
+Datum
+settle_audit_trigger(PG_FUNCTION_ARGS)
+{
+	TriggerData *trigdata = (TriggerData *) fcinfo->context;
+	Relation	rel;
+	TupleDesc	tupdesc;
+	AuditEntry	e;
+	bool		reason_required = false;
+	const char *reason = settle_reason;
+	const char *app;
+	int			i;
+
+	if (!CALLED_AS_TRIGGER(fcinfo))
+		ereport(ERROR,
+				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+				 errmsg("settle.audit_trigger() must be called as a trigger")));
+	if (!TRIGGER_FIRED_AFTER(trigdata->tg_event))
+		ereport(ERROR,
+				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+				 errmsg("settle.audit_trigger() must be fired AFTER the change")));
+
+	rel = trigdata->tg_relation;
+	tupdesc = RelationGetDescr(rel);
+	for (i = 0; i < trigdata->tg_trigger->tgnargs; i++)
+	{
+		if (strcmp(trigdata->tg_trigger->tgargs[i], "reason_required") == 0)
+			reason_required = true;
+		else
+			ereport(ERROR,
+					(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+					 errmsg("unknown settle.audit_trigger() argument \"%s\"",
+							trigdata->tg_trigger->tgargs[i])));
+	}
+
+	if (reason != NULL && reason[0] == '\0')
+		reason = NULL;
+	if (reason_required && reason == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("a reason is required to change %s", RelationGetRelationName(rel)),
+				 errdetail("Changes to %s are audited with the reason they were made.",
+						   RelationGetRelationName(rel)),
+				 errhint("Run SET LOCAL settle.reason = '...' in the same transaction.")));
+
+	memset(&e, 0, sizeof(e));
+	e.table_name = RelationGetRelationName(rel);
+	if (TRIGGER_FIRED_BY_TRUNCATE(trigdata->tg_event))
+		e.operation = "TRUNCATE";
+	else if (!TRIGGER_FIRED_FOR_ROW(trigdata->tg_event))
+		ereport(ERROR,
+				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+				 errmsg("settle.audit_trigger() must be FOR EACH ROW for INSERT, UPDATE and DELETE")));
+	else if (TRIGGER_FIRED_BY_INSERT(trigdata->tg_event))
+	{
+		e.operation = "INSERT";
+		e.new_row = row_to_jsonb(trigdata->tg_trigtuple, tupdesc);
+		e.row_key = row_key_jsonb(rel, e.new_row);
+	}
+	else if (TRIGGER_FIRED_BY_UPDATE(trigdata->tg_event))
+	{
+		e.operation = "UPDATE";
+		e.old_row = row_to_jsonb(trigdata->tg_trigtuple, tupdesc);
+		e.new_row = row_to_jsonb(trigdata->tg_newtuple, tupdesc);
+		e.row_key = row_key_jsonb(rel, e.new_row);
+	}
+	else
+	{
+		e.operation = "DELETE";
+		e.old_row = row_to_jsonb(trigdata->tg_trigtuple, tupdesc);
+		e.row_key = row_key_jsonb(rel, e.old_row);
+	}
+
+	e.reason = reason;
+	e.session_user_name = GetUserNameFromId(GetSessionUserId(), false);
+	e.current_user_name = GetUserNameFromId(GetUserId(), false);
+	app = GetConfigOption("application_name", false, false);
+	e.application_name = app ? app : "";
+	e.txid = (int64) U64FromFullTransactionId(GetTopFullTransactionId());
+	e.xact_time = GetCurrentTransactionStartTimestamp();
+	e.statement_time = GetCurrentStatementStartTimestamp();
+
+	as_audit_owner(append_entry, &e);
+
+	return PointerGetDatum(NULL);
+}
+
+typedef struct HeadMove
+{
+	int64		audit_id;
+	bytea	   *entry_hash;
+} HeadMove;
+
+static void
+move_head(void *arg)
+{
+	HeadMove   *m = (HeadMove *) arg;
+	Datum		values[2];
+
+	chain_acquire();
+	/* Only the last entry the audit trigger wrote anchors the chain. */
+	if (m->audit_id != chain.last_id || m->audit_id > chain.max_written)
+		return;
+	values[0] = Int64GetDatum(m->audit_id);
+	values[1] = PointerGetDatum(m->entry_hash);
+	if (SPI_execute_plan(move_head_plan, values, NULL, false, 0) != SPI_OK_UPDATE)
+		elog(ERROR, "could not move settle.audit_head");
+}
+
+/*
+ * settle.audit_head_sync(): deferred AFTER INSERT row trigger on
+ * settle.audit_log.  At commit, moves settle.audit_head to the last entry the
+ * transaction appended through settle.audit_trigger; entries inserted any
+ * other way are left unanchored, which verify_audit reports.
+ */
+Datum
+settle_audit_head_sync(PG_FUNCTION_ARGS)
+{
+	TriggerData *trigdata = (TriggerData *) fcinfo->context;
+	HeadMove	m;
+	bool		isnull;
+
+	if (!CALLED_AS_TRIGGER(fcinfo) || !TRIGGER_FIRED_BY_INSERT(trigdata->tg_event) ||
+		!TRIGGER_FIRED_FOR_ROW(trigdata->tg_event))
+		ereport(ERROR,
+				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+				 errmsg("settle.audit_head_sync() must be an AFTER INSERT row trigger")));
+
+	if (chain.max_written == 0)
+		return PointerGetDatum(NULL);
+	m.audit_id = DatumGetInt64(heap_getattr(trigdata->tg_trigtuple, 1,
+											RelationGetDescr(trigdata->tg_relation), &isnull));
+	if (chain.locked && m.audit_id != chain.last_id)
+		return PointerGetDatum(NULL);	/* not the last one: cheap exit */
+	m.entry_hash = DatumGetByteaPCopy(heap_getattr(trigdata->tg_trigtuple, 3,
+												   RelationGetDescr(trigdata->tg_relation), &isnull));
+	as_audit_owner(move_head, &m);
+	return PointerGetDatum(NULL);
+}
+
+/*
+ * settle.append_only_trigger(): BEFORE UPDATE OR DELETE row trigger or
+ * BEFORE TRUNCATE statement trigger that refuses the change.  Installed
+ * ENABLE ALWAYS, so session_replication_role = replica does not bypass it.
+ */
+Datum
+settle_append_only_trigger(PG_FUNCTION_ARGS)
+{
+	TriggerData *trigdata = (TriggerData *) fcinfo->context;
+	const char *op;
+
+	if (!CALLED_AS_TRIGGER(fcinfo))
+		ereport(ERROR,
+				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+				 errmsg("settle.append_only_trigger() must be called as a trigger")));
+
+	if (TRIGGER_FIRED_BY_UPDATE(trigdata->tg_event))
+		op = "UPDATE";
+	else if (TRIGGER_FIRED_BY_DELETE(trigdata->tg_event))
+		op = "DELETE";
+	else if (TRIGGER_FIRED_BY_TRUNCATE(trigdata->tg_event))
+		op = "TRUNCATE";
+	else
+		ereport(ERROR,
+				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+				 errmsg("settle.append_only_trigger() must fire on UPDATE, DELETE or TRUNCATE")));
+
+	ereport(ERROR,
+			(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+			 errmsg("settle.%s is append-only", RelationGetRelationName(trigdata->tg_relation)),
+			 errdetail("%s is refused for every user: history is never rewritten.", op),
+			 errhint("Record a change as a new row (a new revision or version).")));
+	PG_RETURN_NULL();			/* not reached */
+}
+
+/* ---------- verification ---------- */
+
+static char *
+datum_text_or_null(HeapTuple tup, TupleDesc desc, int col)
+{
+	bool		isnull;
+	Datum		d = SPI_getbinval(tup, desc, col, &isnull);
+
+	if (isnull)
+		return NULL;
+	if (TupleDescAttr(desc, col - 1)->atttypid == NAMEOID)
+		return pstrdup(NameStr(*DatumGetName(d)));
+	return TextDatumGetCString(d);
+}
+
+static Jsonb *
+datum_jsonb_or_null(HeapTuple tup, TupleDesc desc, int col)
+{
+	bool		isnull;
+	Datum		d = SPI_getbinval(tup, desc, col, &isnull);
+
+	return isnull ? NULL : DatumGetJsonbP(d);
+}
+
+static bool
+hash_equals(HeapTuple tup, TupleDesc desc, int col, const uint8 *h)
+{
+	bool		isnull;
+	Datum		d = SPI_getbinval(tup, desc, col, &isnull);
+	bytea	   *b;
+
+	if (isnull)
+		return false;
+	b = DatumGetByteaPP(d);
+	return VARSIZE_ANY_EXHDR(b) == HASH_LEN && memcmp(VARDATA_ANY(b), h, HASH_LEN) == 0;
+}
+
+/*
+ * settle.verify_audit() → (verified, entries, first_broken_id, problem)
+ *
+ * Reads the chain in id order in batches (memory stays bounded) and checks
+ * that ids run 1, 2, 3, ..., that each entry links to the previous hash, that
+ * each stored hash matches a recomputation, and that the head anchors the
+ * last entry.  Stops at the first entry that fails.
+ */
+Datum
+settle_verify_audit(PG_FUNCTION_ARGS)
+{
+	TupleDesc	resdesc;
+	Datum		result[4];
+	bool		resnull[4] = {false, false, true, true};
+	Portal		portal;
+	SPIPlanPtr	plan;
+	uint8		prev[HASH_LEN];
+	int64		expected = 1;
+	int64		broken = 0;
+	char		problem[200];
+	MemoryContext batchcxt;
+	MemoryContext oldcxt;
+
+	if (get_call_result_type(fcinfo, NULL, &resdesc) != TYPEFUNC_COMPOSITE)
+		elog(ERROR, "return type must be a row type");
+	resdesc = BlessTupleDesc(resdesc);
+
+	memset(prev, 0, HASH_LEN);
+	batchcxt = AllocSetContextCreate(CurrentMemoryContext, "verify_audit batch",
+									 ALLOCSET_DEFAULT_SIZES);
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	plan = SPI_prepare("SELECT audit_id, prev_hash, entry_hash, table_name, operation, row_key, "
+					   "old_row, new_row, reason, session_user_name, current_user_name, "
+					   "application_name, txid, xact_time, statement_time "
+					   "FROM settle.audit_log ORDER BY audit_id", 0, NULL);
+	if (plan == NULL)
+		elog(ERROR, "SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
+	portal = SPI_cursor_open(NULL, plan, NULL, NULL, true);
+
+	while (broken == 0)
+	{
+		uint64		i;
+
+		SPI_cursor_fetch(portal, true, 1000);
+		if (SPI_processed == 0)
+			break;
+		oldcxt = MemoryContextSwitchTo(batchcxt);
+		for (i = 0; i < SPI_processed && broken == 0; i++)
+		{
+			HeapTuple	tup = SPI_tuptable->vals[i];
+			TupleDesc	desc = SPI_tuptable->tupdesc;
+			AuditEntry	e;
+			bool		isnull;
+			uint8		h[HASH_LEN];
+
+			e.audit_id = DatumGetInt64(SPI_getbinval(tup, desc, 1, &isnull));
+			e.table_name = datum_text_or_null(tup, desc, 4);
+			e.operation = datum_text_or_null(tup, desc, 5);
+			e.row_key = datum_jsonb_or_null(tup, desc, 6);
+			e.old_row = datum_jsonb_or_null(tup, desc, 7);
+			e.new_row = datum_jsonb_or_null(tup, desc, 8);
+			e.reason = datum_text_or_null(tup, desc, 9);
+			e.session_user_name = datum_text_or_null(tup, desc, 10);
+			e.current_user_name = datum_text_or_null(tup, desc, 11);
+			e.application_name = datum_text_or_null(tup, desc, 12);
+			e.txid = DatumGetInt64(SPI_getbinval(tup, desc, 13, &isnull));
+			e.xact_time = DatumGetTimestampTz(SPI_getbinval(tup, desc, 14, &isnull));
+			e.statement_time = DatumGetTimestampTz(SPI_getbinval(tup, desc, 15, &isnull));
+
+			if (e.audit_id != expected)
+			{
+				broken = e.audit_id > expected ? expected : e.audit_id;
+				snprintf(problem, sizeof(problem), e.audit_id > expected ?
+								   "entry %lld is missing" : "entry %lld is out of order",
+								   (long long) broken);
+				break;
+			}
+			if (!hash_equals(tup, desc, 2, prev))
+			{
+				broken = e.audit_id;
+				snprintf(problem, sizeof(problem), "entry %lld does not link to the hash of entry %lld",
+								   (long long) e.audit_id, (long long) (e.audit_id - 1));
+				break;
+			}
+			audit_entry_hash(prev, &e, h);
+			if (!hash_equals(tup, desc, 3, h))
+			{
+				broken = e.audit_id;
+				snprintf(problem, sizeof(problem), "entry %lld was altered: its content does not match its hash",
+								   (long long) e.audit_id);
+				break;
+			}
+			memcpy(prev, h, HASH_LEN);
+			expected++;
+		}
+		MemoryContextSwitchTo(oldcxt);
+		MemoryContextReset(batchcxt);
+	}
+	SPI_cursor_close(portal);
+
+	if (broken == 0)
+	{
+		/* The head must anchor the last entry. */
+		int64		head_id;
+		bool		isnull;
+
+		if (SPI_execute("SELECT last_id, last_hash FROM settle.audit_head", true, 0) != SPI_OK_SELECT ||
+			SPI_processed != 1)
+		{
+			broken = expected;
+			snprintf(problem, sizeof(problem), "the chain head (settle.audit_head) is missing");
+		}
+		else
+		{
+			head_id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+			if (head_id > expected - 1)
+			{
+				broken = expected;
+				snprintf(problem, sizeof(problem), "entries %lld to %lld are missing: the chain head is at %lld",
+								   (long long) expected, (long long) head_id, (long long) head_id);
+			}
+			else if (head_id < expected - 1)
+			{
+				broken = head_id + 1;
+				snprintf(problem, sizeof(problem), "entry %lld was inserted out of band: the chain head is at %lld",
+								   (long long) (head_id + 1), (long long) head_id);
+			}
+			else if (!hash_equals(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, prev))
+			{
+				broken = head_id;
+				snprintf(problem, sizeof(problem), "entry %lld does not match the chain head", (long long) head_id);
+			}
+		}
+	}
+
+	SPI_finish();
+	result[0] = BoolGetDatum(broken == 0);
+	result[1] = Int64GetDatum(expected - 1);
+	if (broken != 0)
+	{
+		resnull[2] = resnull[3] = false;
+		result[2] = Int64GetDatum(broken);
+		result[3] = CStringGetTextDatum(problem);
+	}
+	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(resdesc, result, resnull)));
+}

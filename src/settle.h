@@ -1,0 +1,16 @@
+/*
+ * settle.h — declarations shared by the settle extension's modules.
+ *
+ * Each module (one file per concern) exposes an init function that _PG_init
+ * calls; nothing else is global.
+ */
+#ifndef SETTLE_H
+#define SETTLE_H
+
+/* audit.c: the hash-chained audit trail and append-only guards */
+extern void settle_audit_init(void);
+
+/* settle.c: the settle.reason setting, required for sensitive changes */
+extern char *settle_reason;
+
+#endif							/* SETTLE_H */

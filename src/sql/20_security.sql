@@ -1,0 +1,99 @@
+-- 20: privileges, row-level security, audit and append-only triggers for the
+-- objects defined so far.  Later files grant their own objects the same way.
+
+-- Functions are not executable by PUBLIC unless granted below.
+REVOKE EXECUTE ON ALL FUNCTIONS IN SCHEMA settle FROM PUBLIC;
+
+-- Read access.
+GRANT SELECT ON ALL TABLES IN SCHEMA settle
+	TO settle_admin, settle_operator, settle_analyst, settle_finance, settle_auditor;
+REVOKE SELECT ON settle.audit_log, settle.audit_head FROM settle_operator, settle_analyst, settle_finance;
+GRANT SELECT ON settle.reseller, settle.customer, settle.customer_account, settle.agreement,
+	settle.bill_line, settle.bill_line_current, settle.currency, settle.product,
+	settle.product_category TO settle_reseller;
+
+-- Direct writes: the admin role only, and never on append-only tables.
+GRANT INSERT, UPDATE, DELETE ON settle.currency, settle.product_category, settle.product,
+	settle.reseller, settle.customer, settle.customer_account, settle.agreement,
+	settle.connector, settle.reseller_access TO settle_admin;
+GRANT INSERT ON settle.fx_rate TO settle_admin;
+
+-- Functions.
+GRANT EXECUTE ON FUNCTION settle.reseller_id(text), settle.check_currency(text)
+	TO settle_admin, settle_operator, settle_analyst, settle_finance, settle_auditor;
+GRANT EXECUTE ON FUNCTION settle.current_reseller_ids() TO PUBLIC;
+GRANT EXECUTE ON FUNCTION settle.add_reseller(text, text),
+	settle.add_customer(text, text, text, text, jsonb),
+	settle.grant_reseller_access(name, text) TO settle_admin;
+GRANT EXECUTE ON FUNCTION settle.map_account(text, text, text, date, date),
+	settle.add_product(text, text, text) TO settle_admin, settle_operator;
+GRANT EXECUTE ON FUNCTION
+	settle.set_agreement(text, date, text, date, text, text, integer, numeric, numeric, numeric),
+	settle.end_agreement(text, bigint, date) TO settle_admin, settle_finance;
+GRANT EXECUTE ON FUNCTION settle.add_fx_rate(text, text, date, numeric, text)
+	TO settle_admin, settle_operator, settle_finance;
+GRANT EXECUTE ON FUNCTION settle.verify_audit() TO settle_admin, settle_auditor;
+-- Trigger functions run in the context of whoever changes the table.
+GRANT EXECUTE ON FUNCTION settle.audit_trigger(), settle.audit_head_sync(),
+	settle.append_only_trigger() TO PUBLIC;
+
+-- Row-level security: staff see every reseller, a reseller login only its own.
+DO $rls$
+DECLARE
+	t text;
+BEGIN
+	FOREACH t IN ARRAY ARRAY['reseller', 'customer', 'customer_account', 'agreement', 'bill_line', 'exception']
+	LOOP
+		EXECUTE pg_catalog.format('ALTER TABLE settle.%I ENABLE ROW LEVEL SECURITY', t);
+		EXECUTE pg_catalog.format('CREATE POLICY staff_all ON settle.%I TO settle_admin, settle_operator, '
+			'settle_analyst, settle_finance, settle_auditor USING (true)', t);
+		EXECUTE pg_catalog.format('CREATE POLICY reseller_own ON settle.%I FOR SELECT TO settle_reseller '
+			'USING (reseller_id = ANY (settle.current_reseller_ids()))', t);
+	END LOOP;
+END
+$rls$;
+
+-- Audit: every change to configuration and workflow tables.
+DO $audit$
+DECLARE
+	t text;
+	args text;
+BEGIN
+	FOREACH t IN ARRAY ARRAY['currency', 'product_category', 'product', 'reseller', 'customer',
+	                         'customer_account', 'agreement', 'fx_rate', 'connector',
+	                         'exception', 'reseller_access']
+	LOOP
+		args := CASE WHEN t IN ('agreement', 'fx_rate', 'exception') THEN '''reason_required''' ELSE '' END;
+		EXECUTE pg_catalog.format('CREATE TRIGGER audit AFTER INSERT OR UPDATE OR DELETE ON settle.%I '
+			'FOR EACH ROW EXECUTE FUNCTION settle.audit_trigger(%s)', t, args);
+		EXECUTE pg_catalog.format('CREATE TRIGGER audit_truncate AFTER TRUNCATE ON settle.%I '
+			'FOR EACH STATEMENT EXECUTE FUNCTION settle.audit_trigger(%s)', t, args);
+		EXECUTE pg_catalog.format('ALTER TABLE settle.%I ENABLE ALWAYS TRIGGER audit', t);
+		EXECUTE pg_catalog.format('ALTER TABLE settle.%I ENABLE ALWAYS TRIGGER audit_truncate', t);
+	END LOOP;
+
+	-- Append-only: history is never rewritten, not even by the owner or a replica.
+	FOREACH t IN ARRAY ARRAY['raw_page', 'bill_line', 'fx_rate']
+	LOOP
+		EXECUTE pg_catalog.format('CREATE TRIGGER append_only BEFORE UPDATE OR DELETE ON settle.%I '
+			'FOR EACH ROW EXECUTE FUNCTION settle.append_only_trigger()', t);
+		EXECUTE pg_catalog.format('CREATE TRIGGER append_only_truncate BEFORE TRUNCATE ON settle.%I '
+			'FOR EACH STATEMENT EXECUTE FUNCTION settle.append_only_trigger()', t);
+		EXECUTE pg_catalog.format('ALTER TABLE settle.%I ENABLE ALWAYS TRIGGER append_only', t);
+		EXECUTE pg_catalog.format('ALTER TABLE settle.%I ENABLE ALWAYS TRIGGER append_only_truncate', t);
+	END LOOP;
+END
+$audit$;
+
+-- pg_dump keeps user data of extension tables (rows the script inserted are
+-- re-created by CREATE EXTENSION and excluded by the filters).
+SELECT pg_catalog.pg_extension_config_dump('settle.reseller', '');
+SELECT pg_catalog.pg_extension_config_dump('settle.customer', '');
+SELECT pg_catalog.pg_extension_config_dump('settle.customer_account', '');
+SELECT pg_catalog.pg_extension_config_dump('settle.agreement', '');
+SELECT pg_catalog.pg_extension_config_dump('settle.fx_rate', '');
+SELECT pg_catalog.pg_extension_config_dump('settle.connector', '');
+SELECT pg_catalog.pg_extension_config_dump('settle.raw_page', '');
+SELECT pg_catalog.pg_extension_config_dump('settle.bill_line', '');
+SELECT pg_catalog.pg_extension_config_dump('settle.exception', '');
+SELECT pg_catalog.pg_extension_config_dump('settle.reseller_access', '');

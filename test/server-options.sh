@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# pg_virtualenv -o options for every throwaway cluster the tests and demo use.
+# Issues add their settings here (one per line).
+opts=(
+	shared_preload_libraries=settle,pg_cron
+	cron.database_name=postgres
+	max_worker_processes=16
+)
+for o in "${opts[@]}"; do printf -- '-o %s ' "$o"; done
