@@ -27,3 +27,37 @@ COMMENT ON TABLE settle.exception IS
 COMMENT ON COLUMN settle.exception.scope_key IS 'What the exception is about (a line key, an account, a period scope): re-detection updates the open exception instead of opening another.';
 COMMENT ON COLUMN settle.exception.refs IS 'References: line keys, run ids, raw page ids.';
 COMMENT ON COLUMN settle.exception.payload IS 'Details: the failure, the numbers involved.';
+
+CREATE FUNCTION settle.open_exception(reseller_id bigint, kind text, scope_key text,
+	period text DEFAULT NULL, refs jsonb DEFAULT '{}', payload jsonb DEFAULT '{}',
+	severity text DEFAULT 'error') RETURNS bigint
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+	id bigint;
+BEGIN
+	-- System-detected: the detection itself is the reason, unless the caller gave one.
+	IF coalesce(current_setting('settle.reason', true), '') = '' THEN
+		PERFORM set_config('settle.reason', 'detected: ' || kind, true);
+	END IF;
+	UPDATE settle.exception e
+	   SET refs = open_exception.refs, payload = open_exception.payload,
+	       severity = open_exception.severity, updated_at = now()
+	 WHERE e.reseller_id = open_exception.reseller_id AND e.kind = open_exception.kind
+	   AND e.scope_key = open_exception.scope_key AND e.state NOT IN ('settled', 'dismissed')
+	   AND (e.refs, e.payload, e.severity) IS DISTINCT FROM
+	       (open_exception.refs, open_exception.payload, open_exception.severity)
+	RETURNING e.exception_id INTO id;
+	IF id IS NULL THEN
+		SELECT e.exception_id INTO id FROM settle.exception e
+		 WHERE e.reseller_id = open_exception.reseller_id AND e.kind = open_exception.kind
+		   AND e.scope_key = open_exception.scope_key AND e.state NOT IN ('settled', 'dismissed');
+	END IF;
+	IF id IS NULL THEN
+		INSERT INTO settle.exception (reseller_id, kind, severity, period, scope_key, refs, payload)
+		VALUES (reseller_id, kind, severity, period, scope_key, refs, payload)
+		RETURNING exception_id INTO id;
+	END IF;
+	RETURN id;
+END $$;
+COMMENT ON FUNCTION settle.open_exception(bigint, text, text, text, jsonb, jsonb, text) IS
+	'Opens an exception, or refreshes the open one with the same (reseller, kind, scope_key): re-detection never duplicates.  Returns its id.';

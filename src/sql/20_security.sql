@@ -33,6 +33,8 @@ GRANT EXECUTE ON FUNCTION
 GRANT EXECUTE ON FUNCTION settle.add_fx_rate(text, text, date, numeric, text)
 	TO settle_admin, settle_operator, settle_finance;
 GRANT EXECUTE ON FUNCTION settle.verify_audit() TO settle_admin, settle_auditor;
+GRANT EXECUTE ON FUNCTION settle.open_exception(bigint, text, text, text, jsonb, jsonb, text)
+	TO settle_admin, settle_operator, settle_analyst, settle_finance;
 -- Trigger functions run in the context of whoever changes the table.
 GRANT EXECUTE ON FUNCTION settle.audit_trigger(), settle.audit_head_sync(),
 	settle.append_only_trigger() TO PUBLIC;
