@@ -128,7 +128,8 @@ BEGIN
 	PERFORM pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtext('settle.fx_rate'),
 		pg_catalog.hashtext(base_currency || quote_currency || rate_date || source));
 	INSERT INTO settle.fx_rate (base_currency, quote_currency, rate_date, rate, source, version)
-	SELECT base_currency, quote_currency, rate_date, rate, source, coalesce(max(f.version), 0) + 1
+	SELECT add_fx_rate.base_currency, add_fx_rate.quote_currency, add_fx_rate.rate_date,
+	       add_fx_rate.rate, add_fx_rate.source, coalesce(max(f.version), 0) + 1
 	  FROM settle.fx_rate f
 	 WHERE f.base_currency = add_fx_rate.base_currency AND f.quote_currency = add_fx_rate.quote_currency
 	   AND f.rate_date = add_fx_rate.rate_date AND f.source = add_fx_rate.source
