@@ -9,17 +9,24 @@
  *
  * Concurrency: writers serialise on the row lock of settle.audit_head, taken
  * once per transaction, so entry ids follow commit order and the chain never
- * forks.  The head row itself is moved to the transaction's last entry by a
- * deferred constraint trigger (settle.audit_head_sync), once per transaction
- * rather than once per row.
+ * forks.  The head row itself is moved to the transaction's last entry just
+ * before commit (a pre-commit callback), once per transaction rather than
+ * once per row.
  *
- * The audit log is written with the privileges of its owner: no other role
- * may insert into it, so entries can only come from this trigger.
+ * Entries are inserted directly into the heap and its plain-column indexes,
+ * not through the executor: an audited change then costs little more than the
+ * change itself.  No role but the owner may insert into settle.audit_log, so
+ * entries come from this trigger; the head is moved with the owner's
+ * privileges.
  */
 #include "postgres.h"
 
+#include "access/genam.h"
+#include "access/heapam.h"
 #include "access/htup_details.h"
+#include "access/table.h"
 #include "access/xact.h"
+#include "catalog/index.h"
 #include "catalog/pg_class.h"
 #include "catalog/namespace.h"
 #include "catalog/pg_type.h"
@@ -40,12 +47,12 @@
 #include "utils/rel.h"
 #include "utils/relcache.h"
 #include "utils/syscache.h"
+#include "utils/snapmgr.h"
 #include "utils/timestamp.h"
 
 #include "settle.h"
 
 PG_FUNCTION_INFO_V1(settle_audit_trigger);
-PG_FUNCTION_INFO_V1(settle_audit_head_sync);
 PG_FUNCTION_INFO_V1(settle_append_only_trigger);
 PG_FUNCTION_INFO_V1(settle_verify_audit);
 
@@ -62,6 +69,7 @@ typedef struct ChainState
 	int64		last_id;
 	uint8		last_hash[HASH_LEN];
 	int64		max_written;	/* highest id this transaction wrote, 0 if none */
+	Oid			relid;			/* settle.audit_log, looked up once per transaction */
 } ChainState;
 
 static ChainState chain;
@@ -69,8 +77,11 @@ static ChainState chain;
 /* Plans kept across calls (SPI_keepplan). */
 static SPIPlanPtr lock_head_plan = NULL;
 static SPIPlanPtr read_tail_plan = NULL;
-static SPIPlanPtr insert_plan = NULL;
+static SPIPlanPtr anchor_plan = NULL;
 static SPIPlanPtr move_head_plan = NULL;
+
+static void move_head(void *arg);
+static void as_audit_owner(void (*fn) (void *), void *arg);
 
 /* One audit entry, as hashed and stored. */
 typedef struct AuditEntry
@@ -93,9 +104,28 @@ typedef struct AuditEntry
 static void
 chain_xact_callback(XactEvent event, void *arg)
 {
-	if (event == XACT_EVENT_COMMIT || event == XACT_EVENT_ABORT ||
-		event == XACT_EVENT_PREPARE || event == XACT_EVENT_PARALLEL_ABORT)
-		memset(&chain, 0, sizeof(chain));
+	switch (event)
+	{
+		case XACT_EVENT_PRE_COMMIT:
+		case XACT_EVENT_PRE_PREPARE:
+			/* anchor the chain at the last entry this transaction wrote */
+			if (chain.max_written > 0)
+			{
+				CommandCounterIncrement();
+				PushActiveSnapshot(GetTransactionSnapshot());
+				as_audit_owner(move_head, NULL);
+				PopActiveSnapshot();
+			}
+			break;
+		case XACT_EVENT_COMMIT:
+		case XACT_EVENT_ABORT:
+		case XACT_EVENT_PREPARE:
+		case XACT_EVENT_PARALLEL_ABORT:
+			memset(&chain, 0, sizeof(chain));
+			break;
+		default:
+			break;
+	}
 }
 
 static void
@@ -284,15 +314,12 @@ prepare_plans(void)
 	if (read_tail_plan == NULL)
 		read_tail_plan = keep_plan("SELECT audit_id, entry_hash FROM settle.audit_log "
 								   "ORDER BY audit_id DESC LIMIT 1", 0, NULL);
-	if (insert_plan == NULL)
+	if (anchor_plan == NULL)
 	{
-		Oid			types[15] = {INT8OID, BYTEAOID, BYTEAOID, TEXTOID, TEXTOID,
-								 JSONBOID, JSONBOID, JSONBOID, TEXTOID, NAMEOID,
-								 NAMEOID, TEXTOID, INT8OID, TIMESTAMPTZOID, TIMESTAMPTZOID};
+		Oid			types[1] = {INT8OID};
 
-		insert_plan = keep_plan("INSERT INTO settle.audit_log VALUES "
-								"($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
-								15, types);
+		anchor_plan = keep_plan("SELECT audit_id, entry_hash FROM settle.audit_log "
+								"WHERE audit_id <= $1 ORDER BY audit_id DESC LIMIT 1", 1, types);
 	}
 	if (move_head_plan == NULL)
 	{
@@ -371,20 +398,75 @@ as_audit_owner(void (*fn) (void *), void *arg)
 	PG_END_TRY();
 }
 
+/*
+ * Inserts one row into settle.audit_log and its indexes without the executor.
+ * The indexes must be plain column indexes (no expressions, no predicates).
+ */
 static void
-append_entry(void *arg)
+insert_audit_row(Datum *values, bool *nulls)
 {
-	AuditEntry *e = (AuditEntry *) arg;
+	Relation	rel;
+	HeapTuple	tup;
+	List	   *indexes;
+	ListCell   *lc;
+
+	if (!OidIsValid(chain.relid))
+		chain.relid = audit_log_relid();
+	rel = table_open(chain.relid, RowExclusiveLock);
+	tup = heap_form_tuple(RelationGetDescr(rel), values, nulls);
+	indexes = RelationGetIndexList(rel);
+
+	simple_heap_insert(rel, tup);
+	foreach(lc, indexes)
+	{
+		Relation	idx = index_open(lfirst_oid(lc), RowExclusiveLock);
+		IndexInfo  *ii = BuildIndexInfo(idx);
+		Datum		keys[INDEX_MAX_KEYS];
+		bool		keynulls[INDEX_MAX_KEYS];
+		int			k;
+
+		if (ii->ii_Expressions != NIL || ii->ii_Predicate != NIL)
+			ereport(ERROR,
+					(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+					 errmsg("index \"%s\" on settle.audit_log is not supported",
+							RelationGetRelationName(idx)),
+					 errdetail("Indexes on the audit log must be plain column indexes.")));
+		for (k = 0; k < ii->ii_NumIndexAttrs; k++)
+		{
+			AttrNumber	att = ii->ii_IndexAttrNumbers[k];
+
+			keys[k] = values[att - 1];
+			keynulls[k] = nulls[att - 1];
+		}
+		index_insert(idx, keys, keynulls, &tup->t_self, rel,
+					 idx->rd_index->indisunique ? UNIQUE_CHECK_YES : UNIQUE_CHECK_NO,
+					 false, ii);
+		index_close(idx, RowExclusiveLock);
+	}
+	list_free(indexes);
+	table_close(rel, RowExclusiveLock);
+}
+
+static void
+lock_chain(void *arg)
+{
+	chain_acquire();
+}
+
+/* Appends entry e at the end of the chain. */
+static void
+append_entry(AuditEntry *e)
+{
 	uint8		hash[HASH_LEN];
 	Datum		values[15];
-	char		nulls[15];
-	int			i;
+	bool		nulls[15];
 
-	chain_acquire();
+	if (!chain.locked)
+		as_audit_owner(lock_chain, NULL);
 	e->audit_id = chain.last_id + 1;
 	audit_entry_hash(chain.last_hash, e, hash);
 
-	memset(nulls, ' ', sizeof(nulls));
+	memset(nulls, 0, sizeof(nulls));
 	values[0] = Int64GetDatum(e->audit_id);
 	values[1] = PointerGetDatum(hash_to_bytea(chain.last_hash));
 	values[2] = PointerGetDatum(hash_to_bytea(hash));
@@ -400,12 +482,12 @@ append_entry(void *arg)
 	values[12] = Int64GetDatum(e->txid);
 	values[13] = TimestampTzGetDatum(e->xact_time);
 	values[14] = TimestampTzGetDatum(e->statement_time);
-	for (i = 5; i <= 8; i++)
-		if (values[i] == (Datum) 0)
-			nulls[i] = 'n';
+	nulls[5] = e->row_key == NULL;
+	nulls[6] = e->old_row == NULL;
+	nulls[7] = e->new_row == NULL;
+	nulls[8] = e->reason == NULL;
 
-	if (SPI_execute_plan(insert_plan, values, nulls, false, 0) != SPI_OK_INSERT)
-		elog(ERROR, "could not append to settle.audit_log");
+	insert_audit_row(values, nulls);
 
 	chain.last_id = e->audit_id;
 	memcpy(chain.last_hash, hash, HASH_LEN);
@@ -500,62 +582,31 @@ settle_audit_trigger(PG_FUNCTION_ARGS)
 	e.xact_time = GetCurrentTransactionStartTimestamp();
 	e.statement_time = GetCurrentStatementStartTimestamp();
 
-	as_audit_owner(append_entry, &e);
+	append_entry(&e);
 
 	return PointerGetDatum(NULL);
-}
-
-typedef struct HeadMove
-{
-	int64		audit_id;
-	bytea	   *entry_hash;
-} HeadMove;
-
-static void
-move_head(void *arg)
-{
-	HeadMove   *m = (HeadMove *) arg;
-	Datum		values[2];
-
-	chain_acquire();
-	/* Only the last entry the audit trigger wrote anchors the chain. */
-	if (m->audit_id != chain.last_id || m->audit_id > chain.max_written)
-		return;
-	values[0] = Int64GetDatum(m->audit_id);
-	values[1] = PointerGetDatum(m->entry_hash);
-	if (SPI_execute_plan(move_head_plan, values, NULL, false, 0) != SPI_OK_UPDATE)
-		elog(ERROR, "could not move settle.audit_head");
 }
 
 /*
- * settle.audit_head_sync(): deferred AFTER INSERT row trigger on
- * settle.audit_log.  At commit, moves settle.audit_head to the last entry the
- * transaction appended through settle.audit_trigger; entries inserted any
- * other way are left unanchored, which verify_audit reports.
+ * Moves settle.audit_head to the last entry this transaction wrote through the
+ * trigger (entries of aborted subtransactions are gone; entries inserted any
+ * other way are never anchored, which verify_audit reports).
  */
-Datum
-settle_audit_head_sync(PG_FUNCTION_ARGS)
+static void
+move_head(void *arg)
 {
-	TriggerData *trigdata = (TriggerData *) fcinfo->context;
-	HeadMove	m;
-	bool		isnull;
+	Datum		values[2];
+	Datum		bound = Int64GetDatum(chain.max_written);
 
-	if (!CALLED_AS_TRIGGER(fcinfo) || !TRIGGER_FIRED_BY_INSERT(trigdata->tg_event) ||
-		!TRIGGER_FIRED_FOR_ROW(trigdata->tg_event))
-		ereport(ERROR,
-				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
-				 errmsg("settle.audit_head_sync() must be an AFTER INSERT row trigger")));
-
-	if (chain.max_written == 0)
-		return PointerGetDatum(NULL);
-	m.audit_id = DatumGetInt64(heap_getattr(trigdata->tg_trigtuple, 1,
-											RelationGetDescr(trigdata->tg_relation), &isnull));
-	if (chain.locked && m.audit_id != chain.last_id)
-		return PointerGetDatum(NULL);	/* not the last one: cheap exit */
-	m.entry_hash = DatumGetByteaPCopy(heap_getattr(trigdata->tg_trigtuple, 3,
-												   RelationGetDescr(trigdata->tg_relation), &isnull));
-	as_audit_owner(move_head, &m);
-	return PointerGetDatum(NULL);
+	chain_acquire();
+	if (SPI_execute_plan(anchor_plan, &bound, NULL, false, 1) != SPI_OK_SELECT)
+		elog(ERROR, "could not read the audit chain");
+	if (SPI_processed == 0)
+		return;
+	values[0] = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &(bool){false});
+	values[1] = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &(bool){false});
+	if (SPI_execute_plan(move_head_plan, values, NULL, false, 0) != SPI_OK_UPDATE)
+		elog(ERROR, "could not move settle.audit_head");
 }
 
 /*
@@ -749,8 +800,8 @@ settle_verify_audit(PG_FUNCTION_ARGS)
 			if (head_id > expected - 1)
 			{
 				broken = expected;
-				snprintf(problem, sizeof(problem), "entries %lld to %lld are missing: the chain head is at %lld",
-								   (long long) expected, (long long) head_id, (long long) head_id);
+				snprintf(problem, sizeof(problem), "entry %lld and any after it are missing: the chain head is at %lld",
+								   (long long) expected, (long long) head_id);
 			}
 			else if (head_id < expected - 1 && chain.max_written < expected - 1)
 			{

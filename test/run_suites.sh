@@ -7,10 +7,12 @@ suites=("$@")
 pass=0; fail=0; failed=()
 log=$(mktemp -d /tmp/settle-tests.XXXXXX)
 
-count_regress() {	# $1 = output file of pg_regress
+count_regress() {	# $1 = output file of pg_regress, $2 = its exit status
 	local ok bad
 	ok=$(grep -cE '\.\.\. ok' "$1" || true)
 	bad=$(grep -cE '\.\.\. FAILED|failed \(ignored\)' "$1" || true)
+	# a run that failed without naming a test (missing expected file, crash) counts once
+	if [ "$2" != 0 ] && [ "$bad" = 0 ]; then bad=1; failed+=("$1"); fi
 	pass=$((pass + ok)); fail=$((fail + bad))
 	[ "$bad" = 0 ] || failed+=("$(grep -E '\.\.\. FAILED' "$1" | awk '{print $2}' | tr '\n' ' ')")
 }
@@ -20,14 +22,14 @@ for s in "${suites[@]}"; do
 	regress)
 		echo "== pg_regress (sql/)"
 		make -s installcheck ISOLATION= 2>&1 | tee "$log/regress.out"
-		count_regress "$log/regress.out"
+		count_regress "$log/regress.out" "${PIPESTATUS[0]}"
 		[ -f regression.diffs ] && head -200 regression.diffs
 		;;
 	isolation)
 		echo "== isolation (test/specs/)"
 		mkdir -p test/output_iso
 		make -s installcheck REGRESS= 2>&1 | tee "$log/isolation.out"
-		count_regress "$log/isolation.out"
+		count_regress "$log/isolation.out" "${PIPESTATUS[0]}"
 		[ -f test/output_iso/regression.diffs ] && head -200 test/output_iso/regression.diffs
 		;;
 	pgtap)

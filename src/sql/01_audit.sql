@@ -2,11 +2,13 @@
 -- on every audited table; hash-chained; append-only.
 
 CREATE TABLE settle.audit_log (
-	audit_id          bigint      PRIMARY KEY CHECK (audit_id > 0),
-	prev_hash         bytea       NOT NULL CHECK (octet_length(prev_hash) = 32),
-	entry_hash        bytea       NOT NULL CHECK (octet_length(entry_hash) = 32),
+	-- No CHECK constraints: the C trigger is the only writer, verify_audit
+	-- checks every entry, and each CHECK would cost every audited change.
+	audit_id          bigint      PRIMARY KEY,
+	prev_hash         bytea       NOT NULL,
+	entry_hash        bytea       NOT NULL,
 	table_name        text        NOT NULL,
-	operation         text        NOT NULL CHECK (operation IN ('INSERT', 'UPDATE', 'DELETE', 'TRUNCATE')),
+	operation         text        NOT NULL,
 	row_key           jsonb,
 	old_row           jsonb,
 	new_row           jsonb,
@@ -43,11 +45,6 @@ CREATE FUNCTION settle.audit_trigger() RETURNS trigger
 COMMENT ON FUNCTION settle.audit_trigger() IS
 	'Row and TRUNCATE trigger: appends one hash-chained entry to settle.audit_log per change.  Argument ''reason_required'' makes a missing settle.reason an error.';
 
-CREATE FUNCTION settle.audit_head_sync() RETURNS trigger
-	AS 'MODULE_PATHNAME', 'settle_audit_head_sync' LANGUAGE C;
-COMMENT ON FUNCTION settle.audit_head_sync() IS
-	'Deferred constraint trigger on settle.audit_log: moves settle.audit_head to the last entry this transaction wrote.';
-
 CREATE FUNCTION settle.append_only_trigger() RETURNS trigger
 	AS 'MODULE_PATHNAME', 'settle_append_only_trigger' LANGUAGE C;
 COMMENT ON FUNCTION settle.append_only_trigger() IS
@@ -65,8 +62,5 @@ CREATE TRIGGER audit_log_no_truncate BEFORE TRUNCATE ON settle.audit_log
 	FOR EACH STATEMENT EXECUTE FUNCTION settle.append_only_trigger();
 ALTER TABLE settle.audit_log ENABLE ALWAYS TRIGGER audit_log_append_only;
 ALTER TABLE settle.audit_log ENABLE ALWAYS TRIGGER audit_log_no_truncate;
-CREATE CONSTRAINT TRIGGER audit_log_head_sync AFTER INSERT ON settle.audit_log
-	DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION settle.audit_head_sync();
-ALTER TABLE settle.audit_log ENABLE ALWAYS TRIGGER audit_log_head_sync;
 
 SELECT pg_catalog.pg_extension_config_dump('settle.audit_log', '');

@@ -36,7 +36,7 @@ GRANT EXECUTE ON FUNCTION settle.verify_audit() TO settle_admin, settle_auditor;
 GRANT EXECUTE ON FUNCTION settle.open_exception(bigint, text, text, text, jsonb, jsonb, text)
 	TO settle_admin, settle_operator, settle_analyst, settle_finance;
 -- Trigger functions run in the context of whoever changes the table.
-GRANT EXECUTE ON FUNCTION settle.audit_trigger(), settle.audit_head_sync(),
+GRANT EXECUTE ON FUNCTION settle.audit_trigger(),
 	settle.append_only_trigger() TO PUBLIC;
 
 -- Row-level security: staff see every reseller, a reseller login only its own.

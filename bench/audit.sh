@@ -1,0 +1,7 @@
+#!/usr/bin/env bash
+# Audit-overhead benchmark (issue 2): ratio of audited to unaudited writes.
+# Usage (as root): bash bench/audit.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash test/install-deps.sh
+exec bash test/dev.sh psql -X -q -f bench/audit.sql
