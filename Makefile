@@ -41,3 +41,6 @@ test:
 
 demo:
 	bash test/demo.sh
+
+# every object depends on every header (few, small: keeps rebuilds honest)
+$(OBJS): $(wildcard src/*.h)

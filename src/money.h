@@ -21,7 +21,11 @@
 #include <stddef.h>
 #include <stdint.h>
 
-typedef __int128 money128;
+/*
+ * 8-byte alignment: palloc guarantees MAXALIGN (8), not the 16 bytes the ABI
+ * gives __int128, so structs and arrays of money must not need more.
+ */
+typedef __int128 money128 __attribute__((aligned(8)));
 
 #define MONEY_SCALE			16	/* decimal places held */
 #define MONEY_INPUT_SCALE	8	/* decimal places accepted from outside */

@@ -12,6 +12,7 @@
 #include "fmgr.h"
 #include "utils/guc.h"
 
+#include "progress.h"
 #include "settle.h"
 
 PG_MODULE_MAGIC;
@@ -33,6 +34,7 @@ _PG_init(void)
 							   NULL, NULL, NULL);
 
 	settle_audit_init();
+	settle_progress_init();
 
 	MarkGUCPrefixReserved("settle");
 }

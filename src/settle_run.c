@@ -1,0 +1,1714 @@
+/*
+ * settle_run.c — the bulk settlement of one reseller's period (SPEC §2.4).
+ *
+ * settle._settle_reseller() is the engine behind settle.settle_period(): it
+ * reads the period's bill line revisions once, in line-key order, evaluates
+ * every line with the compiled rule version in force on its date (rule.h),
+ * applies per-period tiers, caps and floors, reverses refunds at the rate
+ * their original earned, adds corrections for late revisions of locked
+ * periods, rounds the statement total in the currency's minor unit and mode,
+ * allocates the residual units to lines by largest remainder, and — unless
+ * the inputs are unchanged since the last run — writes the lineage rows.
+ *
+ * Determinism: every input is read in a fixed order (line keys in "C"
+ * collation) and every input that can change the result is fed, in that
+ * order, into the input fingerprint; every output into the output
+ * fingerprint.  The same inputs give byte-identical lineage.
+ *
+ * Memory: one reseller's period is held at a time, about 150 bytes a line.
+ *
+ * Verification: in verify mode the same code reads exactly the bill line
+ * revisions, rule versions and FX rates a recorded run used, and returns the
+ * output fingerprint it would have written; settle.verify_run compares.
+ */
+#include "postgres.h"
+
+#include "access/genam.h"
+#include "access/heapam.h"
+#include "access/htup_details.h"
+#include "access/table.h"
+#include "access/tableam.h"
+#include "catalog/index.h"
+#include "catalog/namespace.h"
+#include "catalog/pg_type.h"
+#include "common/cryptohash.h"
+#include "common/sha2.h"
+#include "executor/spi.h"
+#include "executor/tuptable.h"
+#include "fmgr.h"
+#include "funcapi.h"
+#include "miscadmin.h"
+#include "port/pg_bswap.h"
+#include "utils/builtins.h"
+#include "utils/date.h"
+#include "utils/datetime.h"
+#include "utils/json.h"
+#include "utils/jsonb.h"
+#include "utils/lsyscache.h"
+#include "utils/memutils.h"
+#include "utils/rel.h"
+
+#include "numeric_fast.h"
+#include "progress.h"
+#include "rule_pg.h"
+#include "settle.h"
+
+PG_FUNCTION_INFO_V1(settle_settle_reseller);
+
+/* kinds of settlement lines */
+#define KIND_CHARGE		'c'			/* a bill line's commission */
+#define KIND_REFUND		'r'			/* a refund's reversal */
+#define KIND_CORRECTION 'x'			/* late revision of a locked period */
+#define KIND_FLOOR		'f'			/* period floor top-up */
+#define KIND_ADJUSTMENT 'a'			/* approved manual adjustment */
+
+#define FX_SCALE 8					/* converted amounts are carried to 10^-8 */
+
+/* one interned attribute string */
+typedef struct Str
+{
+	const char *s;
+	uint32		len;
+} Str;
+
+typedef struct Customer
+{
+	int64		customer_id;
+	Str			segment;
+	int			ntags;
+	RuleTag    *tags;
+	money128	spend;			/* period total of the tier measure */
+	money128	spend_before;	/* running, for graduated tiers */
+	money128	commission;		/* running, for per-customer caps */
+} Customer;
+
+typedef struct Version
+{
+	int32		version;
+	DateADT		from,
+				to;				/* [from, to) */
+	const Rule *rule;
+	uint8		content_hash[PG_SHA256_DIGEST_LENGTH];
+} Version;
+
+typedef struct Fx
+{
+	char		currency[4];	/* billing currency */
+	int64		fx_rate_id;
+	money128	rate;			/* 1 billing unit in settlement units, 10^-16 */
+} Fx;
+
+typedef struct Line
+{
+	uint32		key;			/* arena offset of line_key */
+	uint32		ref;			/* arena offset of the reference (0: none) */
+	uint32		orig;			/* refunds: arena offset of the original key */
+	int32		revision;
+	int32		cust;			/* index into customers, -1 unknown */
+	int16		version;		/* index into versions, -1 none */
+	int32		version_no;		/* rule_version.version used (lineage) */
+	int16		clause;
+	int16		tier;
+	int8		charge;			/* RuleCharge */
+	char		kind;
+	bool		prev;			/* a refund dated in the previous period */
+	bool		included;		/* part of this run's statement */
+	bool		eligible;		/* counts towards the commissionable amount */
+	uint8		pay;			/* RulePay of the clause, for refunds */
+	const char *product;		/* interned; NULL when absent */
+	const char *category;
+	const char *sku;
+	const char *region;
+	DateADT		date;			/* the date that places it in a period */
+	int32		active_days;	/* within its month */
+	int64		fx_rate_id;
+	int64		rate;			/* fraction x 10^8; -1: none */
+	money128	billed;			/* settlement currency */
+	money128	basis;			/* settlement currency, rule's basis */
+	money128	unrounded;
+	money128	rounded;
+} Line;
+
+typedef struct Problem
+{
+	const char *kind;
+	char	   *scope_key;
+	char	   *detail;
+} Problem;
+
+typedef struct Run
+{
+	MemoryContext mcxt;
+	int64		reseller_id;
+	int64		run_id;
+	int64		verify_run;		/* 0: settle mode */
+	char		period[8];
+	DateADT		start,
+				end,			/* [start, end) */
+				prev_start,
+				last_day;
+	int64		agreement_id;
+	char		currency[4];
+	int			minor_unit;
+	MoneyRounding rounding;
+	bool		invoice_basis;
+	int32		refund_window;
+	money128	min_payout;
+	money128	carry_in;
+
+	Version    *versions;
+	int			nversions;
+	Fx		   *fx;
+	int			nfx;
+	Customer   *customers;
+	int			ncustomers;
+	HTAB	   *strings;
+	HTAB	   *products;		/* product code -> category */
+
+	char	   *arena;
+	uint32		arena_len,
+				arena_cap;
+	Line	   *lines;
+	uint32		nlines,
+				cap_lines;
+	Problem    *problems;
+	int			nproblems,
+				cap_problems;
+	money128	reseller_spend,
+				reseller_volume,
+				reseller_spend_before,
+				reseller_commission;
+	bool		uses_tags;
+
+	pg_cryptohash_ctx *in_fp;
+	pg_cryptohash_ctx *out_fp;
+} Run;
+
+typedef struct StrEntry
+{
+	char		key[NAMEDATALEN * 2];
+	const char *interned;
+} StrEntry;
+
+typedef struct ProductEntry
+{
+	char		key[NAMEDATALEN * 2];
+	const char *category;
+} ProductEntry;
+
+/* ---------- small helpers ---------- */
+
+static void
+fp_bytes(pg_cryptohash_ctx *ctx, const void *p, size_t len)
+{
+	if (pg_cryptohash_update(ctx, p, len) < 0)
+		elog(ERROR, "could not update SHA-256 context");
+}
+
+static void
+fp_str(pg_cryptohash_ctx *ctx, const char *s)
+{
+	uint32		len = s ? (uint32) strlen(s) : 0xFFFFFFFF;
+	uint32		be = pg_hton32(len);
+
+	fp_bytes(ctx, &be, 4);
+	if (s)
+		fp_bytes(ctx, s, len);
+}
+
+static void
+fp_int(pg_cryptohash_ctx *ctx, int64 v)
+{
+	uint64		be = pg_hton64((uint64) v);
+
+	fp_bytes(ctx, &be, 8);
+}
+
+static void
+fp_money(pg_cryptohash_ctx *ctx, money128 v)
+{
+	fp_int(ctx, (int64) (v >> 64));
+	fp_int(ctx, (int64) (uint64) v);
+}
+
+static pg_cryptohash_ctx *
+fp_start(void)
+{
+	pg_cryptohash_ctx *ctx = pg_cryptohash_create(PG_SHA256);
+
+	if (pg_cryptohash_init(ctx) < 0)
+		elog(ERROR, "could not initialise SHA-256 context");
+	return ctx;
+}
+
+static bytea *
+fp_finish(pg_cryptohash_ctx *ctx)
+{
+	bytea	   *b = palloc(VARHDRSZ + PG_SHA256_DIGEST_LENGTH);
+
+	if (pg_cryptohash_final(ctx, (uint8 *) VARDATA(b), PG_SHA256_DIGEST_LENGTH) < 0)
+		elog(ERROR, "could not finalise SHA-256 context");
+	SET_VARSIZE(b, VARHDRSZ + PG_SHA256_DIGEST_LENGTH);
+	pg_cryptohash_free(ctx);
+	return b;
+}
+
+static uint32
+arena_put(Run *run, const char *s, size_t len)
+{
+	uint32		off;
+
+	if (run->arena_len + len + 1 > run->arena_cap)
+	{
+		run->arena_cap = Max(run->arena_cap * 2, run->arena_len + len + 1 + 65536);
+		run->arena = repalloc_huge(run->arena, run->arena_cap);
+	}
+	off = run->arena_len;
+	memcpy(run->arena + off, s, len);
+	run->arena[off + len] = '\0';
+	run->arena_len += len + 1;
+	return off;
+}
+
+#define ARENA(run, off) ((run)->arena + (off))
+
+/* Interns a text datum (trimmed of nothing: ingestion normalises). */
+static const char *
+intern(Run *run, const char *s, size_t len)
+{
+	StrEntry   *e;
+	bool		found;
+	char		key[NAMEDATALEN * 2];
+
+	if (len >= sizeof(key))
+		ereport(ERROR,
+				(errcode(ERRCODE_STRING_DATA_RIGHT_TRUNCATION),
+				 errmsg("bill line attribute \"%.40s...\" is longer than %d bytes", s, (int) sizeof(key) - 1)));
+	memcpy(key, s, len);
+	key[len] = '\0';
+	e = hash_search(run->strings, key, HASH_ENTER, &found);
+	if (!found)
+		e->interned = MemoryContextStrdup(run->mcxt, key);
+	return e->interned;
+}
+
+static const char *
+intern_datum(Run *run, Datum d, bool isnull)
+{
+	text	   *t;
+
+	if (isnull)
+		return NULL;
+	t = DatumGetTextPP(d);
+	return intern(run, VARDATA_ANY(t), VARSIZE_ANY_EXHDR(t));
+}
+
+/* A column as an interned string, NULL when null. */
+static const char *
+intern_col(Run *run, HeapTuple t, TupleDesc d, int col)
+{
+	bool		isnull;
+	Datum		v = SPI_getbinval(t, d, col, &isnull);
+
+	return intern_datum(run, v, isnull);
+}
+
+static money128 datum_money(Datum d, bool isnull, const char *what);
+
+/* A numeric column as money (0 when null). */
+static money128
+money_col(HeapTuple t, TupleDesc d, int col, const char *what)
+{
+	bool		isnull;
+	Datum		v = SPI_getbinval(t, d, col, &isnull);
+
+	return datum_money(v, isnull, what);
+}
+
+static void
+add_problem(Run *run, const char *kind, const char *scope_key, const char *detail)
+{
+	int			i;
+	MemoryContext old;
+
+	for (i = 0; i < run->nproblems; i++)
+		if (strcmp(run->problems[i].kind, kind) == 0 &&
+			strcmp(run->problems[i].scope_key, scope_key) == 0)
+			return;
+	old = MemoryContextSwitchTo(run->mcxt);
+	if (run->nproblems == run->cap_problems)
+	{
+		run->cap_problems = Max(16, run->cap_problems * 2);
+		run->problems = run->problems ?
+			repalloc(run->problems, run->cap_problems * sizeof(Problem)) :
+			palloc(run->cap_problems * sizeof(Problem));
+	}
+	run->problems[run->nproblems].kind = kind;
+	run->problems[run->nproblems].scope_key = pstrdup(scope_key);
+	run->problems[run->nproblems].detail = pstrdup(detail);
+	run->nproblems++;
+	MemoryContextSwitchTo(old);
+}
+
+static money128
+datum_money(Datum d, bool isnull, const char *what)
+{
+	money128	v = 0;
+
+	if (isnull)
+		return 0;
+	if (!numeric_to_money128(d, &v) || v % ((money128) 100000000) != 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_NUMERIC_VALUE_OUT_OF_RANGE),
+				 errmsg("%s %s cannot be held exactly", what,
+						DatumGetCString(DirectFunctionCall1(numeric_out, d))),
+				 errdetail("Amounts are settled exactly with at most %d decimal places and below 10^14.",
+						   MONEY_INPUT_SCALE)));
+	return v;
+}
+
+/* x * rate (both 10^-16 units), rounded half-even to 10^-FX_SCALE. */
+static money128
+fx_convert(money128 amount, money128 rate)
+{
+	/* amount has <= 8 places and rate <= 8: the product is exact at 10^-32 */
+	money128	unit = (money128) 100000000;	/* 10^8 */
+	money128	a = amount / unit;	/* exact: 10^-8 units */
+	money128	r = rate / unit;
+	money128	p = a * r;		/* 10^-16 units, exact */
+
+	/* round to 10^-8 */
+	return money_round(p, FX_SCALE, MONEY_ROUND_HALF_EVEN);
+}
+
+/* ---------- loading the context ---------- */
+
+static void
+load_agreement(Run *run)
+{
+	Datum		args[2];
+	Oid			types[2] = {INT8OID, DATEOID};
+	bool		isnull;
+	HeapTuple	t;
+	TupleDesc	d;
+	char	   *s;
+
+	args[0] = Int64GetDatum(run->reseller_id);
+	args[1] = DateADTGetDatum(run->start);
+	if (SPI_execute_with_args("SELECT a.agreement_id, a.settlement_currency, c.minor_unit, a.rounding_mode, "
+							  "a.date_basis, a.refund_window_days, a.minimum_payout "
+							  "FROM settle.agreement a JOIN settle.currency c ON c.currency_code = a.settlement_currency "
+							  "WHERE a.reseller_id = $1 AND a.effective_from <= $2 AND $2 < a.effective_to",
+							  2, types, args, NULL, true, 1) != SPI_OK_SELECT)
+		elog(ERROR, "could not read the agreement");
+	if (SPI_processed == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_NO_DATA_FOUND),
+				 errmsg("reseller %lld has no agreement in force on %s",
+						(long long) run->reseller_id,
+						DatumGetCString(DirectFunctionCall1(date_out, DateADTGetDatum(run->start))))));
+	t = SPI_tuptable->vals[0];
+	d = SPI_tuptable->tupdesc;
+	run->agreement_id = DatumGetInt64(SPI_getbinval(t, d, 1, &isnull));
+	strlcpy(run->currency, SPI_getvalue(t, d, 2), sizeof(run->currency));
+	run->minor_unit = DatumGetInt16(SPI_getbinval(t, d, 3, &isnull));
+	s = SPI_getvalue(t, d, 4);
+	run->rounding = strcmp(s, "half_up") == 0 ? MONEY_ROUND_HALF_UP :
+		strcmp(s, "down") == 0 ? MONEY_ROUND_DOWN : MONEY_ROUND_HALF_EVEN;
+	run->invoice_basis = strcmp(SPI_getvalue(t, d, 5), "invoice_period") == 0;
+	run->refund_window = DatumGetInt32(SPI_getbinval(t, d, 6, &isnull));
+	run->min_payout = money_col(t, d, 7, "minimum payout");
+
+	fp_str(run->in_fp, "agreement");
+	fp_int(run->in_fp, run->agreement_id);
+	fp_str(run->in_fp, run->currency);
+	fp_int(run->in_fp, run->minor_unit);
+	fp_int(run->in_fp, run->rounding);
+	fp_int(run->in_fp, run->invoice_basis);
+	fp_int(run->in_fp, run->refund_window);
+	fp_money(run->in_fp, run->min_payout);
+	fp_money(run->in_fp, run->carry_in);
+}
+
+static void
+load_versions(Run *run)
+{
+	Datum		args[4];
+	Oid			types[4] = {INT8OID, INT8OID, DATEOID, DATEOID};
+	uint64		i;
+
+	args[0] = Int64GetDatum(run->reseller_id);
+	args[1] = Int64GetDatum(run->agreement_id);
+	args[2] = DateADTGetDatum(run->prev_start);
+	args[3] = DateADTGetDatum(run->end);
+	if (SPI_execute_with_args("SELECT version, effective_from, effective_to, rule, content_hash "
+							  "FROM settle.rule_version WHERE reseller_id = $1 AND agreement_id = $2 "
+							  "AND effective_from < $4 AND effective_to > $3 ORDER BY effective_from",
+							  4, types, args, NULL, true, 0) != SPI_OK_SELECT)
+		elog(ERROR, "could not read rule versions");
+	run->nversions = (int) SPI_processed;
+	run->versions = MemoryContextAllocZero(run->mcxt, sizeof(Version) * Max(1, run->nversions));
+	fp_str(run->in_fp, "versions");
+	for (i = 0; i < SPI_processed; i++)
+	{
+		HeapTuple	t = SPI_tuptable->vals[i];
+		TupleDesc	d = SPI_tuptable->tupdesc;
+		bool		isnull;
+		Version    *v = &run->versions[i];
+		bytea	   *h;
+		int			c;
+
+		v->version = DatumGetInt32(SPI_getbinval(t, d, 1, &isnull));
+		v->from = DatumGetDateADT(SPI_getbinval(t, d, 2, &isnull));
+		v->to = DatumGetDateADT(SPI_getbinval(t, d, 3, &isnull));
+		v->rule = settle_rule_compile(SPI_getbinval(t, d, 4, &isnull), run->mcxt);
+		h = DatumGetByteaPP(SPI_getbinval(t, d, 5, &isnull));
+		memcpy(v->content_hash, VARDATA_ANY(h), PG_SHA256_DIGEST_LENGTH);
+		for (c = 0; c < (int) v->rule->nclauses; c++)
+		{
+			int			k;
+
+			for (k = 0; k < (int) v->rule->clauses[c].ncond; k++)
+				if (v->rule->clauses[c].conds[k].dim == RULE_DIM_TAG)
+					run->uses_tags = true;
+		}
+		fp_int(run->in_fp, v->version);
+		fp_int(run->in_fp, v->from);
+		fp_int(run->in_fp, v->to);
+		fp_bytes(run->in_fp, v->content_hash, PG_SHA256_DIGEST_LENGTH);
+	}
+}
+
+static void
+load_fx(Run *run)
+{
+	Datum		args[2];
+	Oid			types[2] = {TEXTOID, DATEOID};
+	uint64		i;
+
+	args[0] = CStringGetTextDatum(run->currency);
+	args[1] = DateADTGetDatum(run->last_day);
+	if (SPI_execute_with_args("SELECT DISTINCT ON (base_currency) base_currency, fx_rate_id, rate "
+							  "FROM settle.fx_rate WHERE quote_currency = $1 AND rate_date = $2 "
+							  "ORDER BY base_currency, source COLLATE \"C\", version DESC",
+							  2, types, args, NULL, true, 0) != SPI_OK_SELECT)
+		elog(ERROR, "could not read FX rates");
+	run->nfx = (int) SPI_processed;
+	run->fx = MemoryContextAllocZero(run->mcxt, sizeof(Fx) * Max(1, run->nfx));
+	fp_str(run->in_fp, "fx");
+	for (i = 0; i < SPI_processed; i++)
+	{
+		HeapTuple	t = SPI_tuptable->vals[i];
+		TupleDesc	d = SPI_tuptable->tupdesc;
+		bool		isnull;
+		Fx		   *f = &run->fx[i];
+
+		strlcpy(f->currency, SPI_getvalue(t, d, 1), sizeof(f->currency));
+		f->fx_rate_id = DatumGetInt64(SPI_getbinval(t, d, 2, &isnull));
+		f->rate = money_col(t, d, 3, "FX rate");
+		fp_str(run->in_fp, f->currency);
+		fp_int(run->in_fp, f->fx_rate_id);
+		fp_money(run->in_fp, f->rate);
+	}
+}
+
+static void
+load_catalogue(Run *run)
+{
+	HASHCTL		ctl;
+	uint64		i;
+	Datum		arg = Int64GetDatum(run->reseller_id);
+	Oid			type = INT8OID;
+
+	memset(&ctl, 0, sizeof(ctl));
+	ctl.keysize = NAMEDATALEN * 2;
+	ctl.entrysize = sizeof(StrEntry);
+	ctl.hcxt = run->mcxt;
+	run->strings = hash_create("settle run strings", 256, &ctl, HASH_ELEM | HASH_STRINGS | HASH_CONTEXT);
+	ctl.entrysize = sizeof(ProductEntry);
+	run->products = hash_create("settle run products", 64, &ctl, HASH_ELEM | HASH_STRINGS | HASH_CONTEXT);
+
+	if (SPI_execute("SELECT product_code, category FROM settle.product ORDER BY product_code COLLATE \"C\"",
+					true, 0) != SPI_OK_SELECT)
+		elog(ERROR, "could not read the product catalogue");
+	fp_str(run->in_fp, "products");
+	for (i = 0; i < SPI_processed; i++)
+	{
+		char	   *code = SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1);
+		char	   *cat = SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 2);
+		ProductEntry *e;
+
+		if (strlen(code) >= NAMEDATALEN * 2)
+			continue;
+		e = hash_search(run->products, code, HASH_ENTER, NULL);
+		e->category = intern(run, cat, strlen(cat));
+		fp_str(run->in_fp, code);
+		fp_str(run->in_fp, cat);
+	}
+
+	if (SPI_execute_with_args("SELECT customer_id, segment, tags FROM settle.customer "
+							  "WHERE reseller_id = $1 ORDER BY customer_id",
+							  1, &type, &arg, NULL, true, 0) != SPI_OK_SELECT)
+		elog(ERROR, "could not read customers");
+	run->ncustomers = (int) SPI_processed;
+	run->customers = MemoryContextAllocZero(run->mcxt, sizeof(Customer) * Max(1, run->ncustomers));
+	fp_str(run->in_fp, "customers");
+	for (i = 0; i < SPI_processed; i++)
+	{
+		HeapTuple	t = SPI_tuptable->vals[i];
+		TupleDesc	d = SPI_tuptable->tupdesc;
+		bool		isnull;
+		Customer   *c = &run->customers[i];
+		Jsonb	   *tags;
+		char	   *tagtext;
+
+		c->customer_id = DatumGetInt64(SPI_getbinval(t, d, 1, &isnull));
+		c->segment.s = intern_col(run, t, d, 2);
+		c->segment.len = c->segment.s ? strlen(c->segment.s) : 0;
+		tags = DatumGetJsonbP(SPI_getbinval(t, d, 3, &isnull));
+		tagtext = JsonbToCString(NULL, &tags->root, VARSIZE(tags));
+		fp_int(run->in_fp, c->customer_id);
+		fp_str(run->in_fp, c->segment.s);
+		fp_str(run->in_fp, tagtext);
+		if (JB_ROOT_COUNT(tags) > 0 && JB_ROOT_IS_OBJECT(tags))
+		{
+			JsonbIterator *it = JsonbIteratorInit(&tags->root);
+			JsonbValue	v;
+			JsonbIteratorToken tok;
+			MemoryContext old = MemoryContextSwitchTo(run->mcxt);
+
+			c->tags = palloc0(sizeof(RuleTag) * JB_ROOT_COUNT(tags));
+			while ((tok = JsonbIteratorNext(&it, &v, true)) != WJB_DONE)
+			{
+				if (tok == WJB_KEY)
+				{
+					c->tags[c->ntags].key.s = pnstrdup(v.val.string.val, v.val.string.len);
+					c->tags[c->ntags].key.len = v.val.string.len;
+				}
+				else if (tok == WJB_VALUE)
+				{
+					if (v.type == jbvString)
+					{
+						c->tags[c->ntags].value.s = pnstrdup(v.val.string.val, v.val.string.len);
+						c->tags[c->ntags].value.len = v.val.string.len;
+					}
+					c->ntags++;
+				}
+			}
+			MemoryContextSwitchTo(old);
+		}
+	}
+}
+
+static int
+find_customer(Run *run, int64 customer_id)
+{
+	int			lo = 0,
+				hi = run->ncustomers - 1;
+
+	while (lo <= hi)
+	{
+		int			mid = (lo + hi) / 2;
+
+		if (run->customers[mid].customer_id == customer_id)
+			return mid;
+		if (run->customers[mid].customer_id < customer_id)
+			lo = mid + 1;
+		else
+			hi = mid - 1;
+	}
+	return -1;
+}
+
+static int
+find_version(Run *run, DateADT date)
+{
+	int			i;
+
+	for (i = 0; i < run->nversions; i++)
+		if (run->versions[i].from <= date && date < run->versions[i].to)
+			return i;
+	return -1;
+}
+
+static const Fx *
+find_fx(Run *run, const char *currency)
+{
+	int			i;
+
+	for (i = 0; i < run->nfx; i++)
+		if (strcmp(run->fx[i].currency, currency) == 0)
+			return &run->fx[i];
+	return NULL;
+}
+
+static char *
+date_text(DateADT d)
+{
+	return DatumGetCString(DirectFunctionCall1(date_out, DateADTGetDatum(d)));
+}
+
+/* ---------- reading the lines ---------- */
+
+static Line *
+new_line(Run *run)
+{
+	if (run->nlines == run->cap_lines)
+	{
+		run->cap_lines = Max(1024, run->cap_lines * 2);
+		run->lines = repalloc_huge(run->lines, sizeof(Line) * (Size) run->cap_lines);
+	}
+	memset(&run->lines[run->nlines], 0, sizeof(Line));
+	return &run->lines[run->nlines++];
+}
+
+/*
+ * The lines of the period: the current revision of every bill line dated in
+ * it, and refunds dated in the previous period (which may have been deferred
+ * beyond the refund window).  In verify mode: exactly the revisions a run
+ * recorded.
+ */
+static const char *
+line_query(Run *run)
+{
+	const char *date = run->invoice_basis ? "b.billing_period_start" : "(b.charge_period_start)::date";
+
+	if (run->verify_run)
+		return psprintf("SELECT b.line_key, b.revision, b.customer_id, b.content_hash, b.charge_category, "
+						"b.product_code, b.sku_id, b.region_id, b.billing_currency, b.list_cost, b.billed_cost, "
+						"b.amount_paid, b.original_line_key, %s AS line_date, b.charge_period_start::date, "
+						"b.charge_period_end::date, b.source_item, %s < $2 AS prev "
+						"FROM settle.settlement_line s JOIN settle.bill_line b "
+						"ON b.reseller_id = s.reseller_id AND b.line_key = s.line_key AND b.revision = s.revision "
+						"WHERE s.reseller_id = $1 AND s.run_id = $4 AND s.kind IN ('c', 'r') AND $3 <= $3 "
+						"ORDER BY b.line_key COLLATE \"C\", b.revision", date, date);
+	return psprintf("SELECT b.line_key, b.revision, b.customer_id, b.content_hash, b.charge_category, "
+					"b.product_code, b.sku_id, b.region_id, b.billing_currency, b.list_cost, b.billed_cost, "
+					"b.amount_paid, b.original_line_key, %s AS line_date, b.charge_period_start::date, "
+					"b.charge_period_end::date, b.source_item, %s < $2 AS prev "
+					"FROM settle.bill_line b WHERE b.reseller_id = $1 "
+					"AND ((%s >= $2 AND %s < $3) OR (%s >= $4::date AND %s < $2 "
+					"AND (b.original_line_key IS NOT NULL OR b.source_item = 'Refund'))) "
+					"ORDER BY b.line_key COLLATE \"C\", b.revision",
+					date, date, date, date, date, date);
+}
+
+static void
+read_lines(Run *run)
+{
+	Datum		args[4];
+	Oid			types[4] = {INT8OID, DATEOID, DATEOID, INT8OID};
+	SPIPlanPtr	plan;
+	Portal		portal;
+	MemoryContext batch = AllocSetContextCreate(CurrentMemoryContext, "settle line batch",
+												ALLOCSET_DEFAULT_SIZES);
+	char	   *prev_key = NULL;
+
+	args[0] = Int64GetDatum(run->reseller_id);
+	args[1] = DateADTGetDatum(run->start);
+	args[2] = DateADTGetDatum(run->end);
+	if (run->verify_run)
+		args[3] = Int64GetDatum(run->verify_run);
+	else
+	{
+		types[3] = DATEOID;
+		args[3] = DateADTGetDatum(run->prev_start);
+	}
+	plan = SPI_prepare(line_query(run), 4, types);
+	if (plan == NULL)
+		elog(ERROR, "could not prepare the line query: %s", SPI_result_code_string(SPI_result));
+	portal = SPI_cursor_open(NULL, plan, args, NULL, true);
+	fp_str(run->in_fp, "lines");
+
+	for (;;)
+	{
+		uint64		i;
+		MemoryContext old;
+
+		CHECK_FOR_INTERRUPTS();
+		SPI_cursor_fetch(portal, true, 10000);
+		if (SPI_processed == 0)
+			break;
+		old = MemoryContextSwitchTo(batch);
+		for (i = 0; i < SPI_processed; i++)
+		{
+			HeapTuple	t = SPI_tuptable->vals[i];
+			TupleDesc	d = SPI_tuptable->tupdesc;
+			bool		isnull;
+			text	   *key = DatumGetTextPP(SPI_getbinval(t, d, 1, &isnull));
+			int			keylen = VARSIZE_ANY_EXHDR(key);
+			Line	   *l;
+			bytea	   *hash;
+			text	   *charge;
+			char	   *ccy;
+			const Fx   *fx = NULL;
+			money128	billed,
+						list,
+						paid;
+			Datum		orig;
+			bool		orignull;
+			DateADT		pstart,
+						pend;
+			const Rule *rule;
+			Version    *ver;
+
+			/* a later revision of the same key replaces the earlier one */
+			if (run->nlines > 0 && prev_key != NULL &&
+				strlen(prev_key) == (size_t) keylen && memcmp(prev_key, VARDATA_ANY(key), keylen) == 0)
+			{
+				run->nlines--;
+				run->arena_len = run->lines[run->nlines].key;
+			}
+			l = new_line(run);
+			l->key = arena_put(run, VARDATA_ANY(key), keylen);
+			prev_key = ARENA(run, l->key);
+			l->revision = DatumGetInt32(SPI_getbinval(t, d, 2, &isnull));
+			{
+				Datum		c = SPI_getbinval(t, d, 3, &isnull);
+
+				l->cust = isnull ? -1 : find_customer(run, DatumGetInt64(c));
+			}
+			charge = DatumGetTextPP(SPI_getbinval(t, d, 5, &isnull));
+			l->charge = rule_charge_category(VARDATA_ANY(charge), VARSIZE_ANY_EXHDR(charge));
+			l->product = intern_col(run, t, d, 6);
+			l->sku = intern_col(run, t, d, 7);
+			l->region = intern_col(run, t, d, 8);
+			if (l->product)
+			{
+				ProductEntry *pe = hash_search(run->products, l->product, HASH_FIND, NULL);
+
+				l->category = pe ? pe->category : NULL;
+			}
+			ccy = TextDatumGetCString(SPI_getbinval(t, d, 9, &isnull));
+			list = money_col(t, d, 10, "list cost");
+			billed = money_col(t, d, 11, "billed cost");
+			{
+				Datum		p = SPI_getbinval(t, d, 12, &isnull);
+
+				paid = isnull ? billed : datum_money(p, false, "amount paid");
+			}
+			orig = SPI_getbinval(t, d, 13, &orignull);
+			l->date = DatumGetDateADT(SPI_getbinval(t, d, 14, &isnull));
+			pstart = DatumGetDateADT(SPI_getbinval(t, d, 15, &isnull));
+			pend = DatumGetDateADT(SPI_getbinval(t, d, 16, &isnull));
+			l->prev = DatumGetBool(SPI_getbinval(t, d, 18, &isnull));
+			{
+				text	   *item = DatumGetTextPP(SPI_getbinval(t, d, 17, &isnull));
+
+				l->kind = (!orignull ||
+						   (VARSIZE_ANY_EXHDR(item) == 6 && memcmp(VARDATA_ANY(item), "Refund", 6) == 0))
+					? KIND_REFUND : KIND_CHARGE;
+			}
+			if (!orignull)
+			{
+				text	   *o = DatumGetTextPP(orig);
+
+				l->orig = arena_put(run, VARDATA_ANY(o), VARSIZE_ANY_EXHDR(o));
+			}
+			/* active days within its month, for proration of monthly amounts */
+			if (l->prev)
+				l->active_days = Max(0, Min(pend, run->start) - Max(pstart, run->prev_start));
+			else
+				l->active_days = Max(0, Min(pend, run->end) - Max(pstart, run->start));
+
+			hash = DatumGetByteaPP(SPI_getbinval(t, d, 4, &isnull));
+			fp_str(run->in_fp, ARENA(run, l->key));
+			fp_int(run->in_fp, l->revision);
+			fp_bytes(run->in_fp, VARDATA_ANY(hash), VARSIZE_ANY_EXHDR(hash));
+
+			/* currency: convert into the settlement currency at the month-end rate */
+			l->fx_rate_id = 0;
+			if (strcmp(ccy, run->currency) != 0)
+			{
+				fx = find_fx(run, ccy);
+				if (fx == NULL)
+				{
+					char	   *scope = psprintf("fx:%s/%s:%s", ccy, run->currency, date_text(run->last_day));
+
+					add_problem(run, "missing_fx_rate", scope,
+								psprintf("No FX rate %s to %s dated %s: lines in %s cannot be converted.",
+										 ccy, run->currency, date_text(run->last_day), ccy));
+					l->version = -1;
+					l->billed = l->basis = 0;
+					continue;
+				}
+				l->fx_rate_id = fx->fx_rate_id;
+				billed = fx_convert(billed, fx->rate);
+				list = fx_convert(list, fx->rate);
+				paid = fx_convert(paid, fx->rate);
+			}
+			l->billed = billed;
+
+			l->version = (int16) find_version(run, l->date);
+			if (l->version < 0)
+			{
+				add_problem(run, "missing_rule", psprintf("rule:%lld:%s", (long long) run->agreement_id,
+														  run->period),
+							psprintf("No rule version of agreement %lld is in force on %s.",
+									 (long long) run->agreement_id, date_text(l->date)));
+				continue;
+			}
+			ver = &run->versions[l->version];
+			rule = ver->rule;
+			l->basis = rule->basis == RULE_BASIS_LIST_COST ? list :
+				rule->basis == RULE_BASIS_AMOUNT_PAID ? paid : billed;
+			l->eligible = l->charge >= 0 && (rule->eligible & (1u << l->charge)) != 0;
+			if (l->cust < 0)
+				add_problem(run, "unmapped_customer", psprintf("line:%s", ARENA(run, l->key)),
+							psprintf("Bill line %s has no known customer of this reseller.",
+									 ARENA(run, l->key)));
+		}
+		MemoryContextSwitchTo(old);
+		MemoryContextReset(batch);
+		SPI_freetuptable(SPI_tuptable);
+		settle_progress_update(SETTLE_PHASE_READING, run->nlines);
+	}
+	SPI_cursor_close(portal);
+	MemoryContextDelete(batch);
+}
+
+/* ---------- evaluation ---------- */
+
+static int
+line_cmp_key(Run *run, const char *key)
+{
+	/* binary search for a charge line of this period with this key */
+	int			lo = 0,
+				hi = (int) run->nlines - 1;
+
+	while (lo <= hi)
+	{
+		int			mid = (lo + hi) / 2;
+		int			c = strcmp(ARENA(run, run->lines[mid].key), key);
+
+		if (c == 0)
+			return mid;
+		if (c < 0)
+			lo = mid + 1;
+		else
+			hi = mid - 1;
+	}
+	return -1;
+}
+
+static void
+fill_rule_line(Run *run, Line *l, RuleLine *rl)
+{
+	memset(rl, 0, sizeof(*rl));
+#define TXT(f, src) do { rl->f.s = (src); rl->f.len = (src) ? strlen(src) : 0; } while (0)
+	TXT(product, l->product);
+	TXT(category, l->category);
+	TXT(sku, l->sku);
+	TXT(region, l->region);
+#undef TXT
+	if (l->cust >= 0)
+	{
+		Customer   *c = &run->customers[l->cust];
+
+		rl->segment.s = c->segment.s;
+		rl->segment.len = c->segment.len;
+		rl->ntags = c->ntags;
+		rl->tags = c->tags;
+	}
+	rl->charge = l->charge;
+	rl->billed_cost = rl->list_cost = rl->amount_paid = l->basis;
+	rl->active_days = l->active_days;
+	rl->days_in_month = run->end - run->start;
+	rl->refund_age_days = -1;
+}
+
+static void
+evaluate_charges(Run *run)
+{
+	uint32		i;
+
+	/* all-units tiers need the period totals first */
+	for (i = 0; i < run->nlines; i++)
+	{
+		Line	   *l = &run->lines[i];
+
+		if (l->kind != KIND_CHARGE || l->prev || l->version < 0 || !l->eligible)
+			continue;
+		if (l->cust >= 0)
+			run->customers[l->cust].spend += l->basis;
+		run->reseller_spend += l->basis;
+		run->reseller_volume += MONEY_ONE;
+	}
+
+	for (i = 0; i < run->nlines; i++)
+	{
+		Line	   *l = &run->lines[i];
+		Customer   *c = l->cust >= 0 ? &run->customers[l->cust] : NULL;
+		RuleLine	rl;
+		RuleContext ctx;
+		RuleResult	res;
+
+		if (l->kind != KIND_CHARGE || l->prev)
+			continue;
+		l->included = true;
+		l->rate = -1;
+		if (l->version < 0)
+			continue;			/* a problem was recorded: no commission */
+		l->version_no = run->versions[l->version].version;
+		fill_rule_line(run, l, &rl);
+		memset(&ctx, 0, sizeof(ctx));
+		ctx.customer_spend = c ? c->spend : 0;
+		ctx.reseller_spend = run->reseller_spend;
+		ctx.reseller_volume = run->reseller_volume;
+		ctx.customer_spend_before = c ? c->spend_before : 0;
+		ctx.reseller_spend_before = run->reseller_spend_before;
+		ctx.customer_commission_to_date = c ? c->commission : 0;
+		ctx.reseller_commission_to_date = run->reseller_commission;
+		rule_eval(run->versions[l->version].rule, &rl, &ctx, &res);
+
+		l->clause = (int16) res.clause;
+		l->tier = (int16) res.tier;
+		l->pay = res.pay;
+		if (res.status == RULE_EVAL_OK && (res.pay == RULE_PAY_PERCENT || res.pay == RULE_PAY_TIERS))
+			l->rate = res.rate;
+		l->unrounded = res.commission;
+		if (l->eligible)
+		{
+			if (c)
+				c->spend_before += l->basis;
+			run->reseller_spend_before += l->basis;
+		}
+		if (c)
+			c->commission += res.commission;
+		run->reseller_commission += res.commission;
+		if ((i & 0xFFFF) == 0)
+		{
+			CHECK_FOR_INTERRUPTS();
+			settle_progress_update(SETTLE_PHASE_EVALUATING, i);
+		}
+	}
+}
+
+typedef struct Original
+{
+	char	   *key;
+	int64		rate;			/* -1: fixed amount */
+	int32		version_no;
+	int16		clause,
+				tier;
+	money128	unrounded;
+	DateADT		date;
+	int64		run_id;
+} Original;
+
+static int
+original_cmp(const void *a, const void *b)
+{
+	return strcmp(((const Original *) a)->key, ((const Original *) b)->key);
+}
+
+/*
+ * Originals of refunds that are not charges of this period, from the lineage
+ * of earlier runs (what they actually earned).
+ */
+static Original *
+load_earlier_originals(Run *run, int *n)
+{
+	ArrayBuildState *keys = NULL;
+	uint32		i;
+	Datum		args[3];
+	Oid			types[3] = {INT8OID, TEXTARRAYOID, TEXTOID};
+	Original   *o;
+	const char *date = run->invoice_basis ? "b.billing_period_start" : "(b.charge_period_start)::date";
+
+	for (i = 0; i < run->nlines; i++)
+	{
+		Line	   *l = &run->lines[i];
+		int			j;
+
+		if (l->kind != KIND_REFUND || l->orig == 0)
+			continue;
+		j = line_cmp_key(run, ARENA(run, l->orig));
+		if (j >= 0 && run->lines[j].kind == KIND_CHARGE && !run->lines[j].prev)
+			continue;
+		keys = accumArrayResult(keys, CStringGetTextDatum(ARENA(run, l->orig)), false, TEXTOID,
+								CurrentMemoryContext);
+	}
+	*n = 0;
+	if (keys == NULL)
+		return NULL;
+	args[0] = Int64GetDatum(run->reseller_id);
+	args[1] = makeArrayResult(keys, CurrentMemoryContext);
+	args[2] = CStringGetTextDatum(run->period);
+	if (SPI_execute_with_args(psprintf(
+									   "SELECT o.key, s.rate, s.rule_version, s.clause, s.tier, s.unrounded, %s, s.run_id "
+									   "FROM (SELECT DISTINCT unnest($2) AS key) o "
+									   "JOIN LATERAL (SELECT * FROM settle.bill_line b WHERE b.line_key = o.key "
+									   "  AND b.reseller_id = $1 ORDER BY b.revision DESC LIMIT 1) b ON true "
+									   "JOIN settle.run r ON r.reseller_id = $1 AND r.status <> 'superseded' "
+									   "  AND r.period = to_char(%s, 'YYYY-MM') AND r.period < $3 "
+									   "JOIN settle.settlement_line s ON s.reseller_id = $1 AND s.run_id = r.run_id "
+									   "  AND s.line_key = o.key AND s.kind = 'c' "
+									   "ORDER BY o.key COLLATE \"C\"", date, date),
+							  3, types, args, NULL, true, 0) != SPI_OK_SELECT)
+		elog(ERROR, "could not read the lineage of refunded charges");
+	o = palloc0(sizeof(Original) * Max(1, SPI_processed));
+	for (i = 0; i < SPI_processed; i++)
+	{
+		HeapTuple	t = SPI_tuptable->vals[i];
+		TupleDesc	d = SPI_tuptable->tupdesc;
+		bool		isnull;
+		Datum		r;
+
+		o[i].key = SPI_getvalue(t, d, 1);
+		r = SPI_getbinval(t, d, 2, &isnull);
+		if (isnull)
+			o[i].rate = -1;
+		else
+		{
+			money128	m = datum_money(r, false, "rate");
+
+			o[i].rate = (int64) (m / (MONEY_ONE / RATE_ONE));
+		}
+		o[i].version_no = DatumGetInt32(SPI_getbinval(t, d, 3, &isnull));
+		o[i].clause = DatumGetInt16(SPI_getbinval(t, d, 4, &isnull));
+		o[i].tier = DatumGetInt16(SPI_getbinval(t, d, 5, &isnull));
+		numeric_to_money128(SPI_getbinval(t, d, 6, &isnull), &o[i].unrounded);
+		o[i].date = DatumGetDateADT(SPI_getbinval(t, d, 7, &isnull));
+		o[i].run_id = DatumGetInt64(SPI_getbinval(t, d, 8, &isnull));
+	}
+	*n = (int) SPI_processed;
+	return o;
+}
+
+static void
+evaluate_refunds(Run *run)
+{
+	int			nearlier;
+	Original   *earlier = load_earlier_originals(run, &nearlier);
+	uint32		i;
+
+	for (i = 0; i < run->nlines; i++)
+	{
+		Line	   *l = &run->lines[i];
+		const char *okey = l->orig ? ARENA(run, l->orig) : NULL;
+		int			j = okey ? line_cmp_key(run, okey) : -1;
+		int64		rate;
+		money128	orig_commission;
+		DateADT		orig_date;
+		bool		within;
+
+		if (l->kind != KIND_REFUND)
+			continue;
+		l->rate = -1;
+		if (j >= 0 && run->lines[j].kind == KIND_CHARGE && !run->lines[j].prev)
+		{
+			Line	   *o = &run->lines[j];
+
+			rate = o->rate;
+			orig_commission = o->unrounded;
+			orig_date = o->date;
+			l->version_no = o->version_no;
+			l->clause = o->clause;
+			l->tier = o->tier;
+			l->ref = arena_put(run, okey, strlen(okey));
+		}
+		else
+		{
+			Original	key,
+					   *e = NULL;
+
+			if (okey && nearlier > 0)
+			{
+				key.key = (char *) okey;
+				e = bsearch(&key, earlier, nearlier, sizeof(Original), original_cmp);
+			}
+			if (e == NULL)
+			{
+				/* never guessed: no reversal, and the run cannot be approved */
+				if (!l->prev)
+				{
+					l->included = true;
+					add_problem(run, "unlinked_refund", psprintf("line:%s", ARENA(run, l->key)),
+								okey ? psprintf("Refund %s refers to %s, which no settled run of an earlier period and no charge of this period holds.",
+												ARENA(run, l->key), okey)
+								: psprintf("Refund %s does not say which charge it refunds.", ARENA(run, l->key)));
+				}
+				continue;
+			}
+			rate = e->rate;
+			orig_commission = e->unrounded;
+			orig_date = e->date;
+			l->version_no = e->version_no;
+			l->clause = e->clause;
+			l->tier = e->tier;
+			{
+				char	   *ref = psprintf("run:%lld/%s", (long long) e->run_id, okey);
+
+				l->ref = arena_put(run, ref, strlen(ref));
+			}
+		}
+		within = (l->date - orig_date) <= run->refund_window;
+		/* inside the window: its own period; outside: the next adjustment period */
+		if (l->prev == within)
+			continue;
+		l->included = true;
+		l->rate = rate;
+		if (rate >= 0)
+			l->unrounded = money_mul_rate(l->basis, rate);
+		else
+			l->unrounded = -orig_commission;	/* a fixed amount is reversed whole */
+	}
+}
+
+/*
+ * Corrections: bill lines of locked periods revised after the lock.  Each
+ * becomes a correction line in the first open period after the locked one,
+ * at the rate the original earned, for the difference between what the new
+ * revision earns and what was settled for the line so far.
+ */
+static void
+add_corrections(Run *run)
+{
+	Datum		args[3];
+	Oid			types[3] = {INT8OID, TEXTOID, INT8OID};
+	uint64		i;
+
+	args[0] = Int64GetDatum(run->reseller_id);
+	args[1] = CStringGetTextDatum(run->period);
+	args[2] = Int64GetDatum(run->verify_run);
+	/* verify mode takes the recorded corrections as they are */
+	if (SPI_execute_with_args(run->verify_run ?
+							  "SELECT s.line_key, s.revision, s.rate, s.rule_version, s.clause, s.tier, "
+							  "s.basis, NULL::numeric, NULL::numeric, s.fx_rate_id, NULL::numeric, NULL::settle.rule, "
+							  "s.ref, s.unrounded FROM settle.settlement_line s "
+							  "WHERE s.reseller_id = $1 AND s.run_id = $3 AND s.kind = 'x' AND $2 = $2 "
+							  "ORDER BY s.line_key COLLATE \"C\"" :
+							  "SELECT c.line_key, c.new_revision, c.rate, c.rule_version, c.clause, c.tier, "
+							  "c.billed_cost, c.list_cost, c.amount_paid, c.fx_rate_id, c.fx_rate, c.rule, "
+							  "c.ref, c.settled "
+							  "FROM settle.late_revisions($1, $2) c WHERE $3 = $3 ORDER BY c.line_key COLLATE \"C\"",
+							  3, types, args, NULL, true, 0) != SPI_OK_SELECT)
+		elog(ERROR, "could not read late revisions");
+	fp_str(run->in_fp, "corrections");
+	for (i = 0; i < SPI_processed; i++)
+	{
+		HeapTuple	t = SPI_tuptable->vals[i];
+		TupleDesc	d = SPI_tuptable->tupdesc;
+		bool		isnull;
+		Line	   *l = new_line(run);
+		char	   *key = SPI_getvalue(t, d, 1);
+		char	   *ref = SPI_getvalue(t, d, 13);
+		Datum		r;
+		money128	settled;
+
+		l->kind = KIND_CORRECTION;
+		l->included = true;
+		l->cust = -1;
+		l->key = arena_put(run, key, strlen(key));
+		l->revision = DatumGetInt32(SPI_getbinval(t, d, 2, &isnull));
+		r = SPI_getbinval(t, d, 3, &isnull);
+		l->rate = isnull ? -1 : (int64) (datum_money(r, false, "rate") / (MONEY_ONE / RATE_ONE));
+		l->version_no = DatumGetInt32(SPI_getbinval(t, d, 4, &isnull));
+		l->clause = DatumGetInt16(SPI_getbinval(t, d, 5, &isnull));
+		l->tier = DatumGetInt16(SPI_getbinval(t, d, 6, &isnull));
+		r = SPI_getbinval(t, d, 10, &isnull);
+		l->fx_rate_id = isnull ? 0 : DatumGetInt64(r);
+		l->ref = ref ? arena_put(run, ref, strlen(ref)) : 0;
+		if (!numeric_to_money128(SPI_getbinval(t, d, 14, &isnull), &settled))
+			elog(ERROR, "settled amount out of range");
+		r = SPI_getbinval(t, d, 12, &isnull);
+		if (isnull)
+		{
+			/* recorded: the basis as written */
+			l->basis = money_col(t, d, 7, "basis");
+			l->unrounded = settled;
+		}
+		else
+		{
+			const Rule *rule = settle_rule_compile(r, CurrentMemoryContext);
+			money128	amount[3];
+			int			a;
+			Datum		fx = SPI_getbinval(t, d, 11, &isnull);
+			bool		fxnull = isnull;
+
+			for (a = 0; a < 3; a++)
+			{
+				Datum		v = SPI_getbinval(t, d, 7 + a, &isnull);
+
+				amount[a] = isnull ? amount[0] : datum_money(v, false, "amount");
+				if (!fxnull)
+					amount[a] = fx_convert(amount[a], datum_money(fx, false, "FX rate"));
+			}
+			l->basis = rule->basis == RULE_BASIS_LIST_COST ? amount[1] :
+				rule->basis == RULE_BASIS_AMOUNT_PAID ? amount[2] : amount[0];
+			l->unrounded = (l->rate >= 0 ? money_mul_rate(l->basis, l->rate) : 0) - settled;
+		}
+		fp_str(run->in_fp, key);
+		fp_int(run->in_fp, l->revision);
+		fp_money(run->in_fp, l->unrounded);
+	}
+}
+
+static void
+add_floors(Run *run)
+{
+	const Rule *rule = run->nversions > 0 ? run->versions[0].rule : NULL;
+	int			i;
+
+	if (rule == NULL)
+		return;
+	if (rule->has_floor[RULE_SCOPE_CUSTOMER])
+	{
+		for (i = 0; i < run->ncustomers; i++)
+		{
+			Customer   *c = &run->customers[i];
+			char	   *key;
+			Line	   *l;
+
+			if (c->spend == 0 || c->commission >= rule->floor[RULE_SCOPE_CUSTOMER])
+				continue;
+			key = psprintf("floor:customer:%lld", (long long) c->customer_id);
+			l = new_line(run);
+			l->kind = KIND_FLOOR;
+			l->included = true;
+			l->key = arena_put(run, key, strlen(key));
+			l->version_no = run->versions[0].version;
+			l->rate = -1;
+			l->cust = i;
+			l->unrounded = rule->floor[RULE_SCOPE_CUSTOMER] - c->commission;
+			run->reseller_commission += l->unrounded;
+		}
+	}
+	if (rule->has_floor[RULE_SCOPE_RESELLER] && run->reseller_spend != 0 &&
+		run->reseller_commission < rule->floor[RULE_SCOPE_RESELLER])
+	{
+		Line	   *l = new_line(run);
+		const char *key = "floor:reseller";
+
+		l->kind = KIND_FLOOR;
+		l->included = true;
+		l->key = arena_put(run, key, strlen(key));
+		l->version_no = run->versions[0].version;
+		l->rate = -1;
+		l->cust = -1;
+		l->unrounded = rule->floor[RULE_SCOPE_RESELLER] - run->reseller_commission;
+	}
+}
+
+/* ---------- rounding ---------- */
+
+typedef struct Remainder
+{
+	money128	rem;
+	uint32		idx;
+} Remainder;
+
+static int
+remainder_cmp(const void *a, const void *b)
+{
+	const Remainder *x = a,
+			   *y = b;
+
+	if (x->rem != y->rem)
+		return x->rem > y->rem ? -1 : 1;
+	return x->idx < y->idx ? -1 : (x->idx > y->idx ? 1 : 0);
+}
+
+/*
+ * Rounds the statement total once, in the currency's minor unit and the
+ * agreement's mode, and gives each line its floor plus one unit for the k
+ * lines with the largest remainders (ties: earlier line first), so that the
+ * lines add up to the total exactly.  Returns the rounded total.
+ */
+static money128
+allocate_rounding(Run *run)
+{
+	money128	unit = MONEY_ONE;
+	money128	total = 0,
+				sum_floor = 0,
+				total_rounded;
+	Remainder  *rems;
+	uint32		n = 0,
+				i;
+	int64		k;
+	int			m;
+
+	for (m = 0; m < run->minor_unit; m++)
+		unit /= 10;
+	rems = palloc_extended(sizeof(Remainder) * (Size) Max(1, run->nlines), MCXT_ALLOC_HUGE);
+	for (i = 0; i < run->nlines; i++)
+	{
+		Line	   *l = &run->lines[i];
+		money128	fl;
+
+		if (!l->included)
+			continue;
+		fl = l->unrounded / unit * unit;
+		if (fl > l->unrounded)
+			fl -= unit;			/* towards minus infinity */
+		l->rounded = fl;
+		sum_floor += fl;
+		total += l->unrounded;
+		rems[n].rem = l->unrounded - fl;
+		rems[n].idx = i;
+		n++;
+	}
+	total_rounded = money_round(total, run->minor_unit, run->rounding);
+	k = (int64) ((total_rounded - sum_floor) / unit);
+	Assert(k >= 0 && k <= (int64) n);
+	qsort(rems, n, sizeof(Remainder), remainder_cmp);
+	for (i = 0; i < (uint32) k && i < n; i++)
+		run->lines[rems[i].idx].rounded += unit;
+	pfree(rems);
+	return total_rounded;
+}
+
+/* ---------- output ---------- */
+
+typedef struct Totals
+{
+	money128	gross,
+				commissionable,
+				commission,
+				refunds,
+				corrections,
+				adjustments,
+				total,
+				carry_out,
+				net;
+	int64		lines_out;
+} Totals;
+
+static void
+fp_line(pg_cryptohash_ctx *ctx, Run *run, Line *l)
+{
+	fp_str(ctx, ARENA(run, l->key));
+	fp_int(ctx, l->kind);
+	fp_int(ctx, l->revision);
+	fp_int(ctx, l->version_no);
+	fp_int(ctx, l->clause);
+	fp_int(ctx, l->tier);
+	fp_money(ctx, l->basis);
+	fp_int(ctx, l->rate);
+	fp_int(ctx, l->fx_rate_id);
+	fp_money(ctx, l->unrounded);
+	fp_money(ctx, l->rounded);
+	fp_str(ctx, l->ref ? ARENA(run, l->ref) : NULL);
+}
+
+static void
+compute_totals(Run *run, Totals *tot)
+{
+	uint32		i;
+
+	memset(tot, 0, sizeof(*tot));
+	fp_str(run->out_fp, "lines");
+	for (i = 0; i < run->nlines; i++)
+	{
+		Line	   *l = &run->lines[i];
+
+		if (!l->included)
+			continue;
+		tot->lines_out++;
+		fp_line(run->out_fp, run, l);
+		switch (l->kind)
+		{
+			case KIND_CHARGE:
+				tot->gross += l->billed;
+				if (l->eligible)
+					tot->commissionable += l->basis;
+				tot->commission += l->rounded;
+				break;
+			case KIND_REFUND:
+				tot->refunds += l->rounded;
+				break;
+			case KIND_CORRECTION:
+				tot->corrections += l->rounded;
+				break;
+			default:
+				tot->adjustments += l->rounded;
+				break;
+		}
+	}
+	tot->gross = money_round(tot->gross, run->minor_unit, run->rounding);
+	tot->commissionable = money_round(tot->commissionable, run->minor_unit, run->rounding);
+	tot->total = tot->commission + tot->refunds + tot->corrections + tot->adjustments;
+	/* below the minimum payout (or negative) the balance carries forward */
+	if (tot->total + run->carry_in < run->min_payout || tot->total + run->carry_in < 0)
+	{
+		tot->carry_out = tot->total + run->carry_in;
+		tot->net = 0;
+	}
+	else
+	{
+		tot->carry_out = 0;
+		tot->net = tot->total + run->carry_in;
+	}
+	fp_str(run->out_fp, "statement");
+	fp_money(run->out_fp, tot->gross);
+	fp_money(run->out_fp, tot->commissionable);
+	fp_money(run->out_fp, tot->total);
+	fp_money(run->out_fp, run->carry_in);
+	fp_money(run->out_fp, tot->carry_out);
+	fp_money(run->out_fp, tot->net);
+}
+
+/* Lineage columns, in table order (see src/sql/50_settle.sql). */
+#define LINEAGE_NATTS 14
+
+/*
+ * Writes the included lines into settle.settlement_line with multi-row heap
+ * inserts and direct inserts into its plain-column indexes: the executor's
+ * per-row work would dominate a write of millions of narrow rows.
+ */
+static void
+write_lineage(Run *run)
+{
+	Oid			relid = get_relname_relid("settlement_line", get_namespace_oid("settle", false));
+	Relation	rel = table_open(relid, RowExclusiveLock);
+	TupleDesc	desc = RelationGetDescr(rel);
+	List	   *indexoids = RelationGetIndexList(rel);
+	int			nidx = list_length(indexoids);
+	Relation   *idx = palloc(sizeof(Relation) * Max(1, nidx));
+	IndexInfo **ii = palloc(sizeof(IndexInfo *) * Max(1, nidx));
+	BulkInsertState bistate = GetBulkInsertState();
+	CommandId	cid = GetCurrentCommandId(true);
+	MemoryContext batch = AllocSetContextCreate(CurrentMemoryContext, "settle lineage batch",
+												ALLOCSET_DEFAULT_SIZES);
+	TupleTableSlot **slots = palloc(sizeof(TupleTableSlot *) * 1000);
+	int			nslots = 0;
+	int			k;
+	uint32		i;
+	ListCell   *lc;
+	int			dscale_rate = RATE_SCALE;
+
+	if (desc->natts != LINEAGE_NATTS)
+		elog(ERROR, "settle.settlement_line has %d columns, expected %d", desc->natts, LINEAGE_NATTS);
+	k = 0;
+	foreach(lc, indexoids)
+	{
+		idx[k] = index_open(lfirst_oid(lc), RowExclusiveLock);
+		ii[k] = BuildIndexInfo(idx[k]);
+		if (ii[k]->ii_Expressions != NIL || ii[k]->ii_Predicate != NIL)
+			ereport(ERROR,
+					(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+					 errmsg("index \"%s\" on settle.settlement_line is not supported",
+							RelationGetRelationName(idx[k])),
+					 errdetail("Indexes on settlement lines must be plain column indexes.")));
+		k++;
+	}
+	for (k = 0; k < 1000; k++)
+		slots[k] = MakeSingleTupleTableSlot(desc, &TTSOpsHeapTuple);
+
+	for (i = 0; i <= run->nlines; i++)
+	{
+		if (i < run->nlines && run->lines[i].included)
+		{
+			Line	   *l = &run->lines[i];
+			Datum		values[LINEAGE_NATTS];
+			bool		nulls[LINEAGE_NATTS];
+			MemoryContext old = MemoryContextSwitchTo(batch);
+			HeapTuple	tup;
+
+			memset(nulls, 0, sizeof(nulls));
+			values[0] = Int64GetDatum(run->reseller_id);
+			values[1] = Int64GetDatum(run->run_id);
+			values[2] = PointerGetDatum(cstring_to_text(ARENA(run, l->key)));
+			values[3] = CharGetDatum(l->kind);
+			values[4] = Int32GetDatum(l->revision);
+			nulls[4] = l->kind == KIND_FLOOR;
+			values[5] = Int32GetDatum(l->version_no);
+			nulls[5] = l->version_no == 0;
+			values[6] = Int16GetDatum(l->clause);
+			nulls[6] = l->clause == 0;
+			values[7] = Int16GetDatum(l->tier);
+			nulls[7] = l->tier == 0;
+			values[8] = money128_to_numeric(l->basis, Max(run->minor_unit, money128_scale(l->basis)));
+			values[9] = l->rate >= 0 ?
+				money128_to_numeric((money128) l->rate * (MONEY_ONE / RATE_ONE), dscale_rate) : (Datum) 0;
+			nulls[9] = l->rate < 0;
+			values[10] = Int64GetDatum(l->fx_rate_id);
+			nulls[10] = l->fx_rate_id == 0;
+			values[11] = money128_to_numeric(l->unrounded, Max(run->minor_unit, money128_scale(l->unrounded)));
+			values[12] = money128_to_numeric(l->rounded, run->minor_unit);
+			values[13] = l->ref ? PointerGetDatum(cstring_to_text(ARENA(run, l->ref))) : (Datum) 0;
+			nulls[13] = l->ref == 0;
+			tup = heap_form_tuple(desc, values, nulls);
+			ExecStoreHeapTuple(tup, slots[nslots], false);
+			nslots++;
+			MemoryContextSwitchTo(old);
+		}
+		if (nslots == 1000 || (i == run->nlines && nslots > 0))
+		{
+			int			s;
+
+			table_multi_insert(rel, slots, nslots, cid, 0, bistate);
+			for (s = 0; s < nslots; s++)
+			{
+				bool		isnull[LINEAGE_NATTS];
+				Datum		vals[LINEAGE_NATTS];
+
+				slot_getallattrs(slots[s]);
+				memcpy(vals, slots[s]->tts_values, sizeof(Datum) * LINEAGE_NATTS);
+				memcpy(isnull, slots[s]->tts_isnull, sizeof(bool) * LINEAGE_NATTS);
+				for (k = 0; k < nidx; k++)
+				{
+					Datum		keys[INDEX_MAX_KEYS];
+					bool		keynulls[INDEX_MAX_KEYS];
+					int			a;
+
+					for (a = 0; a < ii[k]->ii_NumIndexAttrs; a++)
+					{
+						keys[a] = vals[ii[k]->ii_IndexAttrNumbers[a] - 1];
+						keynulls[a] = isnull[ii[k]->ii_IndexAttrNumbers[a] - 1];
+					}
+					index_insert(idx[k], keys, keynulls, &slots[s]->tts_tid, rel,
+								 idx[k]->rd_index->indisunique ? UNIQUE_CHECK_YES : UNIQUE_CHECK_NO,
+								 false, ii[k]);
+				}
+				ExecClearTuple(slots[s]);
+			}
+			nslots = 0;
+			MemoryContextReset(batch);
+			CHECK_FOR_INTERRUPTS();
+			settle_progress_update(SETTLE_PHASE_WRITING, i);
+		}
+	}
+	for (k = 0; k < 1000; k++)
+		ExecDropSingleTupleTableSlot(slots[k]);
+	FreeBulkInsertState(bistate);
+	for (k = 0; k < nidx; k++)
+		index_close(idx[k], RowExclusiveLock);
+	table_close(rel, RowExclusiveLock);
+	MemoryContextDelete(batch);
+	CommandCounterIncrement();
+}
+
+static Datum
+problems_jsonb(Run *run)
+{
+	StringInfoData buf;
+	int			i;
+
+	initStringInfo(&buf);
+	appendStringInfoChar(&buf, '[');
+	for (i = 0; i < run->nproblems; i++)
+	{
+		if (i > 0)
+			appendStringInfoString(&buf, ", ");
+		appendStringInfoString(&buf, "{\"kind\": ");
+		escape_json(&buf, run->problems[i].kind);
+		appendStringInfoString(&buf, ", \"scope_key\": ");
+		escape_json(&buf, run->problems[i].scope_key);
+		appendStringInfoString(&buf, ", \"detail\": ");
+		escape_json(&buf, run->problems[i].detail);
+		appendStringInfoChar(&buf, '}');
+	}
+	appendStringInfoChar(&buf, ']');
+	return DirectFunctionCall1(jsonb_in, CStringGetDatum(buf.data));
+}
+
+/*
+ * settle._settle_reseller(reseller_id, period, run_id, previous_input_fingerprint,
+ *                         carry_forward_in, verify_run)
+ *
+ * Settles one reseller's period as run run_id; when the input fingerprint
+ * equals previous_input_fingerprint nothing is written and unchanged is
+ * true.  With verify_run, re-derives that recorded run instead and writes
+ * nothing.  Returns fingerprints, counts, statement totals and the problems
+ * found (for the exception queue).  Internal: called by settle_period and
+ * verify_run.
+ */
+Datum
+settle_settle_reseller(PG_FUNCTION_ARGS)
+{
+	Run			run;
+	Totals		tot;
+	TupleDesc	resdesc;
+	Datum		values[16];
+	bool		nulls[16];
+	bytea	   *in_fp,
+			   *out_fp;
+	bool		unchanged = false;
+	char	   *period = text_to_cstring(PG_GETARG_TEXT_PP(1));
+	int			year,
+				month;
+	MemoryContext old;
+
+	if (get_call_result_type(fcinfo, NULL, &resdesc) != TYPEFUNC_COMPOSITE)
+		elog(ERROR, "return type must be a row type");
+	memset(&run, 0, sizeof(run));
+	run.reseller_id = PG_GETARG_INT64(0);
+	if (strlen(period) != 7 || sscanf(period, "%4d-%2d", &year, &month) != 2 || month < 1 || month > 12)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_DATETIME_FORMAT),
+				 errmsg("invalid period \"%s\"", period),
+				 errhint("A period is a month written YYYY-MM, e.g. 2026-10.")));
+	strlcpy(run.period, period, sizeof(run.period));
+	run.start = date2j(year, month, 1) - POSTGRES_EPOCH_JDATE;
+	run.end = (month == 12 ? date2j(year + 1, 1, 1) : date2j(year, month + 1, 1)) - POSTGRES_EPOCH_JDATE;
+	run.prev_start = (month == 1 ? date2j(year - 1, 12, 1) : date2j(year, month - 1, 1)) - POSTGRES_EPOCH_JDATE;
+	run.last_day = run.end - 1;
+	run.run_id = PG_ARGISNULL(2) ? 0 : PG_GETARG_INT64(2);
+	run.verify_run = PG_ARGISNULL(5) ? 0 : PG_GETARG_INT64(5);
+	run.carry_in = PG_ARGISNULL(4) ? 0 : datum_money(PG_GETARG_DATUM(4), false, "carry-forward");
+	run.mcxt = AllocSetContextCreate(CurrentMemoryContext, "settle run", ALLOCSET_DEFAULT_SIZES);
+	old = MemoryContextSwitchTo(run.mcxt);
+	run.arena_cap = 1 << 16;
+	run.arena = palloc(run.arena_cap);
+	run.cap_lines = 1024;
+	run.lines = palloc_extended(sizeof(Line) * run.cap_lines, MCXT_ALLOC_HUGE);
+	run.in_fp = fp_start();
+	run.out_fp = fp_start();
+
+	settle_progress_begin(run.reseller_id, run.period);
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	load_agreement(&run);
+	load_versions(&run);
+	load_fx(&run);
+	load_catalogue(&run);
+	read_lines(&run);
+	settle_progress_update(SETTLE_PHASE_EVALUATING, 0);
+	evaluate_charges(&run);
+	evaluate_refunds(&run);
+	add_corrections(&run);
+	add_floors(&run);
+	allocate_rounding(&run);
+	compute_totals(&run, &tot);
+	MemoryContextSwitchTo(old);
+	in_fp = fp_finish(run.in_fp);
+	out_fp = fp_finish(run.out_fp);
+
+	if (!PG_ARGISNULL(3) && !run.verify_run)
+	{
+		bytea	   *prev = PG_GETARG_BYTEA_PP(3);
+
+		unchanged = VARSIZE_ANY_EXHDR(prev) == PG_SHA256_DIGEST_LENGTH &&
+			memcmp(VARDATA_ANY(prev), VARDATA(in_fp), PG_SHA256_DIGEST_LENGTH) == 0;
+	}
+	if (!unchanged && !run.verify_run)
+	{
+		if (run.run_id <= 0)
+			elog(ERROR, "a run id is required to write a settlement");
+		write_lineage(&run);
+	}
+	SPI_finish();
+	settle_progress_end();
+
+	memset(nulls, 0, sizeof(nulls));
+	values[0] = BoolGetDatum(unchanged);
+	values[1] = PointerGetDatum(in_fp);
+	values[2] = PointerGetDatum(out_fp);
+	values[3] = Int64GetDatum((int64) run.nlines);
+	values[4] = Int64GetDatum(tot.lines_out);
+	values[5] = money128_to_numeric(tot.gross, run.minor_unit);
+	values[6] = money128_to_numeric(tot.commissionable, run.minor_unit);
+	values[7] = money128_to_numeric(tot.commission, run.minor_unit);
+	values[8] = money128_to_numeric(tot.refunds, run.minor_unit);
+	values[9] = money128_to_numeric(tot.corrections, run.minor_unit);
+	values[10] = money128_to_numeric(tot.adjustments, run.minor_unit);
+	values[11] = money128_to_numeric(tot.total, run.minor_unit);
+	values[12] = money128_to_numeric(run.carry_in, run.minor_unit);
+	values[13] = money128_to_numeric(tot.carry_out, run.minor_unit);
+	values[14] = money128_to_numeric(tot.net, run.minor_unit);
+	values[15] = problems_jsonb(&run);
+	MemoryContextDelete(run.mcxt);
+	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(resdesc, values, nulls)));
+}
