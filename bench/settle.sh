@@ -1,0 +1,229 @@
+#!/usr/bin/env bash
+# settle_period benchmark (SPEC §3, issue 4): one script, one run, ratios.
+#
+#   bash bench/settle.sh            # 5,000,000 bill lines (about 10 minutes)
+#   bash bench/settle.sh 500000     # a quick run
+#
+# Generates one period of bill lines (50 resellers, 5,000 customers, 8
+# products, tiers and a per-customer cap per reseller, 2% refunds linked to
+# their charge: bench/settle_data.sql) in a throwaway cluster with a generous
+# configuration, then measures in the same run:
+#   (1) settle.settle_period() over all of it, lineage written;
+#   (2) baseline (a): a bare logged CREATE TABLE AS SELECT writing the same
+#       number of rows with the columns and types of settle.settlement_line
+#       (and, for reference, the same plus building its primary key);
+#   (3) baseline (b): the same rules in plain SQL writing the same lineage into
+#       a plain table with the same columns and primary key (bench/settle_plain*.sql),
+#       checked line by line against settle's lineage;
+#   (4) evaluation alone: settle_period again with unchanged inputs — the
+#       engine reads, evaluates, allocates the rounding and fingerprints
+#       everything, then finds the inputs unchanged and writes nothing;
+#   (5) the settle_period backend's peak memory (private RssAnon sampled from
+#       /proc every 50 ms; VmHWM also counts the shared buffers it touched),
+#       the time per engine phase (sampled from settle.settle_progress()) and
+#       bytes per lineage row.
+# Holds the machine-wide install lock (like test/dev.sh) for the whole run.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if [ "${1:-}" = "--inside" ]; then
+	# --- inside the throwaway cluster (PGHOST/PGPORT set by pg_virtualenv) ---
+	n=$2
+	period=2026-10
+	work=$(mktemp -d /tmp/settle-bench.XXXXXX)
+	export PGDATABASE=postgres
+	psqlq() { psql -X -q -v ON_ERROR_STOP=1 "$@"; }
+	now() { date +%s.%N; }
+	secs() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", b - a }'; }
+	settle_ready_checkpoint() { psqlq -c 'CHECKPOINT' >/dev/null; }
+
+	echo "== generating $n bill lines"
+	t0=$(now)
+	psqlq -v n="$n" -f bench/settle_data.sql >/dev/null
+	psqlq -f bench/settle_plain_rules.sql >/dev/null
+	echo "   generated in $(secs "$t0" "$(now)") s; bill_line $(psqlq -Atc "SELECT pg_size_pretty(pg_total_relation_size('settle.bill_line'))")"
+	settle_ready_checkpoint
+
+	# (1) settle_period, with the memory sampler and the phase sampler beside it
+	echo "== (1) settle.settle_period('$period')"
+	psqlq -At >"$work/settle.out" 2>&1 <<-SQL &
+		\o $work/settle.pid
+		SELECT pg_backend_pid();
+		\o
+		SELECT pg_sleep(0.5);
+		SELECT 'runs ' || count(*) FROM settle.settle_period('$period');
+	SQL
+	settle_psql=$!
+	while [ ! -s "$work/settle.pid" ]; do sleep 0.01; done
+	pid=$(cat "$work/settle.pid")
+	# phases: which phase the engine is in, every 20 ms, until it is gone
+	psqlq -At >"$work/phases.out" 2>&1 <<-SQL &
+		CREATE TEMP TABLE phase_sample (at timestamptz, phase text);
+		DO \$\$
+		DECLARE seen boolean := false; idle int := 0; ph text;
+		BEGIN
+			LOOP
+				SELECT p.phase INTO ph FROM settle.settle_progress() p WHERE p.pid = $pid;
+				IF ph IS NOT NULL THEN seen := true; idle := 0; ELSE idle := idle + 1; END IF;
+				INSERT INTO phase_sample VALUES (clock_timestamp(), coalesce(ph, 'between resellers'));
+				EXIT WHEN (seen AND idle > 100) OR (NOT seen AND idle > 3000);
+				PERFORM pg_sleep(0.02);
+			END LOOP;
+		END \$\$;
+		SELECT phase, round(extract(epoch FROM sum(d)), 2)
+		  FROM (SELECT phase, at, lead(at) OVER (ORDER BY at) - at AS d FROM phase_sample) x
+		 WHERE d IS NOT NULL
+		   AND at >= (SELECT min(at) FROM phase_sample WHERE phase <> 'between resellers')
+		   AND at < (SELECT max(at) FROM phase_sample WHERE phase <> 'between resellers')
+		 GROUP BY phase ORDER BY phase;
+	SQL
+	phases_psql=$!
+	sleep 0.5			# the settle session sleeps 0.5 s before it starts
+	t0=$(now)
+	peak_anon=0; hwm=0
+	while kill -0 "$settle_psql" 2>/dev/null && [ -r "/proc/$pid/status" ]; do
+		read -r a h < <(awk '/^RssAnon:/ { a = $2 } /^VmHWM:/ { h = $2 } END { print a + 0, h + 0 }' "/proc/$pid/status" 2>/dev/null || echo "0 0")
+		[ "$a" -gt "$peak_anon" ] && peak_anon=$a
+		[ "$h" -gt "$hwm" ] && hwm=$h
+		sleep 0.05
+	done
+	wait "$settle_psql"
+	t_settle=$(secs "$t0" "$(now)")
+	wait "$phases_psql" || true
+	cat "$work/settle.out" | grep '^runs' | sed 's/^/   /'
+	rows=$(psqlq -Atc "SELECT count(*) FROM settle.settlement_line")
+	lines_in=$(psqlq -Atc "SELECT sum(lines_in) FROM settle.run")
+	echo "   $t_settle s, $lines_in lines in, $rows lineage rows"
+	settle_ready_checkpoint
+
+	# (4) evaluation without the lineage write: unchanged inputs
+	echo "== (4) settle_period again, inputs unchanged (evaluation, no write)"
+	t0=$(now)
+	psqlq -Atc "SELECT count(*) FROM settle.settle_period('$period')" >/dev/null
+	t_eval=$(secs "$t0" "$(now)")
+	[ "$(psqlq -Atc "SELECT count(*) FROM settle.run")" = 50 ] || { echo "the unchanged re-run wrote new runs" >&2; exit 1; }
+	echo "   $t_eval s"
+	settle_ready_checkpoint
+
+	# (2) baseline (a): bare logged CTAS of the same rows and columns
+	echo "== (2) baseline (a): CREATE TABLE AS SELECT"
+	t0=$(now)
+	psqlq <<-'SQL'
+		CREATE TABLE ctas_lineage AS
+		SELECT b.reseller_id, b.reseller_id + 1000 AS run_id, b.line_key,
+		       (CASE WHEN b.original_line_key IS NULL THEN 'c' ELSE 'r' END)::"char" AS kind, b.revision,
+		       1 AS rule_version, 1::smallint AS clause, 2::smallint AS tier, b.billed_cost AS basis,
+		       0.07000000 AS rate, NULL::bigint AS fx_rate_id, b.billed_cost * 0.07 AS unrounded,
+		       round(b.billed_cost * 0.07, 2) AS rounded, b.original_line_key AS ref
+		  FROM settle.bill_line b;
+	SQL
+	t_ctas=$(secs "$t0" "$(now)")
+	ctas_rows=$(psqlq -Atc "SELECT count(*) FROM ctas_lineage")
+	echo "   $t_ctas s, $ctas_rows rows"
+	settle_ready_checkpoint
+	t0=$(now)
+	psqlq -c 'ALTER TABLE ctas_lineage ADD PRIMARY KEY (reseller_id, run_id, line_key, kind)' >/dev/null
+	t_pk=$(secs "$t0" "$(now)")
+	echo "   + primary key: $t_pk s"
+	settle_ready_checkpoint
+
+	# (3) baseline (b): plain SQL
+	echo "== (3) baseline (b): plain SQL settlement"
+	t0=$(now)
+	psqlq -v period="$period" -f bench/settle_plain.sql
+	t_plain=$(secs "$t0" "$(now)")
+	echo "   $t_plain s, $(psqlq -Atc "SELECT count(*) FROM plain_lineage") rows"
+	echo "   same lineage as settle? (rows differing in rate, clause, tier, basis, unrounded, rounded or ref; statements differing)"
+	psqlq -At <<-'SQL' | sed 's/^/   /'
+		SELECT 'lineage rows differing: ' || count(*)
+		  FROM (SELECT l.* FROM settle.settlement_line l JOIN settle.run r USING (reseller_id, run_id)
+		         WHERE r.status <> 'superseded') s
+		  FULL JOIN plain_lineage p USING (reseller_id, line_key, kind)
+		 WHERE s.line_key IS NULL OR p.line_key IS NULL
+		    OR (s.rate, s.clause, s.tier, s.basis, s.unrounded, s.rounded, s.rule_version, s.revision) IS DISTINCT FROM
+		       (p.rate, p.clause, p.tier, p.basis, p.unrounded, p.rounded, p.rule_version, p.revision)
+		    OR s.ref IS DISTINCT FROM p.ref;
+		SELECT 'statements differing: ' || count(*)
+		  FROM (SELECT s.* FROM settle.statement s JOIN settle.run r USING (reseller_id, run_id)
+		         WHERE r.status <> 'superseded') s
+		  FULL JOIN plain_statement p USING (reseller_id)
+		 WHERE (s.lines, s.gross_charges, s.commission, s.refunds, s.total) IS DISTINCT FROM
+		       (p.lines, p.gross_charges, p.commission, p.refunds, p.total);
+		SELECT 'commission total: ' || sum(total) FROM settle.statement;
+	SQL
+
+	# (5) sizes
+	settle_bytes=$(psqlq -Atc "SELECT round(pg_relation_size('settle.settlement_line')::numeric / count(*), 1) FROM settle.settlement_line")
+	settle_total_bytes=$(psqlq -Atc "SELECT round(pg_total_relation_size('settle.settlement_line')::numeric / count(*), 1) FROM settle.settlement_line")
+	ctas_bytes=$(psqlq -Atc "SELECT round(pg_relation_size('ctas_lineage')::numeric / count(*), 1) FROM ctas_lineage")
+	plain_bytes=$(psqlq -Atc "SELECT round(pg_relation_size('plain_lineage')::numeric / count(*), 1) FROM plain_lineage")
+
+	# optional: where the engine's time goes (after the measurements, so they are not disturbed)
+	if [ -n "${SETTLE_BENCH_PERF:-}" ] && command -v perf >/dev/null; then
+		echo "== profile: settle._settle_reseller for every reseller under perf (new run ids, lineage written)"
+		psqlq -At >"$work/perf-sql.out" 2>&1 <<-SQL &
+			\o $work/perf.pid
+			SELECT pg_backend_pid();
+			\o
+			SELECT pg_sleep(1);
+			SELECT count(*) FROM settle.reseller r,
+			       settle._settle_reseller(r.reseller_id, '$period', 100000 + r.reseller_id, NULL, 0, NULL) x;
+		SQL
+		perf_psql=$!
+		while [ ! -s "$work/perf.pid" ]; do sleep 0.01; done
+		perf record -q -g -o "$work/perf.data" -p "$(cat "$work/perf.pid")" 2>/dev/null &
+		perf_pid=$!
+		wait "$perf_psql"
+		kill -INT "$perf_pid"; wait "$perf_pid" || true
+		perf report -i "$work/perf.data" --stdio --no-children --sort symbol --percent-limit 1 -g none 2>/dev/null \
+			| grep -v '^#' | grep -v '^$' | head -40 | sed 's/^/   /'
+		echo "   -- inclusive (children) for the engine's steps:"
+		perf report -i "$work/perf.data" --stdio --children --sort symbol -g none 2>/dev/null \
+			| grep -E 'read_lines|evaluate_charges|evaluate_refunds|allocate_rounding|write_lineage|compute_totals|rule_eval|heap_form_tuple|table_multi_insert|index_insert|money128_to_numeric|SPI_cursor_fetch|numeric_to_money128|fp_|pg_cryptohash|load_|add_corrections' \
+			| head -30 | sed 's/^/   /'
+	fi
+
+	echo
+	echo "== phases of (1), sampled every 20 ms (s)"
+	sed 's/^/   /; s/|/: /' "$work/phases.out"
+	echo
+	echo "== settle_period benchmark: $n bill lines, $rows lineage rows, 2 cores"
+	awk -v n="$lines_in" -v rows="$rows" -v s="$t_settle" -v c="$t_ctas" -v pk="$t_pk" -v p="$t_plain" -v e="$t_eval" \
+	    -v anon="$peak_anon" -v hwm="$hwm" -v sb="$settle_bytes" -v stb="$settle_total_bytes" -v cb="$ctas_bytes" -v pb="$plain_bytes" '
+	function ok(b) { return b ? "ok" : "MISSED" }
+	BEGIN {
+		printf "   %-58s %10s\n", "measure", "seconds"
+		printf "   %-58s %10.2f\n", "(1) settle.settle_period, lineage written", s
+		printf "   %-58s %10.2f\n", "(2) baseline (a): bare logged CTAS, same rows and columns", c
+		printf "   %-58s %10.2f\n", "    (a) + building the same primary key afterwards", c + pk
+		printf "   %-58s %10.2f\n", "(3) baseline (b): plain SQL, same rules and lineage", p
+		printf "   %-58s %10.2f\n", "(4) evaluation alone (re-run, inputs unchanged, no write)", e
+		printf "   %-58s %10.2f\n", "    lineage write and bookkeeping: (1) - (4)", s - e
+		printf "\n   %-58s %10s %10s %s\n", "ratio", "measured", "goal", ""
+		printf "   %-58s %10.2f %10s %s\n", "settle / CTAS", s / c, "<= 1.5", ok(s / c <= 1.5)
+		printf "   %-58s %10.2f %10s %s\n", "settle / (CTAS + primary key)", s / (c + pk), "", ""
+		printf "   %-58s %10.2f %10s %s\n", "plain SQL / settle", p / s, ">= 2", ok(p / s >= 2)
+		printf "   %-58s %10.0f %10s %s\n", "evaluation lines/s (lines in / (4))", n / e, ">= 1000000", ok(n / e >= 1000000)
+		printf "   %-58s %10.0f %10s %s\n", "settle lines/s end to end (lines in / (1))", n / s, "", ""
+		printf "   %-58s %10.1f %10s %s\n", "peak backend private memory, MB (RssAnon)", anon / 1024, "< 512", ok(anon / 1024 < 512)
+		printf "   %-58s %10.1f %10s %s\n", "peak backend RSS incl. shared buffers, MB (VmHWM)", hwm / 1024, "", ""
+		printf "   %-58s %10s\n", "bytes per lineage row: settle heap / with indexes", sb " / " stb
+		printf "   %-58s %10s\n", "bytes per row: CTAS heap / plain SQL heap", cb " / " pb
+	}'
+	rm -rf "$work"
+	exit 0
+fi
+
+n=${1:-5000000}
+case "$n" in *[!0-9]*|"") echo "usage: bash bench/settle.sh [bill lines, a multiple of 100]" >&2; exit 2 ;; esac
+n=$(( (n + 99) / 100 * 100 ))
+[ "$(id -u)" = 0 ] || { echo "run as root (installs the extension)" >&2; exit 2; }
+bash test/install-deps.sh
+make -s -j2 >/dev/null
+exec 9>/tmp/settle-install.lock
+flock 9
+make -s install >/dev/null
+exec pg_virtualenv -t -v 15 $(bash test/server-options.sh) \
+	-o shared_buffers=1GB -o max_wal_size=4GB -o checkpoint_timeout=30min -o work_mem=256MB \
+	-o maintenance_work_mem=512MB -o wal_buffers=64MB \
+	bash "$0" --inside "$n"
