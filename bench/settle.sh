@@ -171,16 +171,13 @@ if [ "${1:-}" = "--inside" ]; then
 		SQL
 		perf_psql=$!
 		while [ ! -s "$work/perf.pid" ]; do sleep 0.01; done
-		perf record -q -g -o "$work/perf.data" -p "$(cat "$work/perf.pid")" 2>/dev/null &
+		perf record -q -o "$work/perf.data" -p "$(cat "$work/perf.pid")" 2>/dev/null &
 		perf_pid=$!
 		wait "$perf_psql"
 		kill -INT "$perf_pid"; wait "$perf_pid" || true
-		perf report -i "$work/perf.data" --stdio --no-children --sort symbol --percent-limit 1 -g none 2>/dev/null \
-			| grep -v '^#' | grep -v '^$' | head -40 | sed 's/^/   /'
-		echo "   -- inclusive (children) for the engine's steps:"
-		perf report -i "$work/perf.data" --stdio --children --sort symbol -g none 2>/dev/null \
-			| grep -E 'read_lines|evaluate_charges|evaluate_refunds|allocate_rounding|write_lineage|compute_totals|rule_eval|heap_form_tuple|table_multi_insert|index_insert|money128_to_numeric|SPI_cursor_fetch|numeric_to_money128|fp_|pg_cryptohash|load_|add_corrections' \
-			| head -30 | sed 's/^/   /'
+		echo "   -- self time by function, >= 0.5% (frame pointers are absent, so no reliable call graph):"
+		perf report -i "$work/perf.data" --stdio --no-children --sort dso,symbol --percent-limit 0.5 -g none 2>/dev/null \
+			| grep -v '^#' | grep -v '^$' | head -50 | sed 's/^/   /'
 	fi
 
 	echo
