@@ -3,6 +3,8 @@
 #
 #   bash bench/settle.sh            # 5,000,000 bill lines (about 10 minutes)
 #   bash bench/settle.sh 500000     # a quick run
+#   bash bench/settle.sh 5000000 1  # the same lines, all of one reseller (memory bound)
+#   SETTLE_BENCH_PERF=1 bash bench/settle.sh   # plus a perf profile of the engine
 #
 # Generates one period of bill lines (50 resellers, 5,000 customers, 8
 # products, tiers and a per-customer cap per reseller, 2% refunds linked to
@@ -29,6 +31,7 @@ cd "$(dirname "$0")/.."
 if [ "${1:-}" = "--inside" ]; then
 	# --- inside the throwaway cluster (PGHOST/PGPORT set by pg_virtualenv) ---
 	n=$2
+	resellers=$3
 	period=2026-10
 	work=$(mktemp -d /tmp/settle-bench.XXXXXX)
 	export PGDATABASE=postgres
@@ -37,9 +40,9 @@ if [ "${1:-}" = "--inside" ]; then
 	secs() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", b - a }'; }
 	settle_ready_checkpoint() { psqlq -c 'CHECKPOINT' >/dev/null; }
 
-	echo "== generating $n bill lines"
+	echo "== generating $n bill lines, $resellers resellers"
 	t0=$(now)
-	psqlq -v n="$n" -f bench/settle_data.sql >/dev/null
+	psqlq -v n="$n" -v resellers="$resellers" -v cpr=$((5000 / resellers)) -f bench/settle_data.sql >/dev/null
 	psqlq -f bench/settle_plain_rules.sql >/dev/null
 	echo "   generated in $(secs "$t0" "$(now)") s; bill_line $(psqlq -Atc "SELECT pg_size_pretty(pg_total_relation_size('settle.bill_line'))")"
 	settle_ready_checkpoint
@@ -101,7 +104,7 @@ if [ "${1:-}" = "--inside" ]; then
 	t0=$(now)
 	psqlq -Atc "SELECT count(*) FROM settle.settle_period('$period')" >/dev/null
 	t_eval=$(secs "$t0" "$(now)")
-	[ "$(psqlq -Atc "SELECT count(*) FROM settle.run")" = 50 ] || { echo "the unchanged re-run wrote new runs" >&2; exit 1; }
+	[ "$(psqlq -Atc "SELECT count(*) FROM settle.run")" = "$resellers" ] || { echo "the unchanged re-run wrote new runs" >&2; exit 1; }
 	echo "   $t_eval s"
 	settle_ready_checkpoint
 
@@ -177,16 +180,19 @@ if [ "${1:-}" = "--inside" ]; then
 		kill -INT "$perf_pid"; wait "$perf_pid" || true
 		echo "   -- self time by function, >= 0.5% (frame pointers are absent, so no reliable call graph):"
 		perf report -i "$work/perf.data" --stdio --no-children --sort dso,symbol --percent-limit 0.5 -g none 2>/dev/null \
-			| grep -v '^#' | grep -v '^$' | head -50 | sed 's/^/   /'
+			| grep -v '^#' | grep -v '^$' | head -50 | awk '{ printf "   %8s  %-18s %s\n", $1, $2, $4 }'
 	fi
 
 	echo
-	echo "== phases of (1), sampled every 20 ms (s)"
+	echo "== phases of (1), sampled from settle.settle_progress() every 20 ms (s)"
 	sed 's/^/   /; s/|/: /' "$work/phases.out"
+	phase_eval=$(awk -F'|' '$1 == "evaluating rules" { print $2 }' "$work/phases.out")
+	phase_read=$(awk -F'|' '$1 == "reading bill lines" { print $2 }' "$work/phases.out")
+	phase_write=$(awk -F'|' '$1 == "writing lineage" { print $2 }' "$work/phases.out")
 	echo
-	echo "== settle_period benchmark: $n bill lines, $rows lineage rows, 2 cores"
+	echo "== settle_period benchmark: $n bill lines, $resellers resellers, $rows lineage rows, $(nproc) cores"
 	awk -v n="$lines_in" -v rows="$rows" -v s="$t_settle" -v c="$t_ctas" -v pk="$t_pk" -v p="$t_plain" -v e="$t_eval" \
-	    -v anon="$peak_anon" -v hwm="$hwm" -v sb="$settle_bytes" -v stb="$settle_total_bytes" -v cb="$ctas_bytes" -v pb="$plain_bytes" '
+	    -v pe="${phase_eval:-0}" -v pr="${phase_read:-0}" -v pw="${phase_write:-0}" -v anon="$peak_anon" -v hwm="$hwm" -v sb="$settle_bytes" -v stb="$settle_total_bytes" -v cb="$ctas_bytes" -v pb="$plain_bytes" '
 	function ok(b) { return b ? "ok" : "MISSED" }
 	BEGIN {
 		printf "   %-58s %10s\n", "measure", "seconds"
@@ -196,11 +202,16 @@ if [ "${1:-}" = "--inside" ]; then
 		printf "   %-58s %10.2f\n", "(3) baseline (b): plain SQL, same rules and lineage", p
 		printf "   %-58s %10.2f\n", "(4) evaluation alone (re-run, inputs unchanged, no write)", e
 		printf "   %-58s %10.2f\n", "    lineage write and bookkeeping: (1) - (4)", s - e
+		printf "   %-58s %10.2f\n", "    (1) phase: reading bill lines", pr
+		printf "   %-58s %10.2f\n", "    (1) phase: evaluating rules, refunds, rounding", pe
+		printf "   %-58s %10.2f\n", "    (1) phase: writing lineage", pw
 		printf "\n   %-58s %10s %10s %s\n", "ratio", "measured", "goal", ""
 		printf "   %-58s %10.2f %10s %s\n", "settle / CTAS", s / c, "<= 1.5", ok(s / c <= 1.5)
 		printf "   %-58s %10.2f %10s %s\n", "settle / (CTAS + primary key)", s / (c + pk), "", ""
 		printf "   %-58s %10.2f %10s %s\n", "plain SQL / settle", p / s, ">= 2", ok(p / s >= 2)
 		printf "   %-58s %10.0f %10s %s\n", "evaluation lines/s (lines in / (4))", n / e, ">= 1000000", ok(n / e >= 1000000)
+		printf "   %-58s %10.0f %10s %s\n", "evaluation phase lines/s (reading excluded)", (pe > 0 ? n / pe : 0), "", ""
+		printf "   %-58s %10.2f %10s %s\n", "lineage write phase / CTAS", pw / c, "", ""
 		printf "   %-58s %10.0f %10s %s\n", "settle lines/s end to end (lines in / (1))", n / s, "", ""
 		printf "   %-58s %10.1f %10s %s\n", "peak backend private memory, MB (RssAnon)", anon / 1024, "< 512", ok(anon / 1024 < 512)
 		printf "   %-58s %10.1f %10s %s\n", "peak backend RSS incl. shared buffers, MB (VmHWM)", hwm / 1024, "", ""
@@ -212,8 +223,11 @@ if [ "${1:-}" = "--inside" ]; then
 fi
 
 n=${1:-5000000}
-case "$n" in *[!0-9]*|"") echo "usage: bash bench/settle.sh [bill lines, a multiple of 100]" >&2; exit 2 ;; esac
-n=$(( (n + 99) / 100 * 100 ))
+resellers=${2:-50}
+usage="usage: bash bench/settle.sh [bill lines [resellers, a divisor of 5000]]"
+case "$n$resellers" in *[!0-9]*|"") echo "$usage" >&2; exit 2 ;; esac
+[ "$resellers" -ge 1 ] && [ $((5000 % resellers)) = 0 ] || { echo "$usage" >&2; exit 2; }
+n=$(( (n + 2 * resellers - 1) / (2 * resellers) * (2 * resellers) ))	# an even number of lines per reseller
 [ "$(id -u)" = 0 ] || { echo "run as root (installs the extension)" >&2; exit 2; }
 bash test/install-deps.sh
 make -s -j2 >/dev/null
@@ -223,4 +237,4 @@ make -s install >/dev/null
 exec pg_virtualenv -t -v 15 $(bash test/server-options.sh) \
 	-o shared_buffers=1GB -o max_wal_size=4GB -o checkpoint_timeout=30min -o work_mem=256MB \
 	-o maintenance_work_mem=512MB -o wal_buffers=64MB \
-	bash "$0" --inside "$n"
+	bash "$0" --inside "$n" "$resellers"
