@@ -329,6 +329,7 @@ DECLARE
 	res record;
 	stored_lines bigint;
 	stored_sum numeric;
+	mismatch text;
 BEGIN
 	SELECT * INTO s FROM settle.statement x WHERE x.reseller_id = r.reseller_id AND x.run_id = r.run_id;
 	SELECT * INTO res FROM settle._settle_reseller(r.reseller_id, r.period, NULL, NULL,
@@ -338,12 +339,14 @@ BEGIN
 	lines := res.lines_out;
 	recorded_fingerprint := r.output_fingerprint;
 	derived_fingerprint := res.output_fingerprint;
-	verified := res.output_fingerprint = r.output_fingerprint AND stored_lines = res.lines_out
+	SELECT string_agg(x.detail, '; ') INTO mismatch
+	  FROM jsonb_to_recordset(res.problems) AS x(kind text, detail text) WHERE x.kind = 'verify_mismatch';
+	verified := res.output_fingerprint = r.output_fingerprint AND mismatch IS NULL AND stored_lines = res.lines_out
 	            AND stored_sum = s.total AND res.total = s.total AND res.net_payout = s.net_payout
 	            AND res.carry_forward_out = s.carry_forward_out;
 	IF NOT verified THEN
-		problem := concat_ws('; ',
-			CASE WHEN res.output_fingerprint <> r.output_fingerprint THEN 'the re-derived lines differ from the recorded run' END,
+		problem := concat_ws('; ', mismatch,
+			CASE WHEN res.output_fingerprint <> r.output_fingerprint THEN 'the re-derived run differs from the recorded fingerprint' END,
 			CASE WHEN stored_lines <> res.lines_out THEN format('%s lines recorded, %s derived', stored_lines, res.lines_out) END,
 			CASE WHEN stored_sum <> s.total THEN format('the lines add up to %s but the statement says %s', stored_sum, s.total) END,
 			CASE WHEN res.total <> s.total THEN format('derived total %s, statement total %s', res.total, s.total) END);
@@ -386,7 +389,7 @@ LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 	  FROM la x FULL JOIN lb y ON x.line_key = y.line_key AND x.kind = y.kind
 	 WHERE x.line_key IS NULL OR y.line_key IS NULL OR x.rounded <> y.rounded OR x.unrounded <> y.unrounded
 	    OR x.revision IS DISTINCT FROM y.revision OR x.rule_version IS DISTINCT FROM y.rule_version
-	 ORDER BY 1 COLLATE "C", 2
+	 ORDER BY coalesce(x.line_key, y.line_key) COLLATE "C", coalesce(x.kind, y.kind)
 $$;
 COMMENT ON FUNCTION settle.run_diff(bigint, bigint) IS
 	'What changed between two runs, per settlement line with its customer: added, removed or changed, the rounded amounts and delta, and why (new revision, new rule version, FX rate, adjustment, tier, rounding, period context).';
