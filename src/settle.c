@@ -33,6 +33,7 @@ _PG_init(void)
 							   NULL, NULL, NULL);
 
 	settle_audit_init();
+	settle_ingest_init();
 
 	MarkGUCPrefixReserved("settle");
 }
