@@ -1032,7 +1032,7 @@ load_connector(int64 id, Connector *c, MemoryContext cxt)
 							  " config->>'billing_date', coalesce((config->>'max_results')::int, 300),"
 							  " coalesce((config->>'overview')::boolean, true)"
 							  " FROM settle.connector WHERE connector_id = $1",
-							  1, t, v, NULL, true, 1) != SPI_OK_SELECT)
+							  1, t, v, NULL, false, 1) != SPI_OK_SELECT)
 		elog(ERROR, "could not read settle.connector");
 	if (SPI_processed != 1)
 		ereport(ERROR,
@@ -1299,7 +1299,7 @@ return_run(FunctionCallInfo fcinfo, int64 run_id)
 		elog(ERROR, "SPI_connect failed");
 	v[0] = Int64GetDatum(run_id);
 	if (SPI_execute_with_args("SELECT * FROM settle.ingest_run WHERE ingest_run_id = $1",
-							  1, t, v, NULL, true, 1) != SPI_OK_SELECT || SPI_processed != 1)
+							  1, t, v, NULL, false, 1) != SPI_OK_SELECT || SPI_processed != 1)
 		elog(ERROR, "ingest run " INT64_FORMAT " vanished", run_id);
 	result = PointerGetDatum(SPI_returntuple(SPI_tuptable->vals[0], SPI_tuptable->tupdesc));
 	SPI_finish();
@@ -1325,7 +1325,7 @@ settle_ingest_now_name(PG_FUNCTION_ARGS)
 		elog(ERROR, "SPI_connect failed");
 	v[0] = CStringGetTextDatum(name);
 	if (SPI_execute_with_args("SELECT connector_id FROM settle.connector WHERE name = $1",
-							  1, t, v, NULL, true, 1) != SPI_OK_SELECT)
+							  1, t, v, NULL, false, 1) != SPI_OK_SELECT)
 		elog(ERROR, "could not read settle.connector");
 	if (SPI_processed != 1)
 		ereport(ERROR,

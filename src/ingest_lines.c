@@ -281,7 +281,7 @@ lookup_mapping(IngestState *st, const char *account, const char *date)
 								  "  AND $2 >= a.effective_from AND $2 < a.effective_to)"
 								  " FROM settle.customer_account ca WHERE ca.account_id = $1"
 								  "  AND $2 >= ca.valid_from AND $2 < ca.valid_to",
-								  2, types, vals, NULL, true, 2) != SPI_OK_SELECT)
+								  2, types, vals, NULL, false, 2) != SPI_OK_SELECT)
 			elog(ERROR, "could not read settle.customer_account");
 		if (SPI_processed == 1)
 		{
@@ -497,7 +497,7 @@ ingest_store_lines(IngestState *st, int64 raw_page_id,
 		if (SPI_execute_with_args("SELECT DISTINCT ON (line_key) line_key, revision, content_hash"
 								  " FROM settle.bill_line WHERE line_key = ANY ($1)"
 								  " ORDER BY line_key, revision DESC",
-								  1, t, v, NULL, true, 0) != SPI_OK_SELECT)
+								  1, t, v, NULL, false, 0) != SPI_OK_SELECT)
 			elog(ERROR, "could not read settle.bill_line");
 		for (r = 0; r < SPI_processed; r++)
 		{

@@ -35,6 +35,8 @@ import threading
 import time
 import urllib.parse
 from decimal import Decimal, ROUND_HALF_EVEN, getcontext
+import decimal
+decimal.DefaultContext.prec = 200
 getcontext().prec = 200
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
