@@ -515,9 +515,9 @@ bss_call(IngestState *st, HttpClient *client, Connector *c, Credentials *cred,
 				return r;
 			}
 			/* an error reply */
-			failure.code = reply->code ? pstrdup(reply->code) : NULL;
-			failure.message = reply->message ? pstrdup(reply->message) : NULL;
-			failure.request_id = reply->request_id ? pstrdup(reply->request_id) : NULL;
+			failure.code = reply->code ? MemoryContextStrdup(st->runcxt, reply->code) : NULL;
+			failure.message = reply->message ? MemoryContextStrdup(st->runcxt, reply->message) : NULL;
+			failure.request_id = reply->request_id ? MemoryContextStrdup(st->runcxt, reply->request_id) : NULL;
 			if ((r->status >= 500 || r->status == 429 || is_throttling(reply->code)) &&
 				attempt < settle_ingest_max_attempts)
 				retry = true;
@@ -1002,10 +1002,10 @@ pull_scope(RunCtx *rc, const char *action)
 		pages_done++;
 		checkpoint_save(st, scope, next, pages_done);
 		run_update_counts(st);
+		token = next ? MemoryContextStrdup(st->runcxt, next) : NULL;
 
 		MemoryContextSwitchTo(old);
 		page_commit(&tx);
-		token = next ? MemoryContextStrdup(st->runcxt, next) : NULL;
 		MemoryContextReset(rc->pagecxt);
 
 		if (token == NULL)

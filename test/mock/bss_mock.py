@@ -385,8 +385,8 @@ class Handler(BaseHTTPRequestHandler):
 
         end = min(off + maxr, len(ds['items']))
         if fault == 'repeat' and off == maxr:
-            # the second page repeats the first page's items
-            items_json = ds['json'][0:maxr]
+            # the second page repeats the first page's items before its own
+            items_json = ds['json'][0:end]
         elif fault == 'revise' and PULLS.get(path, 1) > 1:
             items_json = [item_json(revised(ds['items'][i])) if i % 10 == 0 else ds['json'][i]
                           for i in range(off, end)]
