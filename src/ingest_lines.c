@@ -494,9 +494,12 @@ ingest_store_lines(IngestState *st, int64 raw_page_id,
 		uint64		r;
 
 		v[0] = PointerGetDatum(construct_array(keyd, nkeys, TEXTOID, -1, false, TYPALIGN_INT));
-		if (SPI_execute_with_args("SELECT DISTINCT ON (line_key) line_key, revision, content_hash"
-								  " FROM settle.bill_line WHERE line_key = ANY ($1)"
-								  " ORDER BY line_key, revision DESC",
+		/* one index probe per key (bill_line_key_idx), whatever the statistics */
+		if (SPI_execute_with_args("SELECT k.key, b.revision, b.content_hash"
+								  " FROM (SELECT DISTINCT u AS key FROM pg_catalog.unnest($1) u) k"
+								  " CROSS JOIN LATERAL (SELECT l.revision, l.content_hash"
+								  "  FROM settle.bill_line l WHERE l.line_key = k.key"
+								  "  ORDER BY l.line_key DESC, l.revision DESC LIMIT 1) b",
 								  1, t, v, NULL, false, 0) != SPI_OK_SELECT)
 			elog(ERROR, "could not read settle.bill_line");
 		for (r = 0; r < SPI_processed; r++)

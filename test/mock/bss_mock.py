@@ -253,14 +253,21 @@ class Handler(BaseHTTPRequestHandler):
         if os.environ.get('MOCK_VERBOSE'):
             sys.stderr.write('mock: ' + (fmt % args) + '\n')
 
+    def setup(self):
+        super().setup()
+        try:
+            self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except OSError:
+            pass
+
     def send(self, status, body, ctype='application/json;charset=utf-8', extra=None):
-        self.send_response(status)
-        self.send_header('Content-Type', ctype)
-        self.send_header('Content-Length', str(len(body)))
+        # headers and body in one write: no Nagle / delayed-ACK stall per page
+        head = ['HTTP/1.1 %d %s' % (status, self.responses.get(status, ('',))[0]),
+                'Server: bss-mock', 'Content-Type: ' + ctype, 'Content-Length: %d' % len(body)]
         for k, v in (extra or {}).items():
-            self.send_header(k, v)
-        self.end_headers()
-        self.wfile.write(body)
+            head.append('%s: %s' % (k, v))
+        self.wfile.write(('\r\n'.join(head) + '\r\n\r\n').encode() + body)
+        self.wfile.flush()
 
     def error(self, status, code, message):
         rid = 'MOCK-ERR-%08X' % random.getrandbits(32)
