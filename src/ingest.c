@@ -1171,6 +1171,7 @@ ingest_run_connector(int64 connector_id, const char *billing_cycle, bool from_wo
 		PG_TRY();
 		{
 			rc.client = http_client_create();
+			http_check_url(c->endpoint);
 			if (strcmp(c->kind, "alibaba_bss") == 0)
 			{
 				secret_lookup(c->secret_name, &rc.cred);
@@ -1254,8 +1255,8 @@ ingest_run_connector(int64 connector_id, const char *billing_cycle, bool from_wo
 	}
 	if (failed)
 		ereport(from_worker ? LOG : NOTICE,
-				(errmsg("settle ingest run " INT64_FORMAT " of connector \"%s\" failed: %s",
-						run_id, c->name, edata->message)));
+				(errmsg("settle ingest of connector \"%s\" failed: %s", c->name, edata->message),
+				 errdetail("See settle.ingest_run %s.", psprintf(INT64_FORMAT, run_id))));
 	memset(&failure, 0, sizeof(failure));
 	MemoryContextSwitchTo(callercxt);
 	MemoryContextDelete(runcxt);

@@ -482,8 +482,9 @@ def serve(port, cert, key, keys_file, portfile):
 
 if __name__ == '__main__':
     if len(sys.argv) > 1 and sys.argv[1] == 'sign':
-        _, _, method, host, q, h, kid, sec = sys.argv
-        print(acs3(method, host, json.loads(q), json.loads(h), b'', kid, sec)[0])
+        method, host, q, h, kid, sec = sys.argv[2:8]
+        body = sys.argv[8].encode() if len(sys.argv) > 8 else b''
+        print(acs3(method, host, json.loads(q), json.loads(h), body, kid, sec)[0])
         sys.exit(0)
     if len(sys.argv) > 1 and sys.argv[1] == 'expected':
         sys.stdout.write(expected_csv(sys.argv[2]).decode())
