@@ -142,14 +142,14 @@ progress_cb(void *clientp, curl_off_t dltotal, curl_off_t dlnow,
 }
 
 /*
- * One request (POST with an empty body for https/http, a read for file://).
+ * One request: POST with an empty body (BSS calls) or GET; a read for file://.
  * Never raises for transport or HTTP errors: the outcome is in result, and
  * http_raise turns it into an ERROR.  The body is copied into
  * CurrentMemoryContext.
  */
 void
 http_get(HttpClient *client, const char *url, const char **headers,
-		 int nheaders, HttpResult *result)
+		 int nheaders, bool post, HttpResult *result)
 {
 	CURL	   *h = client->curl;
 	struct curl_slist *list = NULL;
@@ -198,7 +198,7 @@ http_get(HttpClient *client, const char *url, const char **headers,
 	curl_easy_setopt(h, CURLOPT_XFERINFOFUNCTION, progress_cb);
 	curl_easy_setopt(h, CURLOPT_XFERINFODATA, client);
 	curl_easy_setopt(h, CURLOPT_ERRORBUFFER, result->errbuf);
-	if (!is_file)
+	if (!is_file && post)
 	{
 		curl_easy_setopt(h, CURLOPT_POST, 1L);
 		curl_easy_setopt(h, CURLOPT_POSTFIELDS, "");

@@ -44,7 +44,7 @@ typedef struct HttpResult
 extern HttpClient *http_client_create(void);
 extern void http_check_url(const char *url);
 extern void http_get(HttpClient *client, const char *url, const char **headers,
-					 int nheaders, HttpResult *result);
+					 int nheaders, bool post, HttpResult *result);
 extern void http_raise(const char *url, HttpResult *result) pg_attribute_noreturn();
 extern bool http_retryable(HttpResult *result);
 

@@ -568,7 +568,7 @@ ingest_store_lines(IngestState *st, int64 raw_page_id,
 		if (l->product_code && product_category(st, l->product_code) == NULL)
 			ingest_line_error(l, "unknown_product:%s", l->product_code);
 		/* provider identity: gross - discount - coupons = payable, within 0.01 */
-		if (!l->amt_null[AMT_LIST] && !l->amt_null[AMT_BILLED])
+		if (l->check_identity && !l->amt_null[AMT_LIST] && !l->amt_null[AMT_BILLED])
 		{
 			Datum		d = l->amt[AMT_LIST];
 

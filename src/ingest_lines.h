@@ -37,6 +37,7 @@ typedef struct NormLine
 	bool		amt_null[AMT__COUNT];
 	char	   *original_line_key;	/* refunds: the charge refunded */
 	char	   *tags_json;
+	bool		check_identity; /* gross - discount - coupons = billed applies */
 	uint8		hash[32];		/* SHA-256 of the source content */
 	List	   *errors;			/* validation failures (char *) */
 } NormLine;

@@ -283,6 +283,13 @@ class Handler(BaseHTTPRequestHandler):
             with COUNT_LOCK:
                 self.send(200, json.dumps({'requests': COUNTS.get(p, 0)}).encode())
             return
+        if u.path.startswith('/files/'):
+            name = os.path.basename(u.path)
+            try:
+                with open(os.path.join(FIXTURES, name), 'rb') as f:
+                    return self.send(200, f.read(), 'text/csv')
+            except OSError:
+                return self.send(404, b'not found', 'text/plain')
         if u.path.startswith('/__expected/'):
             self.send(200, expected_csv(u.path[len('/__expected/'):]), 'text/csv')
             return
