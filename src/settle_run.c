@@ -1259,6 +1259,57 @@ add_corrections(Run *run)
 	}
 }
 
+/*
+ * Approved manual adjustments (exceptions in state finance_approved or later)
+ * whose target is this reseller's period: one line each, for the amount
+ * finance approved.  Verify mode takes the recorded adjustment lines.
+ */
+static void
+add_adjustments(Run *run)
+{
+	Datum		args[3];
+	Oid			types[3] = {INT8OID, TEXTOID, INT8OID};
+	uint64		i;
+
+	args[0] = Int64GetDatum(run->reseller_id);
+	args[1] = CStringGetTextDatum(run->period);
+	args[2] = Int64GetDatum(run->verify_run);
+	if (SPI_execute_with_args(run->verify_run ?
+							  "SELECT s.line_key, s.unrounded, s.ref FROM settle.settlement_line s "
+							  "WHERE s.reseller_id = $1 AND s.run_id = $3 AND s.kind = 'a' AND $2 = $2 "
+							  "ORDER BY s.line_key COLLATE \"C\"" :
+							  "SELECT 'adjustment:' || e.exception_id, e.adjustment_amount, "
+							  "'exception:' || e.exception_id FROM settle.exception e "
+							  "WHERE e.reseller_id = $1 AND e.target_period = $2 AND $3 = $3 "
+							  "AND e.state IN ('finance_approved', 'correction_applied', 'settled') "
+							  "ORDER BY e.exception_id",
+							  3, types, args, NULL, true, 0) != SPI_OK_SELECT)
+		elog(ERROR, "could not read approved adjustments");
+	fp_str(run->in_fp, "adjustments");
+	for (i = 0; i < SPI_processed; i++)
+	{
+		HeapTuple	t = SPI_tuptable->vals[i];
+		TupleDesc	d = SPI_tuptable->tupdesc;
+		Line	   *l = new_line(run);
+		char	   *key = SPI_getvalue(t, d, 1);
+		char	   *ref = SPI_getvalue(t, d, 3);
+		bool		isnull;
+
+		l->kind = KIND_ADJUSTMENT;
+		l->included = true;
+		l->cust = -1;
+		l->rate = -1;
+		l->key = arena_put(run, key, strlen(key));
+		l->ref = arena_put(run, ref, strlen(ref));
+		if (!numeric_to_money128(SPI_getbinval(t, d, 2, &isnull), &l->unrounded) || isnull)
+			ereport(ERROR,
+					(errcode(ERRCODE_NUMERIC_VALUE_OUT_OF_RANGE),
+					 errmsg("adjustment %s cannot be held exactly", key)));
+		fp_str(run->in_fp, key);
+		fp_money(run->in_fp, l->unrounded);
+	}
+}
+
 static void
 add_floors(Run *run)
 {
@@ -1794,6 +1845,7 @@ settle_settle_reseller(PG_FUNCTION_ARGS)
 	evaluate_charges(&run);
 	evaluate_refunds(&run);
 	add_corrections(&run);
+	add_adjustments(&run);
 	add_floors(&run);
 	allocate_rounding(&run);
 	order_lines(&run);
