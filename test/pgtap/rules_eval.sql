@@ -1,7 +1,7 @@
 -- Commission rules: hand-computed scenarios (SPEC §2.3, issue 3).  Every
 -- expected number below is worked out in the comment beside it.
 BEGIN;
-SELECT plan(76);
+SELECT plan(81);
 
 CREATE TEMP TABLE r (name text PRIMARY KEY, rule settle.rule NOT NULL);
 INSERT INTO r VALUES
@@ -103,6 +103,19 @@ SELECT is((SELECT commission FROM settle.evaluate_rule((TABLE main), product => 
 SELECT is((SELECT tier FROM settle.evaluate_rule((TABLE main), product => 'polardb', category => 'database',
 	billed_cost => 1000, customer_spend_before => 9000)), 1, 'ending exactly at the threshold stays in tier 1');
 
+SELECT is((SELECT commission FROM settle.evaluate_rule((TABLE main), product => 'polardb', category => 'database',
+	billed_cost => -2000, customer_spend_before => 11000)), -120::numeric,
+	'graduated refund of 2000 from 11000 back to 9000: -(1000 x 7% + 1000 x 5%) = -120');
+SELECT is((SELECT commission FROM settle.evaluate_rule((TABLE main), product => 'polardb', category => 'database',
+	billed_cost => -500, customer_spend_before => 200)), -25::numeric,
+	'graduated refund below zero spend stays in the first band: -500 x 5% = -25');
+SELECT is((SELECT (tier, commission)::text FROM settle.evaluate_rule(
+	'currency USD tiers v on reseller monthly volume all_units from 0 to 1000 pay 1% from 1000 pay 2% otherwise pay tiers v',
+	billed_cost => 500, reseller_volume => 999.5)), '(1,5)', 'reseller volume 999.5: tier 1, 500 x 1% = 5');
+SELECT is((SELECT (tier, commission)::text FROM settle.evaluate_rule(
+	'currency USD tiers r on reseller monthly spend all_units from 0 to 100000 pay 2% from 100000 pay 3% otherwise pay tiers r',
+	billed_cost => 500, reseller_spend => 100000)), '(2,15)', 'reseller spend exactly 100000: tier 2, 500 x 3% = 15');
+
 -- Caps and floors per line
 SELECT is((SELECT commission FROM settle.evaluate_rule((TABLE main), product => 'oss', category => 'storage',
 	billed_cost => 2000)), 80::numeric, 'storage cap not hit: 2000 x 4% = 80');
@@ -173,6 +186,11 @@ SELECT is(ARRAY[settle.round_money(1.005, 2), settle.round_money(1.015, 2), sett
 	settle.round_money(1.009, 2, 'down'), settle.round_money(2.5, 0), settle.round_money(3.5, 0),
 	settle.round_money(0.0005, 3), settle.round_money(0.0015, 3)],
 	ARRAY[1.00, 1.02, 1.01, 1.00, 2, 4, 0.000, 0.002]::numeric[], 'round_money ties in every mode and minor unit');
+
+SELECT is(ARRAY[settle.round_money(2.355, 2, 'down'), settle.round_money(-2.345, 2, 'down'),
+	settle.round_money(1.5, 0, 'half_up'), settle.round_money(1.5, 0, 'down'), settle.round_money(4.5, 0, 'half_up'),
+	settle.round_money(0.0125, 3, 'down'), settle.round_money(0.308625, 3, 'half_up'), settle.round_money(0.308625, 3, 'down')],
+	ARRAY[2.35, -2.34, 2, 1, 5, 0.012, 0.309, 0.308]::numeric[], 'the rounding table of docs/rules.md');
 
 -- Basis and eligibility
 SELECT is((SELECT (status, commission)::text FROM settle.evaluate_rule((TABLE main), product => 'ecs',
