@@ -1,7 +1,7 @@
 -- Commission rules: hand-computed scenarios (SPEC §2.3, issue 3).  Every
 -- expected number below is worked out in the comment beside it.
 BEGIN;
-SELECT plan(81);
+SELECT plan(85);
 
 CREATE TEMP TABLE r (name text PRIMARY KEY, rule settle.rule NOT NULL);
 INSERT INTO r VALUES
@@ -261,6 +261,19 @@ SELECT throws_ok($$UPDATE settle.rule_version SET reason = 'edited'$$, '42501', 
 SELECT is((SELECT count(*)::int FROM settle.rule_version v WHERE v.reseller_id = settle.reseller_id('RT')
 	AND v.content_hash = sha256(convert_to(v.rule::text, 'UTF8')) AND v.published_by = session_user
 	AND v.reason IN ('H1 schedule', 'H2 schedule')), 2, 'both versions record hash, publisher and reason');
+
+-- Privileges: finance and admin publish; analysts and resellers cannot
+SELECT ok(has_function_privilege('settle_finance', 'settle.publish_rule(text,bigint,date,settle.rule,text,date)', 'EXECUTE')
+	AND has_function_privilege('settle_admin', 'settle.publish_rule(text,bigint,date,settle.rule,text,date)', 'EXECUTE'),
+	'settle_finance and settle_admin may publish rule versions');
+SELECT ok(NOT has_function_privilege('settle_analyst', 'settle.publish_rule(text,bigint,date,settle.rule,text,date)', 'EXECUTE')
+	AND NOT has_function_privilege('settle_reseller', 'settle.publish_rule(text,bigint,date,settle.rule,text,date)', 'EXECUTE'),
+	'analysts and resellers may not publish');
+SELECT ok(NOT has_table_privilege('settle_finance', 'settle.rule_version', 'INSERT')
+	AND NOT has_table_privilege('settle_admin', 'settle.rule_version', 'UPDATE'),
+	'no direct writes to settle.rule_version');
+SELECT is((SELECT count(*)::int FROM settle.audit_log WHERE table_name = 'rule_version' AND operation = 'INSERT'
+	AND reason IN ('H1 schedule', 'H2 schedule')), 2, 'each publication is in the audit trail with its reason');
 
 -- Round trip: canonical output re-parses to an equal value, for every rule above
 SELECT is((SELECT count(*)::int FROM r WHERE (rule::text)::settle.rule OPERATOR(settle.=) rule
