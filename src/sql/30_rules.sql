@@ -148,7 +148,8 @@ COMMENT ON COLUMN settle.rule_version.reason IS 'Why the version was published; 
 CREATE FUNCTION settle.publish_rule(reseller text, agreement_id bigint, effective_from date,
 	rule settle.rule, reason text, effective_to date DEFAULT 'infinity')
 	RETURNS settle.rule_version
-LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+	SET settle.reason TO '' AS $$
 DECLARE
 	rid      bigint := settle.reseller_id(reseller);
 	ag       settle.agreement;
