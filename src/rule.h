@@ -54,6 +54,13 @@
  *     MONEY_SCALE) and call money_round(total, rule->minor_unit,
  *     rule->rounding); result.commission_rounded is the per-line rounding
  *     for display and single-line tests.
+ *  5. Lineage: result.clause is the 1-based position of the clause in the
+ *     canonical order, stable for a given rule value (and so for a rule
+ *     version); rule_print_clause(rule, clause - 1, ...) gives its text for
+ *     settle.explain.  result.tier is the 1-based band of the clause's tier
+ *     schedule; result.rate the rate applied (fraction x 10^8).
+ *
+ * Thread/state: a decoded Rule is immutable; rule_eval keeps no state.
  *
  * Errors from rule_parse / rule_decode are returned in a RuleError; the
  * caller turns them into ereport (42601 syntax, 22023 semantics, 22P03 bad

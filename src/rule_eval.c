@@ -100,6 +100,15 @@ graduated(const RuleTiers *t, money128 lo, money128 hi, int *band, bool *gap)
 	money128	covered = 0;
 
 	*band = -1;
+	/* a refund can take the measure below 0: that part is in the first band */
+	if (lo < 0 && t->bands[0].from == 0)
+	{
+		money128	z = min128(hi, 0);
+
+		sum += money_mul_rate(z - lo, t->bands[0].rate);
+		covered += z - lo;
+		*band = 0;
+	}
 	for (uint32_t j = 0; j < t->nbands; j++)
 	{
 		const RuleBand *b = &t->bands[j];

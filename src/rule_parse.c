@@ -860,20 +860,24 @@ parse_otherwise(Parser *ps)
 Rule *
 rule_parse(const char *src, const RuleAllocator *alloc, RuleError *err)
 {
-	RuleArena	arena;
-	Parser	   *volatile ps;
+	/*
+	 * The arena lives in allocated memory, not in this frame: it changes
+	 * between setjmp and longjmp, which an automatic variable may not.
+	 */
+	RuleArena  *const arena = alloc->alloc(alloc->ctx, sizeof(RuleArena));
+	Parser	   *ps;
 	Rule	   *rule;
 
 	memset(err, 0, sizeof(*err));
-	rule_arena_init(&arena, alloc);
-	ps = rule_arena_alloc(&arena, sizeof(Parser));
+	rule_arena_init(arena, alloc);
+	ps = rule_arena_alloc(arena, sizeof(Parser));
 	ps->src = src;
 	ps->p = src;
 	ps->line = 1;
 	ps->line_start = src;
-	ps->arena = &arena;
+	ps->arena = arena;
 	ps->err = err;
-	rule = rule_arena_alloc(&arena, sizeof(Rule));
+	rule = rule_arena_alloc(arena, sizeof(Rule));
 	ps->rule = rule;
 	rule->rounding = MONEY_ROUND_HALF_EVEN;
 	rule->basis = RULE_BASIS_BILLED_COST;
@@ -881,7 +885,9 @@ rule_parse(const char *src, const RuleAllocator *alloc, RuleError *err)
 
 	if (setjmp(ps->jb) != 0)
 	{
-		rule_arena_release(&arena);
+		rule_arena_release(arena);
+		if (alloc->free)
+			alloc->free(alloc->ctx, arena);
 		return NULL;
 	}
 
@@ -949,7 +955,9 @@ rule_parse(const char *src, const RuleAllocator *alloc, RuleError *err)
 					 "tier schedule %s is never used", rule->tiers[j].name.s);
 	}
 
-	rule_canonicalize(rule, &arena);
-	rule->memory = arena.chunks;
+	rule_canonicalize(rule, arena);
+	rule->memory = arena->chunks;
+	if (alloc->free)
+		alloc->free(alloc->ctx, arena);
 	return rule;
 }

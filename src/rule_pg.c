@@ -411,8 +411,14 @@ settle_round_money(PG_FUNCTION_ARGS)
 
 /* ---- single-line evaluation ---- */
 
+/*
+ * The last rule evaluated by this call site, compiled, in a context of its
+ * own that is reset when the rule changes (so a query over many rules does
+ * not accumulate them).
+ */
 typedef struct EvalCache
 {
+	MemoryContext mcxt;
 	Size		len;
 	char	   *bytes;
 	const Rule *rule;
@@ -424,17 +430,22 @@ cached_rule(FunctionCallInfo fcinfo, struct varlena *v)
 	EvalCache  *c = fcinfo->flinfo->fn_extra;
 	Size		len = VARSIZE_ANY_EXHDR(v);
 
-	if (c != NULL && c->len == len && memcmp(c->bytes, VARDATA_ANY(v), len) == 0)
+	if (c != NULL && c->rule != NULL && c->len == len &&
+		memcmp(c->bytes, VARDATA_ANY(v), len) == 0)
 		return c->rule;
 	if (c == NULL)
 	{
 		c = MemoryContextAllocZero(fcinfo->flinfo->fn_mcxt, sizeof(EvalCache));
+		c->mcxt = AllocSetContextCreate(fcinfo->flinfo->fn_mcxt, "settle rule cache",
+										ALLOCSET_SMALL_SIZES);
 		fcinfo->flinfo->fn_extra = c;
 	}
-	c->rule = settle_rule_compile(PointerGetDatum(v), fcinfo->flinfo->fn_mcxt);
-	c->bytes = MemoryContextAlloc(fcinfo->flinfo->fn_mcxt, len);
+	MemoryContextReset(c->mcxt);
+	c->rule = NULL;
+	c->bytes = MemoryContextAlloc(c->mcxt, len);
 	memcpy(c->bytes, VARDATA_ANY(v), len);
 	c->len = len;
+	c->rule = settle_rule_compile(PointerGetDatum(v), c->mcxt);
 	return c->rule;
 }
 

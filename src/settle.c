@@ -35,6 +35,7 @@ _PG_init(void)
 
 	settle_audit_init();
 	settle_progress_init();
+	settle_ingest_init();
 
 	MarkGUCPrefixReserved("settle");
 }

@@ -10,6 +10,9 @@
 /* audit.c: the hash-chained audit trail and append-only guards */
 extern void settle_audit_init(void);
 
+/* ingest.c: ingestion settings; registers the ingest worker when preloaded */
+extern void settle_ingest_init(void);
+
 /* settle.c: the settle.reason setting, required for sensitive changes */
 extern char *settle_reason;
 

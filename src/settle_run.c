@@ -179,6 +179,8 @@ typedef struct Run
 				reseller_spend_before,
 				reseller_commission;
 	bool		uses_tags;
+	uint32	   *order;			/* included lines by (line_key, kind) */
+	uint32		norder;
 
 	pg_cryptohash_ctx *in_fp;
 	pg_cryptohash_ctx *out_fp;
@@ -433,18 +435,22 @@ load_agreement(Run *run)
 static void
 load_versions(Run *run)
 {
-	Datum		args[4];
-	Oid			types[4] = {INT8OID, INT8OID, DATEOID, DATEOID};
+	Datum		args[5];
+	Oid			types[5] = {INT8OID, INT8OID, DATEOID, DATEOID, INT8OID};
 	uint64		i;
 
 	args[0] = Int64GetDatum(run->reseller_id);
 	args[1] = Int64GetDatum(run->agreement_id);
 	args[2] = DateADTGetDatum(run->prev_start);
 	args[3] = DateADTGetDatum(run->end);
+	/* verify mode: the versions the recorded run used, and no others */
+	args[4] = Int64GetDatum(run->verify_run);
 	if (SPI_execute_with_args("SELECT version, effective_from, effective_to, rule, content_hash "
 							  "FROM settle.rule_version WHERE reseller_id = $1 AND agreement_id = $2 "
-							  "AND effective_from < $4 AND effective_to > $3 ORDER BY effective_from",
-							  4, types, args, NULL, true, 0) != SPI_OK_SELECT)
+							  "AND effective_from < $4 AND effective_to > $3 AND ($5 = 0 OR version IN "
+							  "(SELECT s.rule_version FROM settle.settlement_line s WHERE s.reseller_id = $1 "
+							  "AND s.run_id = $5 AND s.kind IN ('c', 'r'))) ORDER BY effective_from",
+							  5, types, args, NULL, true, 0) != SPI_OK_SELECT)
 		elog(ERROR, "could not read rule versions");
 	run->nversions = (int) SPI_processed;
 	run->versions = MemoryContextAllocZero(run->mcxt, sizeof(Version) * Max(1, run->nversions));
@@ -482,16 +488,21 @@ load_versions(Run *run)
 static void
 load_fx(Run *run)
 {
-	Datum		args[2];
-	Oid			types[2] = {TEXTOID, DATEOID};
+	Datum		args[4];
+	Oid			types[4] = {TEXTOID, DATEOID, INT8OID, INT8OID};
 	uint64		i;
 
 	args[0] = CStringGetTextDatum(run->currency);
 	args[1] = DateADTGetDatum(run->last_day);
+	/* verify mode: the rates the recorded run used, and no others */
+	args[2] = Int64GetDatum(run->verify_run);
+	args[3] = Int64GetDatum(run->reseller_id);
 	if (SPI_execute_with_args("SELECT DISTINCT ON (base_currency) base_currency, fx_rate_id, rate "
 							  "FROM settle.fx_rate WHERE quote_currency = $1 AND rate_date = $2 "
+							  "AND ($3 = 0 OR fx_rate_id IN (SELECT s.fx_rate_id FROM settle.settlement_line s "
+							  "WHERE s.reseller_id = $4 AND s.run_id = $3 AND s.kind IN ('c', 'r'))) "
 							  "ORDER BY base_currency, source COLLATE \"C\", version DESC",
-							  2, types, args, NULL, true, 0) != SPI_OK_SELECT)
+							  4, types, args, NULL, true, 0) != SPI_OK_SELECT)
 		elog(ERROR, "could not read FX rates");
 	run->nfx = (int) SPI_processed;
 	run->fx = MemoryContextAllocZero(run->mcxt, sizeof(Fx) * Max(1, run->nfx));
@@ -816,29 +827,6 @@ read_lines(Run *run)
 			fp_int(run->in_fp, l->revision);
 			fp_bytes(run->in_fp, VARDATA_ANY(hash), VARSIZE_ANY_EXHDR(hash));
 
-			/* currency: convert into the settlement currency at the month-end rate */
-			l->fx_rate_id = 0;
-			if (strcmp(ccy, run->currency) != 0)
-			{
-				fx = find_fx(run, ccy);
-				if (fx == NULL)
-				{
-					char	   *scope = psprintf("fx:%s/%s:%s", ccy, run->currency, date_text(run->last_day));
-
-					add_problem(run, "missing_fx_rate", scope,
-								psprintf("No FX rate %s to %s dated %s: lines in %s cannot be converted.",
-										 ccy, run->currency, date_text(run->last_day), ccy));
-					l->version = -1;
-					l->billed = l->basis = 0;
-					continue;
-				}
-				l->fx_rate_id = fx->fx_rate_id;
-				billed = fx_convert(billed, fx->rate);
-				list = fx_convert(list, fx->rate);
-				paid = fx_convert(paid, fx->rate);
-			}
-			l->billed = billed;
-
 			l->version = (int16) find_version(run, l->date);
 			if (l->version < 0)
 			{
@@ -848,6 +836,32 @@ read_lines(Run *run)
 									 (long long) run->agreement_id, date_text(l->date)));
 				continue;
 			}
+
+			/* currency: convert into the settlement currency at the month-end rate */
+			l->fx_rate_id = 0;
+			if (strcmp(ccy, run->currency) != 0)
+			{
+				fx = find_fx(run, ccy);
+				if (fx == NULL)
+				{
+					char	   *scope = psprintf("fx:%s/%s:%s", ccy, run->currency, date_text(run->last_day));
+
+					/* never guessed: the line earns nothing until a rate exists */
+					add_problem(run, "missing_fx_rate", scope,
+								psprintf("No FX rate %s to %s dated %s: lines in %s cannot be converted.",
+										 ccy, run->currency, date_text(run->last_day), ccy));
+					billed = list = paid = 0;
+				}
+				else
+				{
+					l->fx_rate_id = fx->fx_rate_id;
+					billed = fx_convert(billed, fx->rate);
+					list = fx_convert(list, fx->rate);
+					paid = fx_convert(paid, fx->rate);
+				}
+			}
+			l->billed = billed;
+
 			ver = &run->versions[l->version];
 			rule = ver->rule;
 			l->basis = rule->basis == RULE_BASIS_LIST_COST ? list :
@@ -1245,6 +1259,57 @@ add_corrections(Run *run)
 	}
 }
 
+/*
+ * Approved manual adjustments (exceptions in state finance_approved or later)
+ * whose target is this reseller's period: one line each, for the amount
+ * finance approved.  Verify mode takes the recorded adjustment lines.
+ */
+static void
+add_adjustments(Run *run)
+{
+	Datum		args[3];
+	Oid			types[3] = {INT8OID, TEXTOID, INT8OID};
+	uint64		i;
+
+	args[0] = Int64GetDatum(run->reseller_id);
+	args[1] = CStringGetTextDatum(run->period);
+	args[2] = Int64GetDatum(run->verify_run);
+	if (SPI_execute_with_args(run->verify_run ?
+							  "SELECT s.line_key, s.unrounded, s.ref FROM settle.settlement_line s "
+							  "WHERE s.reseller_id = $1 AND s.run_id = $3 AND s.kind = 'a' AND $2 = $2 "
+							  "ORDER BY s.line_key COLLATE \"C\"" :
+							  "SELECT 'adjustment:' || e.exception_id, e.adjustment_amount, "
+							  "'exception:' || e.exception_id FROM settle.exception e "
+							  "WHERE e.reseller_id = $1 AND e.target_period = $2 AND $3 = $3 "
+							  "AND e.state IN ('finance_approved', 'correction_applied', 'settled') "
+							  "ORDER BY e.exception_id",
+							  3, types, args, NULL, true, 0) != SPI_OK_SELECT)
+		elog(ERROR, "could not read approved adjustments");
+	fp_str(run->in_fp, "adjustments");
+	for (i = 0; i < SPI_processed; i++)
+	{
+		HeapTuple	t = SPI_tuptable->vals[i];
+		TupleDesc	d = SPI_tuptable->tupdesc;
+		Line	   *l = new_line(run);
+		char	   *key = SPI_getvalue(t, d, 1);
+		char	   *ref = SPI_getvalue(t, d, 3);
+		bool		isnull;
+
+		l->kind = KIND_ADJUSTMENT;
+		l->included = true;
+		l->cust = -1;
+		l->rate = -1;
+		l->key = arena_put(run, key, strlen(key));
+		l->ref = arena_put(run, ref, strlen(ref));
+		if (!numeric_to_money128(SPI_getbinval(t, d, 2, &isnull), &l->unrounded) || isnull)
+			ereport(ERROR,
+					(errcode(ERRCODE_NUMERIC_VALUE_OUT_OF_RANGE),
+					 errmsg("adjustment %s cannot be held exactly", key)));
+		fp_str(run->in_fp, key);
+		fp_money(run->in_fp, l->unrounded);
+	}
+}
+
 static void
 add_floors(Run *run)
 {
@@ -1392,6 +1457,36 @@ fp_line(pg_cryptohash_ctx *ctx, Run *run, Line *l)
 	fp_str(ctx, l->ref ? ARENA(run, l->ref) : NULL);
 }
 
+static Run *sort_run;			/* qsort has no context argument */
+
+static int
+order_cmp(const void *a, const void *b)
+{
+	const Line *x = &sort_run->lines[*(const uint32 *) a];
+	const Line *y = &sort_run->lines[*(const uint32 *) b];
+	int			c = strcmp(ARENA(sort_run, x->key), ARENA(sort_run, y->key));
+
+	if (c != 0)
+		return c;
+	return (unsigned char) x->kind - (unsigned char) y->kind;
+}
+
+/* The output order: included lines by line key ("C" collation), then kind. */
+static void
+order_lines(Run *run)
+{
+	uint32		i;
+
+	run->order = palloc_extended(sizeof(uint32) * (Size) Max(1, run->nlines), MCXT_ALLOC_HUGE);
+	run->norder = 0;
+	for (i = 0; i < run->nlines; i++)
+		if (run->lines[i].included)
+			run->order[run->norder++] = i;
+	sort_run = run;
+	qsort(run->order, run->norder, sizeof(uint32), order_cmp);
+	sort_run = NULL;
+}
+
 static void
 compute_totals(Run *run, Totals *tot)
 {
@@ -1399,12 +1494,10 @@ compute_totals(Run *run, Totals *tot)
 
 	memset(tot, 0, sizeof(*tot));
 	fp_str(run->out_fp, "lines");
-	for (i = 0; i < run->nlines; i++)
+	for (i = 0; i < run->norder; i++)
 	{
-		Line	   *l = &run->lines[i];
+		Line	   *l = &run->lines[run->order[i]];
 
-		if (!l->included)
-			continue;
 		tot->lines_out++;
 		fp_line(run->out_fp, run, l);
 		switch (l->kind)
@@ -1496,11 +1589,11 @@ write_lineage(Run *run)
 	for (k = 0; k < 1000; k++)
 		slots[k] = MakeSingleTupleTableSlot(desc, &TTSOpsHeapTuple);
 
-	for (i = 0; i <= run->nlines; i++)
+	for (i = 0; i <= run->norder; i++)
 	{
-		if (i < run->nlines && run->lines[i].included)
+		if (i < run->norder)
 		{
-			Line	   *l = &run->lines[i];
+			Line	   *l = &run->lines[run->order[i]];
 			Datum		values[LINEAGE_NATTS];
 			bool		nulls[LINEAGE_NATTS];
 			MemoryContext old = MemoryContextSwitchTo(batch);
@@ -1534,7 +1627,7 @@ write_lineage(Run *run)
 			nslots++;
 			MemoryContextSwitchTo(old);
 		}
-		if (nslots == 1000 || (i == run->nlines && nslots > 0))
+		if (nslots == 1000 || (i == run->norder && nslots > 0))
 		{
 			int			s;
 
@@ -1578,6 +1671,89 @@ write_lineage(Run *run)
 	table_close(rel, RowExclusiveLock);
 	MemoryContextDelete(batch);
 	CommandCounterIncrement();
+}
+
+/*
+ * Verify mode: compares every derived line with the recorded one, in output
+ * order, and records the first difference as a problem.
+ */
+static void
+compare_recorded(Run *run)
+{
+	Datum		args[2];
+	Oid			types[2] = {INT8OID, INT8OID};
+	Portal		portal;
+	SPIPlanPtr	plan;
+	uint32		i = 0;
+	bool		differs = false;
+
+	args[0] = Int64GetDatum(run->reseller_id);
+	args[1] = Int64GetDatum(run->verify_run);
+	plan = SPI_prepare("SELECT line_key, kind, revision, rule_version, clause, tier, basis, rate, fx_rate_id, "
+					   "unrounded, rounded, ref FROM settle.settlement_line "
+					   "WHERE reseller_id = $1 AND run_id = $2 ORDER BY line_key COLLATE \"C\", kind",
+					   2, types);
+	if (plan == NULL)
+		elog(ERROR, "could not prepare the recorded-line query");
+	portal = SPI_cursor_open(NULL, plan, args, NULL, true);
+	while (!differs)
+	{
+		uint64		j;
+
+		SPI_cursor_fetch(portal, true, 10000);
+		if (SPI_processed == 0)
+			break;
+		for (j = 0; j < SPI_processed && !differs; j++, i++)
+		{
+			HeapTuple	t = SPI_tuptable->vals[j];
+			TupleDesc	d = SPI_tuptable->tupdesc;
+			bool		isnull;
+			char	   *key = SPI_getvalue(t, d, 1);
+			char	   *ref = SPI_getvalue(t, d, 12);
+			Line	   *l;
+			money128	rate;
+			bool		ratenull;
+			Datum		rd;
+			const char *what = NULL;
+
+			if (i >= run->norder)
+			{
+				add_problem(run, "verify_mismatch", key,
+							psprintf("recorded line %s is not derived from the run's inputs", key));
+				differs = true;
+				break;
+			}
+			l = &run->lines[run->order[i]];
+			rd = SPI_getbinval(t, d, 8, &ratenull);
+			rate = ratenull ? 0 : datum_money(rd, false, "rate");
+			if (strcmp(key, ARENA(run, l->key)) != 0 ||
+				DatumGetChar(SPI_getbinval(t, d, 2, &isnull)) != l->kind)
+				what = "is not the line derived at this position";
+			else if (money_col(t, d, 11, "rounded") != l->rounded)
+				what = "has a different rounded amount";
+			else if (money_col(t, d, 10, "unrounded") != l->unrounded)
+				what = "has a different exact amount";
+			else if (money_col(t, d, 7, "basis") != l->basis)
+				what = "has a different basis";
+			else if ((l->rate < 0) != ratenull ||
+					 (!ratenull && rate != (money128) l->rate * (MONEY_ONE / RATE_ONE)))
+				what = "has a different rate";
+			else if ((ref == NULL) != (l->ref == 0) || (ref && strcmp(ref, ARENA(run, l->ref)) != 0))
+				what = "has a different reference";
+			if (what)
+			{
+				add_problem(run, "verify_mismatch", key,
+							psprintf("recorded line %s (%c) %s", key,
+									 DatumGetChar(SPI_getbinval(t, d, 2, &isnull)), what));
+				differs = true;
+			}
+		}
+	}
+	SPI_cursor_close(portal);
+	if (!differs && i < run->norder)
+		add_problem(run, "verify_mismatch", ARENA(run, run->lines[run->order[i]].key),
+					psprintf("derived line %s is missing from the recorded run",
+							 ARENA(run, run->lines[run->order[i]].key)));
 }
 
 static Datum
@@ -1669,9 +1845,13 @@ settle_settle_reseller(PG_FUNCTION_ARGS)
 	evaluate_charges(&run);
 	evaluate_refunds(&run);
 	add_corrections(&run);
+	add_adjustments(&run);
 	add_floors(&run);
 	allocate_rounding(&run);
+	order_lines(&run);
 	compute_totals(&run, &tot);
+	if (run.verify_run)
+		compare_recorded(&run);
 	MemoryContextSwitchTo(old);
 	in_fp = fp_finish(run.in_fp);
 	out_fp = fp_finish(run.out_fp);

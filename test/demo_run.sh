@@ -27,6 +27,31 @@ psql -c "SELECT coalesce(r.code, '(unmapped)') AS reseller, b.billing_currency A
           GROUP BY 1, 2 ORDER BY 1"
 psql -c "\copy (SELECT * FROM settle.bill_line_current ORDER BY line_key) TO '$out/bill_lines.csv' CSV HEADER"
 
+step "Publishing each reseller's commission rules (immutable, audited versions)"
+psql -f test/fixtures/sample_rules.sql >/dev/null
+psql -c "SELECT r.code AS reseller, v.version, v.effective_from, encode(v.content_hash, 'hex') AS content_hash
+           FROM settle.rule_version v JOIN settle.reseller r USING (reseller_id) ORDER BY 1"
+
+step "Settling October 2026: SELECT settle.settle_period('2026-10')"
+psql -c "SELECT r.code AS reseller, p.run_id, p.status, p.blocked, p.lines_in, p.lines_out
+           FROM settle.settle_period('2026-10') p JOIN settle.reseller r USING (reseller_id) ORDER BY 1"
+
+step "Statements"
+psql -c "SELECT r.code AS reseller, s.currency, s.lines, s.gross_charges, s.commission, s.refunds,
+                s.total, s.carry_forward_out, s.net_payout
+           FROM settle.statement s JOIN settle.reseller r USING (reseller_id) ORDER BY 1"
+for code in acme borealis cedar; do
+	psql -c "\copy (SELECT * FROM settle.statement_lines((SELECT run_id FROM settle.run WHERE period = '2026-10' AND status <> 'superseded' AND reseller_id = settle.reseller_id('$code')))) TO '$out/statement_${code}_2026-10.csv' CSV HEADER"
+done
+
+step "Why did a line earn what it earned? settle.explain"
+psql -c "SELECT item, value FROM settle.explain((SELECT run_id FROM settle.run WHERE reseller_id = settle.reseller_id('acme') AND period = '2026-10'),
+                (SELECT min(line_key) FROM settle.settlement_line WHERE kind = 'r'))"
+
+step "Re-deriving every run from its recorded inputs: settle.verify_run"
+psql -c "SELECT r.code AS reseller, v.verified, v.lines FROM settle.run x JOIN settle.reseller r USING (reseller_id),
+                settle.verify_run(x.run_id) v WHERE x.status <> 'superseded' ORDER BY 1"
+
 step "Open exceptions"
 psql -c "SELECT exception_id, kind, scope_key, period, state FROM settle.exception ORDER BY exception_id"
 

@@ -18,15 +18,32 @@ CREATE TABLE settle.exception (
 	opened_at    timestamptz NOT NULL DEFAULT pg_catalog.now(),
 	opened_by    name        NOT NULL DEFAULT session_user,
 	updated_at   timestamptz NOT NULL DEFAULT pg_catalog.now(),
-	PRIMARY KEY (reseller_id, exception_id)
+	-- the workflow (src/sql/70_workflow.sql)
+	adjustment_amount numeric,
+	target_period     text     CHECK (target_period ~ '^[0-9]{4}-(0[1-9]|1[0-2])$'),
+	proposed_by  name,
+	proposed_at  timestamptz,
+	approved_by  name,
+	approved_at  timestamptz,
+	applied_run  bigint,
+	resolution   text,
+	resolved_by  name,
+	resolved_at  timestamptz,
+	PRIMARY KEY (reseller_id, exception_id),
+	CHECK ((adjustment_amount IS NULL) = (target_period IS NULL)),
+	CHECK (approved_by IS NULL OR approved_by <> proposed_by)
 );
 CREATE UNIQUE INDEX exception_open_scope_idx ON settle.exception (reseller_id, kind, scope_key)
-	WHERE state NOT IN ('settled', 'dismissed');
+	WHERE state IN ('pending_review', 'proposed_adjustment', 'finance_approved');
 COMMENT ON TABLE settle.exception IS
-	'The exception queue: validation failures, unmapped customers, missing rules or FX rates, unlinked refunds, reconciliation deltas, sanity alarms, late revisions.  One open exception per (reseller, kind, scope_key); reseller_id 0 when no reseller is known.';
+	'The exception queue: validation failures, unmapped customers, missing rules or FX rates, unlinked refunds, reconciliation deltas, sanity alarms, late revisions.  One open (pending, proposed or approved) exception per (reseller, kind, scope_key); reseller_id 0 when no reseller is known.';
 COMMENT ON COLUMN settle.exception.scope_key IS 'What the exception is about (a line key, an account, a period scope): re-detection updates the open exception instead of opening another.';
 COMMENT ON COLUMN settle.exception.refs IS 'References: line keys, run ids, raw page ids.';
 COMMENT ON COLUMN settle.exception.payload IS 'Details: the failure, the numbers involved.';
+COMMENT ON COLUMN settle.exception.adjustment_amount IS 'A proposed adjustment, in the target reseller''s settlement currency (positive: owed to the reseller).';
+COMMENT ON COLUMN settle.exception.target_period IS 'The period whose statement the adjustment goes into.';
+COMMENT ON COLUMN settle.exception.applied_run IS 'The run that carries the adjustment line (kind a).';
+COMMENT ON COLUMN settle.exception.resolution IS 'Why it was approved, resolved or dismissed.';
 
 CREATE FUNCTION settle.open_exception(reseller_id bigint, kind text, scope_key text,
 	period text DEFAULT NULL, refs jsonb DEFAULT '{}', payload jsonb DEFAULT '{}',
@@ -34,30 +51,34 @@ CREATE FUNCTION settle.open_exception(reseller_id bigint, kind text, scope_key t
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
 	id bigint;
+	caller_reason text := current_setting('settle.reason', true);
 BEGIN
 	-- System-detected: the detection itself is the reason, unless the caller gave one.
-	IF coalesce(current_setting('settle.reason', true), '') = '' THEN
+	IF coalesce(caller_reason, '') = '' THEN
 		PERFORM set_config('settle.reason', 'detected: ' || kind, true);
 	END IF;
 	UPDATE settle.exception e
 	   SET refs = open_exception.refs, payload = open_exception.payload,
 	       severity = open_exception.severity, updated_at = now()
 	 WHERE e.reseller_id = open_exception.reseller_id AND e.kind = open_exception.kind
-	   AND e.scope_key = open_exception.scope_key AND e.state NOT IN ('settled', 'dismissed')
+	   AND e.scope_key = open_exception.scope_key
+	   AND e.state IN ('pending_review', 'proposed_adjustment', 'finance_approved')
 	   AND (e.refs, e.payload, e.severity) IS DISTINCT FROM
 	       (open_exception.refs, open_exception.payload, open_exception.severity)
 	RETURNING e.exception_id INTO id;
 	IF id IS NULL THEN
 		SELECT e.exception_id INTO id FROM settle.exception e
 		 WHERE e.reseller_id = open_exception.reseller_id AND e.kind = open_exception.kind
-		   AND e.scope_key = open_exception.scope_key AND e.state NOT IN ('settled', 'dismissed');
+		   AND e.scope_key = open_exception.scope_key
+		   AND e.state IN ('pending_review', 'proposed_adjustment', 'finance_approved');
 	END IF;
 	IF id IS NULL THEN
 		INSERT INTO settle.exception (reseller_id, kind, severity, period, scope_key, refs, payload)
 		VALUES (reseller_id, kind, severity, period, scope_key, refs, payload)
 		RETURNING exception_id INTO id;
 	END IF;
+	PERFORM set_config('settle.reason', coalesce(caller_reason, ''), true);
 	RETURN id;
 END $$;
 COMMENT ON FUNCTION settle.open_exception(bigint, text, text, text, jsonb, jsonb, text) IS
-	'Opens an exception, or refreshes the open one with the same (reseller, kind, scope_key): re-detection never duplicates.  Returns its id.';
+	'Opens an exception, or refreshes the open one with the same (reseller, kind, scope_key): re-detection never duplicates.  A problem detected again after it was marked resolved opens a new exception.  Returns its id.';

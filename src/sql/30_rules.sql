@@ -148,7 +148,8 @@ COMMENT ON COLUMN settle.rule_version.reason IS 'Why the version was published; 
 CREATE FUNCTION settle.publish_rule(reseller text, agreement_id bigint, effective_from date,
 	rule settle.rule, reason text, effective_to date DEFAULT 'infinity')
 	RETURNS settle.rule_version
-LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+	SET settle.reason TO '' AS $$
 DECLARE
 	rid      bigint := settle.reseller_id(reseller);
 	ag       settle.agreement;
@@ -284,9 +285,17 @@ CREATE FUNCTION settle.rule_minor_unit(rule settle.rule) RETURNS integer
 COMMENT ON FUNCTION settle.rule_minor_unit(settle.rule) IS
 	'The ISO 4217 minor unit the rule engine rounds the rule''s currency to (JPY 0, USD 2, KWD 3).';
 
--- Privileges.
+-- Privileges: nothing for PUBLIC but the type's own support functions.
 REVOKE EXECUTE ON FUNCTION settle.publish_rule(text, bigint, date, settle.rule, text, date),
-	settle.rule_in_force(bigint, bigint, date) FROM PUBLIC;
+	settle.rule_in_force(bigint, bigint, date),
+	settle.rule_content_hash(settle.rule), settle.rule_problems(settle.rule),
+	settle.rule_currency(settle.rule), settle.rule_rounding(settle.rule),
+	settle.rule_refund_window_days(settle.rule), settle.rule_minimum_payout(settle.rule),
+	settle.rule_categories(settle.rule), settle.rule_clause(settle.rule, integer),
+	settle.rule_minor_unit(settle.rule), settle.round_money(numeric, integer, text),
+	settle.evaluate_rule(settle.rule, text, text, text, text, text, text, jsonb, numeric, numeric,
+		numeric, integer, integer, numeric, numeric, numeric, numeric, numeric, numeric, numeric, integer)
+	FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION settle.publish_rule(text, bigint, date, settle.rule, text, date)
 	TO settle_admin, settle_finance;
 GRANT EXECUTE ON FUNCTION settle.rule_in_force(bigint, bigint, date)
@@ -311,6 +320,7 @@ GRANT SELECT ON settle.rule_version
 ALTER TABLE settle.rule_version ENABLE ROW LEVEL SECURITY;
 CREATE POLICY staff_all ON settle.rule_version TO settle_admin, settle_operator,
 	settle_analyst, settle_finance, settle_auditor USING (true);
+COMMENT ON POLICY staff_all ON settle.rule_version IS 'Staff roles see every published rule version.';
 
 -- Audited (a reason is required) and append-only, also under replication.
 CREATE TRIGGER audit AFTER INSERT OR UPDATE OR DELETE ON settle.rule_version
@@ -325,5 +335,10 @@ ALTER TABLE settle.rule_version ENABLE ALWAYS TRIGGER audit;
 ALTER TABLE settle.rule_version ENABLE ALWAYS TRIGGER audit_truncate;
 ALTER TABLE settle.rule_version ENABLE ALWAYS TRIGGER append_only;
 ALTER TABLE settle.rule_version ENABLE ALWAYS TRIGGER append_only_truncate;
+
+COMMENT ON TRIGGER audit ON settle.rule_version IS 'Audit trail entry for every published version; settle.reason is required.';
+COMMENT ON TRIGGER audit_truncate ON settle.rule_version IS 'Audit trail entry for a TRUNCATE attempt.';
+COMMENT ON TRIGGER append_only ON settle.rule_version IS 'Published rule versions are never updated or deleted.';
+COMMENT ON TRIGGER append_only_truncate ON settle.rule_version IS 'Published rule versions are never truncated.';
 
 SELECT pg_catalog.pg_extension_config_dump('settle.rule_version', '');

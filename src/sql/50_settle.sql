@@ -169,7 +169,8 @@ COMMENT ON FUNCTION settle.blocking_exceptions(bigint, text) IS
 	'Open exceptions of severity error or critical for a reseller''s period: while there are any its run cannot be approved.';
 
 CREATE FUNCTION settle.settle_period(period text, reseller text DEFAULT NULL) RETURNS SETOF settle.run
-LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+	SET settle.reason TO '' AS $$
 DECLARE
 	p_start date;
 	rid bigint;
@@ -220,6 +221,14 @@ BEGIN
 			PERFORM settle.open_exception(rid, prob.kind, prob.scope_key, period,
 				jsonb_build_object('run_id', new_id), jsonb_build_object('detail', prob.detail));
 		END LOOP;
+		-- approved adjustments of this period are now applied in this run
+		PERFORM set_config('settle.reason', 'applied in run ' || new_id, true);
+		UPDATE settle.exception e SET state = 'correction_applied', applied_run = new_id,
+		       resolved_by = session_user, resolved_at = now()
+		 WHERE e.reseller_id = rid AND e.target_period = settle_period.period AND e.state = 'finance_approved';
+		UPDATE settle.exception e SET applied_run = new_id
+		 WHERE e.reseller_id = rid AND e.target_period = settle_period.period AND e.state = 'correction_applied'
+		   AND e.applied_run IS DISTINCT FROM new_id;
 		IF cur.run_id IS NOT NULL THEN
 			IF cur.status = 'approved' THEN
 				RAISE NOTICE 'the inputs of approved run % changed: it is superseded by draft run % and needs approval again',
@@ -270,7 +279,8 @@ END $$;
 COMMENT ON FUNCTION settle.run_of(bigint) IS 'The run with this id; an error (P0002) when there is none.';
 
 CREATE FUNCTION settle.approve_run(run_id bigint, reason text) RETURNS settle.run
-LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+	SET settle.reason TO '' AS $$
 DECLARE
 	r settle.run := settle.run_of(run_id);
 	open_n bigint;
@@ -290,6 +300,14 @@ BEGIN
 	IF coalesce(btrim(reason), '') = '' THEN
 		RAISE EXCEPTION 'a reason is required to approve a run' USING ERRCODE = 'object_not_in_prerequisite_state';
 	END IF;
+	-- four eyes: whoever proposed a manual adjustment of the run cannot approve the run
+	IF EXISTS (SELECT 1 FROM settle.settlement_line l JOIN settle.exception e
+	             ON e.reseller_id = l.reseller_id AND l.ref = 'exception:' || e.exception_id
+	            WHERE l.reseller_id = r.reseller_id AND l.run_id = r.run_id AND l.kind = 'a'
+	              AND e.proposed_by = session_user) THEN
+		RAISE EXCEPTION 'four eyes: % proposed manual adjustments of run % and cannot approve it', session_user, run_id
+			USING ERRCODE = 'insufficient_privilege', HINT = 'Another member of settle_finance must approve the run.';
+	END IF;
 	PERFORM set_config('settle.reason', reason, true);
 	UPDATE settle.run x SET status = 'approved', approved_at = now(), approved_by = session_user
 	 WHERE x.reseller_id = r.reseller_id AND x.run_id = r.run_id RETURNING * INTO r;
@@ -299,7 +317,8 @@ COMMENT ON FUNCTION settle.approve_run(bigint, text) IS
 	'Finance approves a draft run; refused (55000) when it is not the current draft or exceptions block it.';
 
 CREATE FUNCTION settle.lock_run(run_id bigint, reason text) RETURNS settle.run
-LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+	SET settle.reason TO '' AS $$
 DECLARE
 	r settle.run := settle.run_of(run_id);
 BEGIN
@@ -314,6 +333,10 @@ BEGIN
 	PERFORM set_config('settle.reason', reason, true);
 	UPDATE settle.run x SET status = 'locked', locked_at = clock_timestamp(), locked_by = session_user
 	 WHERE x.reseller_id = r.reseller_id AND x.run_id = r.run_id RETURNING * INTO r;
+	-- what this period corrected is now settled
+	UPDATE settle.exception e SET state = 'settled'
+	 WHERE e.reseller_id = r.reseller_id AND e.state = 'correction_applied'
+	   AND (e.target_period = r.period OR (e.target_period IS NULL AND e.period = r.period));
 	RETURN r;
 END $$;
 COMMENT ON FUNCTION settle.lock_run(bigint, text) IS
@@ -329,6 +352,7 @@ DECLARE
 	res record;
 	stored_lines bigint;
 	stored_sum numeric;
+	mismatch text;
 BEGIN
 	SELECT * INTO s FROM settle.statement x WHERE x.reseller_id = r.reseller_id AND x.run_id = r.run_id;
 	SELECT * INTO res FROM settle._settle_reseller(r.reseller_id, r.period, NULL, NULL,
@@ -338,12 +362,14 @@ BEGIN
 	lines := res.lines_out;
 	recorded_fingerprint := r.output_fingerprint;
 	derived_fingerprint := res.output_fingerprint;
-	verified := res.output_fingerprint = r.output_fingerprint AND stored_lines = res.lines_out
+	SELECT string_agg(x.detail, '; ') INTO mismatch
+	  FROM jsonb_to_recordset(res.problems) AS x(kind text, detail text) WHERE x.kind = 'verify_mismatch';
+	verified := res.output_fingerprint = r.output_fingerprint AND mismatch IS NULL AND stored_lines = res.lines_out
 	            AND stored_sum = s.total AND res.total = s.total AND res.net_payout = s.net_payout
 	            AND res.carry_forward_out = s.carry_forward_out;
 	IF NOT verified THEN
-		problem := concat_ws('; ',
-			CASE WHEN res.output_fingerprint <> r.output_fingerprint THEN 'the re-derived lines differ from the recorded run' END,
+		problem := concat_ws('; ', mismatch,
+			CASE WHEN res.output_fingerprint <> r.output_fingerprint THEN 'the re-derived run differs from the recorded fingerprint' END,
 			CASE WHEN stored_lines <> res.lines_out THEN format('%s lines recorded, %s derived', stored_lines, res.lines_out) END,
 			CASE WHEN stored_sum <> s.total THEN format('the lines add up to %s but the statement says %s', stored_sum, s.total) END,
 			CASE WHEN res.total <> s.total THEN format('derived total %s, statement total %s', res.total, s.total) END);
@@ -386,7 +412,7 @@ LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 	  FROM la x FULL JOIN lb y ON x.line_key = y.line_key AND x.kind = y.kind
 	 WHERE x.line_key IS NULL OR y.line_key IS NULL OR x.rounded <> y.rounded OR x.unrounded <> y.unrounded
 	    OR x.revision IS DISTINCT FROM y.revision OR x.rule_version IS DISTINCT FROM y.rule_version
-	 ORDER BY 1 COLLATE "C", 2
+	 ORDER BY coalesce(x.line_key, y.line_key) COLLATE "C", coalesce(x.kind, y.kind)
 $$;
 COMMENT ON FUNCTION settle.run_diff(bigint, bigint) IS
 	'What changed between two runs, per settlement line with its customer: added, removed or changed, the rounded amounts and delta, and why (new revision, new rule version, FX rate, adjustment, tier, rounding, period context).';
