@@ -496,6 +496,10 @@ bss_call(IngestState *st, HttpClient *client, Connector *c, Credentials *cred,
 		}
 		else
 		{
+			if (!pg_verify_mbstr(PG_UTF8, r->body, (int) r->body_len, true))
+				ereport(ERROR,
+						(errcode(ERRCODE_CHARACTER_NOT_IN_REPERTOIRE),
+						 errmsg("%s reply from \"%s\" is not valid UTF-8", action, c->endpoint)));
 			errdetail_txt = bss_parse_reply(r->body, r->body_len, reply);
 			if (r->status >= 200 && r->status < 300 &&
 				(reply->code == NULL || strcmp(reply->code, "Success") == 0 ||
