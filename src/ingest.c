@@ -105,7 +105,9 @@ settle_ingest_init(void)
 	DefineCustomStringVariable("settle.database",
 							   "Database the settle ingest worker serves.",
 							   "The worker starts only when settle is in shared_preload_libraries.",
-							   &settle_database, "postgres", PGC_POSTMASTER, 0,
+							   &settle_database, "postgres",
+							   /* PGC_POSTMASTER may only be defined while preloading */
+							   process_shared_preload_libraries_in_progress ? PGC_POSTMASTER : PGC_SIGHUP, 0,
 							   NULL, NULL, NULL);
 	DefineCustomIntVariable("settle.worker_naptime_ms",
 							"How long the ingest worker sleeps between looks for due connectors.",
