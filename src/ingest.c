@@ -1563,6 +1563,9 @@ ingest_run_connector(int64 connector_id, const char *billing_cycle, bool from_wo
 	}
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
+	/* without a worker (not preloaded) nobody else closes runs cut short */
+	if (!from_worker)
+		ingest_fail_orphaned_runs();
 	load_connector(connector_id, c, runcxt);
 	if (billing_cycle)
 		c->cycle = MemoryContextStrdup(runcxt, billing_cycle);
