@@ -102,14 +102,14 @@ COMMENT ON FUNCTION settle.acs3_authorization(text, text, jsonb, jsonb, bytea, t
 CREATE FUNCTION settle.ingest_now(connector text, billing_cycle text DEFAULT NULL)
 	RETURNS settle.ingest_run
 AS 'MODULE_PATHNAME', 'settle_ingest_now_name'
-LANGUAGE C VOLATILE PARALLEL UNSAFE;
+LANGUAGE C VOLATILE PARALLEL UNSAFE SECURITY DEFINER SET search_path = pg_catalog, pg_temp;
 COMMENT ON FUNCTION settle.ingest_now(text, text) IS
-	'Pulls the named connector now (the billing cycle given, else the connector''s configured or current cycles) and returns the ingest run.  Provider and network failures do not raise: they end the run as failed with the error recorded.  Pages already stored stay; the checkpoint lets the next pull resume.';
+	'Pulls the named connector now (the billing cycle given, else the connector''s configured or the current cycle) and returns the ingest run.  SECURITY DEFINER: operators run pulls without write access to the staging tables.  Provider and network failures do not raise: they end the run as failed with the error recorded.  Pages already stored stay; the checkpoint lets the next pull resume.';
 
 CREATE FUNCTION settle.ingest_now(connector_id bigint, billing_cycle text DEFAULT NULL)
 	RETURNS settle.ingest_run
 AS 'MODULE_PATHNAME', 'settle_ingest_now_id'
-LANGUAGE C VOLATILE PARALLEL UNSAFE;
+LANGUAGE C VOLATILE PARALLEL UNSAFE SECURITY DEFINER SET search_path = pg_catalog, pg_temp;
 COMMENT ON FUNCTION settle.ingest_now(bigint, text) IS 'settle.ingest_now by connector id.';
 
 CREATE FUNCTION settle.ingest_reset(connector text) RETURNS integer
