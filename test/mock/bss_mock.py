@@ -14,6 +14,7 @@ lines, seeded) | bench-<N> (same generator, ~1 KB items).
 fault:   ok | e500x<k> | e503x<k> | throttlex<k> | e429x<k> | slowx<k> | resetx<k>
          (the first k requests on that path fail that way, then it recovers)
          | e503always | truncated | ctype | badtoken | repeat | revise | big | trickle
+         | pace (30 ms per page: a slower provider)
 Counters are per path, so each test uses its own path.
 
 Control: GET /__stats/<path> -> {"requests": n}; GET /__expected/<dataset> ->
@@ -390,6 +391,8 @@ class Handler(BaseHTTPRequestHandler):
             if fault == 'revise':
                 with COUNT_LOCK:
                     PULLS[path] = PULLS.get(path, 0) + 1
+        if fault == 'pace':
+            time.sleep(0.03)    # a slower provider, for the crash test
         if fault == 'trickle':
             return self.trickle()
         if fault == 'big':
@@ -406,7 +409,7 @@ class Handler(BaseHTTPRequestHandler):
                           for i in range(off, end)]
         else:
             key = (off, maxr)
-            page = ds['pages'].get(key) if fault in ('ok', 'truncated', 'badtoken', 'ctype', 'repeat') or 'x' in fault else None
+            page = ds['pages'].get(key) if fault in ('ok', 'pace', 'truncated', 'badtoken', 'ctype', 'repeat') or 'x' in fault else None
             if page is not None and fault not in ('truncated', 'badtoken'):
                 return self.send(200, page)
             items_json = ds['json'][off:end]
@@ -419,7 +422,7 @@ class Handler(BaseHTTPRequestHandler):
         out = envelope(data)
         if fault == 'truncated' and off > 0:
             out = out[:len(out) // 2]
-        if fault in ('ok', 'repeat') or ('x' in fault and fault[-1].isdigit()):
+        if fault in ('ok', 'pace', 'repeat') or ('x' in fault and fault[-1].isdigit()):
             if not (fault == 'repeat' and off == maxr):
                 ds['pages'][(off, maxr)] = out
         return self.send(200, out)
