@@ -9,7 +9,7 @@ faults chosen by the request path:
 
     https://127.0.0.1:PORT/m/<dataset>/<fault>/
 
-dataset: small (test/fixtures/ingest/small_items.json) | month-<N> (N generated
+dataset: small | demo (test/fixtures/ingest/<dataset>_items.json) | month-<N> (N generated
 lines, seeded) | bench-<N> (same generator, ~1 KB items).
 fault:   ok | e500x<k> | e503x<k> | throttlex<k> | e429x<k> | slowx<k> | resetx<k>
          (the first k requests on that path fail that way, then it recovers)
@@ -168,8 +168,8 @@ def gen_month(n, cycle='2026-10', seed=42, big=False):
     return items
 
 
-def load_small():
-    with open(os.path.join(FIXTURES, 'small_items.json'), encoding='utf-8') as f:
+def load_small(name='small'):
+    with open(os.path.join(FIXTURES, '%s_items.json' % name), encoding='utf-8') as f:
         raw = json.load(f, parse_float=Decimal, parse_int=Decimal, object_pairs_hook=list)
     return raw
 
@@ -181,8 +181,8 @@ DS_LOCK = threading.Lock()
 def dataset(name):
     with DS_LOCK:
         if name not in DATASETS:
-            if name == 'small':
-                items = load_small()
+            if name in ('small', 'demo'):
+                items = load_small(name)
             elif name.startswith('month-'):
                 items = gen_month(int(name[6:]))
             elif name.startswith('bench-'):
