@@ -35,7 +35,7 @@ settle_ms=$(( (t1 - t0) / 1000000 ))
 avg=$(q settle_bench "SELECT round(avg(octet_length(body)) / 300) FROM settle.raw_page")
 
 # the obvious path on the same pages
-q settle_bench "COPY (SELECT convert_from(body, 'UTF8') FROM settle.raw_page ORDER BY raw_page_id) TO '$MOCK_DIR/pages.txt'" >/dev/null
+psql -X -q -d settle_bench -c "\\copy (SELECT convert_from(body, 'UTF8') FROM settle.raw_page ORDER BY raw_page_id) TO '$MOCK_DIR/pages.txt'"
 chmod 644 "$MOCK_DIR/pages.txt" 2>/dev/null || true
 q settle_bench "CREATE TABLE obvious_page (body jsonb);
 CREATE TABLE obvious_line (line_key text, billing_account_id text, product_code text, item text,
@@ -43,7 +43,7 @@ CREATE TABLE obvious_line (line_key text, billing_account_id text, product_code 
   amount_paid numeric, tags text, PRIMARY KEY (line_key))" >/dev/null
 t0=$(date +%s%N)
 psql -X -q -d settle_bench -v ON_ERROR_STOP=1 <<SQL
-COPY obvious_page FROM '$MOCK_DIR/pages.txt';
+\\copy obvious_page FROM '$MOCK_DIR/pages.txt'
 INSERT INTO obvious_line
 SELECT concat_ws('/', e->>'BillAccountID', e->>'OwnerID', e->>'ProductCode', e->>'InstanceID',
                  e->>'BillingItemCode', e->>'SubscriptionType', e->>'Item'),

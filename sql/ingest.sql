@@ -63,6 +63,12 @@ RESET client_min_messages;
 -- settings: insecure transport and the secret file are superuser matters
 CREATE ROLE reg_ingest_op IN ROLE settle_operator;
 SET ROLE reg_ingest_op;
+-- an operator runs pulls (no direct write access needed)
+SET client_min_messages = warning;
+SELECT status, error_sqlstate FROM settle.ingest_now('reg_ftp');
+RESET client_min_messages;
+SELECT count(*) FROM settle.ingest_run r JOIN settle.connector c USING (connector_id) WHERE c.name LIKE 'reg_%';
+INSERT INTO settle.ingest_run (connector_id, triggered_by) VALUES (1, 'sql');
 SET settle.allow_insecure_transport = on;
 SHOW settle.secret_file;
 SET settle.ca_file = '/tmp/x.pem';

@@ -55,6 +55,10 @@
 PG_FUNCTION_INFO_V1(settle_audit_trigger);
 PG_FUNCTION_INFO_V1(settle_append_only_trigger);
 PG_FUNCTION_INFO_V1(settle_verify_audit);
+PG_FUNCTION_INFO_V1(settle_purge);
+
+/* true only while settle_purge() deletes what retention allows */
+static bool purge_in_progress = false;
 
 #define HASH_LEN PG_SHA256_DIGEST_LENGTH
 
@@ -636,6 +640,11 @@ settle_append_only_trigger(PG_FUNCTION_ARGS)
 				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
 				 errmsg("settle.append_only_trigger() must fire on UPDATE, DELETE or TRUNCATE")));
 
+	/* retention deletes old raw pages nothing refers to (settle.purge) */
+	if (purge_in_progress && TRIGGER_FIRED_BY_DELETE(trigdata->tg_event) &&
+		strcmp(RelationGetRelationName(trigdata->tg_relation), "raw_page") == 0)
+		return PointerGetDatum(trigdata->tg_trigtuple);
+
 	ereport(ERROR,
 			(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
 			 errmsg("settle.%s is append-only", RelationGetRelationName(trigdata->tg_relation)),
@@ -836,4 +845,61 @@ settle_verify_audit(PG_FUNCTION_ARGS)
 		result[3] = CStringGetTextDatum(problem);
 	}
 	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(resdesc, result, resnull)));
+}
+
+/* ---------- retention ---------- */
+
+/*
+ * settle._purge(cutoff timestamptz) → (raw_pages bigint, ingest_runs bigint)
+ *
+ * Deletes raw pages received before cutoff that nothing refers to — no bill
+ * line revision (whatever its period's state), no provider total, no open
+ * exception — and finished ingest runs before cutoff that no raw page or
+ * checkpoint refers to.  Only here may raw pages be deleted: the append-only
+ * trigger lets these deletes through while this function runs.
+ */
+Datum
+settle_purge(PG_FUNCTION_ARGS)
+{
+	Datum		cutoff = PG_GETARG_DATUM(0);
+	TupleDesc	resdesc;
+	Datum		values[2];
+	bool		nulls[2] = {false, false};
+	Oid			type = TIMESTAMPTZOID;
+	uint64		pages = 0,
+				runs = 0;
+
+	if (get_call_result_type(fcinfo, NULL, &resdesc) != TYPEFUNC_COMPOSITE)
+		elog(ERROR, "return type must be a row type");
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	purge_in_progress = true;
+	PG_TRY();
+	{
+		if (SPI_execute_with_args("DELETE FROM settle.raw_page p WHERE p.received_at < $1 "
+								  "AND NOT EXISTS (SELECT 1 FROM settle.bill_line b WHERE b.raw_page_id = p.raw_page_id) "
+								  "AND NOT EXISTS (SELECT 1 FROM settle.provider_total t WHERE t.raw_page_id = p.raw_page_id) "
+								  "AND NOT EXISTS (SELECT 1 FROM settle.exception e "
+								  "  WHERE e.state NOT IN ('settled', 'dismissed') "
+								  "    AND (e.refs->>'raw_page_id')::bigint = p.raw_page_id)",
+								  1, &type, &cutoff, NULL, false, 0) != SPI_OK_DELETE)
+			elog(ERROR, "could not purge raw pages");
+		pages = SPI_processed;
+		if (SPI_execute_with_args("DELETE FROM settle.ingest_run r WHERE r.started_at < $1 "
+								  "AND r.status <> 'running' "
+								  "AND NOT EXISTS (SELECT 1 FROM settle.raw_page p WHERE p.ingest_run_id = r.ingest_run_id) "
+								  "AND NOT EXISTS (SELECT 1 FROM settle.ingest_checkpoint c WHERE c.last_run_id = r.ingest_run_id)",
+								  1, &type, &cutoff, NULL, false, 0) != SPI_OK_DELETE)
+			elog(ERROR, "could not purge ingest runs");
+		runs = SPI_processed;
+	}
+	PG_FINALLY();
+	{
+		purge_in_progress = false;
+	}
+	PG_END_TRY();
+	SPI_finish();
+	values[0] = Int64GetDatum((int64) pages);
+	values[1] = Int64GetDatum((int64) runs);
+	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(resdesc, values, nulls)));
 }

@@ -498,6 +498,10 @@ bss_call(IngestState *st, HttpClient *client, Connector *c, Credentials *cred,
 		}
 		else
 		{
+			if (!pg_verify_mbstr(PG_UTF8, r->body, (int) r->body_len, true))
+				ereport(ERROR,
+						(errcode(ERRCODE_CHARACTER_NOT_IN_REPERTOIRE),
+						 errmsg("%s reply from \"%s\" is not valid UTF-8", action, c->endpoint)));
 			errdetail_txt = bss_parse_reply(r->body, r->body_len, reply);
 			if (r->status >= 200 && r->status < 300 &&
 				(reply->code == NULL || strcmp(reply->code, "Success") == 0 ||
@@ -1559,6 +1563,9 @@ ingest_run_connector(int64 connector_id, const char *billing_cycle, bool from_wo
 	}
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
+	/* without a worker (not preloaded) nobody else closes runs cut short */
+	if (!from_worker)
+		ingest_fail_orphaned_runs();
 	load_connector(connector_id, c, runcxt);
 	if (billing_cycle)
 		c->cycle = MemoryContextStrdup(runcxt, billing_cycle);

@@ -196,34 +196,391 @@ scan_scalar(void *state, char *token, JsonTokenType type)
 }
 
 /*
- * Reads one reply.  On malformed JSON returns the lexer's description (and
- * the reply holds whatever was read before the error).
+ * A small recursive-descent JSON reader that drives the same semantic
+ * actions as pg_parse_json, but copies a string only once (no per-character
+ * appends when there is nothing to unescape) and keeps numbers as their
+ * exact text.  Grammar as RFC 8259; the input must be valid UTF-8 (checked by
+ * the caller).
+ */
+typedef struct FastJson
+{
+	char	   *p;
+	char	   *end;
+	ScanState  *s;
+	const char *err;
+	int			depth;
+} FastJson;
+
+static bool fj_value(FastJson *f);
+
+static inline void
+fj_ws(FastJson *f)
+{
+	while (f->p < f->end && (*f->p == ' ' || *f->p == '\t' || *f->p == '\n' || *f->p == '\r'))
+		f->p++;
+}
+
+static int
+hexval(char c)
+{
+	if (c >= '0' && c <= '9')
+		return c - '0';
+	if (c >= 'a' && c <= 'f')
+		return c - 'a' + 10;
+	if (c >= 'A' && c <= 'F')
+		return c - 'A' + 10;
+	return -1;
+}
+
+static bool
+fj_u4(FastJson *f, const char *q, unsigned *cp)
+{
+	int			k;
+
+	*cp = 0;
+	if (f->end - q < 4)
+		return false;
+	for (k = 0; k < 4; k++)
+	{
+		int			h = hexval(q[k]);
+
+		if (h < 0)
+			return false;
+		*cp = (*cp << 4) | h;
+	}
+	return true;
+}
+
+static bool
+fj_string(FastJson *f, char **out)
+{
+	char	   *start = ++f->p;
+	char	   *q = start;
+	char	   *buf;
+	char	   *w;
+
+	/* fast path: no escapes */
+	while (q < f->end && *q != '"' && *q != '\\')
+	{
+		if ((unsigned char) *q < 0x20)
+		{
+			f->err = "control character in a string";
+			return false;
+		}
+		q++;
+	}
+	if (q >= f->end)
+	{
+		f->err = "unterminated string";
+		return false;
+	}
+	if (*q == '"')
+	{
+		*out = pnstrdup(start, q - start);
+		f->p = q + 1;
+		return true;
+	}
+	/* slow path: unescape (the result is never longer than the input) */
+	buf = palloc(f->end - start + 1);
+	memcpy(buf, start, q - start);
+	w = buf + (q - start);
+	while (q < f->end && *q != '"')
+	{
+		if ((unsigned char) *q < 0x20)
+		{
+			f->err = "control character in a string";
+			return false;
+		}
+		if (*q != '\\')
+		{
+			*w++ = *q++;
+			continue;
+		}
+		q++;
+		if (q >= f->end)
+			break;
+		switch (*q)
+		{
+			case '"':
+			case '\\':
+			case '/':
+				*w++ = *q++;
+				break;
+			case 'b':
+				*w++ = '\b', q++;
+				break;
+			case 'f':
+				*w++ = '\f', q++;
+				break;
+			case 'n':
+				*w++ = '\n', q++;
+				break;
+			case 'r':
+				*w++ = '\r', q++;
+				break;
+			case 't':
+				*w++ = '\t', q++;
+				break;
+			case 'u':
+				{
+					unsigned	cp;
+
+					if (!fj_u4(f, q + 1, &cp))
+					{
+						f->err = "bad \\u escape";
+						return false;
+					}
+					q += 5;
+					if (cp >= 0xD800 && cp <= 0xDBFF)
+					{
+						unsigned	lo;
+
+						if (f->end - q < 6 || q[0] != '\\' || q[1] != 'u' || !fj_u4(f, q + 2, &lo) ||
+							lo < 0xDC00 || lo > 0xDFFF)
+						{
+							f->err = "unpaired surrogate in \\u escape";
+							return false;
+						}
+						q += 6;
+						cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
+					}
+					else if (cp >= 0xDC00 && cp <= 0xDFFF)
+					{
+						f->err = "unpaired surrogate in \\u escape";
+						return false;
+					}
+					if (cp == 0)
+					{
+						f->err = "\\u0000 cannot be converted to text";
+						return false;
+					}
+					w = (char *) unicode_to_utf8((pg_wchar) cp, (unsigned char *) w);
+					w += pg_utf_mblen((unsigned char *) w);
+					break;
+				}
+			default:
+				f->err = "bad escape";
+				return false;
+		}
+	}
+	if (q >= f->end)
+	{
+		f->err = "unterminated string";
+		return false;
+	}
+	*w = '\0';
+	*out = buf;
+	f->p = q + 1;
+	return true;
+}
+
+static bool
+fj_number(FastJson *f)
+{
+	char	   *start = f->p;
+	char	   *q = f->p;
+
+	if (*q == '-')
+		q++;
+	if (q < f->end && *q == '0')
+		q++;
+	else if (q < f->end && *q >= '1' && *q <= '9')
+		while (q < f->end && *q >= '0' && *q <= '9')
+			q++;
+	else
+	{
+		f->err = "bad number";
+		return false;
+	}
+	if (q < f->end && *q == '.')
+	{
+		q++;
+		if (q >= f->end || !(*q >= '0' && *q <= '9'))
+		{
+			f->err = "bad number";
+			return false;
+		}
+		while (q < f->end && *q >= '0' && *q <= '9')
+			q++;
+	}
+	if (q < f->end && (*q == 'e' || *q == 'E'))
+	{
+		q++;
+		if (q < f->end && (*q == '+' || *q == '-'))
+			q++;
+		if (q >= f->end || !(*q >= '0' && *q <= '9'))
+		{
+			f->err = "bad number";
+			return false;
+		}
+		while (q < f->end && *q >= '0' && *q <= '9')
+			q++;
+	}
+	f->p = q;
+	scan_scalar(f->s, pnstrdup(start, q - start), JSON_TOKEN_NUMBER);
+	return true;
+}
+
+static bool
+fj_literal(FastJson *f, const char *word, JsonTokenType type)
+{
+	size_t		n = strlen(word);
+
+	if ((size_t) (f->end - f->p) < n || memcmp(f->p, word, n) != 0)
+	{
+		f->err = "unexpected token";
+		return false;
+	}
+	f->p += n;
+	scan_scalar(f->s, pstrdup(word), type);
+	return true;
+}
+
+static bool
+fj_value(FastJson *f)
+{
+	fj_ws(f);
+	if (f->p >= f->end)
+	{
+		f->err = "unexpected end of input";
+		return false;
+	}
+	switch (*f->p)
+	{
+		case '{':
+			if (++f->depth > 64)
+			{
+				f->err = "nested too deeply";
+				return false;
+			}
+			f->p++;
+			scan_object_start(f->s);
+			fj_ws(f);
+			if (f->p < f->end && *f->p == '}')
+				f->p++;
+			else
+			{
+				for (;;)
+				{
+					char	   *key;
+
+					fj_ws(f);
+					if (f->p >= f->end || *f->p != '"')
+					{
+						f->err = "expected a field name";
+						return false;
+					}
+					if (!fj_string(f, &key))
+						return false;
+					fj_ws(f);
+					if (f->p >= f->end || *f->p != ':')
+					{
+						f->err = "expected \":\"";
+						return false;
+					}
+					f->p++;
+					scan_field_start(f->s, key, false);
+					if (!fj_value(f))
+						return false;
+					fj_ws(f);
+					if (f->p < f->end && *f->p == ',')
+					{
+						f->p++;
+						continue;
+					}
+					if (f->p < f->end && *f->p == '}')
+					{
+						f->p++;
+						break;
+					}
+					f->err = "expected \",\" or \"}\"";
+					return false;
+				}
+			}
+			scan_object_end(f->s);
+			f->depth--;
+			return true;
+		case '[':
+			if (++f->depth > 64)
+			{
+				f->err = "nested too deeply";
+				return false;
+			}
+			f->p++;
+			scan_array_start(f->s);
+			fj_ws(f);
+			if (f->p < f->end && *f->p == ']')
+				f->p++;
+			else
+			{
+				for (;;)
+				{
+					if (!fj_value(f))
+						return false;
+					fj_ws(f);
+					if (f->p < f->end && *f->p == ',')
+					{
+						f->p++;
+						continue;
+					}
+					if (f->p < f->end && *f->p == ']')
+					{
+						f->p++;
+						break;
+					}
+					f->err = "expected \",\" or \"]\"";
+					return false;
+				}
+			}
+			scan_array_end(f->s);
+			f->depth--;
+			return true;
+		case '"':
+			{
+				char	   *str;
+
+				if (!fj_string(f, &str))
+					return false;
+				scan_scalar(f->s, str, JSON_TOKEN_STRING);
+				return true;
+			}
+		case 't':
+			return fj_literal(f, "true", JSON_TOKEN_TRUE);
+		case 'f':
+			return fj_literal(f, "false", JSON_TOKEN_FALSE);
+		case 'n':
+			return fj_literal(f, "null", JSON_TOKEN_NULL);
+		default:
+			if (*f->p == '-' || (*f->p >= '0' && *f->p <= '9'))
+				return fj_number(f);
+			f->err = "unexpected character";
+			return false;
+	}
+}
+
+/*
+ * Reads one reply (valid UTF-8).  On malformed JSON returns a description
+ * with the byte offset (and the reply holds whatever was read before).
  */
 char *
 bss_parse_reply(char *body, size_t len, BssReply *reply)
 {
-	JsonLexContext *lex;
-	JsonSemAction sem;
 	ScanState	st;
-	JsonParseErrorType rc;
+	FastJson	f;
 
 	memset(reply, 0, sizeof(BssReply));
 	memset(&st, 0, sizeof(st));
 	st.reply = reply;
 	st.cur_field = -1;
-
-	memset(&sem, 0, sizeof(sem));
-	sem.semstate = &st;
-	sem.object_start = scan_object_start;
-	sem.object_end = scan_object_end;
-	sem.array_start = scan_array_start;
-	sem.array_end = scan_array_end;
-	sem.object_field_start = scan_field_start;
-	sem.scalar = scan_scalar;
-
-	lex = makeJsonLexContextCstringLen(body, (int) len, PG_UTF8, true);
-	rc = pg_parse_json(lex, &sem);
-	if (rc != JSON_SUCCESS)
-		return json_errdetail(rc, lex);
+	f.p = body;
+	f.end = body + len;
+	f.s = &st;
+	f.err = NULL;
+	f.depth = 0;
+	if (!fj_value(&f))
+		return psprintf("%s at byte %ld", f.err, (long) (f.p - body));
+	fj_ws(&f);
+	if (f.p != f.end)
+		return psprintf("trailing characters at byte %ld", (long) (f.p - body));
 	return NULL;
 }

@@ -17,6 +17,7 @@
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/datetime.h"
+#include "utils/guc.h"
 #include "utils/json.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
@@ -688,8 +689,25 @@ ingest_store_lines(IngestState *st, int64 raw_page_id,
 		argtypes[30] = TEXTARRAYOID;
 		args[30] = col_array(&errs, ninsert);
 		memset(nulls, ' ', sizeof(nulls));
-		if (SPI_execute_with_args(insert_sql, 31, argtypes, args, nulls, false, 0) != SPI_OK_INSERT)
-			elog(ERROR, "could not insert bill lines");
+
+		/*
+		 * Insert with session_replication_role = replica for this statement
+		 * only: that skips the per-row foreign-key checks of raw_page_id and
+		 * connector_id, which hold by construction (the raw page was
+		 * inserted, with its own checked reference to the connector, in
+		 * this very transaction).  Triggers marked ENABLE ALWAYS (audit,
+		 * append-only) still fire.
+		 */
+		{
+			int			nest = NewGUCNestLevel();
+
+			(void) set_config_option("session_replication_role", "replica",
+									 PGC_SUSET, PGC_S_SESSION, GUC_ACTION_LOCAL,
+									 true, 0, false);
+			if (SPI_execute_with_args(insert_sql, 31, argtypes, args, nulls, false, 0) != SPI_OK_INSERT)
+				elog(ERROR, "could not insert bill lines");
+			AtEOXact_GUC(true, nest);
+		}
 	}
 
 	/* Exceptions for failures, after the lines exist. */

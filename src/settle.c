@@ -18,6 +18,8 @@
 PG_MODULE_MAGIC;
 
 char	   *settle_reason = NULL;
+int			settle_swing_threshold = 50;
+char	   *settle_retention = NULL;
 
 void		_PG_init(void);
 
@@ -30,6 +32,23 @@ _PG_init(void)
 							   &settle_reason,
 							   NULL,
 							   PGC_USERSET,
+							   GUC_NOT_IN_SAMPLE,
+							   NULL, NULL, NULL);
+
+	DefineCustomIntVariable("settle.swing_threshold_percent",
+							"Sanity check: a statement total that moves more than this percentage against the previous period raises an alert.",
+							NULL,
+							&settle_swing_threshold,
+							50, 1, 100000,
+							PGC_SUSET,
+							GUC_NOT_IN_SAMPLE,
+							NULL, NULL, NULL);
+	DefineCustomStringVariable("settle.retention",
+							   "How long raw pages and ingest run logs nothing refers to are kept (an interval).",
+							   "settle.purge() deletes older ones; pages that bill lines, provider totals or open exceptions refer to are always kept.",
+							   &settle_retention,
+							   "400 days",
+							   PGC_SUSET,
 							   GUC_NOT_IN_SAMPLE,
 							   NULL, NULL, NULL);
 

@@ -16,4 +16,8 @@ extern void settle_ingest_init(void);
 /* settle.c: the settle.reason setting, required for sensitive changes */
 extern char *settle_reason;
 
+/* settle.c: sanity-check and retention settings */
+extern int	settle_swing_threshold;
+extern char *settle_retention;
+
 #endif							/* SETTLE_H */

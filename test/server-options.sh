@@ -4,6 +4,7 @@
 opts=(
 	shared_preload_libraries=settle,pg_cron
 	cron.database_name=postgres
+	cron.use_background_workers=on
 	max_worker_processes=16
 )
 for o in "${opts[@]}"; do printf -- '-o %s ' "$o"; done

@@ -257,6 +257,7 @@ BEGIN
 		END IF;
 		RETURN NEXT cur;
 	END LOOP;
+	PERFORM settle.check_sanity(period);
 	IF n = 0 AND reseller IS NOT NULL THEN
 		RAISE EXCEPTION 'reseller "%" has no agreement in force in %', reseller, period
 			USING ERRCODE = 'no_data_found';

@@ -9,11 +9,12 @@ faults chosen by the request path:
 
     https://127.0.0.1:PORT/m/<dataset>/<fault>/
 
-dataset: small (test/fixtures/ingest/small_items.json) | month-<N> (N generated
+dataset: small | demo (test/fixtures/ingest/<dataset>_items.json) | month-<N> (N generated
 lines, seeded) | bench-<N> (same generator, ~1 KB items).
 fault:   ok | e500x<k> | e503x<k> | throttlex<k> | e429x<k> | slowx<k> | resetx<k>
          (the first k requests on that path fail that way, then it recovers)
          | e503always | truncated | ctype | badtoken | repeat | revise | big | trickle
+         | pace (30 ms per page: a slower provider)
 Counters are per path, so each test uses its own path.
 
 Control: GET /__stats/<path> -> {"requests": n}; GET /__expected/<dataset> ->
@@ -167,8 +168,8 @@ def gen_month(n, cycle='2026-10', seed=42, big=False):
     return items
 
 
-def load_small():
-    with open(os.path.join(FIXTURES, 'small_items.json'), encoding='utf-8') as f:
+def load_small(name='small'):
+    with open(os.path.join(FIXTURES, '%s_items.json' % name), encoding='utf-8') as f:
         raw = json.load(f, parse_float=Decimal, parse_int=Decimal, object_pairs_hook=list)
     return raw
 
@@ -180,8 +181,8 @@ DS_LOCK = threading.Lock()
 def dataset(name):
     with DS_LOCK:
         if name not in DATASETS:
-            if name == 'small':
-                items = load_small()
+            if name in ('small', 'demo'):
+                items = load_small(name)
             elif name.startswith('month-'):
                 items = gen_month(int(name[6:]))
             elif name.startswith('bench-'):
@@ -390,6 +391,8 @@ class Handler(BaseHTTPRequestHandler):
             if fault == 'revise':
                 with COUNT_LOCK:
                     PULLS[path] = PULLS.get(path, 0) + 1
+        if fault == 'pace':
+            time.sleep(0.03)    # a slower provider, for the crash test
         if fault == 'trickle':
             return self.trickle()
         if fault == 'big':
@@ -406,7 +409,7 @@ class Handler(BaseHTTPRequestHandler):
                           for i in range(off, end)]
         else:
             key = (off, maxr)
-            page = ds['pages'].get(key) if fault in ('ok', 'truncated', 'badtoken', 'ctype', 'repeat') or 'x' in fault else None
+            page = ds['pages'].get(key) if fault in ('ok', 'pace', 'truncated', 'badtoken', 'ctype', 'repeat') or 'x' in fault else None
             if page is not None and fault not in ('truncated', 'badtoken'):
                 return self.send(200, page)
             items_json = ds['json'][off:end]
@@ -419,7 +422,7 @@ class Handler(BaseHTTPRequestHandler):
         out = envelope(data)
         if fault == 'truncated' and off > 0:
             out = out[:len(out) // 2]
-        if fault in ('ok', 'repeat') or ('x' in fault and fault[-1].isdigit()):
+        if fault in ('ok', 'pace', 'repeat') or ('x' in fault and fault[-1].isdigit()):
             if not (fault == 'repeat' and off == maxr):
                 ds['pages'][(off, maxr)] = out
         return self.send(200, out)

@@ -174,12 +174,13 @@ SELECT is((SELECT ref FROM oct_lines WHERE line_key = 'n2/ecs/sep'),
 SELECT is((SELECT count(*) FROM oct_lines WHERE line_key = 'n5/ecs/sep/refund'), 0::bigint,
 	'the refund outside the window is not in its own period');
 
--- Exceptions: exactly the unmapped account and the missing FX rate.
+-- Exceptions: exactly the unmapped account, the missing FX rate and a swing alarm.
 SELECT results_eq($$SELECT e.reseller_id, e.kind, e.scope_key, e.period, e.state FROM settle.exception e
                     ORDER BY e.exception_id$$,
 	$$VALUES (0::bigint, 'unmapped_customer', 'account:acct-unknown', '2026-10', 'pending_review'),
-	         (settle.reseller_id('gulf'), 'missing_fx_rate', 'fx:EUR/KWD:2026-10-31', '2026-10', 'pending_review')$$,
-	'the exceptions of October, and nothing else');
+	         (settle.reseller_id('gulf'), 'missing_fx_rate', 'fx:EUR/KWD:2026-10-31', '2026-10', 'pending_review'),
+	         (settle.reseller_id('north'), 'sanity_check', 'swing:2026-10', '2026-10', 'pending_review')$$,
+	'the exceptions of October, and nothing else: north''s total swung from 35.00 to 93.30, a warning');
 SELECT is((SELECT blocked FROM oct WHERE code = 'north'), false, 'other resellers are not blocked');
 SELECT throws_ok($$SELECT settle.approve_run((SELECT run_id FROM oct WHERE code = 'gulf'), 'looks fine')$$,
 	'55000', NULL, 'a blocked run cannot be approved');

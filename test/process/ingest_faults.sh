@@ -103,6 +103,13 @@ ms=$(( ($(date +%s%N) - start) / 1000000 ))
 check "statement timeout cancels the transfer (57014-style error)" "$(echo "$err" | grep -c 'canceling statement due to statement timeout')" "1"
 check "cancel took under 2.5 s" "$([ $ms -lt 2500 ] && echo yes || echo "no ($ms ms)")" "yes"
 
+# the request rate bound (Alibaba: 10 requests/s per user)
+conn rate /m/small/rate/
+start=$(date +%s%N)
+out=$(q $DB "SET settle.ingest_requests_per_second = 10; SELECT status, requests FROM settle.ingest_now('rate')")
+ms=$(( ($(date +%s%N) - start) / 1000000 ))
+check "10 requests/s bound: 4 requests take at least 300 ms" "$out $([ $ms -ge 300 ] && echo slow-enough || echo "too fast ($ms ms)")" "succeeded|4 slow-enough"
+
 # health: error rate per connector
 check "ingest_health error rate for a failing connector" \
 	"$(q $DB "SELECT last_status, error_rate_24h, last_provider_code FROM settle.ingest_health WHERE name = 'e503always'")" "failed|1.0000|ServiceUnavailable"

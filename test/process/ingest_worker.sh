@@ -52,10 +52,11 @@ check "worker visible in pg_stat_activity (backend type, application name)" \
 
 # ---- crash test: SIGKILL during one month's pull
 q $DB "INSERT INTO settle.connector (name, kind, endpoint, secret_name, config) VALUES
-  ('month', 'alibaba_bss', '$MOCK_URL/m/month-$N/ok/', 'bss_test', '{\"billing_cycle\": \"2026-10\", \"max_results\": 30}')" >/dev/null
+  ('month', 'alibaba_bss', '$MOCK_URL/m/month-$N/pace/', 'bss_test', '{\"billing_cycle\": \"2026-10\", \"max_results\": 30}')" >/dev/null
 curl -s --cacert "$MOCK_CA" "$MOCK_URL/__expected/month-$N" > "$MOCK_DIR/expected.csv"
 kills=0
-for i in $(seq 1 $KILLS); do
+for i in $(seq 1 200); do
+	[ $kills -ge $KILLS ] && break
 	p=$(wait_worker)
 	sleep "0.$(( RANDOM % 9 + 1 ))$(( RANDOM % 10 ))"
 	done_pages=$(q $DB "SELECT coalesce(sum(pages_done), 0) FROM settle.ingest_checkpoint WHERE NOT complete" 2>/dev/null)
@@ -63,7 +64,9 @@ for i in $(seq 1 $KILLS); do
 	[ "$complete" = 1 ] && { echo "# month complete after $kills kills"; break; }
 	if [ -n "$p" ] && kill -9 "$p" 2>/dev/null; then
 		kills=$((kills + 1))
-		echo "# kill $kills at $done_pages pages"
+		echo "# kill $kills at $done_pages pages (worker $p)"
+	else
+		echo "# no worker to kill (iteration $i)"
 	fi
 	sleep 0.5
 done
