@@ -116,8 +116,8 @@ numeric_to_money128(Datum num, money128 *out)
 
 /*
  * Builds a numeric from v (10^-16 units) with display scale dscale, which
- * must be at least the number of significant decimal places of v (use
- * money128_scale).
+ * must be at least the number of significant decimal places of v; a negative
+ * dscale means "the places v needs, but at least -dscale - 1".
  */
 Datum
 money128_to_numeric(money128 v, int dscale)
@@ -137,7 +137,6 @@ money128_to_numeric(money128 v, int dscale)
 	uint16		header;
 	int			i;
 
-	Assert(dscale >= money128_scale(v) && dscale <= 63);
 
 	while (ip > 0)
 	{
@@ -168,6 +167,27 @@ money128_to_numeric(money128 v, int dscale)
 		weight = 0;
 		neg = false;
 	}
+
+	if (dscale < 0)
+	{
+		/* the last kept digit's position and its trailing zeros give the scale */
+		int			min_scale = -dscale - 1;
+		int			needed = 0;
+
+		if (ndigits > 0 && weight - (ndigits - 1) < 0)
+		{
+			int16		lastd = digits[first + ndigits - 1];
+
+			needed = -4 * (weight - (ndigits - 1));
+			while (lastd % 10 == 0)
+			{
+				lastd /= 10;
+				needed--;
+			}
+		}
+		dscale = Max(min_scale, needed);
+	}
+	Assert(dscale >= money128_scale(v) && dscale <= 63);
 
 	header = NF_SHORT | (neg ? NF_SHORT_SIGN_MASK : 0) |
 		((uint16) dscale << NF_SHORT_DSCALE_SHIFT) |

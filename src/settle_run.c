@@ -745,9 +745,11 @@ read_lines(Run *run)
 		{
 			HeapTuple	t = SPI_tuptable->vals[i];
 			TupleDesc	d = SPI_tuptable->tupdesc;
+			Datum		rowvals[18];
+			bool		rownulls[18];
 			bool		isnull;
-			text	   *key = DatumGetTextPP(SPI_getbinval(t, d, 1, &isnull));
-			int			keylen = VARSIZE_ANY_EXHDR(key);
+			text	   *key;
+			int			keylen;
 			Line	   *l;
 			bytea	   *hash;
 			text	   *charge;
@@ -763,6 +765,11 @@ read_lines(Run *run)
 			const Rule *rule;
 			Version    *ver;
 
+			/* deform the row once */
+			heap_deform_tuple(t, d, rowvals, rownulls);
+			key = DatumGetTextPP(rowvals[0]);
+			keylen = VARSIZE_ANY_EXHDR(key);
+
 			/* a later revision of the same key replaces the earlier one */
 			if (run->nlines > 0 && prev_key != NULL &&
 				strlen(prev_key) == (size_t) keylen && memcmp(prev_key, VARDATA_ANY(key), keylen) == 0)
@@ -773,38 +780,39 @@ read_lines(Run *run)
 			l = new_line(run);
 			l->key = arena_put(run, VARDATA_ANY(key), keylen);
 			prev_key = ARENA(run, l->key);
-			l->revision = DatumGetInt32(SPI_getbinval(t, d, 2, &isnull));
+			l->revision = DatumGetInt32((isnull = rownulls[1], rowvals[1]));
 			{
-				Datum		c = SPI_getbinval(t, d, 3, &isnull);
+				Datum		c = (isnull = rownulls[2], rowvals[2]);
 
 				l->cust = isnull ? -1 : find_customer(run, DatumGetInt64(c));
 			}
-			charge = DatumGetTextPP(SPI_getbinval(t, d, 5, &isnull));
+			charge = DatumGetTextPP((isnull = rownulls[4], rowvals[4]));
 			l->charge = rule_charge_category(VARDATA_ANY(charge), VARSIZE_ANY_EXHDR(charge));
-			l->product = intern_col(run, t, d, 6);
-			l->sku = intern_col(run, t, d, 7);
-			l->region = intern_col(run, t, d, 8);
+			l->product = intern_datum(run, rowvals[5], rownulls[5]);
+			l->sku = intern_datum(run, rowvals[6], rownulls[6]);
+			l->region = intern_datum(run, rowvals[7], rownulls[7]);
 			if (l->product)
 			{
 				ProductEntry *pe = hash_search(run->products, l->product, HASH_FIND, NULL);
 
 				l->category = pe ? pe->category : NULL;
 			}
-			ccy = TextDatumGetCString(SPI_getbinval(t, d, 9, &isnull));
-			list = money_col(t, d, 10, "list cost");
-			billed = money_col(t, d, 11, "billed cost");
+			ccy = TextDatumGetCString((isnull = rownulls[8], rowvals[8]));
+			list = datum_money(rowvals[9], rownulls[9], "list cost");
+			billed = datum_money(rowvals[10], rownulls[10], "billed cost");
 			{
-				Datum		p = SPI_getbinval(t, d, 12, &isnull);
+				Datum		p = (isnull = rownulls[11], rowvals[11]);
 
 				paid = isnull ? billed : datum_money(p, false, "amount paid");
 			}
-			orig = SPI_getbinval(t, d, 13, &orignull);
-			l->date = DatumGetDateADT(SPI_getbinval(t, d, 14, &isnull));
-			pstart = DatumGetDateADT(SPI_getbinval(t, d, 15, &isnull));
-			pend = DatumGetDateADT(SPI_getbinval(t, d, 16, &isnull));
-			l->prev = DatumGetBool(SPI_getbinval(t, d, 18, &isnull));
+			orig = rowvals[12];
+			orignull = rownulls[12];
+			l->date = DatumGetDateADT((isnull = rownulls[13], rowvals[13]));
+			pstart = DatumGetDateADT((isnull = rownulls[14], rowvals[14]));
+			pend = DatumGetDateADT((isnull = rownulls[15], rowvals[15]));
+			l->prev = DatumGetBool((isnull = rownulls[17], rowvals[17]));
 			{
-				text	   *item = DatumGetTextPP(SPI_getbinval(t, d, 17, &isnull));
+				text	   *item = DatumGetTextPP((isnull = rownulls[16], rowvals[16]));
 
 				l->kind = (!orignull ||
 						   (VARSIZE_ANY_EXHDR(item) == 6 && memcmp(VARDATA_ANY(item), "Refund", 6) == 0))
@@ -822,7 +830,7 @@ read_lines(Run *run)
 			else
 				l->active_days = Max(0, Min(pend, run->end) - Max(pstart, run->start));
 
-			hash = DatumGetByteaPP(SPI_getbinval(t, d, 4, &isnull));
+			hash = DatumGetByteaPP((isnull = rownulls[3], rowvals[3]));
 			fp_str(run->in_fp, ARENA(run, l->key));
 			fp_int(run->in_fp, l->revision);
 			fp_bytes(run->in_fp, VARDATA_ANY(hash), VARSIZE_ANY_EXHDR(hash));
@@ -1612,13 +1620,13 @@ write_lineage(Run *run)
 			nulls[6] = l->clause == 0;
 			values[7] = Int16GetDatum(l->tier);
 			nulls[7] = l->tier == 0;
-			values[8] = money128_to_numeric(l->basis, Max(run->minor_unit, money128_scale(l->basis)));
+			values[8] = money128_to_numeric_min(l->basis, run->minor_unit);
 			values[9] = l->rate >= 0 ?
 				money128_to_numeric((money128) l->rate * (MONEY_ONE / RATE_ONE), dscale_rate) : (Datum) 0;
 			nulls[9] = l->rate < 0;
 			values[10] = Int64GetDatum(l->fx_rate_id);
 			nulls[10] = l->fx_rate_id == 0;
-			values[11] = money128_to_numeric(l->unrounded, Max(run->minor_unit, money128_scale(l->unrounded)));
+			values[11] = money128_to_numeric_min(l->unrounded, run->minor_unit);
 			values[12] = money128_to_numeric(l->rounded, run->minor_unit);
 			values[13] = l->ref ? PointerGetDatum(cstring_to_text(ARENA(run, l->ref))) : (Datum) 0;
 			nulls[13] = l->ref == 0;

@@ -209,8 +209,9 @@ BEGIN
 		 WHERE r.reseller_id = rid AND r.status <> 'superseded'
 		   AND r.period = to_char(p_start - interval '1 month', 'YYYY-MM');
 		new_id := nextval(pg_get_serial_sequence('settle.run', 'run_id'));
-		SELECT * INTO res FROM settle._settle_reseller(rid, period, new_id, cur.input_fingerprint,
-		                                                coalesce(carry, 0), NULL);
+		-- the snapshot the engine read in is this statement's: record that one
+		SELECT x.*, pg_current_snapshot() AS snap INTO res
+		  FROM settle._settle_reseller(rid, period, new_id, cur.input_fingerprint, coalesce(carry, 0), NULL) x;
 		IF res.unchanged THEN
 			RETURN NEXT cur;
 			CONTINUE;
@@ -237,14 +238,21 @@ BEGIN
 			PERFORM set_config('settle.reason', 'superseded by run ' || new_id, true);
 			UPDATE settle.run r SET status = 'superseded' WHERE r.reseller_id = rid AND r.run_id = cur.run_id;
 		END IF;
-		INSERT INTO settle.run (reseller_id, run_id, period, agreement_id, blocked, input_fingerprint,
-			output_fingerprint, lines_in, lines_out, snapshot, supersedes)
-		SELECT rid, new_id, period, a.agreement_id, settle.blocking_exceptions(rid, period) > 0,
-		       res.input_fingerprint, res.output_fingerprint, res.lines_in, res.lines_out,
-		       pg_current_snapshot(), cur.run_id
-		  FROM settle.agreement a
-		 WHERE a.reseller_id = rid AND a.effective_from <= p_start AND p_start < a.effective_to
-		RETURNING * INTO cur;
+		BEGIN
+			INSERT INTO settle.run (reseller_id, run_id, period, agreement_id, blocked, input_fingerprint,
+				output_fingerprint, lines_in, lines_out, snapshot, supersedes)
+			SELECT rid, new_id, period, a.agreement_id, settle.blocking_exceptions(rid, period) > 0,
+			       res.input_fingerprint, res.output_fingerprint, res.lines_in, res.lines_out,
+			       res.snap, cur.run_id
+			  FROM settle.agreement a
+			 WHERE a.reseller_id = rid AND a.effective_from <= p_start AND p_start < a.effective_to
+			RETURNING * INTO cur;
+		EXCEPTION WHEN unique_violation THEN
+			-- only possible when this transaction's snapshot predates a concurrent
+			-- settlement (REPEATABLE READ, SERIALIZABLE): retry sees it
+			RAISE EXCEPTION 'could not serialize access: period % of reseller % was settled concurrently', period, rid
+				USING ERRCODE = 'serialization_failure', HINT = 'Retry the transaction.';
+		END;
 		INSERT INTO settle.statement
 		SELECT rid, new_id, period, a.settlement_currency, res.lines_out, res.gross_charges,
 		       res.commissionable, res.commission, res.refunds, res.corrections, res.adjustments,
