@@ -688,7 +688,8 @@ line_query(Run *run)
 		return psprintf("SELECT b.line_key, b.revision, b.customer_id, b.content_hash, b.charge_category, "
 						"b.product_code, b.sku_id, b.region_id, b.billing_currency, b.list_cost, b.billed_cost, "
 						"b.amount_paid, b.original_line_key, %s AS line_date, b.charge_period_start::date, "
-						"b.charge_period_end::date, b.source_item, %s < $2 AS prev "
+						"b.charge_period_end::date, b.source_item, %s < $2 AS prev, "
+						"cardinality(b.validation_errors) > 0 AS invalid "
 						"FROM settle.settlement_line s JOIN settle.bill_line b "
 						"ON b.reseller_id = s.reseller_id AND b.line_key = s.line_key AND b.revision = s.revision "
 						"WHERE s.reseller_id = $1 AND s.run_id = $4 AND s.kind IN ('c', 'r') AND $3 <= $3 "
@@ -696,7 +697,8 @@ line_query(Run *run)
 	return psprintf("SELECT b.line_key, b.revision, b.customer_id, b.content_hash, b.charge_category, "
 					"b.product_code, b.sku_id, b.region_id, b.billing_currency, b.list_cost, b.billed_cost, "
 					"b.amount_paid, b.original_line_key, %s AS line_date, b.charge_period_start::date, "
-					"b.charge_period_end::date, b.source_item, %s < $2 AS prev "
+					"b.charge_period_end::date, b.source_item, %s < $2 AS prev, "
+					"cardinality(b.validation_errors) > 0 AS invalid "
 					"FROM settle.bill_line b WHERE b.reseller_id = $1 "
 					"AND ((%s >= $2 AND %s < $3) OR (%s >= $4::date AND %s < $2 "
 					"AND (b.original_line_key IS NOT NULL OR b.source_item = 'Refund'))) "
@@ -745,8 +747,9 @@ read_lines(Run *run)
 		{
 			HeapTuple	t = SPI_tuptable->vals[i];
 			TupleDesc	d = SPI_tuptable->tupdesc;
-			Datum		rowvals[18];
-			bool		rownulls[18];
+			Datum		rowvals[19];
+			bool		rownulls[19];
+			bool		invalid;
 			bool		isnull;
 			text	   *key;
 			int			keylen;
@@ -786,8 +789,36 @@ read_lines(Run *run)
 
 				l->cust = isnull ? -1 : find_customer(run, DatumGetInt64(c));
 			}
-			charge = DatumGetTextPP((isnull = rownulls[4], rowvals[4]));
-			l->charge = rule_charge_category(VARDATA_ANY(charge), VARSIZE_ANY_EXHDR(charge));
+			/*
+			 * A line that failed validation (its exception is already open)
+			 * or whose amounts cannot be held exactly earns nothing: never
+			 * guessed, never fixed.
+			 */
+			invalid = DatumGetBool(rowvals[18]) || rownulls[4] || rownulls[8] || rownulls[10] ||
+				!(rownulls[9] || numeric_to_money128(rowvals[9], &list)) ||
+				!numeric_to_money128(rowvals[10], &billed) ||
+				!(rownulls[11] || numeric_to_money128(rowvals[11], &paid)) ||
+				list % ((money128) 100000000) != 0 || billed % ((money128) 100000000) != 0 ||
+				(!rownulls[11] && paid % ((money128) 100000000) != 0);
+			if (!invalid)
+			{
+				charge = DatumGetTextPP(rowvals[4]);
+				l->charge = rule_charge_category(VARDATA_ANY(charge), VARSIZE_ANY_EXHDR(charge));
+				ccy = TextDatumGetCString(rowvals[8]);
+				if (rownulls[9])
+					list = billed;
+				if (rownulls[11])
+					paid = billed;
+			}
+			else
+			{
+				l->charge = RULE_CHARGE_UNKNOWN;
+				ccy = pstrdup(run->currency);
+				list = billed = paid = 0;
+				add_problem(run, "validation", psprintf("line:%s", ARENA(run, l->key)),
+							psprintf("Bill line %s failed validation or has amounts that cannot be held exactly: it earns nothing.",
+									 ARENA(run, l->key)));
+			}
 			l->product = intern_datum(run, rowvals[5], rownulls[5]);
 			l->sku = intern_datum(run, rowvals[6], rownulls[6]);
 			l->region = intern_datum(run, rowvals[7], rownulls[7]);
@@ -796,14 +827,6 @@ read_lines(Run *run)
 				ProductEntry *pe = hash_search(run->products, l->product, HASH_FIND, NULL);
 
 				l->category = pe ? pe->category : NULL;
-			}
-			ccy = TextDatumGetCString((isnull = rownulls[8], rowvals[8]));
-			list = datum_money(rowvals[9], rownulls[9], "list cost");
-			billed = datum_money(rowvals[10], rownulls[10], "billed cost");
-			{
-				Datum		p = (isnull = rownulls[11], rowvals[11]);
-
-				paid = isnull ? billed : datum_money(p, false, "amount paid");
 			}
 			orig = rowvals[12];
 			orignull = rownulls[12];
