@@ -1241,11 +1241,14 @@ valid_timestamp_text(const char *s)
 	if (!(isdigit((unsigned char) p[0]) && isdigit((unsigned char) p[1]) && p[2] == ':' &&
 		  isdigit((unsigned char) p[3]) && isdigit((unsigned char) p[4])))
 		return false;
+	if ((p[0] - '0') * 10 + (p[1] - '0') > 23 || (p[3] - '0') * 10 + (p[4] - '0') > 59)
+		return false;
 	p += 5;
 	if (*p == ':')
 	{
 		p++;
-		if (!(isdigit((unsigned char) p[0]) && isdigit((unsigned char) p[1])))
+		if (!(isdigit((unsigned char) p[0]) && isdigit((unsigned char) p[1])) ||
+			(p[0] - '0') * 10 + (p[1] - '0') > 60)
 			return false;
 		p += 2;
 		if (*p == '.')
