@@ -692,15 +692,27 @@ checkpoint_save(IngestState *st, const char *scope, const char *next_token, int 
  * alibaba_bss: normalizing one DescribeInstanceBill item
  * --------------------------------------------------------------------- */
 
-static char *
+/* A field's trimmed text, NULL when absent or blank (items are trimmed once). */
+static inline char *
 fld(BssItem *it, BssField f)
 {
-	char	   *s = it->f[f];
+	return it->f[f];
+}
 
-	if (s == NULL)
-		return NULL;
-	s = ingest_trim(s);
-	return s[0] ? s : NULL;
+static void
+trim_item(BssItem *it)
+{
+	int			f;
+
+	for (f = 0; f < BF__COUNT; f++)
+	{
+		char	   *s = it->f[f];
+
+		if (s == NULL)
+			continue;
+		s = ingest_trim(s);
+		it->f[f] = s[0] ? s : NULL;
+	}
 }
 
 /* "key:k value:v; key:k2 value:v2" as a JSON object. */
@@ -756,6 +768,7 @@ bss_normalize(Connector *c, BssItem *it, NormLine *l)
 
 	memset(l, 0, sizeof(NormLine));
 	l->check_identity = true;
+	trim_item(it);
 
 	/* content hash over every field as the provider sent it (trimmed) */
 	initStringInfo(&content);
@@ -763,7 +776,8 @@ bss_normalize(Connector *c, BssItem *it, NormLine *l)
 	{
 		char	   *v = fld(it, f);
 
-		appendStringInfo(&content, "%s\x1f", v ? v : "\x01");
+		appendStringInfoString(&content, v ? v : "\x01");
+		appendStringInfoChar(&content, '\x1f');
 	}
 	acs3_sha256(content.data, content.len, l->hash);
 
@@ -872,6 +886,7 @@ store_overview(IngestState *st, Connector *c, int64 raw_page_id, BssReply *reply
 		static const BssField txts[6] = {BF_BillAccountID, BF_ProductCode, BF_ProductType,
 		BF_SubscriptionType, BF_Item, BF_Currency};
 
+		trim_item(it);
 		memset(&dummy, 0, sizeof(dummy));
 		memset(n, ' ', sizeof(n));
 		t[0] = INT8OID;
@@ -1226,11 +1241,14 @@ valid_timestamp_text(const char *s)
 	if (!(isdigit((unsigned char) p[0]) && isdigit((unsigned char) p[1]) && p[2] == ':' &&
 		  isdigit((unsigned char) p[3]) && isdigit((unsigned char) p[4])))
 		return false;
+	if ((p[0] - '0') * 10 + (p[1] - '0') > 23 || (p[3] - '0') * 10 + (p[4] - '0') > 59)
+		return false;
 	p += 5;
 	if (*p == ':')
 	{
 		p++;
-		if (!(isdigit((unsigned char) p[0]) && isdigit((unsigned char) p[1])))
+		if (!(isdigit((unsigned char) p[0]) && isdigit((unsigned char) p[1])) ||
+			(p[0] - '0') * 10 + (p[1] - '0') > 60)
 			return false;
 		p += 2;
 		if (*p == '.')

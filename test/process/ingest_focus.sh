@@ -30,7 +30,7 @@ check "Credit and Correction rows" \
 check "two identical rows are two lines" "$(q $DB "SELECT count(*) FROM settle.bill_line WHERE resource_id = 'i-f-001' AND charge_period_start = '2026-10-07'")" "2"
 check "bad rows stored with their errors" \
 	"$(q $DB "SELECT string_agg(coalesce(resource_id, '-') || '=' || array_to_string(validation_errors, ';'), ' ' ORDER BY resource_id) FROM settle.bill_line WHERE validation_errors <> '{}'")" \
-	"i-f-007=unknown_charge_category:Refundish i-f-008=invalid_amount:BilledCost;invalid:Tags i-f-009=unmapped_account:3999999999999999"
+	"i-f-007=unknown_charge_category:Refundish i-f-008=invalid:ChargePeriodEnd;invalid_amount:BilledCost;invalid:Tags i-f-009=unmapped_account:3999999999999999"
 check "billing period and mapping" "$(q $DB "SELECT count(*) FILTER (WHERE billing_period_start = '2026-10-01'), count(*) FILTER (WHERE reseller_id = 1) FROM settle.bill_line")" "9|8"
 check "raw copy is the file, verbatim" "$(q $DB "SELECT encode(body_sha256, 'hex') FROM settle.raw_page")" "$(sha256sum "$F" | cut -d' ' -f1)"
 check "file:// URL: same lines, no-op" \
