@@ -32,7 +32,7 @@ COMMENT ON TABLE settle.raw_page IS
 
 CREATE TABLE settle.bill_line (
 	reseller_id          bigint      NOT NULL,
-	line_key             text        NOT NULL,
+	line_key             text        COLLATE "C" NOT NULL,
 	revision             integer     NOT NULL CHECK (revision > 0),
 	customer_id          bigint,
 	content_hash         bytea       NOT NULL CHECK (octet_length(content_hash) = 32),
@@ -60,7 +60,7 @@ CREATE TABLE settle.bill_line (
 	coupon_deduction     numeric     NOT NULL DEFAULT 0,
 	billed_cost          numeric     NOT NULL,
 	amount_paid          numeric,
-	original_line_key    text,
+	original_line_key    text        COLLATE "C",
 	tags                 jsonb       NOT NULL DEFAULT '{}',
 	validation_errors    text[]      NOT NULL DEFAULT '{}',
 	ingested_at          timestamptz NOT NULL DEFAULT pg_catalog.clock_timestamp(),
@@ -71,7 +71,7 @@ CREATE INDEX bill_line_key_idx ON settle.bill_line (line_key, revision);
 CREATE INDEX bill_line_period_idx ON settle.bill_line (reseller_id, billing_period_start);
 COMMENT ON TABLE settle.bill_line IS
 	'Normalized bill lines in the FinOps FOCUS vocabulary.  (line_key, revision) identifies a revision; a changed source record is a new revision and the old one is kept.  reseller_id 0 holds lines not (yet) mapped to a reseller.  Append-only.';
-COMMENT ON COLUMN settle.bill_line.line_key IS 'Stable natural key derived from the source record (e.g. account, instance, billing item, service period).';
+COMMENT ON COLUMN settle.bill_line.line_key IS 'Stable natural key derived from the source record (e.g. account, instance, billing item, service period).  An identifier: "C" collation, compared and ordered byte by byte.';
 COMMENT ON COLUMN settle.bill_line.revision IS '1 for the first version of a line; each content change adds one.';
 COMMENT ON COLUMN settle.bill_line.content_hash IS 'SHA-256 of the normalized content: an unchanged re-pull is a no-op.';
 COMMENT ON COLUMN settle.bill_line.source_item IS 'Alibaba Item: SubscriptionOrder, PayAsYouGoBill, Refund, Adjustment (or the source''s own kind).';

@@ -38,7 +38,7 @@ COMMENT ON COLUMN settle.run.lines_out IS 'Settlement lines written.';
 CREATE TABLE settle.settlement_line (
 	reseller_id  bigint   NOT NULL,
 	run_id       bigint   NOT NULL,
-	line_key     text     NOT NULL,
+	line_key     text     COLLATE "C" NOT NULL,
 	kind         "char"   NOT NULL,
 	revision     integer,
 	rule_version integer,

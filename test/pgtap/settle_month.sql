@@ -147,7 +147,7 @@ SELECT results_eq($$SELECT currency::text, lines, gross_charges, commission, tot
 CREATE TEMP VIEW oct_lines AS
 	SELECT rs.code, l.* FROM settle.settlement_line l JOIN oct o USING (reseller_id, run_id)
 	  JOIN settle.reseller rs USING (reseller_id);
-SELECT results_eq($$SELECT line_key, kind::text, tier, rate, unrounded, rounded FROM oct_lines WHERE code = 'north'
+SELECT results_eq($$SELECT line_key COLLATE "default", kind::text, tier, rate, unrounded, rounded FROM oct_lines WHERE code = 'north'
                     ORDER BY line_key COLLATE "C", kind$$,
 	$$VALUES ('f1/rds/oct', 'c', NULL::smallint, 0.02, 2.00, 2.00), ('f2/rds/oct', 'c', NULL, 0.02, 2.00, 2.00),
 	         ('f3/rds/oct', 'c', NULL, 0.02, 2.00, 2.00), ('f4/rds/oct', 'c', NULL, 0.02, 2.00, 2.00),
@@ -158,10 +158,10 @@ SELECT results_eq($$SELECT line_key, kind::text, tier, rate, unrounded, rounded 
 	         ('n2/oss/oct', 'c', NULL, 0.04, 8.00, 8.00), ('n3/ecs/oct', 'c', 1::smallint, 0.05, 3.30, 3.30),
 	         ('n4/rds/oct', 'c', NULL, 0.02, 8.00, 8.00), ('n4/rds/oct/refund', 'r', NULL, 0.02, -2.00, -2.00)$$,
 	'north: tiers crossing, the per-customer cap, storage, the JPY customer, the refund, the correction');
-SELECT results_eq($$SELECT line_key, unrounded, rounded FROM oct_lines WHERE code = 'tokyo' ORDER BY line_key COLLATE "C"$$,
+SELECT results_eq($$SELECT line_key COLLATE "default", unrounded, rounded FROM oct_lines WHERE code = 'tokyo' ORDER BY line_key COLLATE "C"$$,
 	$$VALUES ('t1/ecs/oct', 1513.7, 1514::numeric), ('t2/oss/oct', 201.806484, 202), ('t3/rds/oct', 60.548, 61), ('t4/rds/oct', 60.548, 60)$$,
 	'tokyo: residual yen go to the largest remainders, ties to the earlier line');
-SELECT results_eq($$SELECT line_key, tier, basis, unrounded, rounded FROM oct_lines WHERE code = 'gulf' ORDER BY line_key COLLATE "C"$$,
+SELECT results_eq($$SELECT line_key COLLATE "default", tier, basis, unrounded, rounded FROM oct_lines WHERE code = 'gulf' ORDER BY line_key COLLATE "C"$$,
 	$$VALUES ('g1/ecs/oct', 2::smallint, 307.1, 25.71, 25.710), ('g2/ecs/oct', 1::smallint, 15.355, 0.76775, 0.768),
 	         ('g3/oss/oct', NULL, 6.142, 0.18426, 0.184), ('g3/oss/oct/eur', NULL, 0.000, 0.000, 0.000)$$,
 	'gulf: graduated tiers and mils');
@@ -237,7 +237,7 @@ SELECT throws_ok($$UPDATE settle.settlement_line SET rounded = 0$$, '42501', NUL
 
 -- November: the deferred refund of n5's September charge reverses at September's 5%: -5.00.
 SELECT is((SELECT count(*) FROM settle.settle_period('2026-11', 'north')), 1::bigint, 'November settles');
-SELECT results_eq($$SELECT l.line_key, l.kind::text, l.rate, l.rounded FROM settle.settlement_line l JOIN settle.run r USING (reseller_id, run_id)
+SELECT results_eq($$SELECT l.line_key COLLATE "default", l.kind::text, l.rate, l.rounded FROM settle.settlement_line l JOIN settle.run r USING (reseller_id, run_id)
                     WHERE r.period = '2026-11' AND r.reseller_id = settle.reseller_id('north')$$,
 	$$VALUES ('n5/ecs/sep/refund', 'r', 0.05, -5.00::numeric)$$,
 	'the refund outside the window lands in the next period at the original rate');
