@@ -834,11 +834,14 @@ BEGIN
 	ccy := s.currency;
 	head := 'record,run_id,reseller,period,currency,line_key,kind,customer,product_code,revision,rule_version,'
 	     || 'clause,clause_text,tier,basis,rate,amount,reference,reason' || E'\n';
+	-- every field through csv_field: NULL becomes an empty field (concat_ws would drop it)
 	SELECT coalesce(string_agg(concat_ws(',',
 	           CASE WHEN l.kind IN ('c', 'r') THEN 'line' ELSE 'adjustment' END, r.run_id,
-	           settle.csv_field(rcode), r.period, ccy, settle.csv_field(l.line_key), l.kind,
-	           settle.csv_field(c.code), settle.csv_field(b.product_code), l.revision, l.rule_version, l.clause,
-	           settle.csv_field(settle.rule_clause(v.rule, l.clause)), l.tier, l.basis, l.rate,
+	           settle.csv_field(rcode), r.period, ccy, settle.csv_field(l.line_key), settle.csv_field(l.kind::text),
+	           settle.csv_field(c.code), settle.csv_field(b.product_code), settle.csv_field(l.revision::text),
+	           settle.csv_field(l.rule_version::text), settle.csv_field(l.clause::text),
+	           settle.csv_field(settle.rule_clause(v.rule, l.clause)), settle.csv_field(l.tier::text),
+	           settle.csv_field(l.basis::text), settle.csv_field(l.rate::text),
 	           settle.format_amount(l.rounded, ccy), settle.csv_field(l.ref),
 	           settle.csv_field(CASE WHEN l.kind <> 'c' THEN settle.adjustment_reason(l.kind, l.ref) END)) || E'\n',
 	           '' ORDER BY (l.kind NOT IN ('c', 'r')), l.line_key COLLATE "C", l.kind), '')

@@ -4,7 +4,7 @@
 -- runs moved to paid, and the statement CSV/HTML documents.
 -- Scenario: test/process/payout_scenario.sql (five resellers, 2026-10, locked).
 BEGIN;
-SELECT plan(87);
+SELECT plan(89);
 \ir ../process/payout_scenario.sql
 
 CREATE ROLE tap_pay_admin IN ROLE settle_admin;
@@ -216,6 +216,12 @@ SELECT results_eq($$SELECT outcome, exception_id IS NOT NULL FROM settle.import_
 	'[{"reseller": "delta", "bank_reference": "RJ-1", "status": "RJCT", "amount": "77.70"}]'::jsonb)$$,
 	$$VALUES ('rejected', true)$$, 'a rejected payout opens an exception');
 SELECT is((SELECT status FROM settle.run WHERE run_id = pg_temp.run_of('delta')), 'locked', 'the rejected payout''s run stays locked');
+
+-- 5. Statement CSV: every record has the 19 documented fields (NULLs are empty fields).
+SELECT is((SELECT count(*) FROM settle.csv_parse(settle.statement_csv(pg_temp.run_of('bravo'))) f WHERE cardinality(f) <> 19),
+	0::bigint, 'statement CSV: every record has 19 fields');
+SELECT is((SELECT settle.statement_html(pg_temp.run_of('bravo')) = settle.statement_html(pg_temp.run_of('bravo'))), true,
+	'statement HTML is deterministic');
 
 SELECT * FROM finish();
 ROLLBACK;
