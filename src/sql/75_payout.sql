@@ -1101,6 +1101,9 @@ BEGIN
 		EXECUTE pg_catalog.format('CREATE TRIGGER payout_guard BEFORE UPDATE OR DELETE ON settle.%I '
 			'FOR EACH ROW EXECUTE FUNCTION settle.payout_guard()', t);
 		EXECUTE pg_catalog.format('ALTER TABLE settle.%I ENABLE ALWAYS TRIGGER payout_guard', t);
+		EXECUTE pg_catalog.format('CREATE TRIGGER no_truncate BEFORE TRUNCATE ON settle.%I '
+			'FOR EACH STATEMENT EXECUTE FUNCTION settle.append_only_trigger()', t);
+		EXECUTE pg_catalog.format('ALTER TABLE settle.%I ENABLE ALWAYS TRIGGER no_truncate', t);
 	END LOOP;
 END
 $payout$;

@@ -4,7 +4,7 @@
 -- runs moved to paid, and the statement CSV/HTML documents.
 -- Scenario: test/process/payout_scenario.sql (five resellers, 2026-10, locked).
 BEGIN;
-SELECT plan(89);
+SELECT plan(90);
 \ir ../process/payout_scenario.sql
 
 CREATE ROLE tap_pay_admin IN ROLE settle_admin;
@@ -156,6 +156,7 @@ SELECT throws_ok($$SELECT settle.create_payout_batch('2026-10', 'EUR')$$, 'P0002
 	'a second EUR batch finds nothing: a statement is in at most one batch');
 SELECT throws_ok($$UPDATE settle.payout SET amount = 1$$, '42501', NULL, 'payout amounts cannot be changed');
 SELECT throws_ok($$DELETE FROM settle.payout_batch$$, '42501', NULL, 'payout batches cannot be deleted');
+SELECT throws_ok($$TRUNCATE settle.payout, settle.payout_batch$$, NULL, NULL, 'payouts cannot be truncated, even by the owner');
 SELECT throws_ok($$SELECT pg_temp.as_role('tap_pay_analyst', 'UPDATE settle.payout SET status = ''confirmed''')$$, '42501', NULL,
 	'no direct writes to payouts');
 SELECT lives_ok($$SELECT settle.create_payout_batch('2026-10', 'USD')$$, 'the USD batch (delta)');
