@@ -4,7 +4,7 @@
 -- runs moved to paid, and the statement CSV/HTML documents.
 -- Scenario: test/process/payout_scenario.sql (five resellers, 2026-10, locked).
 BEGIN;
-SELECT plan(90);
+SELECT plan(96);
 \ir ../process/payout_scenario.sql
 
 CREATE ROLE tap_pay_admin IN ROLE settle_admin;
@@ -223,6 +223,28 @@ SELECT is((SELECT count(*) FROM settle.csv_parse(settle.statement_csv(pg_temp.ru
 	0::bigint, 'statement CSV: every record has 19 fields');
 SELECT is((SELECT settle.statement_html(pg_temp.run_of('bravo')) = settle.statement_html(pg_temp.run_of('bravo'))), true,
 	'statement HTML is deterministic');
+
+-- 6. Long statements are aggregated per customer and product; adjustments show their reasons.
+SELECT is((SELECT settle.statement_html(pg_temp.run_of('alpha'), 1) ~ 'Commission per customer and product \(2 lines\)'
+              AND settle.statement_html(pg_temp.run_of('alpha'), 1) ~ '<td>alpha-c1</td><td>ecs</td><td class="num">1</td><td class="num">1000.00</td><td class="num">100.00</td>'),
+	true, 'above itemise_limit the itemised table aggregates per customer and product');
+SELECT is((SELECT settle.statement_html(pg_temp.run_of('alpha')) ~ '<td>alpha/oss/oct</td><td>alpha-c1</td><td>oss</td><td>charge</td><td>1: otherwise pay 10%</td><td class="num">234.50</td><td class="num">10%</td><td class="num">23.45</td>'),
+	true, 'below itemise_limit every line is listed with its clause, basis, rate and commission');
+-- an approved adjustment line as the exception workflow writes it (rendering only: inserted by hand)
+SELECT settle.open_exception(settle.reseller_id('charlie'), 'manual', 'tap-adjustment', '2026-10', '{}',
+	'{"reason": "Goodwill <credit> & thanks"}', 'info');
+INSERT INTO settle.settlement_line (reseller_id, run_id, line_key, kind, basis, unrounded, rounded, ref)
+SELECT settle.reseller_id('charlie'), pg_temp.run_of('charlie'), 'adj/charlie/1', 'a', 0, 5, 5,
+       'exception:' || (SELECT exception_id FROM settle.exception WHERE scope_key = 'tap-adjustment');
+SELECT is((SELECT settle.statement_html(pg_temp.run_of('charlie')) ~ '<td>adj/charlie/1</td><td>adjustment</td><td>Approved adjustment: Goodwill &lt;credit&gt; &amp; thanks</td><td class="num">5.00</td>'),
+	true, 'adjustments are listed with the reason of their exception, escaped');
+SELECT is((SELECT r[19] FROM settle.csv_parse(settle.statement_csv(pg_temp.run_of('charlie'))) r WHERE r[1] = 'adjustment'),
+	'Approved adjustment: Goodwill <credit> & thanks', 'the statement CSV carries the adjustment''s reason');
+SELECT is((SELECT settle.statement_html(pg_temp.run_of('charlie')) ~ '<tr id="carry-forward-out"><th>[^<]*</th><td class="num">50.00 EUR</td></tr>'),
+	true, 'charlie''s carry-forward is shown');
+SELECT is((SELECT settle.statement_html(pg_temp.run_of('alpha')) ~ ('<code id="fingerprint">' || encode(output_fingerprint, 'hex') || '</code>')
+             FROM settle.run WHERE run_id = pg_temp.run_of('alpha')),
+	true, 'the run fingerprint is printed in hex');
 
 SELECT * FROM finish();
 ROLLBACK;
