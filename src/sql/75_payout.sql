@@ -808,8 +808,10 @@ LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
 	SELECT CASE kind
 	  WHEN 'x' THEN 'Correction of a locked period (ChargeClass Correction)' || coalesce(': ' || ref, '')
 	  WHEN 'f' THEN 'Floor top-up: the agreement''s floor exceeds the commission earned'
+	  -- the workflow keeps the proposal's reason in exception.resolution (read
+	  -- through to_jsonb so this also works where that column does not exist)
 	  WHEN 'a' THEN 'Approved adjustment' || coalesce(': ' || (
-	        SELECT coalesce(e.payload->>'reason', e.payload->>'adjustment_reason', e.payload->>'detail')
+	        SELECT coalesce(pg_catalog.to_jsonb(e)->>'resolution', e.payload->>'reason', e.payload->>'detail')
 	          FROM settle.exception e
 	         WHERE e.exception_id = (substring(ref FROM 'exception[^0-9]*([0-9]+)'))::bigint
 	         LIMIT 1), ': ' || ref, '')
@@ -817,7 +819,7 @@ LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
 	  ELSE ref END
 $$;
 COMMENT ON FUNCTION settle.adjustment_reason("char", text) IS
-	'Why a settlement line that is not a plain commission exists: correction, floor top-up, refund reversal, or the reason of the approved adjustment''s exception.';
+	'Why a settlement line that is not a plain commission exists: correction, floor top-up, refund reversal, or the reason of the approved adjustment''s exception (ref exception:<id>: its resolution, else payload reason).';
 
 CREATE FUNCTION settle.statement_csv(run_id bigint) RETURNS text
 LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
