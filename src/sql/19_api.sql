@@ -34,7 +34,9 @@ END $$;
 COMMENT ON FUNCTION settle.check_currency(text) IS 'Returns the code when it is a known ISO 4217 currency; an error (23503) otherwise.';
 
 CREATE FUNCTION settle.current_reseller_ids() RETURNS bigint[]
-LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
+	-- SECURITY INVOKER on purpose: current_user must be the caller, and
+	-- reseller_access's own row policy shows each login only its mapping
 	SELECT coalesce(array_agg(a.reseller_id), '{}')
 	  FROM settle.reseller_access a
 	 WHERE a.role_name = current_user

@@ -55,6 +55,16 @@ BEGIN
 END
 $rls$;
 
+-- A reseller login reads its own mapping (settle.current_reseller_ids runs as the caller).
+GRANT SELECT ON settle.reseller_access TO settle_reseller;
+ALTER TABLE settle.reseller_access ENABLE ROW LEVEL SECURITY;
+CREATE POLICY staff_all ON settle.reseller_access TO settle_admin, settle_operator, settle_analyst,
+	settle_finance, settle_auditor USING (true);
+CREATE POLICY own_mapping ON settle.reseller_access FOR SELECT TO settle_reseller
+	USING (role_name = current_user
+	       OR (EXISTS (SELECT 1 FROM pg_catalog.pg_roles r WHERE r.rolname = role_name)
+	           AND pg_catalog.pg_has_role(current_user, role_name, 'MEMBER')));
+
 -- Audit: every change to configuration and workflow tables.
 DO $audit$
 DECLARE

@@ -484,7 +484,10 @@ LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 	                      OR pg_has_role(session_user, 'settle_finance', 'MEMBER')
 	                      OR pg_has_role(session_user, 'settle_auditor', 'MEMBER')
 	                      OR pg_has_role(session_user, 'settle_admin', 'MEMBER'))
-	            THEN settle.current_reseller_ids()
+	            THEN (SELECT coalesce(array_agg(a.reseller_id), '{}') FROM settle.reseller_access a
+	                   WHERE a.role_name = session_user
+	                      OR (EXISTS (SELECT 1 FROM pg_roles r WHERE r.rolname = a.role_name)
+	                          AND pg_has_role(session_user, a.role_name, 'MEMBER')))
 	            ELSE (SELECT coalesce(array_agg(reseller_id), '{}') FROM settle.reseller) END
 $$;
 COMMENT ON FUNCTION settle.visible_resellers() IS 'Resellers whose statements the session user may read (all for staff, its own for a reseller login).';

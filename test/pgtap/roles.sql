@@ -2,7 +2,7 @@
 -- with 42501 and every allowed one succeeds; a reseller login reads only its
 -- own reseller's rows.
 BEGIN;
-SELECT plan(63);
+SELECT plan(66);
 
 -- One login per role, created inside this transaction.
 CREATE ROLE tap_admin IN ROLE settle_admin;
@@ -11,6 +11,7 @@ CREATE ROLE tap_analyst IN ROLE settle_analyst;
 CREATE ROLE tap_finance IN ROLE settle_finance;
 CREATE ROLE tap_auditor IN ROLE settle_auditor;
 CREATE ROLE tap_portal_a IN ROLE settle_reseller;
+CREATE ROLE tap_portal_b IN ROLE settle_reseller;
 CREATE ROLE tap_nobody;
 
 -- Runs q as role r; errors propagate with their SQLSTATE.
@@ -37,6 +38,7 @@ SELECT settle.add_reseller('tap-a', 'Reseller A'), settle.add_reseller('tap-b', 
 SELECT settle.add_customer('tap-a', 'a1', 'A one'), settle.add_customer('tap-b', 'b1', 'B one'),
        settle.add_customer('tap-b', 'b2', 'B two');
 SELECT settle.grant_reseller_access('tap_portal_a', 'tap-a');
+SELECT settle.grant_reseller_access('tap_portal_b', 'tap-b');
 SET LOCAL settle.reason = 'role matrix test';
 
 -- 1. Direct writes to a configuration table: admin only.
@@ -91,6 +93,10 @@ SELECT is(pg_temp.count_as('tap_portal_a', $$SELECT * FROM settle.customer c JOI
 SELECT is(pg_temp.count_as('tap_portal_a', 'SELECT * FROM settle.reseller'), 1::bigint, 'reseller A sees only itself');
 SELECT is(pg_temp.count_as('tap_portal_a', $$SELECT * FROM settle.agreement WHERE settlement_currency = 'EUR'$$), 0::bigint, 'reseller A cannot see B''s agreement');
 SELECT throws_ok($$SELECT pg_temp.as_role('tap_nobody', 'SELECT count(*) FROM settle.customer')$$, '42501', NULL, 'a role outside settle reads nothing');
+SELECT is(pg_temp.count_as('tap_portal_b', 'SELECT * FROM settle.customer'), 2::bigint, 'reseller B sees its two customers');
+SELECT is(pg_temp.count_as('tap_portal_a', 'SELECT * FROM settle.reseller_access'), 1::bigint, 'reseller A sees only its own mapping');
+SELECT is(pg_temp.count_as('tap_portal_a', 'SELECT unnest(settle.current_reseller_ids())'), 1::bigint,
+	'with two reseller logins mapped, A still resolves to one reseller');
 
 -- 9. Security definer functions pin search_path.
 SELECT is(count(*), 0::bigint, 'every SECURITY DEFINER function sets search_path')
