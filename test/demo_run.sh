@@ -55,6 +55,71 @@ step "Open exceptions"
 psql -c "SELECT exception_id, reseller, kind, severity, scope_key, blocking FROM settle.exception_queue
           WHERE state = 'pending_review' ORDER BY exception_id"
 
+step "Working the queue as two people: alice proposes a goodwill credit for acme, bob approves it"
+psql -c "CREATE ROLE demo_alice IN ROLE settle_finance" -c "CREATE ROLE demo_bob IN ROLE settle_finance" 2>/dev/null || true
+exc=$(val "SELECT settle.open_exception(settle.reseller_id('acme'), 'manual', 'goodwill:hz-tea:2026-10', '2026-10',
+             '{}', '{\"detail\": \"credit promised to Hangzhou Tea Co for an outage\"}')")
+psql -c "SET SESSION AUTHORIZATION demo_alice" \
+     -c "SELECT exception_id, state, adjustment_amount, proposed_by FROM settle.propose_adjustment($exc, 25.00, '2026-10', 'goodwill credit, ticket 4711')"
+echo "   alice approving her own proposal:"
+{ psql -c "SET SESSION AUTHORIZATION demo_alice" -c "SELECT settle.approve_adjustment($exc, 'fine')" 2>&1 || true; } | sed -n 's/^ERROR: */   refused: /p'
+psql -c "SET SESSION AUTHORIZATION demo_bob" \
+     -c "SELECT exception_id, state, approved_by FROM settle.approve_adjustment($exc, 'checked ticket 4711')"
+psql -c "SET SESSION AUTHORIZATION demo_bob" \
+     -c "SELECT settle.dismiss_exception(exception_id, 'operator test tenant, not billable to a reseller') FROM settle.exception WHERE kind = 'unmapped_customer'" >/dev/null
+psql -c "SELECT r.code AS reseller, p.run_id, p.status, p.blocked FROM settle.settle_period('2026-10', 'acme') p JOIN settle.reseller r USING (reseller_id)"
+psql -c "SELECT line_key, kind, rounded, ref FROM settle.settlement_line WHERE kind = 'a'"
+
+step "Approving and locking October (bob; alice may not approve the run carrying her adjustment)"
+{ psql -c "SET SESSION AUTHORIZATION demo_alice" -c "SELECT settle.approve_run(run_id, 'ok') FROM settle.run WHERE status = 'draft' AND reseller_id = settle.reseller_id('acme')" 2>&1 || true; } | sed -n 's/^ERROR: */   refused: /p'
+psql -c "SET SESSION AUTHORIZATION demo_bob" \
+     -c "SELECT settle.approve_run(run_id, 'reviewed'), settle.lock_run(run_id, 'October closed') FROM settle.run WHERE status = 'draft'" >/dev/null
+psql -c "SELECT reseller, period, state, total, net_payout, carry_forward_out FROM settle.period_status ORDER BY 1"
+
+step "Statements: CSV per reseller and one printable document"
+for code in acme borealis cedar; do
+	val "SELECT encode(convert_to(settle.statement_csv(run_id), 'UTF8'), 'base64') FROM settle.run
+	      WHERE period = '2026-10' AND status = 'locked' AND reseller_id = settle.reseller_id('$code')" | base64 -d > "$out/statement_${code}_2026-10.csv"
+done
+val "SELECT encode(convert_to(settle.statements_html('2026-10'), 'UTF8'), 'base64')" | base64 -d > "$out/statements_2026-10.html"
+if command -v chromium >/dev/null; then
+	chromium --headless --no-sandbox --disable-gpu --disable-background-networking \
+		--print-to-pdf="$out/statements_2026-10.pdf" "file://$out/statements_2026-10.html" >/dev/null 2>&1 || true
+fi
+echo "   $(ls "$out" | grep -c statement) statement files"
+
+step "Payouts: a batch per currency from the locked statements, as CSV and ISO 20022 pain.001"
+psql >/dev/null <<'SQL'
+BEGIN;
+SET LOCAL settle.reason = 'demo bank details';
+SELECT settle.set_payout_setting('Operator Cloud Pte. Ltd.', 'DE89370400440532013000', 'COBADEFFXXX', 'DE');
+SELECT settle.set_payee('acme', 'Acme Cloud Partners Pte Ltd', 'GB82WEST12345698765432', 'NWBKGB2L', 'SG', 'USD');
+SELECT settle.set_payee('borealis', 'Borealis IT KK', 'FR1420041010050500013M02606', 'BNPAFRPP', 'JP', 'JPY');
+SELECT settle.set_payee('cedar', 'Cedar Digital WLL', 'NL91ABNA0417164300', 'ABNANL2A', 'KW', 'KWD');
+COMMIT;
+SQL
+xsd=../shared/iso20022/pain.001.001.03.xsd
+[ -f "$xsd" ] || xsd=/work/shared/iso20022/pain.001.001.03.xsd
+for ccy in USD JPY; do
+	batch=$(val "SELECT batch_id FROM settle.create_payout_batch('2026-10', '$ccy')")
+	val "SELECT encode(convert_to(settle.payout_file($batch, 'csv'), 'UTF8'), 'base64')" | base64 -d > "$out/payout_${batch}_${ccy}.csv"
+	val "SELECT encode(convert_to(settle.payout_file($batch, 'pain.001'), 'UTF8'), 'base64')" | base64 -d > "$out/payout_${batch}_${ccy}.xml"
+	if [ -f "$xsd" ]; then
+		xmllint --noout --schema "$xsd" "$out/payout_${batch}_${ccy}.xml" 2>&1 | sed 's/^/   /'
+	fi
+done
+psql -c "SELECT batch_id, currency, status, (SELECT count(*) FROM settle.payout p WHERE p.batch_id = b.batch_id) AS payouts
+           FROM settle.payout_batch b ORDER BY 1"
+echo "   cedar's 217.831 KWD is below its 500 KWD minimum: carried forward, nothing to pay"
+
+step "The bank confirms the USD batch: acme's run is paid"
+psql -c "SELECT end_to_end_id, outcome FROM settle.import_payout_confirmations(
+           (SELECT batch_id FROM settle.payout_batch WHERE currency = 'USD'),
+           (SELECT jsonb_agg(jsonb_build_object('end_to_end_id', p.end_to_end_id, 'bank_reference', 'BANK-' || p.end_to_end_id,
+                                                'status', 'ACSC', 'amount', p.amount::text))
+              FROM settle.payout p JOIN settle.payout_batch b USING (batch_id) WHERE b.currency = 'USD'))"
+psql -c "SELECT reseller, period, state, net_payout FROM settle.period_status ORDER BY 1"
+
 step "Audit trail"
 psql -c "SELECT table_name, count(*) AS entries FROM settle.audit_log GROUP BY 1 ORDER BY 1"
 psql -c "SELECT verified, entries, first_broken_id FROM settle.verify_audit()"
