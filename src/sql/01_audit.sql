@@ -56,6 +56,35 @@ CREATE FUNCTION settle.verify_audit(
 COMMENT ON FUNCTION settle.verify_audit() IS
 	'Walks the audit chain from the first entry and recomputes every hash.  Returns whether it verifies, how many entries were checked, and the id of the first entry that does not verify (edited, deleted, reordered or inserted out of band) with the reason.';
 
+-- Install-time helpers: every audited or append-only table gets its triggers
+-- the same way, ENABLE ALWAYS (session_replication_role = replica does not
+-- bypass them).
+CREATE FUNCTION settle._audited(tbl regclass, reason_required boolean DEFAULT false) RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+	arg text := CASE WHEN reason_required THEN '''reason_required''' ELSE '' END;
+BEGIN
+	EXECUTE format('CREATE TRIGGER audit AFTER INSERT OR UPDATE OR DELETE ON %s '
+		'FOR EACH ROW EXECUTE FUNCTION settle.audit_trigger(%s)', tbl, arg);
+	EXECUTE format('CREATE TRIGGER audit_truncate AFTER TRUNCATE ON %s '
+		'FOR EACH STATEMENT EXECUTE FUNCTION settle.audit_trigger(%s)', tbl, arg);
+	EXECUTE format('ALTER TABLE %s ENABLE ALWAYS TRIGGER audit', tbl);
+	EXECUTE format('ALTER TABLE %s ENABLE ALWAYS TRIGGER audit_truncate', tbl);
+END $$;
+COMMENT ON FUNCTION settle._audited(regclass, boolean) IS 'Install-time: attaches the audit trigger (row and TRUNCATE) to a table, ENABLE ALWAYS.';
+
+CREATE FUNCTION settle._append_only(tbl regclass) RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+	EXECUTE format('CREATE TRIGGER append_only BEFORE UPDATE OR DELETE ON %s '
+		'FOR EACH ROW EXECUTE FUNCTION settle.append_only_trigger()', tbl);
+	EXECUTE format('CREATE TRIGGER append_only_truncate BEFORE TRUNCATE ON %s '
+		'FOR EACH STATEMENT EXECUTE FUNCTION settle.append_only_trigger()', tbl);
+	EXECUTE format('ALTER TABLE %s ENABLE ALWAYS TRIGGER append_only', tbl);
+	EXECUTE format('ALTER TABLE %s ENABLE ALWAYS TRIGGER append_only_truncate', tbl);
+END $$;
+COMMENT ON FUNCTION settle._append_only(regclass) IS 'Install-time: makes a table append-only (UPDATE, DELETE, TRUNCATE refused for everyone), ENABLE ALWAYS.';
+
 CREATE TRIGGER audit_log_append_only BEFORE UPDATE OR DELETE ON settle.audit_log
 	FOR EACH ROW EXECUTE FUNCTION settle.append_only_trigger();
 CREATE TRIGGER audit_log_no_truncate BEFORE TRUNCATE ON settle.audit_log

@@ -65,37 +65,16 @@ CREATE POLICY own_mapping ON settle.reseller_access FOR SELECT TO settle_reselle
 	       OR (EXISTS (SELECT 1 FROM pg_catalog.pg_roles r WHERE r.rolname = role_name)
 	           AND pg_catalog.pg_has_role(current_user, role_name, 'MEMBER')));
 
--- Audit: every change to configuration and workflow tables.
-DO $audit$
-DECLARE
-	t text;
-	args text;
-BEGIN
-	FOREACH t IN ARRAY ARRAY['currency', 'product_category', 'product', 'reseller', 'customer',
-	                         'customer_account', 'agreement', 'fx_rate', 'connector',
-	                         'exception', 'reseller_access']
-	LOOP
-		args := CASE WHEN t IN ('agreement', 'fx_rate', 'exception') THEN '''reason_required''' ELSE '' END;
-		EXECUTE pg_catalog.format('CREATE TRIGGER audit AFTER INSERT OR UPDATE OR DELETE ON settle.%I '
-			'FOR EACH ROW EXECUTE FUNCTION settle.audit_trigger(%s)', t, args);
-		EXECUTE pg_catalog.format('CREATE TRIGGER audit_truncate AFTER TRUNCATE ON settle.%I '
-			'FOR EACH STATEMENT EXECUTE FUNCTION settle.audit_trigger(%s)', t, args);
-		EXECUTE pg_catalog.format('ALTER TABLE settle.%I ENABLE ALWAYS TRIGGER audit', t);
-		EXECUTE pg_catalog.format('ALTER TABLE settle.%I ENABLE ALWAYS TRIGGER audit_truncate', t);
-	END LOOP;
+-- Audit: every change to configuration and workflow tables (a reason is
+-- required for agreements, FX rates and exceptions).
+SELECT settle._audited(t::regclass, t IN ('settle.agreement', 'settle.fx_rate', 'settle.exception'))
+  FROM unnest(ARRAY['settle.currency', 'settle.product_category', 'settle.product', 'settle.reseller',
+                    'settle.customer', 'settle.customer_account', 'settle.agreement', 'settle.fx_rate',
+                    'settle.connector', 'settle.exception', 'settle.reseller_access']) t;
 
-	-- Append-only: history is never rewritten, not even by the owner or a replica.
-	FOREACH t IN ARRAY ARRAY['raw_page', 'bill_line', 'fx_rate']
-	LOOP
-		EXECUTE pg_catalog.format('CREATE TRIGGER append_only BEFORE UPDATE OR DELETE ON settle.%I '
-			'FOR EACH ROW EXECUTE FUNCTION settle.append_only_trigger()', t);
-		EXECUTE pg_catalog.format('CREATE TRIGGER append_only_truncate BEFORE TRUNCATE ON settle.%I '
-			'FOR EACH STATEMENT EXECUTE FUNCTION settle.append_only_trigger()', t);
-		EXECUTE pg_catalog.format('ALTER TABLE settle.%I ENABLE ALWAYS TRIGGER append_only', t);
-		EXECUTE pg_catalog.format('ALTER TABLE settle.%I ENABLE ALWAYS TRIGGER append_only_truncate', t);
-	END LOOP;
-END
-$audit$;
+-- Append-only: history is never rewritten, not even by the owner or a replica.
+SELECT settle._append_only(t::regclass)
+  FROM unnest(ARRAY['settle.raw_page', 'settle.bill_line', 'settle.fx_rate']) t;
 
 -- pg_dump keeps user data of extension tables (rows the script inserted are
 -- re-created by CREATE EXTENSION and excluded by the filters).

@@ -323,18 +323,8 @@ CREATE POLICY staff_all ON settle.rule_version TO settle_admin, settle_operator,
 COMMENT ON POLICY staff_all ON settle.rule_version IS 'Staff roles see every published rule version.';
 
 -- Audited (a reason is required) and append-only, also under replication.
-CREATE TRIGGER audit AFTER INSERT OR UPDATE OR DELETE ON settle.rule_version
-	FOR EACH ROW EXECUTE FUNCTION settle.audit_trigger('reason_required');
-CREATE TRIGGER audit_truncate AFTER TRUNCATE ON settle.rule_version
-	FOR EACH STATEMENT EXECUTE FUNCTION settle.audit_trigger('reason_required');
-CREATE TRIGGER append_only BEFORE UPDATE OR DELETE ON settle.rule_version
-	FOR EACH ROW EXECUTE FUNCTION settle.append_only_trigger();
-CREATE TRIGGER append_only_truncate BEFORE TRUNCATE ON settle.rule_version
-	FOR EACH STATEMENT EXECUTE FUNCTION settle.append_only_trigger();
-ALTER TABLE settle.rule_version ENABLE ALWAYS TRIGGER audit;
-ALTER TABLE settle.rule_version ENABLE ALWAYS TRIGGER audit_truncate;
-ALTER TABLE settle.rule_version ENABLE ALWAYS TRIGGER append_only;
-ALTER TABLE settle.rule_version ENABLE ALWAYS TRIGGER append_only_truncate;
+SELECT settle._audited('settle.rule_version', true);
+SELECT settle._append_only('settle.rule_version');
 
 COMMENT ON TRIGGER audit ON settle.rule_version IS 'Audit trail entry for every published version; settle.reason is required.';
 COMMENT ON TRIGGER audit_truncate ON settle.rule_version IS 'Audit trail entry for a TRUNCATE attempt.';

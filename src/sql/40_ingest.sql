@@ -156,21 +156,7 @@ GRANT EXECUTE ON FUNCTION settle.acs3_authorization(text, text, jsonb, jsonb, by
 GRANT EXECUTE ON FUNCTION settle.ingest_now(text, text), settle.ingest_now(bigint, text),
 	settle.ingest_reset(text) TO settle_admin, settle_operator;
 
-DO $ao$
-DECLARE
-	t text;
-BEGIN
-	FOREACH t IN ARRAY ARRAY['provider_total']
-	LOOP
-		EXECUTE pg_catalog.format('CREATE TRIGGER append_only BEFORE UPDATE OR DELETE ON settle.%I '
-			'FOR EACH ROW EXECUTE FUNCTION settle.append_only_trigger()', t);
-		EXECUTE pg_catalog.format('CREATE TRIGGER append_only_truncate BEFORE TRUNCATE ON settle.%I '
-			'FOR EACH STATEMENT EXECUTE FUNCTION settle.append_only_trigger()', t);
-		EXECUTE pg_catalog.format('ALTER TABLE settle.%I ENABLE ALWAYS TRIGGER append_only', t);
-		EXECUTE pg_catalog.format('ALTER TABLE settle.%I ENABLE ALWAYS TRIGGER append_only_truncate', t);
-	END LOOP;
-END
-$ao$;
+SELECT settle._append_only('settle.provider_total');
 
 SELECT pg_catalog.pg_extension_config_dump('settle.ingest_run', '');
 SELECT pg_catalog.pg_extension_config_dump('settle.ingest_checkpoint', '');

@@ -552,23 +552,10 @@ BEGIN
 		EXECUTE pg_catalog.format('CREATE POLICY reseller_own ON settle.%I FOR SELECT TO settle_reseller '
 			'USING (reseller_id = ANY (settle.current_reseller_ids()))', t);
 	END LOOP;
-	FOREACH t IN ARRAY ARRAY['run', 'statement']
-	LOOP
-		EXECUTE pg_catalog.format('CREATE TRIGGER audit AFTER INSERT OR UPDATE OR DELETE ON settle.%I '
-			'FOR EACH ROW EXECUTE FUNCTION settle.audit_trigger()', t);
-		EXECUTE pg_catalog.format('ALTER TABLE settle.%I ENABLE ALWAYS TRIGGER audit', t);
-	END LOOP;
-	FOREACH t IN ARRAY ARRAY['settlement_line', 'statement']
-	LOOP
-		EXECUTE pg_catalog.format('CREATE TRIGGER append_only BEFORE UPDATE OR DELETE ON settle.%I '
-			'FOR EACH ROW EXECUTE FUNCTION settle.append_only_trigger()', t);
-		EXECUTE pg_catalog.format('CREATE TRIGGER append_only_truncate BEFORE TRUNCATE ON settle.%I '
-			'FOR EACH STATEMENT EXECUTE FUNCTION settle.append_only_trigger()', t);
-		EXECUTE pg_catalog.format('ALTER TABLE settle.%I ENABLE ALWAYS TRIGGER append_only', t);
-		EXECUTE pg_catalog.format('ALTER TABLE settle.%I ENABLE ALWAYS TRIGGER append_only_truncate', t);
-	END LOOP;
 END
 $sec$;
+SELECT settle._audited('settle.run'), settle._audited('settle.statement');
+SELECT settle._append_only('settle.settlement_line'), settle._append_only('settle.statement');
 -- A run's status moves forward only; its numbers never change.
 CREATE FUNCTION settle.run_guard() RETURNS trigger
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$

@@ -1079,25 +1079,6 @@ DECLARE
 BEGIN
 	-- Generic audit (before/after) for everything except settle.payee, whose
 	-- changes are audited through settle.payee_change with the IBAN masked.
-	FOREACH t IN ARRAY ARRAY['payout_setting', 'payee_change', 'payout_batch', 'payout']
-	LOOP
-		EXECUTE pg_catalog.format('CREATE TRIGGER audit AFTER INSERT OR UPDATE OR DELETE ON settle.%I '
-			'FOR EACH ROW EXECUTE FUNCTION settle.audit_trigger(%s)', t,
-			CASE WHEN t IN ('payout_setting', 'payee_change') THEN '''reason_required''' ELSE '' END);
-		EXECUTE pg_catalog.format('CREATE TRIGGER audit_truncate AFTER TRUNCATE ON settle.%I '
-			'FOR EACH STATEMENT EXECUTE FUNCTION settle.audit_trigger()', t);
-		EXECUTE pg_catalog.format('ALTER TABLE settle.%I ENABLE ALWAYS TRIGGER audit', t);
-		EXECUTE pg_catalog.format('ALTER TABLE settle.%I ENABLE ALWAYS TRIGGER audit_truncate', t);
-	END LOOP;
-	FOREACH t IN ARRAY ARRAY['payee', 'payee_change']
-	LOOP
-		EXECUTE pg_catalog.format('CREATE TRIGGER append_only BEFORE UPDATE OR DELETE ON settle.%I '
-			'FOR EACH ROW EXECUTE FUNCTION settle.append_only_trigger()', t);
-		EXECUTE pg_catalog.format('CREATE TRIGGER append_only_truncate BEFORE TRUNCATE ON settle.%I '
-			'FOR EACH STATEMENT EXECUTE FUNCTION settle.append_only_trigger()', t);
-		EXECUTE pg_catalog.format('ALTER TABLE settle.%I ENABLE ALWAYS TRIGGER append_only', t);
-		EXECUTE pg_catalog.format('ALTER TABLE settle.%I ENABLE ALWAYS TRIGGER append_only_truncate', t);
-	END LOOP;
 	FOREACH t IN ARRAY ARRAY['payout_batch', 'payout']
 	LOOP
 		EXECUTE pg_catalog.format('CREATE TRIGGER payout_guard BEFORE UPDATE OR DELETE ON settle.%I '
@@ -1109,6 +1090,11 @@ BEGIN
 	END LOOP;
 END
 $payout$;
+-- Generic audit (before/after) for everything except settle.payee, whose
+-- changes are audited through settle.payee_change with the IBAN masked.
+SELECT settle._audited(t::regclass, t IN ('settle.payout_setting', 'settle.payee_change'))
+  FROM unnest(ARRAY['settle.payout_setting', 'settle.payee_change', 'settle.payout_batch', 'settle.payout']) t;
+SELECT settle._append_only('settle.payee'), settle._append_only('settle.payee_change');
 
 SELECT pg_catalog.pg_extension_config_dump('settle.payout_setting', '');
 SELECT pg_catalog.pg_extension_config_dump('settle.payee', '');
