@@ -25,7 +25,7 @@
 #include "postgres.h"
 
 #include "catalog/pg_type.h"
-#include "common/hashfn.h"
+#include "port/pg_bswap.h"
 #include "fmgr.h"
 #include "funcapi.h"
 #include "libpq/pqformat.h"
@@ -395,6 +395,42 @@ mix64(uint64 x)
 }
 
 /*
+ * 64-bit hash of a line key: eight bytes at a time, read little-endian so
+ * the value is the same on every server.  Line keys are short (tens of
+ * bytes); this is several times faster than hash_bytes_extended on them,
+ * which matters at millions of lines.
+ */
+static inline uint64
+key_hash(const unsigned char *p, size_t len)
+{
+	uint64		h = FP_SEED ^ ((uint64) len * UINT64CONST(0x9e3779b97f4a7c15));
+	uint64		w;
+
+	while (len >= 8)
+	{
+		memcpy(&w, p, 8);
+#ifdef WORDS_BIGENDIAN
+		w = pg_bswap64(w);
+#endif
+		w *= UINT64CONST(0xbf58476d1ce4e5b9);
+		h = (h ^ (w ^ (w >> 31))) * UINT64CONST(0x94d049bb133111eb);
+		p += 8;
+		len -= 8;
+	}
+	if (len > 0)
+	{
+		size_t		i;
+
+		w = 0;
+		for (i = 0; i < len; i++)
+			w |= (uint64) p[i] << (8 * i);
+		w *= UINT64CONST(0xbf58476d1ce4e5b9);
+		h = (h ^ (w ^ (w >> 31))) * UINT64CONST(0x94d049bb133111eb);
+	}
+	return mix64(h);
+}
+
+/*
  * The 64-bit hash of one (line key, amount) pair.  The amount enters by its
  * exact value, so 1.5 and 1.50 hash alike; a null amount hashes apart from
  * every number.
@@ -402,8 +438,7 @@ mix64(uint64 x)
 static uint64
 pair_hash(text *key, Datum amount, bool amount_null)
 {
-	uint64		hk = hash_bytes_extended((const unsigned char *) VARDATA_ANY(key),
-										 VARSIZE_ANY_EXHDR(key), FP_SEED);
+	uint64		hk = key_hash((const unsigned char *) VARDATA_ANY(key), VARSIZE_ANY_EXHDR(key));
 	uint64		ha;
 
 	if (amount_null)
@@ -420,9 +455,9 @@ pair_hash(text *key, Datum amount, bool amount_null)
 							DatumGetCString(DirectFunctionCall1(numeric_out, amount))),
 					 errdetail("Money amounts must be finite, below 10^20 and have at most 16 decimal places.")));
 		u = (unsigned __int128) v;
-		ha = mix64((uint64) u ^ mix64((uint64) (u >> 64) + FP_SEED));
+		ha = ((uint64) u * UINT64CONST(0x9e3779b97f4a7c15)) ^ (uint64) (u >> 64);
 	}
-	return mix64(hk ^ mix64(ha + UINT64CONST(0x9e3779b97f4a7c15)));
+	return mix64(hk ^ (ha + UINT64CONST(0x9e3779b97f4a7c15)));
 }
 
 /* Transition: adds one pair; rows with a null line key are not counted. */
