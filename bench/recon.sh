@@ -15,6 +15,7 @@
 #
 #   bash bench/recon.sh              # 5,000,000 lines
 #   bash bench/recon.sh 200000       # a quick run
+#   PARALLEL=0 bash bench/recon.sh   # serial plans for every query
 set -euo pipefail
 cd "$(dirname "$0")/.."
 N=${1:-${N:-5000000}}
@@ -23,6 +24,10 @@ if [ -z "${SETTLE_BENCH_INSIDE:-}" ]; then
 	export SETTLE_BENCH_INSIDE=1
 	# builds, takes the machine-wide install lock, runs in a throwaway cluster
 	exec bash test/dev.sh bash bench/recon.sh "$N"
+fi
+if [ "${PARALLEL:-1}" = 0 ]; then
+	export PGOPTIONS="${PGOPTIONS:-} -c max_parallel_workers_per_gather=0"
+	echo "serial plans (max_parallel_workers_per_gather = 0)"
 fi
 DB=settle_bench_recon
 dropdb --if-exists "$DB" >/dev/null 2>&1 || true
