@@ -172,6 +172,11 @@ SELECT settle.import_provider_totals('finance-export', $csv$billing_cycle,billin
 $csv$) > 0 AS reimported;
 SELECT billing_account_id, product_code, currency, amount FROM settle.provider_side ORDER BY 1, 2;
 
+-- tolerance: max(absolute, relative x |reference|)
+SELECT settle.recon_status(0, 1000, 0.01, 0.001) AS zero, settle.recon_status(0.01, 1000, 0.01, 0) AS abs_edge,
+       settle.recon_status(-0.011, 1000, 0.01, 0) AS abs_over, settle.recon_status(1.00, 1000, 0.01, 0.001) AS rel_edge,
+       settle.recon_status(1.01, 1000, 0.01, 0.001) AS rel_over;
+
 -- every reconciliation object is documented
 SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
  WHERE n.nspname = 'settle' AND c.relkind IN ('r', 'v', 'S')
@@ -179,7 +184,7 @@ SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
    AND obj_description(c.oid, 'pg_class') IS NULL;
 SELECT p.oid::regprocedure FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
  WHERE n.nspname = 'settle' AND (p.proname LIKE 'money_total%' OR p.proname LIKE 'line_fingerprint%'
-       OR p.proname IN ('line_hash', 'fingerprint_diff', 'import_provider_totals', 'recon_tolerance', 'recon_status',
+       OR p.proname IN ('line_hash', 'fingerprint_diff', 'import_provider_totals', 'recon_tolerance', 'recon_status', 'recon_amount',
                         'reconcile', 'explain_delta'))
    AND obj_description(p.oid, 'pg_proc') IS NULL;
 SELECT count(*) AS parallel_safe_aggregates FROM pg_proc p JOIN pg_aggregate a ON a.aggfnoid = p.oid

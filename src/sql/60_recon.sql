@@ -272,6 +272,13 @@ COMMENT ON TABLE settle.recon_delta_line IS
 
 -- ----------------------------------------------------------------- reconcile
 
+CREATE FUNCTION settle.recon_amount(amount numeric, minor_unit integer) RETURNS numeric
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+	SELECT round($1, greatest(scale(trim_scale($1)), $2))
+$$;
+COMMENT ON FUNCTION settle.recon_amount(numeric, integer) IS
+	'An exact amount shown with the currency''s minor unit, or more decimals when it has them (no rounding away of digits).';
+
 -- tolerance of a reseller's scope in a period: its agreement, else the default
 CREATE FUNCTION settle.recon_tolerance(reseller_id bigint, period_start date,
 	OUT tolerance_abs numeric, OUT tolerance_rel numeric)
@@ -545,11 +552,15 @@ BEGIN
 	INSERT INTO settle.recon_delta_line (period, check_name, scope_key, seq, cause, line_key, revision, amount, detail)
 	SELECT reconcile.period, 'refund_rate', format('refunds:%s/run:%s', reconcile.period, ru.run_id),
 	       row_number() OVER (PARTITION BY ru.run_id ORDER BY l.line_key COLLATE "C"), 'refund', l.line_key, l.revision,
-	       l.unrounded - coalesce(l.basis * o.rate, 0),
+	       settle.recon_amount(l.unrounded - coalesce(l.basis * o.rate, 0), cu.minor_unit),
 	       CASE WHEN o.rate IS NULL THEN format('the original %s has no settled rate', l.ref)
 	            ELSE format('reversed at %s, the original %s earned %s: %s x %s = %s, not %s', trim_scale(l.rate), l.ref,
-	                        trim_scale(o.rate), l.basis, trim_scale(o.rate), l.basis * o.rate, l.unrounded) END
+	                        trim_scale(o.rate), settle.recon_amount(l.basis, cu.minor_unit), trim_scale(o.rate),
+	                        settle.recon_amount(l.basis * o.rate, cu.minor_unit),
+	                        settle.recon_amount(l.unrounded, cu.minor_unit)) END
 	  FROM settle.run ru
+	  JOIN settle.statement st ON st.reseller_id = ru.reseller_id AND st.run_id = ru.run_id
+	  JOIN settle.currency cu ON cu.currency_code = st.currency
 	  JOIN settle.settlement_line l ON l.reseller_id = ru.reseller_id AND l.run_id = ru.run_id AND l.kind = 'r'
 	  LEFT JOIN LATERAL (
 		SELECT s.rate FROM settle.settlement_line s
@@ -690,7 +701,7 @@ BEGIN
 			       CASE WHEN a.fx_rate IS NULL THEN format('%s %s: no %s/%s rate dated %s', l.billed_cost, l.currency, l.currency, sc.currency, p_last)
 			            ELSE format('%s %s converted at the recorded %s/%s rate %s of %s = %s %s', l.billed_cost, l.currency,
 			                        l.currency, sc.currency, a.fx_rate, p_last,
-			                        round(a.amount, greatest(scale(trim_scale(a.amount)), sc.minor_unit)), sc.currency) END
+			                        settle.recon_amount(a.amount, sc.minor_unit), sc.currency) END
 			  FROM recon_assign a JOIN recon_line l ON l.line_key = a.line_key
 			 WHERE a.source = sc.source AND a.billing_account_id = sc.billing_account_id
 			   AND a.product_code = sc.product_code AND a.scope_currency = sc.currency AND a.converted

@@ -10,7 +10,7 @@
 --   acct-c6 ecs  clean; its refund reversal is tampered to 8% (the original earned 5%) and
 --                one of its settlement lines is deleted from the lineage
 BEGIN;
-SELECT plan(30);
+SELECT plan(32);
 
 SET LOCAL settle.reason = 'reconciliation scenario';
 SELECT settle.add_reseller('acme', 'Acme Cloud');
@@ -164,7 +164,7 @@ SELECT results_eq($$SELECT d.cause, d.line_key, d.amount, s.lines_total, s.other
 	$$VALUES ('refund', 'c6/ecs/1/refund', -1.20, -3.20, -2.00, -1.20)$$,
 	'the refund reversed at 8% is found: -40.00 x 8% = -3.20 where its original''s 5% gives -2.00');
 SELECT matches((SELECT detail FROM settle.reconciliation_delta WHERE period = '2026-10' AND check_name = 'refund_rate'),
-	'^reversed at 0.08, the original c6/ecs/1 earned 0.05', 'and says which rate each earned');
+	'^reversed at 0.08, the original c6/ecs/1 earned 0.05: -40.00 x 0.05 = -2.00, not -3.20$', 'and says which rate each earned');
 SELECT results_eq($$SELECT cause, line_key, revision FROM settle.reconciliation_delta
                     WHERE period = '2026-10' AND check_name = 'settled_lines'$$,
 	$$VALUES ('unmatched', 'c6/ecs/2', 1)$$,
@@ -221,6 +221,32 @@ SELECT is((SELECT b.line_key FROM settle.bill_line_current b,
 	                      WHERE r.period = '2026-10' AND l.kind = 'c' AND l.line_key LIKE 'c6/%'))).*) d
 	    WHERE d.single AND settle.line_hash(b.line_key, b.revision) = d.hash_delta),
 	'c6/ecs/2', 'fingerprint_diff + line_hash find the one unsettled line');
+
+-- ---------------------------------------------------------------- November: tolerances
+-- An unmapped account (reseller 0) uses settle.recon_default; a reseller's
+-- scopes use its agreement (absolute and relative).
+INSERT INTO settle.bill_line (reseller_id, line_key, revision, content_hash, source_item, billing_account_id,
+	billing_period_start, charge_period_start, charge_period_end, charge_category, product_code,
+	billing_currency, list_cost, billed_cost)
+VALUES (0, 'acct-x/ecs/nov', 1, sha256('x'), 'PayAsYouGoBill', 'acct-x', '2026-11-01', '2026-11-04', '2026-11-05',
+	'Usage', 'ecs', 'USD', 100.00, 100.00);
+SELECT pg_temp.line('c6', 'c6/ecs/nov', '2026-11-04', 'ecs', 1000.00);
+SELECT settle.import_provider_totals('ledger', $csv$billing_cycle,billing_account_id,product_code,currency,amount
+2026-11,acct-x,ecs,USD,100.03
+2026-11,acct-c6,ecs,USD,1000.40
+$csv$);
+SELECT count(*) FROM settle.reconcile('2026-11');
+SELECT results_eq($$SELECT s.reseller_id, s.status, s.delta, s.tolerance FROM settle.reconciliation_summary s
+                    WHERE s.period = '2026-11' AND s.check_name = 'provider_total' ORDER BY s.reseller_id$$,
+	$$VALUES (0::bigint, 'mismatched', -0.03, 0.01), (settle.reseller_id('acme'), 'mismatched', -0.40, 0.01)$$,
+	'default tolerances: 0.01 absolute for the unmapped account and for the agreement');
+UPDATE settle.recon_default SET tolerance_abs = 0.05;
+UPDATE settle.agreement SET tolerance_rel = 0.0005 WHERE reseller_id = settle.reseller_id('acme');
+SELECT count(*) FROM settle.reconcile('2026-11');
+SELECT results_eq($$SELECT s.reseller_id, s.status, s.delta, s.tolerance FROM settle.reconciliation_summary s
+                    WHERE s.period = '2026-11' AND s.check_name = 'provider_total' ORDER BY s.reseller_id$$,
+	$$VALUES (0::bigint, 'within_tolerance', -0.03, 0.05), (settle.reseller_id('acme'), 'within_tolerance', -0.40, 0.5002)$$,
+	'settle.recon_default for the unmapped scope; 0.05% of 1000.40 for the reseller''s');
 
 SELECT * FROM finish();
 ROLLBACK;
