@@ -221,7 +221,7 @@ CREATE TABLE settle.recon_default (
 );
 INSERT INTO settle.recon_default DEFAULT VALUES;
 COMMENT ON TABLE settle.recon_default IS
-	'Reconciliation tolerances for scopes without an agreement in force (unmapped accounts, reseller 0).  One row.';
+	'Reconciliation tolerances for scopes without an agreement in force (unmapped accounts, reseller 0).  One row; changes are audited and need settle.reason.';
 
 -- -------------------------------------------------------------------- results
 
@@ -766,7 +766,8 @@ BEGIN
 	 WHERE r.period = reconcile.period AND r.check_name = c.check_name AND r.scope_key = c.scope_key;
 
 	-- beyond tolerance: one open exception per scope, refreshed on re-runs
-	PERFORM set_config('settle.reason', 'detected: reconciliation ' || reconcile.period, true);
+	-- (settle.open_exception records "detected: reconciliation_delta" as the
+	-- reason unless the caller set one)
 	FOR sc IN
 		SELECT r.* FROM settle.recon_result r
 		 WHERE r.period = reconcile.period AND r.status IN ('mismatched', 'missing')
@@ -868,7 +869,8 @@ COMMENT ON FUNCTION settle.explain_delta(text, text) IS
 
 REVOKE EXECUTE ON FUNCTION settle.reconcile(text), settle.import_provider_totals(text, text),
 	settle.explain_delta(text, text) FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION settle.reconcile(text), settle.explain_delta(text, text)
+GRANT EXECUTE ON FUNCTION settle.reconcile(text) TO settle_admin, settle_analyst, settle_finance;
+GRANT EXECUTE ON FUNCTION settle.explain_delta(text, text)
 	TO settle_admin, settle_analyst, settle_finance, settle_auditor;
 GRANT EXECUTE ON FUNCTION settle.import_provider_totals(text, text) TO settle_admin, settle_operator, settle_finance;
 GRANT SELECT ON settle.provider_total_import, settle.provider_side, settle.recon_default, settle.recon_result,
@@ -883,6 +885,10 @@ BEGIN
 		FOR EACH STATEMENT EXECUTE FUNCTION settle.append_only_trigger();
 	ALTER TABLE settle.provider_total_import ENABLE ALWAYS TRIGGER append_only;
 	ALTER TABLE settle.provider_total_import ENABLE ALWAYS TRIGGER append_only_truncate;
+	-- tolerances are configuration: audited, with a reason, like agreements
+	CREATE TRIGGER audit AFTER INSERT OR UPDATE OR DELETE ON settle.recon_default
+		FOR EACH ROW EXECUTE FUNCTION settle.audit_trigger('reason_required');
+	ALTER TABLE settle.recon_default ENABLE ALWAYS TRIGGER audit;
 END
 $ao$;
 

@@ -10,7 +10,7 @@
 --   acct-c6 ecs  clean; its refund reversal is tampered to 8% (the original earned 5%) and
 --                one of its settlement lines is deleted from the lineage
 BEGIN;
-SELECT plan(32);
+SELECT plan(37);
 
 SET LOCAL settle.reason = 'reconciliation scenario';
 SELECT settle.add_reseller('acme', 'Acme Cloud');
@@ -247,6 +247,20 @@ SELECT results_eq($$SELECT s.reseller_id, s.status, s.delta, s.tolerance FROM se
                     WHERE s.period = '2026-11' AND s.check_name = 'provider_total' ORDER BY s.reseller_id$$,
 	$$VALUES (0::bigint, 'within_tolerance', -0.03, 0.05), (settle.reseller_id('acme'), 'within_tolerance', -0.40, 0.5002)$$,
 	'settle.recon_default for the unmapped scope; 0.05% of 1000.40 for the reseller''s');
+
+-- Privileges: analysts reconcile and read; auditors read; resellers see nothing of it.
+SET LOCAL ROLE settle_analyst;
+SELECT lives_ok($$SELECT * FROM settle.reconcile('2026-11')$$, 'an analyst reconciles');
+SELECT is((SELECT count(*) FROM settle.reconciliation_delta WHERE period = '2026-10'), 11::bigint, 'and reads the deltas');
+RESET ROLE;
+SET LOCAL ROLE settle_auditor;
+SELECT throws_ok($$SELECT * FROM settle.reconcile('2026-11')$$, '42501', NULL, 'an auditor cannot write results');
+SELECT is((SELECT count(*) FROM settle.explain_delta('2026-10', 'provider:2026-10/acct-c2/ecs/USD@connector:bss')), 3::bigint,
+	'but explains a delta');
+RESET ROLE;
+SET LOCAL ROLE settle_reseller;
+SELECT throws_ok($$SELECT * FROM settle.reconciliation_summary$$, '42501', NULL, 'a reseller login cannot read reconciliations');
+RESET ROLE;
 
 SELECT * FROM finish();
 ROLLBACK;
