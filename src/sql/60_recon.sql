@@ -125,8 +125,7 @@ DECLARE
 	n int := 0;
 	id bigint;
 	amt numeric;
-	seen jsonb := '{}';
-	k text;
+	dup record;
 	rows_cycle text[] := '{}';
 	rows_acct text[] := '{}';
 	rows_prod text[] := '{}';
@@ -170,19 +169,25 @@ BEGIN
 				DETAIL = 'An amount is a plain decimal number with at most 14 integer digits and 8 decimal places, e.g. -1234.56.';
 		END IF;
 		amt := f[5]::numeric;
-		k := concat_ws('/', f[1], f[2], lower(f[3]), f[4]);
-		IF seen ? k THEN
-			RAISE EXCEPTION 'line %: duplicated scope %', i, k USING ERRCODE = 'unique_violation',
-				DETAIL = format('Line %s already gave the total of billing cycle %s, account %s, product %s, currency %s.',
-				                seen ->> k, f[1], f[2], lower(f[3]), f[4]);
-		END IF;
-		seen := seen || jsonb_build_object(k, i);
-		rows_cycle := rows_cycle || f[1]; rows_acct := rows_acct || f[2]; rows_prod := rows_prod || lower(f[3]);
-		rows_ccy := rows_ccy || f[4]; rows_amt := rows_amt || amt; rows_no := rows_no || i;
+		rows_cycle := array_append(rows_cycle, f[1]); rows_acct := array_append(rows_acct, f[2]);
+		rows_prod := array_append(rows_prod, lower(f[3])); rows_ccy := array_append(rows_ccy, f[4]);
+		rows_amt := array_append(rows_amt, amt); rows_no := array_append(rows_no, i);
 		n := n + 1;
 	END LOOP;
 	IF n = 0 THEN
 		RAISE EXCEPTION 'provider totals file has no rows' USING ERRCODE = 'no_data_found';
+	END IF;
+	-- the first line that repeats a scope
+	SELECT d.cy, d.ac, d.pr, d.cc, d.nos[1] AS first, d.nos[2] AS second INTO dup
+	  FROM (SELECT u.cy, u.ac, u.pr, u.cc, array_agg(u.no ORDER BY u.no) AS nos
+	          FROM unnest(rows_no, rows_cycle, rows_acct, rows_prod, rows_ccy) AS u(no, cy, ac, pr, cc)
+	         GROUP BY u.cy, u.ac, u.pr, u.cc HAVING count(*) > 1) d
+	 ORDER BY d.nos[2] LIMIT 1;
+	IF dup.second IS NOT NULL THEN
+		RAISE EXCEPTION 'line %: duplicated scope %', dup.second, concat_ws('/', dup.cy, dup.ac, dup.pr, dup.cc)
+			USING ERRCODE = 'unique_violation',
+			DETAIL = format('Line %s already gave the total of billing cycle %s, account %s, product %s, currency %s.',
+			                dup.first, dup.cy, dup.ac, dup.pr, dup.cc);
 	END IF;
 	id := nextval('settle.provider_total_import_seq');
 	INSERT INTO settle.provider_total_import (import_id, source, line_no, billing_cycle, billing_account_id,
@@ -339,6 +344,11 @@ BEGIN
 		 WHERE b.billing_period_start >= p_start AND b.billing_period_start < p_end;
 	CREATE TEMP TABLE recon_prov ON COMMIT DROP AS
 		SELECT s.* FROM settle.provider_side s WHERE s.billing_cycle = reconcile.period;
+	CREATE INDEX ON recon_line (billing_account_id, product_code, currency);
+	CREATE INDEX ON recon_line (line_key);
+	CREATE INDEX ON recon_line (source_record_id) WHERE source_record_id IS NOT NULL;
+	ANALYZE recon_line;
+	ANALYZE recon_prov;
 
 	-- Lines go to the provider scope of their own currency; a line in another
 	-- currency than the provider's only one for its account and product is
@@ -347,21 +357,24 @@ BEGIN
 		SELECT p.source, p.billing_account_id, p.product_code, p.currency AS scope_currency,
 		       l.line_key, l.revision, l.currency, l.billed_cost AS amount, NULL::numeric AS fx_rate, false AS converted
 		  FROM recon_prov p JOIN recon_line l
-		    ON l.billing_account_id = p.billing_account_id AND l.product_code = p.product_code AND l.currency = p.currency
-		UNION ALL
-		SELECT p.source, p.billing_account_id, p.product_code, p.currency, l.line_key, l.revision, l.currency,
-		       round(l.billed_cost * fx.rate, 8), fx.rate, true
-		  FROM recon_prov p JOIN recon_line l
-		    ON l.billing_account_id = p.billing_account_id AND l.product_code = p.product_code AND l.currency <> p.currency
-		  LEFT JOIN LATERAL (
-			SELECT f.rate FROM settle.fx_rate_current f
-			 WHERE f.base_currency = l.currency AND f.quote_currency = p.currency AND f.rate_date = p_last
-			 ORDER BY f.source COLLATE "C" LIMIT 1) fx ON true
-		 WHERE NOT EXISTS (SELECT 1 FROM recon_prov q WHERE q.source = p.source
-		                     AND q.billing_account_id = p.billing_account_id AND q.product_code = p.product_code
-		                     AND q.currency = l.currency)
-		   AND (SELECT count(*) FROM recon_prov q WHERE q.source = p.source
-		         AND q.billing_account_id = p.billing_account_id AND q.product_code = p.product_code) = 1;
+		    ON l.billing_account_id = p.billing_account_id AND l.product_code = p.product_code AND l.currency = p.currency;
+	-- lines in another currency than the provider's only one for their account and product
+	INSERT INTO recon_assign
+	WITH single AS (
+		SELECT q.source, q.billing_account_id, q.product_code, min(q.currency) AS currency
+		  FROM recon_prov q GROUP BY q.source, q.billing_account_id, q.product_code HAVING count(*) = 1
+	)
+	SELECT p.source, p.billing_account_id, p.product_code, p.currency, l.line_key, l.revision, l.currency,
+	       round(l.billed_cost * fx.rate, 8), fx.rate, true
+	  FROM single p JOIN recon_line l
+	    ON l.billing_account_id = p.billing_account_id AND l.product_code = p.product_code AND l.currency <> p.currency
+	  LEFT JOIN LATERAL (
+		SELECT f.rate FROM settle.fx_rate_current f
+		 WHERE f.base_currency = l.currency AND f.quote_currency = p.currency AND f.rate_date = p_last
+		 ORDER BY f.source COLLATE "C" LIMIT 1) fx ON true;
+	CREATE INDEX ON recon_assign (source, billing_account_id, product_code, scope_currency);
+	CREATE INDEX ON recon_assign (line_key);
+	ANALYZE recon_assign;
 
 	-- 1. provider totals: per source, billing account, product and currency
 	INSERT INTO settle.recon_result AS r (period, check_name, scope_key, reseller_id, billing_account_id,
