@@ -47,6 +47,18 @@ psql -c "SELECT r.code AS reseller, p.run_id, p.status, p.blocked, p.lines_out
            FROM settle.settle_period('2026-10') p JOIN settle.reseller r USING (reseller_id) ORDER BY 1"
 psql -c "SELECT reseller, currency, commission, refunds, total, carry_forward_out, net_payout FROM settle.finance_summary ORDER BY 1"
 
+step "A late revision: the provider revises amounts after its totals were taken, and the month is pulled again"
+psql -c "UPDATE settle.connector SET endpoint = '$MOCK_URL/m/demo/revise/', config = config || '{\"overview\": false}' WHERE name = 'alibaba-intl'" >/dev/null
+val "SELECT status FROM settle.ingest_now('alibaba-intl')" >/dev/null     # the same amounts: no-ops
+psql -c "SELECT status, lines_seen, lines_new, lines_revised, lines_unchanged FROM settle.ingest_now('alibaba-intl')"
+psql -c "SELECT r.code AS reseller, p.run_id, p.status, p.supersedes FROM settle.settle_period('2026-10') p JOIN settle.reseller r USING (reseller_id) ORDER BY 1"
+psql -c "SELECT line_key, change, delta, why FROM settle.run_diff(1, (SELECT run_id FROM settle.run WHERE reseller_id = 1 AND status = 'draft')) LIMIT 3"
+
+step "Reconciling October against the provider's totals: SELECT settle.reconcile('2026-10')"
+psql -c "SELECT * FROM settle.reconcile('2026-10')"
+psql -c "SELECT scope_key, status, cause, line_key, amount FROM settle.reconciliation_delta
+          WHERE period = '2026-10' ORDER BY scope_key, seq LIMIT 6"
+
 step "Explaining one line: settle.explain"
 psql -c "SELECT item, value FROM settle.explain((SELECT run_id FROM settle.run WHERE reseller_id = settle.reseller_id('acme') AND status = 'draft'),
                 (SELECT min(line_key) FROM settle.settlement_line WHERE kind = 'r'))"

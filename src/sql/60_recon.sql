@@ -454,22 +454,22 @@ BEGIN
 	-- 3. duplicates: one source record under several line keys (the first key is kept)
 	INSERT INTO settle.recon_result (period, check_name, scope_key, reseller_id, billing_account_id, currency,
 		lines, lines_total, other_total, delta, tolerance, status, detail)
-	SELECT reconcile.period, 'duplicate', format('duplicate:%s/%s', reconcile.period, l.source_record_id),
+	SELECT reconcile.period, 'duplicate', format('duplicate:%s/%s/%s', reconcile.period, l.source_record_id, l.source_item),
 	       max(l.reseller_id), min(l.billing_account_id), min(l.currency), count(*), sum(l.billed_cost),
 	       (array_agg(l.billed_cost ORDER BY l.line_key COLLATE "C"))[1],
 	       sum(l.billed_cost) - (array_agg(l.billed_cost ORDER BY l.line_key COLLATE "C"))[1], 0, 'mismatched',
 	       format('source record %s ingested under %s line keys', l.source_record_id, count(*))
 	  FROM recon_line l
 	 WHERE l.source_record_id IS NOT NULL
-	 GROUP BY l.source_record_id HAVING count(*) > 1;
+	 GROUP BY l.source_record_id, l.source_item HAVING count(*) > 1;
 	INSERT INTO settle.recon_delta_line (period, check_name, scope_key, seq, cause, line_key, revision, day, amount, detail)
-	SELECT reconcile.period, 'duplicate', format('duplicate:%s/%s', reconcile.period, d.source_record_id),
+	SELECT reconcile.period, 'duplicate', format('duplicate:%s/%s/%s', reconcile.period, d.source_record_id, d.source_item),
 	       d.rn - 1, 'duplicate', d.line_key, d.revision, d.day, d.billed_cost,
 	       format('same source record %s as line %s', d.source_record_id, d.first_key)
 	  FROM (SELECT l.*, row_number() OVER w AS rn, first_value(l.line_key) OVER w AS first_key,
-	               count(*) OVER (PARTITION BY l.source_record_id) AS n
+	               count(*) OVER (PARTITION BY l.source_record_id, l.source_item) AS n
 	          FROM recon_line l WHERE l.source_record_id IS NOT NULL
-	        WINDOW w AS (PARTITION BY l.source_record_id ORDER BY l.line_key COLLATE "C")) d
+	        WINDOW w AS (PARTITION BY l.source_record_id, l.source_item ORDER BY l.line_key COLLATE "C")) d
 	 WHERE d.n > 1 AND d.rn > 1;
 
 	-- 4. gaps: a run of days without lines for an account, with lines on the
@@ -679,7 +679,8 @@ BEGIN
 			SELECT 1 AS ord, 'duplicate' AS cause, d.line_key, d.revision, d.day, d.amount,
 			       format('same source record %s as line %s', d.source_record_id, d.first_key) AS detail
 			  FROM (SELECT l.line_key, l.revision, l.day, a.amount, l.source_record_id,
-			               (SELECT min(m.line_key COLLATE "C") FROM recon_line m WHERE m.source_record_id = l.source_record_id) AS first_key
+			               (SELECT min(m.line_key COLLATE "C") FROM recon_line m WHERE m.source_record_id = l.source_record_id
+			                  AND m.source_item = l.source_item) AS first_key
 			          FROM recon_assign a JOIN recon_line l ON l.line_key = a.line_key
 			         WHERE a.source = sc.source AND a.billing_account_id = sc.billing_account_id
 			           AND a.product_code = sc.product_code AND a.scope_currency = sc.currency

@@ -155,7 +155,7 @@ SELECT results_eq($$SELECT check_name, cause, line_key, day, amount FROM settle.
 	'duplicates, gaps, currency consistency and line identities name their lines');
 SELECT results_eq($$SELECT scope_key FROM settle.reconciliation_summary WHERE period = '2026-10'
                     AND check_name IN ('duplicate', 'gap', 'currency', 'line_identity') ORDER BY check_name$$,
-	$$VALUES ('currency:2026-10/acct-c4'), ('duplicate:2026-10/R-100'), ('gap:2026-10/acct-c1'), ('identity:2026-10/acct-c3/USD')$$,
+	$$VALUES ('currency:2026-10/acct-c4'), ('duplicate:2026-10/R-100/PayAsYouGoBill'), ('gap:2026-10/acct-c1'), ('identity:2026-10/acct-c3/USD')$$,
 	'their scopes');
 
 SELECT results_eq($$SELECT d.cause, d.line_key, d.amount, s.lines_total, s.other_total, s.delta
@@ -178,7 +178,7 @@ SELECT results_eq($$SELECT status, lines, lines_total, other_total, delta FROM s
 -- Exceptions: one per scope beyond tolerance, refreshed, not duplicated, on a re-run.
 SELECT results_eq($$SELECT e.scope_key, e.severity, e.state FROM settle.exception e
                     WHERE e.kind = 'reconciliation_delta' ORDER BY e.scope_key$$,
-	$$VALUES ('currency:2026-10/acct-c4', 'error', 'pending_review'), ('duplicate:2026-10/R-100', 'error', 'pending_review'),
+	$$VALUES ('currency:2026-10/acct-c4', 'error', 'pending_review'), ('duplicate:2026-10/R-100/PayAsYouGoBill', 'error', 'pending_review'),
 	         ('gap:2026-10/acct-c1', 'warning', 'pending_review'),
 	         ('provider:2026-10/acct-c1/ecs/USD@connector:bss', 'error', 'pending_review'),
 	         ('provider:2026-10/acct-c2/ecs/USD@connector:bss', 'error', 'pending_review'),
