@@ -61,9 +61,16 @@ CREATE VIEW settle.sanity_checks AS
 	UNION ALL
 	SELECT reseller_id, period, run_id, 'blocked_run', NOT blocked,
 	       format('%s open exception(s) block the period', settle.blocking_exceptions(reseller_id, period))
-	  FROM cur;
+	  FROM cur
+	UNION ALL
+	SELECT c.reseller_id, c.period, c.run_id, 'reconciliation', x.beyond = 0,
+	       format('%s reconciliation scope(s) beyond tolerance (settle.reconcile)', x.beyond)
+	  FROM cur c
+	  CROSS JOIN LATERAL (SELECT count(*) AS beyond FROM settle.recon_result r
+	                       WHERE r.period = c.period AND r.reseller_id = c.reseller_id
+	                         AND r.status IN ('mismatched', 'missing')) x;
 COMMENT ON VIEW settle.sanity_checks IS
-	'Sanity checks on every current run: negative commission totals, a total that swings more than settle.swing_threshold_percent against the previous period, runs blocked by exceptions.  ok = false is an alarm.';
+	'Sanity checks on every current run: negative commission totals, a total that swings more than settle.swing_threshold_percent against the previous period, runs blocked by exceptions, reconciliation deltas beyond tolerance.  ok = false is an alarm.';
 
 CREATE FUNCTION settle.check_sanity(period text) RETURNS integer
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
@@ -113,11 +120,15 @@ CREATE VIEW settle.finance_summary AS
 	          (SELECT e.kind, count(*) AS n FROM settle.exception e
 	            WHERE e.reseller_id = r.reseller_id AND e.period = r.period
 	              AND e.state IN ('pending_review', 'proposed_adjustment', 'finance_approved')
-	            GROUP BY e.kind) k) AS open_exceptions
+	            GROUP BY e.kind) k) AS open_exceptions,
+	       (SELECT count(*) FROM settle.recon_result x WHERE x.period = r.period AND x.reseller_id = r.reseller_id
+	           AND x.status IN ('mismatched', 'missing')) AS reconciliation_deltas,
+	       (SELECT coalesce(sum(abs(x.delta)), 0) FROM settle.recon_result x WHERE x.period = r.period
+	           AND x.reseller_id = r.reseller_id AND x.status IN ('mismatched', 'missing')) AS reconciliation_delta_amount
 	  FROM settle.run r JOIN settle.statement s USING (reseller_id, run_id) JOIN settle.reseller rs USING (reseller_id)
 	 WHERE r.status <> 'superseded';
 COMMENT ON VIEW settle.finance_summary IS
-	'Month totals per reseller and currency: gross charges, commission, refunds, corrections, adjustments, carry-forwards and net payout, with open exceptions by kind.';
+	'Month totals per reseller and currency: gross charges, commission, refunds, corrections, adjustments, carry-forwards and net payout, with open exceptions by kind and the reconciliation scopes beyond tolerance (count and absolute delta, from the last settle.reconcile).';
 
 CREATE FUNCTION settle._purge(cutoff timestamptz, OUT raw_pages bigint, OUT ingest_runs bigint)
 	AS 'MODULE_PATHNAME', 'settle_purge' LANGUAGE C VOLATILE STRICT;
@@ -142,3 +153,22 @@ GRANT EXECUTE ON FUNCTION settle.check_sanity(text) TO settle_admin, settle_anal
 GRANT EXECUTE ON FUNCTION settle.purge(interval) TO settle_admin;
 GRANT SELECT ON settle.period_status, settle.data_quality, settle.sanity_checks, settle.changes_since_last_run,
 	settle.finance_summary TO settle_admin, settle_operator, settle_analyst, settle_finance, settle_auditor;
+
+-- Conservation of payouts (SPEC §2.6): every locked statement above the
+-- minimum payout is paid exactly once, for exactly its net payout.
+CREATE VIEW settle.payout_reconciliation AS
+	SELECT r.reseller_id, r.period, r.run_id, s.currency, s.net_payout,
+	       coalesce(p.paid, 0) AS in_batches, p.payouts,
+	       CASE WHEN s.net_payout = 0 AND p.payouts = 0 THEN 'not_due'
+	            WHEN p.payouts = 0 THEN 'missing'
+	            WHEN p.payouts = 1 AND p.paid = s.net_payout AND p.currency = s.currency THEN 'matched'
+	            ELSE 'mismatched' END AS status
+	  FROM settle.run r
+	  JOIN settle.statement s USING (reseller_id, run_id)
+	  LEFT JOIN LATERAL (SELECT sum(x.amount) AS paid, count(*) AS payouts, min(x.currency) AS currency
+	                       FROM settle.payout x
+	                      WHERE x.reseller_id = r.reseller_id AND x.run_id = r.run_id AND x.status <> 'rejected') p ON true
+	 WHERE r.status IN ('locked', 'paid');
+COMMENT ON VIEW settle.payout_reconciliation IS
+	'Payout batches against locked statements: each locked (or paid) run with a net payout is in exactly one batch for exactly that amount and currency (matched); missing when not batched yet (or its payout was rejected); mismatched otherwise; not_due when nothing is owed (carried forward).';
+GRANT SELECT ON settle.payout_reconciliation TO settle_admin, settle_analyst, settle_finance, settle_auditor;

@@ -50,7 +50,7 @@ SELECT is((SELECT open_exceptions FROM settle.period_status WHERE reseller = 'ob
 	'two open exceptions: the page flag and the swing alarm');
 SELECT results_eq($$SELECT check_name, ok FROM settle.sanity_checks WHERE period = '2026-10'
                      AND reseller_id = settle.reseller_id('ob') ORDER BY check_name$$,
-	$$VALUES ('blocked_run'::text, true), ('negative_commission', true), ('swing', false)$$,
+	$$VALUES ('blocked_run'::text, true), ('negative_commission', true), ('reconciliation', true), ('swing', false)$$,
 	'sanity: the total went from 10.00 to 40.00, beyond the 50% swing threshold');
 SELECT is((SELECT detail FROM settle.sanity_checks WHERE period = '2026-10' AND reseller_id = settle.reseller_id('ob') AND check_name = 'swing'),
 	'total 40.00 USD against 10.00 the period before (threshold 50%)', 'with the numbers');
@@ -59,8 +59,8 @@ SELECT is((SELECT severity FROM settle.exception WHERE kind = 'sanity_check' AND
 SELECT results_eq($$SELECT lines, validated, failed, missing_sku_rate FROM settle.data_quality
                     WHERE reseller_id = settle.reseller_id('ob') AND period = '2026-10'$$,
 	$$VALUES (1::bigint, 1::bigint, 0::bigint, 1.0000::numeric)$$, 'data quality: one line, its sku missing');
-SELECT results_eq($$SELECT commission, total, net_payout FROM settle.finance_summary WHERE reseller = 'ob' AND period = '2026-10'$$,
-	$$VALUES (40.00::numeric, 40.00::numeric, 40.00::numeric)$$, 'finance summary of October');
+SELECT results_eq($$SELECT commission, total, net_payout, reconciliation_deltas FROM settle.finance_summary WHERE reseller = 'ob' AND period = '2026-10'$$,
+	$$VALUES (40.00::numeric, 40.00::numeric, 40.00::numeric, 0::bigint)$$, 'finance summary of October');
 
 -- Retention: only the old page nothing refers to goes.
 SELECT results_eq($$SELECT raw_pages FROM settle.purge('400 days')$$, $$VALUES (1::bigint)$$, 'purge deletes one raw page');

@@ -4,7 +4,7 @@
 -- runs moved to paid, and the statement CSV/HTML documents.
 -- Scenario: test/process/payout_scenario.sql (five resellers, 2026-10, locked).
 BEGIN;
-SELECT plan(96);
+SELECT plan(99);
 \ir ../process/payout_scenario.sql
 
 CREATE ROLE tap_pay_admin IN ROLE settle_admin;
@@ -245,6 +245,17 @@ SELECT is((SELECT settle.statement_html(pg_temp.run_of('charlie')) ~ '<tr id="ca
 SELECT is((SELECT settle.statement_html(pg_temp.run_of('alpha')) ~ ('<code id="fingerprint">' || encode(output_fingerprint, 'hex') || '</code>')
              FROM settle.run WHERE run_id = pg_temp.run_of('alpha')),
 	true, 'the run fingerprint is printed in hex');
+
+-- Conservation: every batched run is paid exactly its net payout; a tampered payout is found.
+SELECT is((SELECT count(*) FROM settle.payout_reconciliation WHERE status = 'mismatched'), 0::bigint,
+	'no payout differs from its statement');
+SELECT is((SELECT count(*) FROM settle.payout_reconciliation WHERE status = 'matched'),
+	(SELECT count(DISTINCT run_id) FROM settle.payout WHERE status <> 'rejected'), 'every batched run is matched');
+ALTER TABLE settle.payout DISABLE TRIGGER ALL;
+UPDATE settle.payout SET amount = amount + 0.01 WHERE line_no = 1 AND batch_id = (SELECT min(batch_id) FROM settle.payout);
+ALTER TABLE settle.payout ENABLE TRIGGER ALL;
+SELECT is((SELECT count(*) FROM settle.payout_reconciliation WHERE status = 'mismatched'), 1::bigint,
+	'a payout tampered by a cent is mismatched');
 
 SELECT * FROM finish();
 ROLLBACK;

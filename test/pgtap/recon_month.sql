@@ -10,7 +10,7 @@
 --   acct-c6 ecs  clean; its refund reversal is tampered to 8% (the original earned 5%) and
 --                one of its settlement lines is deleted from the lineage
 BEGIN;
-SELECT plan(37);
+SELECT plan(39);
 
 SET LOCAL settle.reason = 'reconciliation scenario';
 SELECT settle.add_reseller('acme', 'Acme Cloud');
@@ -261,6 +261,12 @@ RESET ROLE;
 SET LOCAL ROLE settle_reseller;
 SELECT throws_ok($$SELECT * FROM settle.reconciliation_summary$$, '42501', NULL, 'a reseller login cannot read reconciliations');
 RESET ROLE;
+
+-- The deltas beyond tolerance show in the sanity checks and the finance summary.
+SELECT is((SELECT bool_and(ok) FROM settle.sanity_checks WHERE check_name = 'reconciliation' AND period = '2026-10'), false,
+	'a reconciliation delta beyond tolerance fails the sanity check');
+SELECT ok((SELECT sum(reconciliation_deltas) FROM settle.finance_summary WHERE period = '2026-10') > 0,
+	'and is counted in the finance summary');
 
 SELECT * FROM finish();
 ROLLBACK;
