@@ -33,15 +33,21 @@ BEGIN
 END $$;
 COMMENT ON FUNCTION settle.check_currency(text) IS 'Returns the code when it is a known ISO 4217 currency; an error (23503) otherwise.';
 
-CREATE FUNCTION settle.current_reseller_ids() RETURNS bigint[]
-LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
-	-- SECURITY INVOKER on purpose: current_user must be the caller, and
-	-- reseller_access's own row policy shows each login only its mapping
+CREATE FUNCTION settle.resellers_of_login(login name) RETURNS bigint[]
+LANGUAGE sql STABLE STRICT SET search_path = pg_catalog, pg_temp AS $$
 	SELECT coalesce(array_agg(a.reseller_id), '{}')
 	  FROM settle.reseller_access a
-	 WHERE a.role_name = current_user
+	 WHERE a.role_name = login
 	    OR (EXISTS (SELECT 1 FROM pg_roles r WHERE r.rolname = a.role_name)
-	        AND pg_has_role(current_user, a.role_name, 'MEMBER'))
+	        AND pg_has_role(login, a.role_name, 'MEMBER'))
+$$;
+COMMENT ON FUNCTION settle.resellers_of_login(name) IS
+	'Resellers a login is mapped to in settle.reseller_access, directly or through a role it is a member of.  Runs as the caller: a reseller login sees only its own mapping there.';
+
+CREATE FUNCTION settle.current_reseller_ids() RETURNS bigint[]
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
+	-- SECURITY INVOKER on purpose: current_user must be the caller
+	SELECT settle.resellers_of_login(current_user)
 $$;
 COMMENT ON FUNCTION settle.current_reseller_ids() IS 'Resellers the current user may see as a settle_reseller (row-level security).';
 

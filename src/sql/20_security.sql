@@ -21,7 +21,7 @@ GRANT INSERT ON settle.fx_rate TO settle_admin;
 -- Functions.
 GRANT EXECUTE ON FUNCTION settle.reseller_id(text), settle.check_currency(text)
 	TO settle_admin, settle_operator, settle_analyst, settle_finance, settle_auditor;
-GRANT EXECUTE ON FUNCTION settle.current_reseller_ids() TO PUBLIC;
+GRANT EXECUTE ON FUNCTION settle.current_reseller_ids(), settle.resellers_of_login(name) TO PUBLIC;
 GRANT EXECUTE ON FUNCTION settle.add_reseller(text, text),
 	settle.add_customer(text, text, text, text, jsonb),
 	settle.grant_reseller_access(name, text) TO settle_admin;

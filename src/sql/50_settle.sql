@@ -477,20 +477,19 @@ END $$;
 COMMENT ON FUNCTION settle.explain(bigint, text) IS
 	'The full derivation of one settlement line of a run in words and numbers: bill line revision, FX rate, rule version and clause, tier, basis, rate, exact and rounded commission.';
 
-CREATE FUNCTION settle.visible_resellers() RETURNS bigint[]
-LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
-	SELECT CASE WHEN pg_has_role(session_user, 'settle_reseller', 'MEMBER')
-	             AND NOT (pg_has_role(session_user, 'settle_analyst', 'MEMBER')
-	                      OR pg_has_role(session_user, 'settle_finance', 'MEMBER')
-	                      OR pg_has_role(session_user, 'settle_auditor', 'MEMBER')
-	                      OR pg_has_role(session_user, 'settle_admin', 'MEMBER'))
-	            THEN (SELECT coalesce(array_agg(a.reseller_id), '{}') FROM settle.reseller_access a
-	                   WHERE a.role_name = session_user
-	                      OR (EXISTS (SELECT 1 FROM pg_roles r WHERE r.rolname = a.role_name)
-	                          AND pg_has_role(session_user, a.role_name, 'MEMBER')))
-	            ELSE (SELECT coalesce(array_agg(reseller_id), '{}') FROM settle.reseller) END
+CREATE FUNCTION settle.may_read_statement(reseller_id bigint) RETURNS boolean
+LANGUAGE sql STABLE STRICT SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+	SELECT CASE WHEN pg_has_role(session_user, 'settle_admin', 'MEMBER')
+	              OR pg_has_role(session_user, 'settle_finance', 'MEMBER')
+	              OR pg_has_role(session_user, 'settle_analyst', 'MEMBER')
+	              OR pg_has_role(session_user, 'settle_auditor', 'MEMBER')
+	              OR pg_has_role(session_user, 'settle_operator', 'MEMBER') THEN true
+	            WHEN pg_has_role(session_user, 'settle_reseller', 'MEMBER') THEN
+	                 $1 = ANY (settle.resellers_of_login(session_user))
+	            ELSE false END
 $$;
-COMMENT ON FUNCTION settle.visible_resellers() IS 'Resellers whose statements the session user may read (all for staff, its own for a reseller login).';
+COMMENT ON FUNCTION settle.may_read_statement(bigint) IS
+	'True when the session''s login may read the reseller''s statements: staff read every reseller, a settle_reseller login only the reseller its login role is mapped to (settle.reseller_access).  The login, not SET ROLE, decides.';
 
 CREATE FUNCTION settle.statement_lines(run_id bigint)
 	RETURNS TABLE (line_key text, kind "char", customer_id bigint, product_code text, revision integer,
@@ -504,7 +503,7 @@ LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 	  LEFT JOIN settle.bill_line b ON b.reseller_id = l.reseller_id AND b.line_key = l.line_key AND b.revision = l.revision
 	  LEFT JOIN settle.rule_version v ON v.reseller_id = r.reseller_id AND v.agreement_id = r.agreement_id
 	                                 AND v.version = l.rule_version
-	 WHERE r.reseller_id = ANY (settle.visible_resellers())
+	 WHERE settle.may_read_statement(r.reseller_id)
 	 ORDER BY l.line_key COLLATE "C", l.kind
 $$;
 COMMENT ON FUNCTION settle.statement_lines(bigint) IS
@@ -527,14 +526,14 @@ REVOKE EXECUTE ON FUNCTION settle.next_open_period(bigint, text), settle.late_re
 	settle.blocking_exceptions(bigint, text), settle.settle_period(text, text), settle.run_of(bigint),
 	settle.approve_run(bigint, text), settle.lock_run(bigint, text), settle.verify_run(bigint),
 	settle.run_diff(bigint, bigint), settle.explain(bigint, text), settle.statement_lines(bigint),
-	settle.visible_resellers(), settle.settle_progress() FROM PUBLIC;
+	settle.may_read_statement(bigint), settle.settle_progress() FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION settle.settle_period(text, text) TO settle_admin, settle_analyst, settle_finance;
 GRANT EXECUTE ON FUNCTION settle.approve_run(bigint, text), settle.lock_run(bigint, text) TO settle_admin, settle_finance;
 GRANT EXECUTE ON FUNCTION settle.verify_run(bigint), settle.run_diff(bigint, bigint), settle.explain(bigint, text),
 	settle.run_of(bigint), settle.blocking_exceptions(bigint, text), settle.next_open_period(bigint, text),
 	settle.settle_progress()
 	TO settle_admin, settle_analyst, settle_finance, settle_auditor, settle_operator;
-GRANT EXECUTE ON FUNCTION settle.statement_lines(bigint), settle.visible_resellers()
+GRANT EXECUTE ON FUNCTION settle.statement_lines(bigint), settle.may_read_statement(bigint)
 	TO settle_admin, settle_analyst, settle_finance, settle_auditor, settle_operator, settle_reseller;
 GRANT SELECT ON settle.run, settle.settlement_line, settle.statement, settle.settlement_progress
 	TO settle_admin, settle_operator, settle_analyst, settle_finance, settle_auditor;

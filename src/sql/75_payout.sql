@@ -769,21 +769,6 @@ COMMENT ON FUNCTION settle.import_payout_confirmations(bigint, text) IS
 -- (analyst, finance, auditor, admin, operator) read all; a settle_reseller
 -- login only the resellers settle.reseller_access maps its login role to.
 -- Decided by session_user: the login, which SET ROLE does not change.
-CREATE FUNCTION settle.may_read_statement(reseller_id bigint) RETURNS boolean
-LANGUAGE sql STABLE STRICT SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
-	SELECT CASE WHEN pg_has_role(session_user, 'settle_admin', 'MEMBER')
-	              OR pg_has_role(session_user, 'settle_finance', 'MEMBER')
-	              OR pg_has_role(session_user, 'settle_analyst', 'MEMBER')
-	              OR pg_has_role(session_user, 'settle_auditor', 'MEMBER')
-	              OR pg_has_role(session_user, 'settle_operator', 'MEMBER') THEN true
-	            WHEN pg_has_role(session_user, 'settle_reseller', 'MEMBER') THEN
-	                 EXISTS (SELECT 1 FROM settle.reseller_access a JOIN pg_catalog.pg_roles r ON r.rolname = a.role_name
-	                          WHERE a.reseller_id = $1 AND pg_has_role(session_user, r.oid, 'MEMBER'))
-	            ELSE false END
-$$;
-COMMENT ON FUNCTION settle.may_read_statement(bigint) IS
-	'True when the session''s login may read the reseller''s statements: staff read every reseller, a settle_reseller login only the reseller its login role is mapped to (settle.reseller_access).';
-
 -- The run, if the session may read it; 42501 otherwise (for a reseller login
 -- an unknown run and another reseller's run look the same).
 CREATE FUNCTION settle._readable_run(run_id bigint) RETURNS settle.run
@@ -1048,7 +1033,7 @@ REVOKE EXECUTE ON FUNCTION settle.set_payout_setting(text, text, text, text, tex
 	settle.set_payee(text, text, text, text, text, text), settle._payout_pain001(bigint), settle._payout_csv(bigint),
 	settle.payout_file(bigint, text), settle.verify_payout_batch(bigint), settle.create_payout_batch(text, text, date),
 	settle.import_payout_confirmations(bigint, jsonb), settle.import_payout_confirmations(bigint, text),
-	settle.may_read_statement(bigint), settle._readable_run(bigint), settle.adjustment_reason("char", text),
+	settle._readable_run(bigint), settle.adjustment_reason("char", text),
 	settle.statement_csv(bigint), settle._statement_page(settle.run, integer), settle._statement_document(text, text),
 	settle.statement_html(bigint, integer), settle.statements_html(text, integer), settle.payout_guard(),
 	settle.xml_escape(text), settle.csv_field(text), settle.format_amount(numeric, text), settle.iban_valid(text),
@@ -1059,7 +1044,7 @@ GRANT EXECUTE ON FUNCTION settle.set_payout_setting(text, text, text, text, text
 	settle.import_payout_confirmations(bigint, text) TO settle_admin, settle_finance;
 GRANT EXECUTE ON FUNCTION settle.verify_payout_batch(bigint) TO settle_admin, settle_finance, settle_auditor;
 GRANT EXECUTE ON FUNCTION settle.statement_csv(bigint), settle.statement_html(bigint, integer),
-	settle.statements_html(text, integer), settle.may_read_statement(bigint)
+	settle.statements_html(text, integer)
 	TO settle_admin, settle_operator, settle_analyst, settle_finance, settle_auditor, settle_reseller;
 GRANT EXECUTE ON FUNCTION settle.xml_escape(text), settle.csv_field(text), settle.format_amount(numeric, text),
 	settle.iban_valid(text), settle.iban_mask(text), settle.csv_parse(text)
