@@ -8,6 +8,7 @@
 #
 #   bash bench/ingest.sh            # via the install lock and a throwaway cluster
 #   N=200000 bash bench/ingest.sh
+#   SETTLE_BENCH_PERF=1 bash bench/ingest.sh   # plus a system-wide perf profile of the pull
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ -z "${SETTLE_BENCH_INSIDE:-}" ]; then
@@ -28,10 +29,20 @@ done
 # warm the mock: it builds and caches every page on the first pull
 q settle_bench_warm "SELECT status FROM settle.ingest_now('bench')" >/dev/null
 
+if [ -n "${SETTLE_BENCH_PERF:-}" ] && command -v perf >/dev/null; then
+	perf record -q -a -o "$MOCK_DIR/perf.data" 2>/dev/null &
+	perf_pid=$!
+	sleep 0.5
+fi
 t0=$(date +%s%N)
 res=$(q settle_bench "SELECT status, lines_new, pages FROM settle.ingest_now('bench')")
 t1=$(date +%s%N)
 settle_ms=$(( (t1 - t0) / 1000000 ))
+if [ -n "${perf_pid:-}" ]; then
+	kill -INT "$perf_pid"; wait "$perf_pid" || true
+	perf report -i "$MOCK_DIR/perf.data" --stdio --no-children --sort ${PERF_SORT:-comm,dso,symbol} --percent-limit ${PERF_LIMIT:-0.7} 2>/dev/null \
+		| grep -v '^#' | grep -v '^$' | head -60
+fi
 avg=$(q settle_bench "SELECT round(avg(octet_length(body)) / 300) FROM settle.raw_page")
 
 # the obvious path on the same pages

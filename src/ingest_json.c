@@ -197,15 +197,19 @@ scan_scalar(void *state, char *token, JsonTokenType type)
 
 /*
  * A small recursive-descent JSON reader that drives the same semantic
- * actions as pg_parse_json, but copies a string only once (no per-character
- * appends when there is nothing to unescape) and keeps numbers as their
- * exact text.  Grammar as RFC 8259; the input must be valid UTF-8 (checked by
+ * actions as pg_parse_json, but copies every string and number once, into
+ * one arena allocated per reply, and keeps numbers as their exact text.
+ * A copy (unescaped string, number or literal, plus its NUL) is never longer
+ * than its source text plus the one byte that must follow it (separator,
+ * bracket or end of input), so an arena of the input's length plus two
+ * bytes cannot overflow.  Grammar as RFC 8259; the input must be valid UTF-8 (checked by
  * the caller).
  */
 typedef struct FastJson
 {
 	char	   *p;
 	char	   *end;
+	char	   *out;			/* next free byte of the string arena */
 	ScanState  *s;
 	const char *err;
 	int			depth;
@@ -274,15 +278,17 @@ fj_string(FastJson *f, char **out)
 		f->err = "unterminated string";
 		return false;
 	}
+	buf = f->out;
+	memcpy(buf, start, q - start);
 	if (*q == '"')
 	{
-		*out = pnstrdup(start, q - start);
+		buf[q - start] = '\0';
+		f->out += q - start + 1;
+		*out = buf;
 		f->p = q + 1;
 		return true;
 	}
 	/* slow path: unescape (the result is never longer than the input) */
-	buf = palloc(f->end - start + 1);
-	memcpy(buf, start, q - start);
 	w = buf + (q - start);
 	while (q < f->end && *q != '"')
 	{
@@ -369,9 +375,21 @@ fj_string(FastJson *f, char **out)
 		return false;
 	}
 	*w = '\0';
+	f->out = w + 1;
 	*out = buf;
 	f->p = q + 1;
 	return true;
+}
+
+static char *
+fj_copy(FastJson *f, const char *src, size_t n)
+{
+	char	   *dst = f->out;
+
+	memcpy(dst, src, n);
+	dst[n] = '\0';
+	f->out += n + 1;
+	return dst;
 }
 
 static bool
@@ -417,7 +435,7 @@ fj_number(FastJson *f)
 			q++;
 	}
 	f->p = q;
-	scan_scalar(f->s, pnstrdup(start, q - start), JSON_TOKEN_NUMBER);
+	scan_scalar(f->s, fj_copy(f, start, q - start), JSON_TOKEN_NUMBER);
 	return true;
 }
 
@@ -432,7 +450,7 @@ fj_literal(FastJson *f, const char *word, JsonTokenType type)
 		return false;
 	}
 	f->p += n;
-	scan_scalar(f->s, pstrdup(word), type);
+	scan_scalar(f->s, fj_copy(f, word, n), type);
 	return true;
 }
 
@@ -574,6 +592,7 @@ bss_parse_reply(char *body, size_t len, BssReply *reply)
 	st.cur_field = -1;
 	f.p = body;
 	f.end = body + len;
+	f.out = palloc(len + 2);
 	f.s = &st;
 	f.err = NULL;
 	f.depth = 0;

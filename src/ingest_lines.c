@@ -4,19 +4,33 @@
  * For one page: maps each line's account to a customer and reseller on the
  * line's date (settle.customer_account), checks it against the currency and
  * product catalogues and the agreement table, decides per natural key
- * whether it is new, unchanged (a no-op) or a new revision, inserts all new
- * revisions with one statement, and opens an exception for every failure.
+ * whether it is new, unchanged (a no-op) or a new revision, writes all new
+ * revisions in one multi-insert, and opens an exception for every failure.
  * A failing line never stops its neighbours: it is stored with its errors.
  * Runs inside the page's transaction, so all of this commits with the page.
  */
 #include "postgres.h"
 
+#include "access/genam.h"
+#include "access/heapam.h"
+#include "access/stratnum.h"
+#include "access/table.h"
+#include "access/tableam.h"
+#include "catalog/namespace.h"
 #include "catalog/pg_type.h"
+#include "catalog/pg_trigger.h"
+#include "commands/trigger.h"
+#include "executor/executor.h"
 #include "executor/spi.h"
 #include "lib/stringinfo.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/datetime.h"
+#include "utils/fmgroids.h"
+#include "utils/fmgrprotos.h"
+#include "parser/parse_relation.h"
+#include "utils/rel.h"
+#include "utils/snapmgr.h"
 #include "utils/guc.h"
 #include "utils/json.h"
 #include "utils/lsyscache.h"
@@ -323,64 +337,280 @@ open_exception(IngestState *st, int64 reseller_id, const char *kind,
 }
 
 /* Column builder for the unnest() insert. */
-typedef struct Col
+/*
+ * The bill_line columns, by name: ingest writes every one of them.  Resolved
+ * to attribute numbers once per page (a page is small next to a catalogue
+ * lookup of thirty names).
+ */
+enum
 {
-	Oid			type;
-	Datum	   *v;
-	bool	   *n;
-} Col;
+	C_RESELLER, C_LINE_KEY, C_REVISION, C_CUSTOMER, C_CONTENT_HASH, C_RAW_PAGE, C_CONNECTOR,
+	C_SOURCE_ITEM, C_SOURCE_RECORD, C_BILLING_ACCOUNT, C_SUB_ACCOUNT, C_PERIOD_START,
+	C_CHARGE_START, C_CHARGE_END, C_CATEGORY, C_CLASS, C_PRODUCT, C_SERVICE_NAME,
+	C_SERVICE_CATEGORY, C_SKU, C_REGION, C_RESOURCE, C_CURRENCY, C_LIST_COST, C_DISCOUNT,
+	C_COUPON, C_BILLED, C_PAID, C_ORIGINAL, C_TAGS, C_ERRORS, C_INGESTED_AT, C__COUNT
+};
 
-static void
-col_init(Col *c, Oid type, int n)
-{
-	c->type = type;
-	c->v = palloc0(sizeof(Datum) * (n + 1));
-	c->n = palloc0(sizeof(bool) * (n + 1));
-}
+static const char *const col_names[C__COUNT] = {
+	"reseller_id", "line_key", "revision", "customer_id", "content_hash", "raw_page_id",
+	"connector_id", "source_item", "source_record_id", "billing_account_id", "sub_account_id",
+	"billing_period_start", "charge_period_start", "charge_period_end", "charge_category",
+	"charge_class", "product_code", "service_name", "service_category", "sku_id", "region_id",
+	"resource_id", "billing_currency", "list_cost", "discount", "coupon_deduction", "billed_cost",
+	"amount_paid", "original_line_key", "tags", "validation_errors", "ingested_at"
+};
 
-static void
-col_text(Col *c, int i, const char *s)
+/* The last input text of a type and its value: lines of a page share dates. */
+typedef struct InCache
 {
-	if (s == NULL)
-		c->n[i] = true;
-	else
-		c->v[i] = CStringGetTextDatum(s);
-}
+	char	   *text;
+	Datum		value;
+} InCache;
 
 static Datum
-col_array(Col *c, int n)
+cached_in(InCache *c, const char *text, PGFunction in, int32 typmod)
 {
-	int16		typlen;
-	bool		typbyval;
-	char		typalign;
-	int			dims[1] = {n};
-	int			lbs[1] = {1};
-
-	get_typlenbyvalalign(c->type, &typlen, &typbyval, &typalign);
-	return PointerGetDatum(construct_md_array(c->v, c->n, 1, dims, lbs, c->type,
-											  typlen, typbyval, typalign));
+	if (c->text == NULL || strcmp(c->text, text) != 0)
+	{
+		c->value = DirectFunctionCall3(in, CStringGetDatum(text), ObjectIdGetDatum(InvalidOid),
+									   Int32GetDatum(typmod));
+		c->text = pstrdup(text);
+	}
+	return c->value;
 }
 
-#define NCOLS 27
+static inline void
+put_text(Datum *v, bool *n, int col, const char *s)
+{
+	if (s == NULL)
+		n[col] = true;
+	else
+		v[col] = CStringGetTextDatum(s);
+}
 
-static const char *const insert_sql =
-"INSERT INTO settle.bill_line (reseller_id, line_key, revision, customer_id, content_hash,"
-" raw_page_id, connector_id, source_item, source_record_id, billing_account_id, sub_account_id,"
-" billing_period_start, charge_period_start, charge_period_end, charge_category, charge_class,"
-" product_code, service_name, service_category, sku_id, region_id, resource_id, billing_currency,"
-" list_cost, discount, coupon_deduction, billed_cost, amount_paid, original_line_key, tags,"
-" validation_errors)"
-" SELECT a1, a2, a3, a4, a5, $28, $29, a6, a7, a8, a9, $30::date, a10::timestamptz,"
-"  a11::timestamptz, a12, a13, a14, a15, a16, a17, a18, a19, a20, a21,"
-"  coalesce(a22, 0), coalesce(a23, 0), a24, a25, a26, coalesce(a27::jsonb, '{}'),"
-"  coalesce(pg_catalog.string_to_array(a28, ','), '{}')"
-" FROM unnest($1::int8[], $2::text[], $3::int4[], $4::int8[], $5::bytea[], $6::text[],"
-"  $7::text[], $8::text[], $9::text[], $10::text[], $11::text[], $12::text[], $13::text[],"
-"  $14::text[], $15::text[], $16::text[], $17::text[], $18::text[], $19::text[], $20::text[],"
-"  $21::numeric[], $22::numeric[], $23::numeric[], $24::numeric[], $25::numeric[], $26::text[],"
-"  $27::text[], $31::text[])"
-" AS u(a1, a2, a3, a4, a5, a6, a7, a8, a9, a10, a11, a12, a13, a14, a15, a16, a17, a18, a19,"
-"  a20, a21, a22, a23, a24, a25, a26, a27, a28)";
+static Oid
+settle_relid(const char *name)
+{
+	Oid			relid = get_relname_relid(name, get_namespace_oid("settle", false));
+
+	if (!OidIsValid(relid))
+		elog(ERROR, "relation settle.%s does not exist", name);
+	return relid;
+}
+
+/*
+ * The latest stored revision of each key (bill_line_key_idx: one index
+ * probe per key), entered into the page's key table.  Reads with a fresh
+ * snapshot taken after the writer lock, like a statement would.
+ */
+static void
+read_latest_revisions(HTAB *keys, char **want, int nwant)
+{
+	Relation	heap = table_open(settle_relid("bill_line"), AccessShareLock);
+	Relation	idx = index_open(settle_relid("bill_line_key_idx"), AccessShareLock);
+	TupleTableSlot *slot = table_slot_create(heap, NULL);
+	int			att_rev = attnameAttNum(heap, "revision", false);
+	int			att_hash = attnameAttNum(heap, "content_hash", false);
+	IndexScanDesc scan;
+	Snapshot	snap;
+	int			i;
+
+	PushCopiedSnapshot(GetTransactionSnapshot());
+	UpdateActiveSnapshotCommandId();
+	snap = GetActiveSnapshot();
+	scan = index_beginscan(heap, idx, snap, 1, 0);
+	for (i = 0; i < nwant; i++)
+	{
+		ScanKeyData sk;
+		KeyEntry   *e;
+		bool		found;
+
+		e = hash_search(keys, want[i], HASH_ENTER, &found);
+		if (found)
+			continue;
+		e->revision = 0;
+		ScanKeyInit(&sk, 1, BTEqualStrategyNumber, F_TEXTEQ, CStringGetTextDatum(want[i]));
+		index_rescan(scan, &sk, 1, NULL, 0);
+		while (index_getnext_slot(scan, ForwardScanDirection, slot))
+		{
+			bool		isnull;
+			int32		rev = DatumGetInt32(slot_getattr(slot, att_rev, &isnull));
+
+			if (rev > e->revision)
+			{
+				bytea	   *h = DatumGetByteaPP(slot_getattr(slot, att_hash, &isnull));
+
+				e->revision = rev;
+				memcpy(e->hash, VARDATA_ANY(h), 32);
+			}
+		}
+	}
+	index_endscan(scan);
+	PopActiveSnapshot();
+	ExecDropSingleTupleTableSlot(slot);
+	index_close(idx, AccessShareLock);
+	table_close(heap, AccessShareLock);
+}
+
+/*
+ * Writes the page's new revisions straight into settle.bill_line: one
+ * multi-insert, the table's constraints checked on every row, every index
+ * maintained (the executor's own routines, as COPY does).  The foreign keys
+ * (raw_page_id, connector_id) hold by construction: the raw page was
+ * inserted, with its own checked reference to the connector, in this very
+ * transaction.  bill_line has no insert triggers (append-only triggers fire
+ * on UPDATE, DELETE and TRUNCATE); one added by hand is refused rather than
+ * bypassed.
+ */
+static void
+write_lines(IngestState *st, int64 raw_page_id, const char *billing_period_start,
+			NormLine *lines, int nlines, const bool *insert, const int32 *revision,
+			MapEntry **map, int ninsert)
+{
+	Relation	rel = table_open(settle_relid("bill_line"), RowExclusiveLock);
+	TupleDesc	desc = RelationGetDescr(rel);
+	EState	   *estate = CreateExecutorState();
+	ResultRelInfo *rri = makeNode(ResultRelInfo);
+	BulkInsertState bistate = GetBulkInsertState();
+	CommandId	cid = GetCurrentCommandId(true);
+	TupleTableSlot **slots = palloc(sizeof(TupleTableSlot *) * ninsert);
+	int			att[C__COUNT];
+	Datum	   *values = palloc(sizeof(Datum) * desc->natts);
+	bool	   *nulls = palloc(sizeof(bool) * desc->natts);
+	InCache		c_start = {0}, c_end = {0}, c_currency = {0}, c_tags = {0};
+	Datum		period_start = DirectFunctionCall1(date_in, CStringGetDatum(billing_period_start));
+	Datum		now = TimestampTzGetDatum(GetCurrentTimestamp());
+	Datum		no_tags = DirectFunctionCall1(jsonb_in, CStringGetDatum("{}"));
+	Datum		no_errors = PointerGetDatum(construct_empty_array(TEXTOID));
+	int			k;
+	int			i;
+	int			j;
+
+	for (k = 0; rel->trigdesc && k < rel->trigdesc->numtriggers; k++)
+	{
+		Trigger    *t = &rel->trigdesc->triggers[k];
+
+		/* foreign-key checks are the insert triggers skipped by construction */
+		if (!TRIGGER_FOR_INSERT(t->tgtype) || t->tgenabled == TRIGGER_DISABLED ||
+			RI_FKey_trigger_type(t->tgfoid) != RI_TRIGGER_NONE)
+			continue;
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("settle.bill_line has an INSERT trigger"),
+				 errdetail("Bill lines are written in bulk by ingestion; triggers on insert are not supported."),
+				 errhint("Drop trigger \"%s\"; read new lines by settle.bill_line.ingested_at instead.",
+						 t->tgname)));
+	}
+	for (k = 0; k < C__COUNT; k++)
+		att[k] = attnameAttNum(rel, col_names[k], false) - 1;
+	for (k = 0; k < desc->natts; k++)
+		if (!TupleDescAttr(desc, k)->attisdropped)
+		{
+			int			c;
+
+			for (c = 0; c < C__COUNT && att[c] != k; c++)
+				;
+			if (c == C__COUNT)
+				elog(ERROR, "settle.bill_line column \"%s\" is not written by ingestion",
+					 NameStr(TupleDescAttr(desc, k)->attname));
+		}
+	InitResultRelInfo(rri, rel, 0, NULL, 0);
+	ExecOpenIndices(rri, false);
+
+	for (i = 0, j = 0; i < nlines; i++)
+	{
+		NormLine   *l = &lines[i];
+		bool		mapped = map[i] && map[i]->mapped;
+		bytea	   *h;
+		int			a;
+
+		if (!insert[i])
+			continue;
+		memset(nulls, true, sizeof(bool) * desc->natts);
+		for (k = 0; k < C__COUNT; k++)
+			nulls[att[k]] = false;
+#define V(c) values[att[c]]
+#define N(c) nulls[att[c]]
+		V(C_RESELLER) = Int64GetDatum(mapped ? map[i]->reseller_id : 0);
+		V(C_LINE_KEY) = CStringGetTextDatum(l->line_key);
+		V(C_REVISION) = Int32GetDatum(revision[i]);
+		V(C_CUSTOMER) = Int64GetDatum(mapped ? map[i]->customer_id : 0);
+		N(C_CUSTOMER) = !mapped;
+		h = palloc(VARHDRSZ + 32);
+		SET_VARSIZE(h, VARHDRSZ + 32);
+		memcpy(VARDATA(h), l->hash, 32);
+		V(C_CONTENT_HASH) = PointerGetDatum(h);
+		V(C_RAW_PAGE) = Int64GetDatum(raw_page_id);
+		V(C_CONNECTOR) = Int64GetDatum(st->connector_id);
+		put_text(values, nulls, att[C_SOURCE_ITEM], l->source_item ? l->source_item : "");
+		put_text(values, nulls, att[C_SOURCE_RECORD], l->source_record_id);
+		put_text(values, nulls, att[C_BILLING_ACCOUNT], l->billing_account_id);
+		put_text(values, nulls, att[C_SUB_ACCOUNT], l->sub_account_id);
+		V(C_PERIOD_START) = period_start;
+		V(C_CHARGE_START) = cached_in(&c_start, l->charge_period_start, timestamptz_in, -1);
+		V(C_CHARGE_END) = cached_in(&c_end, l->charge_period_end, timestamptz_in, -1);
+		put_text(values, nulls, att[C_CATEGORY], l->charge_category);
+		put_text(values, nulls, att[C_CLASS], l->charge_class);
+		put_text(values, nulls, att[C_PRODUCT], l->product_code);
+		put_text(values, nulls, att[C_SERVICE_NAME], l->service_name);
+		put_text(values, nulls, att[C_SERVICE_CATEGORY],
+				 l->product_code ? product_category(st, l->product_code) : NULL);
+		put_text(values, nulls, att[C_SKU], l->sku_id);
+		put_text(values, nulls, att[C_REGION], l->region_id);
+		put_text(values, nulls, att[C_RESOURCE], l->resource_id);
+		if (l->currency)
+			V(C_CURRENCY) = cached_in(&c_currency, l->currency, bpcharin,
+									  TupleDescAttr(desc, att[C_CURRENCY])->atttypmod);
+		else
+			N(C_CURRENCY) = true;
+		for (a = 0; a < AMT__COUNT; a++)
+		{
+			int			c = C_LIST_COST + a;
+
+			if (!l->amt_null[a])
+				V(c) = l->amt[a];
+			else if (c == C_DISCOUNT || c == C_COUPON)
+				V(c) = DirectFunctionCall1(int4_numeric, Int32GetDatum(0));
+			else
+				N(c) = true;
+		}
+		put_text(values, nulls, att[C_ORIGINAL], l->original_line_key);
+		V(C_TAGS) = l->tags_json ? cached_in(&c_tags, l->tags_json, jsonb_in, -1) : no_tags;
+		if (l->errors != NIL)
+		{
+			Datum	   *e = palloc(sizeof(Datum) * list_length(l->errors));
+			ListCell   *lc;
+
+			foreach(lc, l->errors)
+				e[foreach_current_index(lc)] = CStringGetTextDatum((char *) lfirst(lc));
+			V(C_ERRORS) = PointerGetDatum(construct_array(e, list_length(l->errors), TEXTOID,
+														  -1, false, TYPALIGN_INT));
+		}
+		else
+			V(C_ERRORS) = no_errors;
+		V(C_INGESTED_AT) = now;
+#undef V
+#undef N
+		slots[j] = MakeSingleTupleTableSlot(desc, &TTSOpsHeapTuple);
+		ExecStoreHeapTuple(heap_form_tuple(desc, values, nulls), slots[j], false);
+		ExecConstraints(rri, slots[j], estate);
+		j++;
+	}
+	table_multi_insert(rel, slots, ninsert, cid, 0, bistate);
+	for (j = 0; j < ninsert; j++)
+	{
+		List	   *recheck = ExecInsertIndexTuples(rri, slots[j], estate, false, false, NULL, NIL);
+
+		Assert(recheck == NIL);
+		(void) recheck;
+		ExecDropSingleTupleTableSlot(slots[j]);
+	}
+	FreeBulkInsertState(bistate);
+	ExecCloseIndices(rri);
+	FreeExecutorState(estate);
+	table_close(rel, RowExclusiveLock);
+	CommandCounterIncrement();
+}
 
 static char *
 json_refs(IngestState *st, NormLine *l, int32 revision, int64 raw_page_id)
@@ -429,23 +659,13 @@ ingest_store_lines(IngestState *st, int64 raw_page_id,
 {
 	HASHCTL		ctl;
 	HTAB	   *keys;
-	Datum	   *keyd;
-	int			nkeys = 0;
+	char	  **want;
+	int			nwant = 0;
 	int			i;
 	int32	   *revision;
 	bool	   *insert;
 	MapEntry  **map;
 	int			ninsert = 0;
-	Col			cols[NCOLS + 1];
-	Oid			argtypes[31];
-	Datum		args[31];
-	char		nulls[32];
-	static const Oid coltypes[NCOLS + 1] = {
-		InvalidOid, INT8OID, TEXTOID, INT4OID, INT8OID, BYTEAOID, TEXTOID, TEXTOID,
-		TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID,
-		TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, NUMERICOID, NUMERICOID,
-		NUMERICOID, NUMERICOID, NUMERICOID, TEXTOID, TEXTOID
-	};
 	Datum		tolerance;
 
 	if (nlines == 0)
@@ -454,8 +674,7 @@ ingest_store_lines(IngestState *st, int64 raw_page_id,
 	st->lines_seen += nlines;
 
 	/* One writer of bill lines at a time: revision numbers stay dense. */
-	if (SPI_execute("SELECT pg_catalog.pg_advisory_xact_lock(5861746185)", false, 0) != SPI_OK_SELECT)
-		elog(ERROR, "could not lock bill lines");
+	(void) DirectFunctionCall1(pg_advisory_xact_lock_int8, Int64GetDatum(INT64CONST(5861746185)));
 
 	/* Latest stored revision of every key on the page (and refund originals). */
 	memset(&ctl, 0, sizeof(ctl));
@@ -482,41 +701,14 @@ ingest_store_lines(IngestState *st, int64 raw_page_id,
 	}
 	keys = hash_create("settle ingest keys", nlines * 2, &ctl,
 					   HASH_ELEM | HASH_STRINGS | HASH_CONTEXT);
-	keyd = palloc(sizeof(Datum) * nlines * 2);
+	want = palloc(sizeof(char *) * nlines * 2);
 	for (i = 0; i < nlines; i++)
 	{
-		keyd[nkeys++] = CStringGetTextDatum(lines[i].line_key);
+		want[nwant++] = lines[i].line_key;
 		if (lines[i].original_line_key)
-			keyd[nkeys++] = CStringGetTextDatum(lines[i].original_line_key);
+			want[nwant++] = lines[i].original_line_key;
 	}
-	{
-		Oid			t[1] = {TEXTARRAYOID};
-		Datum		v[1];
-		uint64		r;
-
-		v[0] = PointerGetDatum(construct_array(keyd, nkeys, TEXTOID, -1, false, TYPALIGN_INT));
-		/* one index probe per key (bill_line_key_idx), whatever the statistics */
-		if (SPI_execute_with_args("SELECT k.key, b.revision, b.content_hash"
-								  " FROM (SELECT DISTINCT u AS key FROM pg_catalog.unnest($1) u) k"
-								  " CROSS JOIN LATERAL (SELECT l.revision, l.content_hash"
-								  "  FROM settle.bill_line l WHERE l.line_key = k.key"
-								  "  ORDER BY l.line_key DESC, l.revision DESC LIMIT 1) b",
-								  1, t, v, NULL, false, 0) != SPI_OK_SELECT)
-			elog(ERROR, "could not read settle.bill_line");
-		for (r = 0; r < SPI_processed; r++)
-		{
-			HeapTuple	tup = SPI_tuptable->vals[r];
-			bool		isnull;
-			char	   *k = TextDatumGetCString(SPI_getbinval(tup, SPI_tuptable->tupdesc, 1, &isnull));
-			bytea	   *h = DatumGetByteaPP(SPI_getbinval(tup, SPI_tuptable->tupdesc, 3, &isnull));
-			KeyEntry   *e;
-			bool		found;
-
-			e = hash_search(keys, k, HASH_ENTER, &found);
-			e->revision = DatumGetInt32(SPI_getbinval(tup, SPI_tuptable->tupdesc, 2, &isnull));
-			memcpy(e->hash, VARDATA_ANY(h), 32);
-		}
-	}
+	read_latest_revisions(keys, want, nwant);
 
 	revision = palloc0(sizeof(int32) * nlines);
 	insert = palloc0(sizeof(bool) * nlines);
@@ -592,123 +784,15 @@ ingest_store_lines(IngestState *st, int64 raw_page_id,
 		}
 		if (l->original_line_key)
 		{
-			if (hash_search(keys, l->original_line_key, HASH_FIND, NULL) == NULL)
+			KeyEntry   *orig = hash_search(keys, l->original_line_key, HASH_FIND, NULL);
+
+			/* stored before, or on this page */
+			if (orig == NULL || orig->revision == 0)
 				ingest_line_error(l, "unlinked_refund");
 		}
 	}
 
-	for (i = 1; i <= NCOLS; i++)
-		col_init(&cols[i], coltypes[i], ninsert);
-	{
-		int			j = 0;
-
-		for (i = 0; i < nlines; i++)
-		{
-			NormLine   *l = &lines[i];
-			bytea	   *h;
-			int			a;
-
-			if (!insert[i])
-				continue;
-			cols[1].v[j] = Int64GetDatum(map[i] && map[i]->mapped ? map[i]->reseller_id : 0);
-			col_text(&cols[2], j, l->line_key);
-			cols[3].v[j] = Int32GetDatum(revision[i]);
-			if (map[i] && map[i]->mapped)
-				cols[4].v[j] = Int64GetDatum(map[i]->customer_id);
-			else
-				cols[4].n[j] = true;
-			h = palloc(VARHDRSZ + 32);
-			SET_VARSIZE(h, VARHDRSZ + 32);
-			memcpy(VARDATA(h), l->hash, 32);
-			cols[5].v[j] = PointerGetDatum(h);
-			col_text(&cols[6], j, l->source_item ? l->source_item : "");
-			col_text(&cols[7], j, l->source_record_id);
-			col_text(&cols[8], j, l->billing_account_id);
-			col_text(&cols[9], j, l->sub_account_id);
-			col_text(&cols[10], j, l->charge_period_start);
-			col_text(&cols[11], j, l->charge_period_end);
-			col_text(&cols[12], j, l->charge_category);
-			col_text(&cols[13], j, l->charge_class);
-			col_text(&cols[14], j, l->product_code);
-			col_text(&cols[15], j, l->service_name);
-			col_text(&cols[16], j, l->product_code ? product_category(st, l->product_code) : NULL);
-			col_text(&cols[17], j, l->sku_id);
-			col_text(&cols[18], j, l->region_id);
-			col_text(&cols[19], j, l->resource_id);
-			col_text(&cols[20], j, l->currency);
-			for (a = 0; a < AMT__COUNT; a++)
-			{
-				if (l->amt_null[a])
-					cols[21 + a].n[j] = true;
-				else
-					cols[21 + a].v[j] = l->amt[a];
-			}
-			col_text(&cols[26], j, l->original_line_key);
-			col_text(&cols[27], j, l->tags_json);
-			j++;
-		}
-	}
-
-	/* errors column ($31) is built after validation, as text */
-	{
-		Col			errs;
-		int			j = 0;
-
-		col_init(&errs, TEXTOID, ninsert);
-		for (i = 0; i < nlines; i++)
-		{
-			NormLine   *l = &lines[i];
-
-			if (!insert[i])
-				continue;
-			if (l->errors != NIL)
-			{
-				StringInfoData b;
-				ListCell   *lc;
-
-				initStringInfo(&b);
-				foreach(lc, l->errors)
-					appendStringInfo(&b, "%s%s", b.len ? "," : "", (char *) lfirst(lc));
-				errs.v[j] = CStringGetTextDatum(b.data);
-			}
-			else
-				errs.n[j] = true;
-			j++;
-		}
-		for (i = 1; i <= NCOLS; i++)
-		{
-			argtypes[i - 1] = get_array_type(coltypes[i]);
-			args[i - 1] = col_array(&cols[i], ninsert);
-		}
-		argtypes[27] = INT8OID;
-		args[27] = Int64GetDatum(raw_page_id);
-		argtypes[28] = INT8OID;
-		args[28] = Int64GetDatum(st->connector_id);
-		argtypes[29] = TEXTOID;
-		args[29] = CStringGetTextDatum(billing_period_start);
-		argtypes[30] = TEXTARRAYOID;
-		args[30] = col_array(&errs, ninsert);
-		memset(nulls, ' ', sizeof(nulls));
-
-		/*
-		 * Insert with session_replication_role = replica for this statement
-		 * only: that skips the per-row foreign-key checks of raw_page_id and
-		 * connector_id, which hold by construction (the raw page was
-		 * inserted, with its own checked reference to the connector, in
-		 * this very transaction).  Triggers marked ENABLE ALWAYS (audit,
-		 * append-only) still fire.
-		 */
-		{
-			int			nest = NewGUCNestLevel();
-
-			(void) set_config_option("session_replication_role", "replica",
-									 PGC_SUSET, PGC_S_SESSION, GUC_ACTION_LOCAL,
-									 true, 0, false);
-			if (SPI_execute_with_args(insert_sql, 31, argtypes, args, nulls, false, 0) != SPI_OK_INSERT)
-				elog(ERROR, "could not insert bill lines");
-			AtEOXact_GUC(true, nest);
-		}
-	}
+	write_lines(st, raw_page_id, billing_period_start, lines, nlines, insert, revision, map, ninsert);
 
 	/* Exceptions for failures, after the lines exist. */
 	for (i = 0; i < nlines; i++)
