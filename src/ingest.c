@@ -1026,7 +1026,9 @@ pull_scope(RunCtx *rc, const char *action)
 		}
 		pages_done++;
 		checkpoint_save(st, scope, next, pages_done);
-		run_update_counts(st);
+		/* others see the counts only when the worker commits a page */
+		if (rc->worker)
+			run_update_counts(st);
 		token = next ? MemoryContextStrdup(st->runcxt, next) : NULL;
 
 		MemoryContextSwitchTo(old);

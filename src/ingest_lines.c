@@ -471,7 +471,6 @@ write_lines(IngestState *st, int64 raw_page_id, const char *billing_period_start
 	TupleDesc	desc = RelationGetDescr(rel);
 	EState	   *estate = CreateExecutorState();
 	ResultRelInfo *rri = makeNode(ResultRelInfo);
-	BulkInsertState bistate = GetBulkInsertState();
 	CommandId	cid = GetCurrentCommandId(true);
 	TupleTableSlot **slots = palloc(sizeof(TupleTableSlot *) * ninsert);
 	int			att[C__COUNT];
@@ -596,7 +595,7 @@ write_lines(IngestState *st, int64 raw_page_id, const char *billing_period_start
 		ExecConstraints(rri, slots[j], estate);
 		j++;
 	}
-	table_multi_insert(rel, slots, ninsert, cid, 0, bistate);
+	table_multi_insert(rel, slots, ninsert, cid, 0, NULL);
 	for (j = 0; j < ninsert; j++)
 	{
 		List	   *recheck = ExecInsertIndexTuples(rri, slots[j], estate, false, false, NULL, NIL);
@@ -605,7 +604,6 @@ write_lines(IngestState *st, int64 raw_page_id, const char *billing_period_start
 		(void) recheck;
 		ExecDropSingleTupleTableSlot(slots[j]);
 	}
-	FreeBulkInsertState(bistate);
 	ExecCloseIndices(rri);
 	FreeExecutorState(estate);
 	table_close(rel, RowExclusiveLock);
