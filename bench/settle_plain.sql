@@ -12,10 +12,10 @@ INSERT INTO plain_lineage
 WITH lines AS (
 	SELECT DISTINCT ON (b.reseller_id, b.line_key COLLATE "C")
 	       b.reseller_id, b.line_key, b.revision, b.customer_id, b.charge_category, b.product_code,
-	       b.billed_cost, b.original_line_key, b.source_item, b.charge_period_start::date AS line_date
+	       b.billed_cost, b.original_line_key, b.source_item, (b.charge_period_start AT TIME ZONE 'UTC')::date AS line_date
 	  FROM settle.bill_line b
-	 WHERE b.charge_period_start::date >= to_date(:'period', 'YYYY-MM')
-	   AND b.charge_period_start::date < to_date(:'period', 'YYYY-MM') + interval '1 month'
+	 WHERE (b.charge_period_start AT TIME ZONE 'UTC')::date >= to_date(:'period', 'YYYY-MM')
+	   AND (b.charge_period_start AT TIME ZONE 'UTC')::date < to_date(:'period', 'YYYY-MM') + interval '1 month'
 	 ORDER BY b.reseller_id, b.line_key COLLATE "C", b.revision DESC
 ), charges AS (
 	SELECT * FROM lines WHERE original_line_key IS NULL AND source_item <> 'Refund'

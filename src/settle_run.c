@@ -28,6 +28,8 @@
 #include "access/htup_details.h"
 #include "access/table.h"
 #include "access/tableam.h"
+#include "access/stratnum.h"
+#include "catalog/pg_am.h"
 #include "catalog/index.h"
 #include "catalog/namespace.h"
 #include "catalog/pg_type.h"
@@ -41,6 +43,10 @@
 #include "port/pg_bswap.h"
 #include "utils/builtins.h"
 #include "utils/date.h"
+#include "utils/fmgroids.h"
+#include "parser/parse_relation.h"
+#include "utils/array.h"
+#include "utils/snapmgr.h"
 #include "utils/datetime.h"
 #include "utils/json.h"
 #include "utils/jsonb.h"
@@ -673,66 +679,214 @@ new_line(Run *run)
 	return &run->lines[run->nlines++];
 }
 
-/*
- * The lines of the period: the current revision of every bill line dated in
- * it, and refunds dated in the previous period (which may have been deferred
- * beyond the refund window).  In verify mode: exactly the revisions a run
- * recorded.
- */
-static const char *
-line_query(Run *run)
+/* The calendar date of a timestamptz in UTC (the session's TimeZone never moves a line). */
+static inline DateADT
+utc_date(TimestampTz t)
 {
-	const char *date = run->invoice_basis ? "b.billing_period_start" : "(b.charge_period_start)::date";
-
-	if (run->verify_run)
-		return psprintf("SELECT b.line_key, b.revision, b.customer_id, b.content_hash, b.charge_category, "
-						"b.product_code, b.sku_id, b.region_id, b.billing_currency, b.list_cost, b.billed_cost, "
-						"b.amount_paid, b.original_line_key, %s AS line_date, b.charge_period_start::date, "
-						"b.charge_period_end::date, b.source_item, %s < $2 AS prev, "
-						"cardinality(b.validation_errors) > 0 AS invalid "
-						"FROM settle.settlement_line s JOIN settle.bill_line b "
-						"ON b.reseller_id = s.reseller_id AND b.line_key = s.line_key AND b.revision = s.revision "
-						"WHERE s.reseller_id = $1 AND s.run_id = $4 AND s.kind IN ('c', 'r') AND $3 <= $3 "
-						"ORDER BY b.line_key COLLATE \"C\", b.revision", date, date);
-	return psprintf("SELECT b.line_key, b.revision, b.customer_id, b.content_hash, b.charge_category, "
-					"b.product_code, b.sku_id, b.region_id, b.billing_currency, b.list_cost, b.billed_cost, "
-					"b.amount_paid, b.original_line_key, %s AS line_date, b.charge_period_start::date, "
-					"b.charge_period_end::date, b.source_item, %s < $2 AS prev, "
-					"cardinality(b.validation_errors) > 0 AS invalid "
-					"FROM settle.bill_line b WHERE b.reseller_id = $1 "
-					"AND ((%s >= $2 AND %s < $3) OR (%s >= $4::date AND %s < $2 "
-					"AND (b.original_line_key IS NOT NULL OR b.source_item = 'Refund'))) "
-					"ORDER BY b.line_key COLLATE \"C\", b.revision",
-					date, date, date, date, date, date);
+	return (DateADT) (t >= 0 ? t / USECS_PER_DAY : -((-t - 1) / USECS_PER_DAY) - 1);
 }
 
-static void
-read_lines(Run *run)
+/* Columns of one bill line as the engine reads it (take_row's layout). */
+enum
 {
-	Datum		args[4];
-	Oid			types[4] = {INT8OID, DATEOID, DATEOID, INT8OID};
+	R_KEY, R_REVISION, R_CUSTOMER, R_HASH, R_CATEGORY, R_PRODUCT, R_SKU, R_REGION, R_CURRENCY,
+	R_LIST, R_BILLED, R_PAID, R_ORIGINAL, R_DATE, R_START, R_END, R_ITEM, R_PREV, R_INVALID,
+	R__COUNT
+};
+
+/*
+ * Takes one bill line revision into the run (rows arrive by line_key, then
+ * revision: a later revision of the same key replaces the earlier one).
+ */
+static void
+take_row(Run *run, const Datum *rowvals, const bool *rownulls, char **prev_key)
+{
+	bool		invalid;
+	bool		isnull;
+	text	   *key;
+	int			keylen;
+	Line	   *l;
+	bytea	   *hash;
+	text	   *charge;
+	char	   *ccy;
+	const Fx   *fx = NULL;
+	money128	billed,
+				list,
+				paid;
+	Datum		orig;
+	bool		orignull;
+	DateADT		pstart,
+				pend;
+	const Rule *rule;
+	Version    *ver;
+
+	key = DatumGetTextPP(rowvals[0]);
+	keylen = VARSIZE_ANY_EXHDR(key);
+
+	/* a later revision of the same key replaces the earlier one */
+	if (run->nlines > 0 && *prev_key != NULL &&
+		strlen(*prev_key) == (size_t) keylen && memcmp(*prev_key, VARDATA_ANY(key), keylen) == 0)
+	{
+		run->nlines--;
+		run->arena_len = run->lines[run->nlines].key;
+	}
+	l = new_line(run);
+	l->key = arena_put(run, VARDATA_ANY(key), keylen);
+	*prev_key = ARENA(run, l->key);
+	l->revision = DatumGetInt32((isnull = rownulls[1], rowvals[1]));
+	{
+		Datum		c = (isnull = rownulls[2], rowvals[2]);
+
+		l->cust = isnull ? -1 : find_customer(run, DatumGetInt64(c));
+	}
+	/*
+	 * A line that failed validation (its exception is already open)
+	 * or whose amounts cannot be held exactly earns nothing: never
+	 * guessed, never fixed.
+	 */
+	invalid = DatumGetBool(rowvals[18]) || rownulls[4] || rownulls[8] || rownulls[10] ||
+		!(rownulls[9] || numeric_to_money128(rowvals[9], &list)) ||
+		!numeric_to_money128(rowvals[10], &billed) ||
+		!(rownulls[11] || numeric_to_money128(rowvals[11], &paid)) ||
+		list % ((money128) 100000000) != 0 || billed % ((money128) 100000000) != 0 ||
+		(!rownulls[11] && paid % ((money128) 100000000) != 0);
+	if (!invalid)
+	{
+		charge = DatumGetTextPP(rowvals[4]);
+		l->charge = rule_charge_category(VARDATA_ANY(charge), VARSIZE_ANY_EXHDR(charge));
+		ccy = TextDatumGetCString(rowvals[8]);
+		if (rownulls[9])
+			list = billed;
+		if (rownulls[11])
+			paid = billed;
+	}
+	else
+	{
+		l->charge = RULE_CHARGE_UNKNOWN;
+		ccy = pstrdup(run->currency);
+		list = billed = paid = 0;
+		add_problem(run, "validation", psprintf("line:%s", ARENA(run, l->key)),
+					psprintf("Bill line %s failed validation or has amounts that cannot be held exactly: it earns nothing.",
+							 ARENA(run, l->key)));
+	}
+	l->product = intern_datum(run, rowvals[5], rownulls[5]);
+	l->sku = intern_datum(run, rowvals[6], rownulls[6]);
+	l->region = intern_datum(run, rowvals[7], rownulls[7]);
+	if (l->product)
+	{
+		ProductEntry *pe = hash_search(run->products, l->product, HASH_FIND, NULL);
+
+		l->category = pe ? pe->category : NULL;
+	}
+	orig = rowvals[12];
+	orignull = rownulls[12];
+	l->date = DatumGetDateADT((isnull = rownulls[13], rowvals[13]));
+	pstart = DatumGetDateADT((isnull = rownulls[14], rowvals[14]));
+	pend = DatumGetDateADT((isnull = rownulls[15], rowvals[15]));
+	l->prev = DatumGetBool((isnull = rownulls[17], rowvals[17]));
+	{
+		text	   *item = DatumGetTextPP((isnull = rownulls[16], rowvals[16]));
+
+		l->kind = (!orignull ||
+				   (VARSIZE_ANY_EXHDR(item) == 6 && memcmp(VARDATA_ANY(item), "Refund", 6) == 0))
+			? KIND_REFUND : KIND_CHARGE;
+	}
+	if (!orignull)
+	{
+		text	   *o = DatumGetTextPP(orig);
+
+		l->orig = arena_put(run, VARDATA_ANY(o), VARSIZE_ANY_EXHDR(o));
+	}
+	/* active days within its month, for proration of monthly amounts */
+	if (l->prev)
+		l->active_days = Max(0, Min(pend, run->start) - Max(pstart, run->prev_start));
+	else
+		l->active_days = Max(0, Min(pend, run->end) - Max(pstart, run->start));
+
+	hash = DatumGetByteaPP((isnull = rownulls[3], rowvals[3]));
+	fp_str(run->in_fp, ARENA(run, l->key));
+	fp_int(run->in_fp, l->revision);
+	fp_bytes(run->in_fp, VARDATA_ANY(hash), VARSIZE_ANY_EXHDR(hash));
+
+	l->version = (int16) find_version(run, l->date);
+	if (l->version < 0)
+	{
+		add_problem(run, "missing_rule", psprintf("rule:%lld:%s", (long long) run->agreement_id,
+												  run->period),
+					psprintf("No rule version of agreement %lld is in force on %s.",
+							 (long long) run->agreement_id, date_text(l->date)));
+		return;
+	}
+
+	/* currency: convert into the settlement currency at the month-end rate */
+	l->fx_rate_id = 0;
+	if (strcmp(ccy, run->currency) != 0)
+	{
+		fx = find_fx(run, ccy);
+		if (fx == NULL)
+		{
+			char	   *scope = psprintf("fx:%s/%s:%s", ccy, run->currency, date_text(run->last_day));
+
+			/* never guessed: the line earns nothing until a rate exists */
+			add_problem(run, "missing_fx_rate", scope,
+						psprintf("No FX rate %s to %s dated %s: lines in %s cannot be converted.",
+								 ccy, run->currency, date_text(run->last_day), ccy));
+			billed = list = paid = 0;
+		}
+		else
+		{
+			l->fx_rate_id = fx->fx_rate_id;
+			billed = fx_convert(billed, fx->rate);
+			list = fx_convert(list, fx->rate);
+			paid = fx_convert(paid, fx->rate);
+		}
+	}
+	l->billed = billed;
+
+	ver = &run->versions[l->version];
+	rule = ver->rule;
+	l->basis = rule->basis == RULE_BASIS_LIST_COST ? list :
+		rule->basis == RULE_BASIS_AMOUNT_PAID ? paid : billed;
+	l->eligible = l->charge >= 0 && (rule->eligible & (1u << l->charge)) != 0;
+	if (l->cust < 0)
+		add_problem(run, "unmapped_customer", psprintf("line:%s", ARENA(run, l->key)),
+					psprintf("Bill line %s has no known customer of this reseller.",
+							 ARENA(run, l->key)));
+}
+
+/*
+ * verify_run: exactly the revisions a run recorded, by SQL (a join with the
+ * run's lineage), in the same order and layout as read_lines_direct.
+ */
+static void
+read_lines_recorded(Run *run)
+{
+	Datum		args[2];
+	Oid			types[2] = {INT8OID, INT8OID};
 	SPIPlanPtr	plan;
 	Portal		portal;
 	MemoryContext batch = AllocSetContextCreate(CurrentMemoryContext, "settle line batch",
 												ALLOCSET_DEFAULT_SIZES);
 	char	   *prev_key = NULL;
+	const char *date = run->invoice_basis ? "b.billing_period_start" :
+		"(b.charge_period_start AT TIME ZONE 'UTC')::date";
 
 	args[0] = Int64GetDatum(run->reseller_id);
-	args[1] = DateADTGetDatum(run->start);
-	args[2] = DateADTGetDatum(run->end);
-	if (run->verify_run)
-		args[3] = Int64GetDatum(run->verify_run);
-	else
-	{
-		types[3] = DATEOID;
-		args[3] = DateADTGetDatum(run->prev_start);
-	}
-	plan = SPI_prepare(line_query(run), 4, types);
+	args[1] = Int64GetDatum(run->verify_run);
+	plan = SPI_prepare(psprintf("SELECT b.line_key, b.revision, b.customer_id, b.content_hash, b.charge_category, "
+								"b.product_code, b.sku_id, b.region_id, b.billing_currency, b.list_cost, b.billed_cost, "
+								"b.amount_paid, b.original_line_key, %s AS line_date, "
+								"(b.charge_period_start AT TIME ZONE 'UTC')::date, "
+								"(b.charge_period_end AT TIME ZONE 'UTC')::date, b.source_item, %s < '%s'::date AS prev, "
+								"cardinality(b.validation_errors) > 0 AS invalid "
+								"FROM settle.settlement_line s JOIN settle.bill_line b "
+								"ON b.reseller_id = s.reseller_id AND b.line_key = s.line_key AND b.revision = s.revision "
+								"WHERE s.reseller_id = $1 AND s.run_id = $2 AND s.kind IN ('c', 'r') "
+								"ORDER BY b.line_key COLLATE \"C\", b.revision",
+								date, date, date_text(run->start)), 2, types);
 	if (plan == NULL)
 		elog(ERROR, "could not prepare the line query: %s", SPI_result_code_string(SPI_result));
 	portal = SPI_cursor_open(NULL, plan, args, NULL, true);
-	fp_str(run->in_fp, "lines");
-
 	for (;;)
 	{
 		uint64		i;
@@ -745,171 +899,116 @@ read_lines(Run *run)
 		old = MemoryContextSwitchTo(batch);
 		for (i = 0; i < SPI_processed; i++)
 		{
-			HeapTuple	t = SPI_tuptable->vals[i];
-			TupleDesc	d = SPI_tuptable->tupdesc;
-			Datum		rowvals[19];
-			bool		rownulls[19];
-			bool		invalid;
-			bool		isnull;
-			text	   *key;
-			int			keylen;
-			Line	   *l;
-			bytea	   *hash;
-			text	   *charge;
-			char	   *ccy;
-			const Fx   *fx = NULL;
-			money128	billed,
-						list,
-						paid;
-			Datum		orig;
-			bool		orignull;
-			DateADT		pstart,
-						pend;
-			const Rule *rule;
-			Version    *ver;
+			Datum		rowvals[R__COUNT];
+			bool		rownulls[R__COUNT];
 
-			/* deform the row once */
-			heap_deform_tuple(t, d, rowvals, rownulls);
-			key = DatumGetTextPP(rowvals[0]);
-			keylen = VARSIZE_ANY_EXHDR(key);
-
-			/* a later revision of the same key replaces the earlier one */
-			if (run->nlines > 0 && prev_key != NULL &&
-				strlen(prev_key) == (size_t) keylen && memcmp(prev_key, VARDATA_ANY(key), keylen) == 0)
-			{
-				run->nlines--;
-				run->arena_len = run->lines[run->nlines].key;
-			}
-			l = new_line(run);
-			l->key = arena_put(run, VARDATA_ANY(key), keylen);
-			prev_key = ARENA(run, l->key);
-			l->revision = DatumGetInt32((isnull = rownulls[1], rowvals[1]));
-			{
-				Datum		c = (isnull = rownulls[2], rowvals[2]);
-
-				l->cust = isnull ? -1 : find_customer(run, DatumGetInt64(c));
-			}
-			/*
-			 * A line that failed validation (its exception is already open)
-			 * or whose amounts cannot be held exactly earns nothing: never
-			 * guessed, never fixed.
-			 */
-			invalid = DatumGetBool(rowvals[18]) || rownulls[4] || rownulls[8] || rownulls[10] ||
-				!(rownulls[9] || numeric_to_money128(rowvals[9], &list)) ||
-				!numeric_to_money128(rowvals[10], &billed) ||
-				!(rownulls[11] || numeric_to_money128(rowvals[11], &paid)) ||
-				list % ((money128) 100000000) != 0 || billed % ((money128) 100000000) != 0 ||
-				(!rownulls[11] && paid % ((money128) 100000000) != 0);
-			if (!invalid)
-			{
-				charge = DatumGetTextPP(rowvals[4]);
-				l->charge = rule_charge_category(VARDATA_ANY(charge), VARSIZE_ANY_EXHDR(charge));
-				ccy = TextDatumGetCString(rowvals[8]);
-				if (rownulls[9])
-					list = billed;
-				if (rownulls[11])
-					paid = billed;
-			}
-			else
-			{
-				l->charge = RULE_CHARGE_UNKNOWN;
-				ccy = pstrdup(run->currency);
-				list = billed = paid = 0;
-				add_problem(run, "validation", psprintf("line:%s", ARENA(run, l->key)),
-							psprintf("Bill line %s failed validation or has amounts that cannot be held exactly: it earns nothing.",
-									 ARENA(run, l->key)));
-			}
-			l->product = intern_datum(run, rowvals[5], rownulls[5]);
-			l->sku = intern_datum(run, rowvals[6], rownulls[6]);
-			l->region = intern_datum(run, rowvals[7], rownulls[7]);
-			if (l->product)
-			{
-				ProductEntry *pe = hash_search(run->products, l->product, HASH_FIND, NULL);
-
-				l->category = pe ? pe->category : NULL;
-			}
-			orig = rowvals[12];
-			orignull = rownulls[12];
-			l->date = DatumGetDateADT((isnull = rownulls[13], rowvals[13]));
-			pstart = DatumGetDateADT((isnull = rownulls[14], rowvals[14]));
-			pend = DatumGetDateADT((isnull = rownulls[15], rowvals[15]));
-			l->prev = DatumGetBool((isnull = rownulls[17], rowvals[17]));
-			{
-				text	   *item = DatumGetTextPP((isnull = rownulls[16], rowvals[16]));
-
-				l->kind = (!orignull ||
-						   (VARSIZE_ANY_EXHDR(item) == 6 && memcmp(VARDATA_ANY(item), "Refund", 6) == 0))
-					? KIND_REFUND : KIND_CHARGE;
-			}
-			if (!orignull)
-			{
-				text	   *o = DatumGetTextPP(orig);
-
-				l->orig = arena_put(run, VARDATA_ANY(o), VARSIZE_ANY_EXHDR(o));
-			}
-			/* active days within its month, for proration of monthly amounts */
-			if (l->prev)
-				l->active_days = Max(0, Min(pend, run->start) - Max(pstart, run->prev_start));
-			else
-				l->active_days = Max(0, Min(pend, run->end) - Max(pstart, run->start));
-
-			hash = DatumGetByteaPP((isnull = rownulls[3], rowvals[3]));
-			fp_str(run->in_fp, ARENA(run, l->key));
-			fp_int(run->in_fp, l->revision);
-			fp_bytes(run->in_fp, VARDATA_ANY(hash), VARSIZE_ANY_EXHDR(hash));
-
-			l->version = (int16) find_version(run, l->date);
-			if (l->version < 0)
-			{
-				add_problem(run, "missing_rule", psprintf("rule:%lld:%s", (long long) run->agreement_id,
-														  run->period),
-							psprintf("No rule version of agreement %lld is in force on %s.",
-									 (long long) run->agreement_id, date_text(l->date)));
-				continue;
-			}
-
-			/* currency: convert into the settlement currency at the month-end rate */
-			l->fx_rate_id = 0;
-			if (strcmp(ccy, run->currency) != 0)
-			{
-				fx = find_fx(run, ccy);
-				if (fx == NULL)
-				{
-					char	   *scope = psprintf("fx:%s/%s:%s", ccy, run->currency, date_text(run->last_day));
-
-					/* never guessed: the line earns nothing until a rate exists */
-					add_problem(run, "missing_fx_rate", scope,
-								psprintf("No FX rate %s to %s dated %s: lines in %s cannot be converted.",
-										 ccy, run->currency, date_text(run->last_day), ccy));
-					billed = list = paid = 0;
-				}
-				else
-				{
-					l->fx_rate_id = fx->fx_rate_id;
-					billed = fx_convert(billed, fx->rate);
-					list = fx_convert(list, fx->rate);
-					paid = fx_convert(paid, fx->rate);
-				}
-			}
-			l->billed = billed;
-
-			ver = &run->versions[l->version];
-			rule = ver->rule;
-			l->basis = rule->basis == RULE_BASIS_LIST_COST ? list :
-				rule->basis == RULE_BASIS_AMOUNT_PAID ? paid : billed;
-			l->eligible = l->charge >= 0 && (rule->eligible & (1u << l->charge)) != 0;
-			if (l->cust < 0)
-				add_problem(run, "unmapped_customer", psprintf("line:%s", ARENA(run, l->key)),
-							psprintf("Bill line %s has no known customer of this reseller.",
-									 ARENA(run, l->key)));
+			heap_deform_tuple(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, rowvals, rownulls);
+			take_row(run, rowvals, rownulls, &prev_key);
 		}
 		MemoryContextSwitchTo(old);
 		MemoryContextReset(batch);
 		SPI_freetuptable(SPI_tuptable);
-		settle_progress_update(SETTLE_PHASE_READING, run->nlines);
 	}
 	SPI_cursor_close(portal);
 	MemoryContextDelete(batch);
+}
+
+/*
+ * The lines of the period: the current revision of every bill line of the
+ * reseller dated in it, and refunds dated in the previous period (which may
+ * have been deferred beyond the refund window).  Read straight from the
+ * primary key (reseller_id, line_key, revision), which yields them in the
+ * order the engine needs, under the statement's snapshot; only the columns
+ * the engine uses are deformed.
+ */
+static void
+read_lines_direct(Run *run)
+{
+	static const char *const names[] = {
+		"line_key", "revision", "customer_id", "content_hash", "charge_category", "product_code",
+		"sku_id", "region_id", "billing_currency", "list_cost", "billed_cost", "amount_paid",
+		"original_line_key", "billing_period_start", "charge_period_start", "charge_period_end",
+		"source_item", NULL, "validation_errors"
+	};
+	Oid			nsp = get_namespace_oid("settle", false);
+	Relation	heap = table_open(get_relname_relid("bill_line", nsp), AccessShareLock);
+	Relation	pk = index_open(RelationGetPrimaryKeyIndex(heap), AccessShareLock);
+	TupleTableSlot *slot = table_slot_create(heap, NULL);
+	MemoryContext batch = AllocSetContextCreate(CurrentMemoryContext, "settle line batch",
+												ALLOCSET_DEFAULT_SIZES);
+	MemoryContext old;
+	IndexScanDesc scan;
+	ScanKeyData sk;
+	AttrNumber	att[R__COUNT];
+	int			natts = 0;
+	char	   *prev_key = NULL;
+	uint64		n = 0;
+	int			k;
+
+	for (k = 0; k < R__COUNT; k++)
+	{
+		att[k] = names[k] ? attnameAttNum(heap, names[k], false) : InvalidAttrNumber;
+		natts = Max(natts, att[k]);
+	}
+	if (pk->rd_index->indnkeyatts < 1 || pk->rd_index->indkey.values[0] != attnameAttNum(heap, "reseller_id", false) ||
+		pk->rd_index->indkey.values[1] != att[R_KEY] || pk->rd_index->indkey.values[2] != att[R_REVISION])
+		elog(ERROR, "settle.bill_line's primary key is not (reseller_id, line_key, revision)");
+	ScanKeyInit(&sk, 1, BTEqualStrategyNumber, F_INT8EQ, Int64GetDatum(run->reseller_id));
+	scan = index_beginscan(heap, pk, GetActiveSnapshot(), 1, 0);
+	index_rescan(scan, &sk, 1, NULL, 0);
+	old = MemoryContextSwitchTo(batch);
+	while (index_getnext_slot(scan, ForwardScanDirection, slot))
+	{
+		Datum		v[R__COUNT];
+		bool		nl[R__COUNT];
+		DateADT		date;
+
+		slot_getsomeattrs(slot, natts);
+		for (k = 0; k < R__COUNT; k++)
+			if (att[k] != InvalidAttrNumber)
+			{
+				v[k] = slot->tts_values[att[k] - 1];
+				nl[k] = slot->tts_isnull[att[k] - 1];
+			}
+		v[R_START] = DateADTGetDatum(utc_date(DatumGetTimestampTz(v[R_START])));
+		v[R_END] = DateADTGetDatum(utc_date(DatumGetTimestampTz(v[R_END])));
+		date = run->invoice_basis ? DatumGetDateADT(v[R_DATE]) : DatumGetDateADT(v[R_START]);
+		v[R_DATE] = DateADTGetDatum(date);
+		nl[R_DATE] = false;
+		/* this period's lines, and the previous period's refunds */
+		if (date >= run->end || date < run->prev_start ||
+			(date < run->start && nl[R_ORIGINAL] &&
+			 !(!nl[R_ITEM] && VARSIZE_ANY_EXHDR(DatumGetTextPP(v[R_ITEM])) == 6 &&
+			   memcmp(VARDATA_ANY(DatumGetTextPP(v[R_ITEM])), "Refund", 6) == 0)))
+			continue;
+		v[R_PREV] = BoolGetDatum(date < run->start);
+		nl[R_PREV] = false;
+		v[R_INVALID] = BoolGetDatum(ARR_NDIM(DatumGetArrayTypeP(v[R_INVALID])) > 0);
+		take_row(run, v, nl, &prev_key);
+		if (++n % 10000 == 0)
+		{
+			MemoryContextReset(batch);
+			CHECK_FOR_INTERRUPTS();
+			settle_progress_update(SETTLE_PHASE_READING, run->nlines);
+		}
+	}
+	MemoryContextSwitchTo(old);
+	index_endscan(scan);
+	ExecDropSingleTupleTableSlot(slot);
+	index_close(pk, AccessShareLock);
+	table_close(heap, AccessShareLock);
+	MemoryContextDelete(batch);
+	settle_progress_update(SETTLE_PHASE_READING, run->nlines);
+}
+
+static void
+read_lines(Run *run)
+{
+	fp_str(run->in_fp, "lines");
+	if (run->verify_run)
+		read_lines_recorded(run);
+	else
+		read_lines_direct(run);
 }
 
 /* ---------- evaluation ---------- */
@@ -1059,7 +1158,8 @@ load_earlier_originals(Run *run, int *n)
 	Datum		args[3];
 	Oid			types[3] = {INT8OID, TEXTARRAYOID, TEXTOID};
 	Original   *o;
-	const char *date = run->invoice_basis ? "b.billing_period_start" : "(b.charge_period_start)::date";
+	const char *date = run->invoice_basis ? "b.billing_period_start" :
+		"(b.charge_period_start AT TIME ZONE 'UTC')::date";
 
 	for (i = 0; i < run->nlines; i++)
 	{

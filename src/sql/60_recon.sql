@@ -337,7 +337,7 @@ BEGIN
 		SELECT b.reseller_id, b.line_key, b.revision, b.customer_id, b.billing_account_id,
 		       lower(b.product_code) AS product_code, b.billing_currency::text AS currency,
 		       b.billed_cost, b.list_cost, b.discount, b.coupon_deduction, b.source_record_id,
-		       b.charge_period_start::date AS day, b.ingested_at, b.source_item, b.original_line_key,
+		       (b.charge_period_start AT TIME ZONE 'UTC')::date AS day, b.ingested_at, b.source_item, b.original_line_key,
 		       coalesce(c.minor_unit, 2) AS minor_unit
 		  FROM settle.bill_line_current b
 		  LEFT JOIN settle.currency c ON c.currency_code = b.billing_currency
@@ -594,9 +594,9 @@ BEGIN
 	), billed AS (
 		SELECT r.run_id, b.reseller_id, b.customer_id, settle.line_fingerprint(b.line_key, b.revision) AS fp, count(*) AS n
 		  FROM runs r JOIN settle.bill_line_current b ON b.reseller_id = r.reseller_id
-		 WHERE (CASE WHEN r.date_basis = 'invoice_period' THEN b.billing_period_start ELSE b.charge_period_start::date END)
+		 WHERE (CASE WHEN r.date_basis = 'invoice_period' THEN b.billing_period_start ELSE (b.charge_period_start AT TIME ZONE 'UTC')::date END)
 		       >= p_start
-		   AND (CASE WHEN r.date_basis = 'invoice_period' THEN b.billing_period_start ELSE b.charge_period_start::date END)
+		   AND (CASE WHEN r.date_basis = 'invoice_period' THEN b.billing_period_start ELSE (b.charge_period_start AT TIME ZONE 'UTC')::date END)
 		       < p_end
 		   AND b.original_line_key IS NULL AND b.source_item IS DISTINCT FROM 'Refund'
 		 GROUP BY r.run_id, b.reseller_id, b.customer_id
@@ -617,7 +617,7 @@ BEGIN
 	SELECT reconcile.period, 'settled_lines', x.scope_key,
 	       row_number() OVER (PARTITION BY x.scope_key ORDER BY coalesce(x.b_key, x.l_key) COLLATE "C"),
 	       CASE WHEN x.b_key IS NOT NULL AND x.l_key IS NOT NULL THEN 'late_revision' ELSE 'unmatched' END,
-	       coalesce(x.b_key, x.l_key), coalesce(x.b_rev, x.l_rev), x.charge_period_start::date, x.billed_cost,
+	       coalesce(x.b_key, x.l_key), coalesce(x.b_rev, x.l_rev), (x.charge_period_start AT TIME ZONE 'UTC')::date, x.billed_cost,
 	       CASE WHEN x.l_key IS NULL THEN format('bill line revision %s is not settled in run %s', x.b_rev, x.run_id)
 	            WHEN x.b_key IS NULL THEN format('settled in run %s but not a current bill line of the period', x.run_id)
 	            ELSE format('run %s settled revision %s; the current revision is %s', x.run_id, x.l_rev, x.b_rev) END
@@ -633,8 +633,8 @@ BEGIN
 			SELECT bad.scope_key, bad.run_id, x.line_key, x.revision, x.charge_period_start, x.billed_cost
 			  FROM bad JOIN settle.bill_line_current x ON x.reseller_id = bad.reseller_id
 			   AND x.customer_id IS NOT DISTINCT FROM bad.customer_id
-			   AND (CASE WHEN bad.date_basis = 'invoice_period' THEN x.billing_period_start ELSE x.charge_period_start::date END) >= p_start
-			   AND (CASE WHEN bad.date_basis = 'invoice_period' THEN x.billing_period_start ELSE x.charge_period_start::date END) < p_end
+			   AND (CASE WHEN bad.date_basis = 'invoice_period' THEN x.billing_period_start ELSE (x.charge_period_start AT TIME ZONE 'UTC')::date END) >= p_start
+			   AND (CASE WHEN bad.date_basis = 'invoice_period' THEN x.billing_period_start ELSE (x.charge_period_start AT TIME ZONE 'UTC')::date END) < p_end
 			   AND x.original_line_key IS NULL AND x.source_item IS DISTINCT FROM 'Refund'
 		), done AS (
 			SELECT bad.scope_key, bad.run_id, s.line_key, s.revision
