@@ -170,6 +170,11 @@ typedef struct Run
 	int			ncustomers;
 	HTAB	   *strings;
 	HTAB	   *products;		/* product code -> category */
+	const char *last_product;	/* the last line's interned values */
+	const char *last_sku;
+	const char *last_region;
+	const char *last_category_of;
+	const char *last_category;
 
 	char	   *arena;
 	uint32		arena_len,
@@ -300,15 +305,20 @@ intern(Run *run, const char *s, size_t len)
 	return e->interned;
 }
 
+/* As intern(), for a text datum; neighbouring lines mostly repeat the last value. */
 static const char *
-intern_datum(Run *run, Datum d, bool isnull)
+intern_datum(Run *run, Datum d, bool isnull, const char **last)
 {
 	text	   *t;
+	size_t		len;
 
 	if (isnull)
 		return NULL;
 	t = DatumGetTextPP(d);
-	return intern(run, VARDATA_ANY(t), VARSIZE_ANY_EXHDR(t));
+	len = VARSIZE_ANY_EXHDR(t);
+	if (*last == NULL || strncmp(*last, VARDATA_ANY(t), len) != 0 || (*last)[len] != '\0')
+		*last = intern(run, VARDATA_ANY(t), len);
+	return *last;
 }
 
 /* A column as an interned string, NULL when null. */
@@ -317,8 +327,9 @@ intern_col(Run *run, HeapTuple t, TupleDesc d, int col)
 {
 	bool		isnull;
 	Datum		v = SPI_getbinval(t, d, col, &isnull);
+	const char *last = NULL;
 
-	return intern_datum(run, v, isnull);
+	return intern_datum(run, v, isnull, &last);
 }
 
 static money128 datum_money(Datum d, bool isnull, const char *what);
@@ -769,14 +780,18 @@ take_row(Run *run, const Datum *rowvals, const bool *rownulls, char **prev_key)
 					psprintf("Bill line %s failed validation or has amounts that cannot be held exactly: it earns nothing.",
 							 ARENA(run, l->key)));
 	}
-	l->product = intern_datum(run, rowvals[5], rownulls[5]);
-	l->sku = intern_datum(run, rowvals[6], rownulls[6]);
-	l->region = intern_datum(run, rowvals[7], rownulls[7]);
-	if (l->product)
+	l->product = intern_datum(run, rowvals[5], rownulls[5], &run->last_product);
+	l->sku = intern_datum(run, rowvals[6], rownulls[6], &run->last_sku);
+	l->region = intern_datum(run, rowvals[7], rownulls[7], &run->last_region);
+	if (l->product && l->product == run->last_category_of)
+		l->category = run->last_category;
+	else if (l->product)
 	{
 		ProductEntry *pe = hash_search(run->products, l->product, HASH_FIND, NULL);
 
 		l->category = pe ? pe->category : NULL;
+		run->last_category_of = l->product;
+		run->last_category = l->category;
 	}
 	orig = rowvals[12];
 	orignull = rownulls[12];
@@ -1489,28 +1504,62 @@ add_floors(Run *run)
 
 /* ---------- rounding ---------- */
 
-typedef struct Remainder
+/*
+ * The k-th largest (1-based) of v[0..n-1], reordering v: quickselect with a
+ * three-way partition, so long runs of equal remainders stay linear.
+ */
+static money128
+kth_largest(money128 *v, uint32 n, uint32 k)
 {
-	money128	rem;
-	uint32		idx;
-} Remainder;
+	uint32		lo = 0,
+				hi = n,
+				want = k - 1;
 
-static int
-remainder_cmp(const void *a, const void *b)
-{
-	const Remainder *x = a,
-			   *y = b;
+	Assert(k >= 1 && k <= n);
+	while (hi - lo > 1)
+	{
+		money128	a = v[lo],
+					b = v[lo + (hi - lo) / 2],
+					c = v[hi - 1];
+		money128	pivot = a < b ? (b < c ? b : (a < c ? c : a)) : (a < c ? a : (b < c ? c : b));
+		uint32		gt_end = lo,	/* [lo, gt_end): > pivot */
+					i = lo,
+					lt_start = hi;	/* [lt_start, hi): < pivot */
 
-	if (x->rem != y->rem)
-		return x->rem > y->rem ? -1 : 1;
-	return x->idx < y->idx ? -1 : (x->idx > y->idx ? 1 : 0);
+		while (i < lt_start)
+		{
+			money128	x = v[i];
+
+			if (x > pivot)
+			{
+				v[i++] = v[gt_end];
+				v[gt_end++] = x;
+			}
+			else if (x < pivot)
+			{
+				v[i] = v[--lt_start];
+				v[lt_start] = x;
+			}
+			else
+				i++;
+		}
+		if (want < gt_end)
+			hi = gt_end;
+		else if (want >= lt_start)
+			lo = lt_start;
+		else
+			return pivot;
+	}
+	return v[lo];
 }
 
 /*
  * Rounds the statement total once, in the currency's minor unit and the
  * agreement's mode, and gives each line its floor plus one unit for the k
  * lines with the largest remainders (ties: earlier line first), so that the
- * lines add up to the total exactly.  Returns the rounded total.
+ * lines add up to the total exactly.  The k-th largest remainder is found by
+ * selection, then one pass in line order hands out the units: no sort.
+ * Returns the rounded total.
  */
 static money128
 allocate_rounding(Run *run)
@@ -1519,7 +1568,7 @@ allocate_rounding(Run *run)
 	money128	total = 0,
 				sum_floor = 0,
 				total_rounded;
-	Remainder  *rems;
+	money128   *rems;
 	uint32		n = 0,
 				i;
 	int64		k;
@@ -1527,7 +1576,7 @@ allocate_rounding(Run *run)
 
 	for (m = 0; m < run->minor_unit; m++)
 		unit /= 10;
-	rems = palloc_extended(sizeof(Remainder) * (Size) Max(1, run->nlines), MCXT_ALLOC_HUGE);
+	rems = palloc_extended(sizeof(money128) * (Size) Max(1, run->nlines), MCXT_ALLOC_HUGE);
 	for (i = 0; i < run->nlines; i++)
 	{
 		Line	   *l = &run->lines[i];
@@ -1541,16 +1590,39 @@ allocate_rounding(Run *run)
 		l->rounded = fl;
 		sum_floor += fl;
 		total += l->unrounded;
-		rems[n].rem = l->unrounded - fl;
-		rems[n].idx = i;
-		n++;
+		rems[n++] = l->unrounded - fl;
 	}
 	total_rounded = money_round(total, run->minor_unit, run->rounding);
 	k = (int64) ((total_rounded - sum_floor) / unit);
 	Assert(k >= 0 && k <= (int64) n);
-	qsort(rems, n, sizeof(Remainder), remainder_cmp);
-	for (i = 0; i < (uint32) k && i < n; i++)
-		run->lines[rems[i].idx].rounded += unit;
+	if (k > 0)
+	{
+		money128	threshold = kth_largest(rems, n, (uint32) k);
+		int64		at_threshold = k;
+
+		for (i = 0; i < run->nlines; i++)
+		{
+			Line	   *l = &run->lines[i];
+
+			if (l->included && l->unrounded - l->rounded > threshold)
+				at_threshold--;
+		}
+		for (i = 0; i < run->nlines; i++)
+		{
+			Line	   *l = &run->lines[i];
+			money128	rem = l->unrounded - l->rounded;
+
+			if (!l->included || rem < threshold)
+				continue;
+			if (rem == threshold)
+			{
+				if (at_threshold == 0)
+					continue;
+				at_threshold--;
+			}
+			l->rounded += unit;
+		}
+	}
 	pfree(rems);
 	return total_rounded;
 }

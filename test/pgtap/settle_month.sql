@@ -10,7 +10,7 @@
 -- tokyo (JPY, half_up, minimum payout 20000): ecs 10%, otherwise 4%
 -- gulf  (KWD, half_even): ecs on graduated tiers 0-100 KWD 5%, 100+ 10%; otherwise 3%
 BEGIN;
-SELECT plan(53);
+SELECT plan(54);
 
 SET LOCAL settle.reason = 'scenario month';
 SELECT settle.add_reseller('north', 'North Cloud'), settle.add_reseller('tokyo', 'Tokyo Cloud'),
@@ -281,6 +281,19 @@ SELECT is((SELECT verified FROM settle.verify_run((SELECT run_id FROM oct WHERE 
 SELECT is((SELECT problem FROM settle.verify_run((SELECT run_id FROM oct WHERE code = 'north'))),
 	'recorded line f1/rds/oct (c) has a different rounded amount; the lines add up to 93.31 but the statement says 93.30',
 	'and names the line');
+
+-- A line's date is its UTC date: the session's TimeZone never moves a line
+-- into another month (midnight UTC on November 1 is October 31 in Los Angeles).
+SELECT s.lines AS nov_lines FROM settle.run r JOIN settle.statement s USING (run_id)
+ WHERE r.period = '2026-11' AND r.reseller_id = settle.reseller_id('tokyo') AND r.status = 'draft' \gset
+SAVEPOINT tz;
+SET LOCAL TimeZone = 'UTC';
+SELECT pg_temp.line('tokyo', 't1', 't1/ecs/nov-first', '2026-11-01', 'ecs', 1000, currency => 'JPY');
+SET LOCAL TimeZone = 'America/Los_Angeles';
+SELECT run_id AS tz_run FROM settle.settle_period('2026-11', 'tokyo') \gset
+SELECT is((SELECT lines FROM settle.statement WHERE run_id = :tz_run),
+	:nov_lines::bigint + 1, 'a line at midnight UTC on November 1 settles in November in a Los Angeles session');
+ROLLBACK TO SAVEPOINT tz;
 
 -- Bad input: clear errors, nothing written.
 SELECT throws_ok($$SELECT settle.settle_period('2026-13')$$, '22007', 'invalid period "2026-13"', 'month 13');
