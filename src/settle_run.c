@@ -193,8 +193,8 @@ typedef struct Run
 	uint32	   *order;			/* included lines by (line_key, kind) */
 	uint32		norder;
 
-	pg_cryptohash_ctx *in_fp;
-	pg_cryptohash_ctx *out_fp;
+	struct Fingerprint *in_fp;
+	struct Fingerprint *out_fp;
 } Run;
 
 typedef struct StrEntry
@@ -211,58 +211,92 @@ typedef struct ProductEntry
 
 /* ---------- small helpers ---------- */
 
-static void
-fp_bytes(pg_cryptohash_ctx *ctx, const void *p, size_t len)
+/*
+ * A SHA-256 fingerprint fed through a buffer: lines add a dozen small fields
+ * each, and one digest update per 8 kB costs far less than one per field.
+ * The bytes hashed are exactly the bytes fed.
+ */
+typedef struct Fingerprint
 {
-	if (pg_cryptohash_update(ctx, p, len) < 0)
+	pg_cryptohash_ctx *ctx;
+	uint32		len;
+	uint8		buf[8192];
+} Fingerprint;
+
+static void
+fp_flush(Fingerprint *fp)
+{
+	if (fp->len > 0 && pg_cryptohash_update(fp->ctx, fp->buf, fp->len) < 0)
 		elog(ERROR, "could not update SHA-256 context");
+	fp->len = 0;
 }
 
 static void
-fp_str(pg_cryptohash_ctx *ctx, const char *s)
+fp_bytes(Fingerprint *fp, const void *p, size_t len)
+{
+	if (fp->len + len > sizeof(fp->buf))
+	{
+		fp_flush(fp);
+		if (len > sizeof(fp->buf))
+		{
+			if (pg_cryptohash_update(fp->ctx, p, len) < 0)
+				elog(ERROR, "could not update SHA-256 context");
+			return;
+		}
+	}
+	memcpy(fp->buf + fp->len, p, len);
+	fp->len += len;
+}
+
+static void
+fp_str(Fingerprint *fp, const char *s)
 {
 	uint32		len = s ? (uint32) strlen(s) : 0xFFFFFFFF;
 	uint32		be = pg_hton32(len);
 
-	fp_bytes(ctx, &be, 4);
+	fp_bytes(fp, &be, 4);
 	if (s)
-		fp_bytes(ctx, s, len);
+		fp_bytes(fp, s, len);
 }
 
 static void
-fp_int(pg_cryptohash_ctx *ctx, int64 v)
+fp_int(Fingerprint *fp, int64 v)
 {
 	uint64		be = pg_hton64((uint64) v);
 
-	fp_bytes(ctx, &be, 8);
+	fp_bytes(fp, &be, 8);
 }
 
 static void
-fp_money(pg_cryptohash_ctx *ctx, money128 v)
+fp_money(Fingerprint *fp, money128 v)
 {
-	fp_int(ctx, (int64) (v >> 64));
-	fp_int(ctx, (int64) (uint64) v);
+	fp_int(fp, (int64) (v >> 64));
+	fp_int(fp, (int64) (uint64) v);
 }
 
-static pg_cryptohash_ctx *
+static Fingerprint *
 fp_start(void)
 {
-	pg_cryptohash_ctx *ctx = pg_cryptohash_create(PG_SHA256);
+	Fingerprint *fp = palloc(sizeof(Fingerprint));
 
-	if (pg_cryptohash_init(ctx) < 0)
+	fp->ctx = pg_cryptohash_create(PG_SHA256);
+	fp->len = 0;
+	if (pg_cryptohash_init(fp->ctx) < 0)
 		elog(ERROR, "could not initialise SHA-256 context");
-	return ctx;
+	return fp;
 }
 
 static bytea *
-fp_finish(pg_cryptohash_ctx *ctx)
+fp_finish(Fingerprint *fp)
 {
 	bytea	   *b = palloc(VARHDRSZ + PG_SHA256_DIGEST_LENGTH);
 
-	if (pg_cryptohash_final(ctx, (uint8 *) VARDATA(b), PG_SHA256_DIGEST_LENGTH) < 0)
+	fp_flush(fp);
+	if (pg_cryptohash_final(fp->ctx, (uint8 *) VARDATA(b), PG_SHA256_DIGEST_LENGTH) < 0)
 		elog(ERROR, "could not finalise SHA-256 context");
 	SET_VARSIZE(b, VARHDRSZ + PG_SHA256_DIGEST_LENGTH);
-	pg_cryptohash_free(ctx);
+	pg_cryptohash_free(fp->ctx);
+	pfree(fp);
 	return b;
 }
 
@@ -1644,7 +1678,7 @@ typedef struct Totals
 } Totals;
 
 static void
-fp_line(pg_cryptohash_ctx *ctx, Run *run, Line *l)
+fp_line(Fingerprint *ctx, Run *run, Line *l)
 {
 	fp_str(ctx, ARENA(run, l->key));
 	fp_int(ctx, l->kind);
@@ -1674,11 +1708,20 @@ order_cmp(const void *a, const void *b)
 	return (unsigned char) x->kind - (unsigned char) y->kind;
 }
 
-/* The output order: included lines by line key ("C" collation), then kind. */
+/*
+ * The output order: included lines by line key ("C" collation), then kind.
+ * Lines read from bill_line are already in key order; only the lines added
+ * after them (corrections, floors, adjustments) are sorted, then merged in.
+ */
 static void
 order_lines(Run *run)
 {
-	uint32		i;
+	uint32		i,
+				sorted,
+				a,
+				b,
+				o;
+	uint32	   *merged;
 
 	run->order = palloc_extended(sizeof(uint32) * (Size) Max(1, run->nlines), MCXT_ALLOC_HUGE);
 	run->norder = 0;
@@ -1686,7 +1729,20 @@ order_lines(Run *run)
 		if (run->lines[i].included)
 			run->order[run->norder++] = i;
 	sort_run = run;
-	qsort(run->order, run->norder, sizeof(uint32), order_cmp);
+	for (sorted = 1; sorted < run->norder &&
+		 order_cmp(&run->order[sorted - 1], &run->order[sorted]) <= 0; sorted++)
+		;
+	if (sorted < run->norder)
+	{
+		qsort(run->order + sorted, run->norder - sorted, sizeof(uint32), order_cmp);
+		merged = palloc_extended(sizeof(uint32) * (Size) run->norder, MCXT_ALLOC_HUGE);
+		for (a = 0, b = sorted, o = 0; o < run->norder; o++)
+			merged[o] = (b >= run->norder ||
+						 (a < sorted && order_cmp(&run->order[a], &run->order[b]) <= 0))
+				? run->order[a++] : run->order[b++];
+		pfree(run->order);
+		run->order = merged;
+	}
 	sort_run = NULL;
 }
 
