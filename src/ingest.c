@@ -286,6 +286,34 @@ page_begin(PageTx *tx)
 		elog(ERROR, "SPI_connect failed");
 }
 
+/*
+ * A page's counts stand once the page is stored; a failed page takes its
+ * counts back with it (requests and retries stand: they happened).
+ */
+static void
+counts_stored(IngestState *st)
+{
+	st->stored.pages = st->pages;
+	st->stored.seen = st->lines_seen;
+	st->stored.new = st->lines_new;
+	st->stored.revised = st->lines_revised;
+	st->stored.unchanged = st->lines_unchanged;
+	st->stored.invalid = st->lines_invalid;
+	st->stored.exceptions = st->exceptions_opened;
+}
+
+static void
+counts_restore(IngestState *st)
+{
+	st->pages = st->stored.pages;
+	st->lines_seen = st->stored.seen;
+	st->lines_new = st->stored.new;
+	st->lines_revised = st->stored.revised;
+	st->lines_unchanged = st->stored.unchanged;
+	st->lines_invalid = st->stored.invalid;
+	st->exceptions_opened = st->stored.exceptions;
+}
+
 static void
 page_commit(PageTx *tx)
 {
@@ -307,10 +335,41 @@ page_commit(PageTx *tx)
  * Small SPI helpers
  * --------------------------------------------------------------------- */
 
+/*
+ * Runs one of ingestion's fixed statements (string literals: the pointer
+ * identifies the statement), planned once per backend and kept.
+ */
 static void
 spi_exec(const char *sql, int nargs, Oid *types, Datum *vals, const char *nulls, int expect)
 {
-	int			rc = SPI_execute_with_args(sql, nargs, types, vals, nulls, false, 0);
+	static struct
+	{
+		const char *sql;
+		SPIPlanPtr	plan;
+	}			plans[16];
+	SPIPlanPtr	plan = NULL;
+	int			rc;
+	int			i;
+
+	for (i = 0; i < lengthof(plans) && plans[i].sql != NULL; i++)
+		if (plans[i].sql == sql)
+		{
+			plan = plans[i].plan;
+			break;
+		}
+	if (plan == NULL)
+	{
+		plan = SPI_prepare(sql, nargs, types);
+		if (plan == NULL)
+			elog(ERROR, "settle ingest: could not prepare: %s", sql);
+		if (i < lengthof(plans))
+		{
+			SPI_keepplan(plan);
+			plans[i].sql = sql;
+			plans[i].plan = plan;
+		}
+	}
+	rc = SPI_execute_plan(plan, vals, nulls, false, 0);
 
 	if (rc != expect)
 		elog(ERROR, "settle ingest: unexpected SPI result %d for: %s", rc, sql);
@@ -929,6 +988,10 @@ typedef struct RunCtx
 	HttpClient *client;
 	bool		worker;
 	MemoryContext pagecxt;
+	/* settle.ingest_now: the checkpoint to write when the run ends */
+	char	   *pending_scope;
+	char	   *pending_token;
+	int			pending_pages;
 } RunCtx;
 
 /*
@@ -1025,14 +1088,36 @@ pull_scope(RunCtx *rc, const char *action)
 						 errdetail("Following it would loop; the page was not stored.")));
 		}
 		pages_done++;
-		checkpoint_save(st, scope, next, pages_done);
-		/* others see the counts only when the worker commits a page */
-		if (rc->worker)
-			run_update_counts(st);
 		token = next ? MemoryContextStrdup(st->runcxt, next) : NULL;
+
+		/*
+		 * The worker commits every page with its checkpoint and counts.
+		 * settle.ingest_now is one transaction, of which nobody sees a page
+		 * before the end: it writes the checkpoint of its last stored page
+		 * once, when the scope ends or the run fails (rewriting the one row
+		 * per page would grow a chain of row versions that every later page
+		 * has to walk).
+		 */
+		if (rc->worker)
+		{
+			checkpoint_save(st, scope, next, pages_done);
+			run_update_counts(st);
+		}
+		else if (token == NULL)
+		{
+			checkpoint_save(st, scope, NULL, pages_done);
+			rc->pending_scope = NULL;
+		}
+		else
+		{
+			rc->pending_scope = scope;
+			rc->pending_token = token;
+			rc->pending_pages = pages_done;
+		}
 
 		MemoryContextSwitchTo(old);
 		page_commit(&tx);
+		counts_stored(st);
 		MemoryContextReset(rc->pagecxt);
 
 		if (token == NULL)
@@ -1538,6 +1623,7 @@ ingest_pull_focus_csv(IngestState *st, Connector *c, HttpClient *client, bool wo
 
 	MemoryContextSwitchTo(old);
 	page_commit(&tx);
+	counts_stored(st);
 	MemoryContextReset(pagecxt);
 }
 
@@ -1658,6 +1744,7 @@ ingest_run_connector(int64 connector_id, const char *billing_cycle, bool from_wo
 				CurrentResourceOwner = base_owner;
 			}
 			MemoryContextSwitchTo(runcxt);
+			counts_restore(st);
 			if (edata->sqlerrcode == ERRCODE_QUERY_CANCELED || ProcDiePending ||
 				edata->elevel > ERROR)
 				ReThrowError(edata);
@@ -1684,6 +1771,8 @@ ingest_run_connector(int64 connector_id, const char *billing_cycle, bool from_wo
 	}
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
+	if (rc.pending_scope)
+		checkpoint_save(st, rc.pending_scope, rc.pending_token, rc.pending_pages);
 	run_update_counts(st);
 	{
 		Oid			t[8] = {INT8OID, TEXTOID, INT4OID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID};

@@ -37,6 +37,8 @@ typedef struct ScanState
 	int			list_depth;		/* depth of the list array */
 	BssItem    *cur;
 	int			cur_field;		/* BssField of the current item field, or -1 */
+	int			field_pos;		/* position of that field within its item */
+	int8		hint[64];		/* field at each position in the last item (-1: unknown) */
 } ScanState;
 
 const char *
@@ -98,6 +100,7 @@ scan_object_start(void *state)
 		s->cur = &r->items[r->nitems++];
 		memset(s->cur, 0, sizeof(BssItem));
 		s->cur_field = -1;
+		s->field_pos = 0;
 	}
 }
 
@@ -158,7 +161,20 @@ scan_field_start(void *state, char *fname, bool isnull)
 	if (s->depth <= MAX_DEPTH)
 		s->path[s->depth] = fname;
 	if (s->cur && s->depth == s->items_depth)
-		s->cur_field = field_lookup(fname);
+	{
+		/* items of a page list their fields in the same order: try that first */
+		int			pos = s->field_pos++;
+
+		if (pos < lengthof(s->hint) && s->hint[pos] >= 0 &&
+			strcmp(fname, field_names[s->hint[pos]]) == 0)
+			s->cur_field = s->hint[pos];
+		else
+		{
+			s->cur_field = field_lookup(fname);
+			if (pos < lengthof(s->hint))
+				s->hint[pos] = (int8) s->cur_field;
+		}
+	}
 }
 
 static void
@@ -590,6 +606,7 @@ bss_parse_reply(char *body, size_t len, BssReply *reply)
 	memset(&st, 0, sizeof(st));
 	st.reply = reply;
 	st.cur_field = -1;
+	memset(st.hint, -1, sizeof(st.hint));
 	f.p = body;
 	f.end = body + len;
 	f.out = palloc(len + 2);

@@ -64,6 +64,17 @@ typedef struct IngestState
 	int64		lines_unchanged;
 	int64		lines_invalid;
 	int			exceptions_opened;
+	/* the counters above as of the last stored page (restored when a page fails) */
+	struct
+	{
+		int			pages;
+		int64		seen,
+					new,
+					revised,
+					unchanged,
+					invalid;
+		int			exceptions;
+	}			stored;
 } IngestState;
 
 extern void ingest_store_lines(IngestState *st, int64 raw_page_id,

@@ -80,5 +80,15 @@ q $DB "INSERT INTO settle.connector (name, kind, endpoint, secret_name, config) 
 check "daily pull" "$(q $DB "SELECT status, pages FROM settle.ingest_now('daily')")" "succeeded|1"
 check "daily request carries BillingDate" "$(q $DB "SELECT request->'params'->>'BillingDate' FROM settle.raw_page ORDER BY raw_page_id DESC LIMIT 1")" "2026-10-07"
 
+# bill lines are written in bulk: an insert trigger is refused, not bypassed
+q $DB "CREATE FUNCTION public.bl_spy() RETURNS trigger LANGUAGE plpgsql AS 'BEGIN RETURN NEW; END';
+  CREATE TRIGGER bl_spy BEFORE INSERT ON settle.bill_line FOR EACH ROW EXECUTE FUNCTION public.bl_spy()" >/dev/null
+q $DB "INSERT INTO settle.connector (name, kind, endpoint, secret_name, config) VALUES
+  ('trig', 'alibaba_bss', '$MOCK_URL/m/small/ok/', 'bss_test', '{\"billing_cycle\": \"2026-09\", \"overview\": false}')" >/dev/null
+check "a pull with an insert trigger on bill_line fails with 0A000, nothing stored" \
+  "$(q $DB "SELECT status, error_sqlstate, lines_new FROM settle.ingest_now('trig')")|$(q $DB "SELECT count(*) FROM settle.bill_line WHERE billing_period_start = '2026-09-01'")" \
+  "failed|0A000|0|0"
+q $DB "DROP TRIGGER bl_spy ON settle.bill_line; DELETE FROM settle.connector WHERE name = 'trig'" >/dev/null 2>&1 || true
+
 check "ingest_health shows last success" "$(q $DB "SELECT count(*) FILTER (WHERE last_success IS NOT NULL AND last_status = 'succeeded' AND error_rate_24h = 0) FROM settle.ingest_health")" "3"
 finish
