@@ -184,7 +184,8 @@ typedef struct Run
 				cap_lines;
 	Problem    *problems;
 	int			nproblems,
-				cap_problems;
+				cap_problems,
+				row_problems;	/* nproblems before the last line read */
 	money128	reseller_spend,
 				reseller_volume,
 				reseller_spend_before,
@@ -744,7 +745,7 @@ enum
  * revision: a later revision of the same key replaces the earlier one).
  */
 static void
-take_row(Run *run, const Datum *rowvals, const bool *rownulls, char **prev_key)
+take_row(Run *run, const Datum *rowvals, const bool *rownulls)
 {
 	bool		invalid;
 	bool		isnull;
@@ -768,16 +769,24 @@ take_row(Run *run, const Datum *rowvals, const bool *rownulls, char **prev_key)
 	key = DatumGetTextPP(rowvals[0]);
 	keylen = VARSIZE_ANY_EXHDR(key);
 
-	/* a later revision of the same key replaces the earlier one */
-	if (run->nlines > 0 && *prev_key != NULL &&
-		strlen(*prev_key) == (size_t) keylen && memcmp(*prev_key, VARDATA_ANY(key), keylen) == 0)
+	/*
+	 * A later revision of the same key replaces the earlier one, with its
+	 * arena bytes and the problems it raised.
+	 */
+	if (run->nlines > 0)
 	{
-		run->nlines--;
-		run->arena_len = run->lines[run->nlines].key;
+		const char *prev = ARENA(run, run->lines[run->nlines - 1].key);
+
+		if (strncmp(prev, VARDATA_ANY(key), keylen) == 0 && prev[keylen] == '\0')
+		{
+			run->nlines--;
+			run->arena_len = run->lines[run->nlines].key;
+			run->nproblems = run->row_problems;
+		}
 	}
+	run->row_problems = run->nproblems;
 	l = new_line(run);
 	l->key = arena_put(run, VARDATA_ANY(key), keylen);
-	*prev_key = ARENA(run, l->key);
 	l->revision = DatumGetInt32((isnull = rownulls[1], rowvals[1]));
 	{
 		Datum		c = (isnull = rownulls[2], rowvals[2]);
@@ -916,7 +925,6 @@ read_lines_recorded(Run *run)
 	Portal		portal;
 	MemoryContext batch = AllocSetContextCreate(CurrentMemoryContext, "settle line batch",
 												ALLOCSET_DEFAULT_SIZES);
-	char	   *prev_key = NULL;
 	const char *date = run->invoice_basis ? "b.billing_period_start" :
 		"(b.charge_period_start AT TIME ZONE 'UTC')::date";
 
@@ -952,7 +960,7 @@ read_lines_recorded(Run *run)
 			bool		rownulls[R__COUNT];
 
 			heap_deform_tuple(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, rowvals, rownulls);
-			take_row(run, rowvals, rownulls, &prev_key);
+			take_row(run, rowvals, rownulls);
 		}
 		MemoryContextSwitchTo(old);
 		MemoryContextReset(batch);
@@ -962,13 +970,33 @@ read_lines_recorded(Run *run)
 	MemoryContextDelete(batch);
 }
 
+/* A heap position and the rank of its index entry in key order. */
+typedef struct TidRank
+{
+	uint64		tid;			/* block << 16 | offset: orders like the heap */
+	uint32		rank;
+} TidRank;
+
+static int
+tid_rank_cmp(const void *a, const void *b)
+{
+	uint64		x = ((const TidRank *) a)->tid,
+				y = ((const TidRank *) b)->tid;
+
+	return x < y ? -1 : (x > y ? 1 : 0);
+}
+
+#define READ_CHUNK 65536
+
 /*
  * The lines of the period: the current revision of every bill line of the
  * reseller dated in it, and refunds dated in the previous period (which may
  * have been deferred beyond the refund window).  Read straight from the
- * primary key (reseller_id, line_key, revision), which yields them in the
- * order the engine needs, under the statement's snapshot; only the columns
- * the engine uses are deformed.
+ * primary key (reseller_id, line_key, revision), which gives them in the
+ * order the engine needs, under the statement's snapshot.  Like a bitmap
+ * heap scan, each chunk of index entries is fetched from the heap in
+ * physical order (every page pinned once, not once per line), then taken in
+ * key order.
  */
 static void
 read_lines_direct(Run *run)
@@ -982,72 +1010,110 @@ read_lines_direct(Run *run)
 	Oid			nsp = get_namespace_oid("settle", false);
 	Relation	heap = table_open(get_relname_relid("bill_line", nsp), AccessShareLock);
 	Relation	pk = index_open(RelationGetPrimaryKeyIndex(heap), AccessShareLock);
+	TupleDesc	desc = RelationGetDescr(heap);
 	TupleTableSlot *slot = table_slot_create(heap, NULL);
+	Snapshot	snap = GetActiveSnapshot();
 	MemoryContext batch = AllocSetContextCreate(CurrentMemoryContext, "settle line batch",
 												ALLOCSET_DEFAULT_SIZES);
-	MemoryContext old;
+	TidRank    *tr = palloc(sizeof(TidRank) * READ_CHUNK);
+	HeapTuple  *tuples = palloc(sizeof(HeapTuple) * READ_CHUNK);
+	Datum	   *values = palloc(sizeof(Datum) * desc->natts);
+	bool	   *isnull = palloc(sizeof(bool) * desc->natts);
 	IndexScanDesc scan;
+	IndexFetchTableData *fetch;
 	ScanKeyData sk;
 	AttrNumber	att[R__COUNT];
-	int			natts = 0;
-	char	   *prev_key = NULL;
-	uint64		n = 0;
+	bool		exhausted = false;
 	int			k;
 
 	for (k = 0; k < R__COUNT; k++)
-	{
 		att[k] = names[k] ? attnameAttNum(heap, names[k], false) : InvalidAttrNumber;
-		natts = Max(natts, att[k]);
-	}
-	if (pk->rd_index->indnkeyatts < 1 || pk->rd_index->indkey.values[0] != attnameAttNum(heap, "reseller_id", false) ||
+	if (pk->rd_index->indnkeyatts < 3 || pk->rd_index->indkey.values[0] != attnameAttNum(heap, "reseller_id", false) ||
 		pk->rd_index->indkey.values[1] != att[R_KEY] || pk->rd_index->indkey.values[2] != att[R_REVISION])
 		elog(ERROR, "settle.bill_line's primary key is not (reseller_id, line_key, revision)");
 	ScanKeyInit(&sk, 1, BTEqualStrategyNumber, F_INT8EQ, Int64GetDatum(run->reseller_id));
-	scan = index_beginscan(heap, pk, GetActiveSnapshot(), 1, 0);
+	scan = index_beginscan(heap, pk, snap, 1, 0);
 	index_rescan(scan, &sk, 1, NULL, 0);
-	old = MemoryContextSwitchTo(batch);
-	while (index_getnext_slot(scan, ForwardScanDirection, slot))
+	fetch = table_index_fetch_begin(heap);
+	for (;;)
 	{
-		Datum		v[R__COUNT];
-		bool		nl[R__COUNT];
-		DateADT		date;
+		MemoryContext old;
+		ItemPointer tid;
+		uint32		n = 0,
+					i;
 
-		slot_getsomeattrs(slot, natts);
-		for (k = 0; k < R__COUNT; k++)
-			if (att[k] != InvalidAttrNumber)
-			{
-				v[k] = slot->tts_values[att[k] - 1];
-				nl[k] = slot->tts_isnull[att[k] - 1];
-			}
-		v[R_START] = DateADTGetDatum(utc_date(DatumGetTimestampTz(v[R_START])));
-		v[R_END] = DateADTGetDatum(utc_date(DatumGetTimestampTz(v[R_END])));
-		date = run->invoice_basis ? DatumGetDateADT(v[R_DATE]) : DatumGetDateADT(v[R_START]);
-		v[R_DATE] = DateADTGetDatum(date);
-		nl[R_DATE] = false;
-		/* this period's lines, and the previous period's refunds */
-		if (date >= run->end || date < run->prev_start ||
-			(date < run->start && nl[R_ORIGINAL] &&
-			 !(!nl[R_ITEM] && VARSIZE_ANY_EXHDR(DatumGetTextPP(v[R_ITEM])) == 6 &&
-			   memcmp(VARDATA_ANY(DatumGetTextPP(v[R_ITEM])), "Refund", 6) == 0)))
-			continue;
-		v[R_PREV] = BoolGetDatum(date < run->start);
-		nl[R_PREV] = false;
-		v[R_INVALID] = BoolGetDatum(ARR_NDIM(DatumGetArrayTypeP(v[R_INVALID])) > 0);
-		take_row(run, v, nl, &prev_key);
-		if (++n % 10000 == 0)
+		/* (an exhausted B-tree scan must not be asked again: it would restart) */
+		while (!exhausted && n < READ_CHUNK)
 		{
-			MemoryContextReset(batch);
-			CHECK_FOR_INTERRUPTS();
-			settle_progress_update(SETTLE_PHASE_READING, run->nlines);
+			if ((tid = index_getnext_tid(scan, ForwardScanDirection)) == NULL)
+			{
+				exhausted = true;
+				break;
+			}
+			tr[n].tid = ((uint64) ItemPointerGetBlockNumber(tid) << 16) | ItemPointerGetOffsetNumber(tid);
+			tr[n].rank = n;
+			n++;
 		}
+		if (n == 0)
+			break;
+		CHECK_FOR_INTERRUPTS();
+		qsort(tr, n, sizeof(TidRank), tid_rank_cmp);
+		old = MemoryContextSwitchTo(batch);
+		for (i = 0; i < n; i++)
+		{
+			ItemPointerData ip;
+			bool		call_again = false;
+			bool		all_dead;
+
+			ItemPointerSet(&ip, (BlockNumber) (tr[i].tid >> 16), (OffsetNumber) (tr[i].tid & 0xFFFF));
+			tuples[tr[i].rank] = table_index_fetch_tuple(fetch, &ip, snap, slot, &call_again, &all_dead)
+				? ExecCopySlotHeapTuple(slot) : NULL;
+		}
+		for (i = 0; i < n; i++)
+		{
+			Datum		v[R__COUNT];
+			bool		nl[R__COUNT];
+			DateADT		date;
+
+			if (tuples[i] == NULL)
+				continue;		/* not visible to this snapshot */
+			heap_deform_tuple(tuples[i], desc, values, isnull);
+			for (k = 0; k < R__COUNT; k++)
+				if (att[k] != InvalidAttrNumber)
+				{
+					v[k] = values[att[k] - 1];
+					nl[k] = isnull[att[k] - 1];
+				}
+			v[R_START] = DateADTGetDatum(utc_date(DatumGetTimestampTz(v[R_START])));
+			v[R_END] = DateADTGetDatum(utc_date(DatumGetTimestampTz(v[R_END])));
+			date = run->invoice_basis ? DatumGetDateADT(v[R_DATE]) : DatumGetDateADT(v[R_START]);
+			v[R_DATE] = DateADTGetDatum(date);
+			nl[R_DATE] = false;
+			/* this period's lines, and the previous period's refunds */
+			if (date >= run->end || date < run->prev_start ||
+				(date < run->start && nl[R_ORIGINAL] &&
+				 !(!nl[R_ITEM] && VARSIZE_ANY_EXHDR(DatumGetTextPP(v[R_ITEM])) == 6 &&
+				   memcmp(VARDATA_ANY(DatumGetTextPP(v[R_ITEM])), "Refund", 6) == 0)))
+				continue;
+			v[R_PREV] = BoolGetDatum(date < run->start);
+			nl[R_PREV] = false;
+			v[R_INVALID] = BoolGetDatum(ARR_NDIM(DatumGetArrayTypeP(v[R_INVALID])) > 0);
+			take_row(run, v, nl);
+		}
+		MemoryContextSwitchTo(old);
+		MemoryContextReset(batch);
+		settle_progress_update(SETTLE_PHASE_READING, run->nlines);
 	}
-	MemoryContextSwitchTo(old);
+	table_index_fetch_end(fetch);
 	index_endscan(scan);
 	ExecDropSingleTupleTableSlot(slot);
 	index_close(pk, AccessShareLock);
 	table_close(heap, AccessShareLock);
 	MemoryContextDelete(batch);
-	settle_progress_update(SETTLE_PHASE_READING, run->nlines);
+	pfree(tr);
+	pfree(tuples);
+	pfree(values);
+	pfree(isnull);
 }
 
 static void
