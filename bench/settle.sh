@@ -5,6 +5,7 @@
 #   bash bench/settle.sh 500000     # a quick run
 #   bash bench/settle.sh 5000000 1  # the same lines, all of one reseller (memory bound)
 #   SETTLE_BENCH_PERF=1 bash bench/settle.sh   # plus a perf profile of the engine
+#   SETTLE_BENCH_SHARED_BUFFERS=4GB bash bench/settle.sh   # another shared_buffers (default 1GB)
 #
 # Generates one period of bill lines (50 resellers, 5,000 customers, 8
 # products, tiers and a per-customer cap per reseller, 2% refunds linked to
@@ -235,6 +236,6 @@ exec 9>/tmp/settle-install.lock
 flock 9
 make -s install >/dev/null
 exec pg_virtualenv -t -v 15 $(bash test/server-options.sh) \
-	-o shared_buffers=1GB -o max_wal_size=4GB -o checkpoint_timeout=30min -o work_mem=256MB \
+	-o shared_buffers=${SETTLE_BENCH_SHARED_BUFFERS:-1GB} -o max_wal_size=4GB -o checkpoint_timeout=30min -o work_mem=256MB \
 	-o maintenance_work_mem=512MB -o wal_buffers=64MB \
 	bash "$0" --inside "$n" "$resellers"

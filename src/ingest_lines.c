@@ -17,6 +17,7 @@
 #include "access/table.h"
 #include "access/tableam.h"
 #include "catalog/namespace.h"
+#include "catalog/pg_am.h"
 #include "catalog/pg_type.h"
 #include "catalog/pg_trigger.h"
 #include "commands/trigger.h"
@@ -411,6 +412,9 @@ read_latest_revisions(HTAB *keys, char **want, int nwant)
 	TupleTableSlot *slot = table_slot_create(heap, NULL);
 	int			att_rev = attnameAttNum(heap, "revision", false);
 	int			att_hash = attnameAttNum(heap, "content_hash", false);
+	/* equality is strategy 1 of a hash index, 3 of a B-tree */
+	StrategyNumber strategy = idx->rd_rel->relam == HASH_AM_OID ?
+		HTEqualStrategyNumber : BTEqualStrategyNumber;
 	IndexScanDesc scan;
 	Snapshot	snap;
 	int			i;
@@ -429,7 +433,7 @@ read_latest_revisions(HTAB *keys, char **want, int nwant)
 		if (found)
 			continue;
 		e->revision = 0;
-		ScanKeyInit(&sk, 1, BTEqualStrategyNumber, F_TEXTEQ, CStringGetTextDatum(want[i]));
+		ScanKeyInit(&sk, 1, strategy, F_TEXTEQ, CStringGetTextDatum(want[i]));
 		index_rescan(scan, &sk, 1, NULL, 0);
 		while (index_getnext_slot(scan, ForwardScanDirection, slot))
 		{

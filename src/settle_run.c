@@ -186,6 +186,7 @@ typedef struct Run
 	int			nproblems,
 				cap_problems,
 				row_problems;	/* nproblems before the last line read */
+	HTAB	   *problems_seen;	/* kind and scope of each problem */
 	money128	reseller_spend,
 				reseller_volume,
 				reseller_spend_before,
@@ -379,16 +380,51 @@ money_col(HeapTuple t, TupleDesc d, int col, const char *what)
 	return datum_money(v, isnull, what);
 }
 
+/* "kind\x1fscope" for the problem table; false when too long for it. */
+#define PROBLEM_KEYLEN 640
+static bool
+problem_key(const char *kind, const char *scope_key, char *buf)
+{
+	return snprintf(buf, PROBLEM_KEYLEN, "%s\x1f%s", kind, scope_key) < PROBLEM_KEYLEN;
+}
+
+/*
+ * Records a problem once per kind and scope (a hash table finds repeats, so
+ * a period with many failing lines stays linear).
+ */
 static void
 add_problem(Run *run, const char *kind, const char *scope_key, const char *detail)
 {
-	int			i;
+	char		key[PROBLEM_KEYLEN];
 	MemoryContext old;
 
-	for (i = 0; i < run->nproblems; i++)
-		if (strcmp(run->problems[i].kind, kind) == 0 &&
-			strcmp(run->problems[i].scope_key, scope_key) == 0)
+	if (problem_key(kind, scope_key, key))
+	{
+		bool		found;
+
+		if (run->problems_seen == NULL)
+		{
+			HASHCTL		ctl;
+
+			ctl.keysize = PROBLEM_KEYLEN;
+			ctl.entrysize = PROBLEM_KEYLEN;
+			ctl.hcxt = run->mcxt;
+			run->problems_seen = hash_create("settle problems", 64, &ctl,
+											 HASH_ELEM | HASH_STRINGS | HASH_CONTEXT);
+		}
+		hash_search(run->problems_seen, key, HASH_ENTER, &found);
+		if (found)
 			return;
+	}
+	else
+	{
+		int			i;
+
+		for (i = 0; i < run->nproblems; i++)
+			if (strcmp(run->problems[i].kind, kind) == 0 &&
+				strcmp(run->problems[i].scope_key, scope_key) == 0)
+				return;
+	}
 	old = MemoryContextSwitchTo(run->mcxt);
 	if (run->nproblems == run->cap_problems)
 	{
@@ -402,6 +438,21 @@ add_problem(Run *run, const char *kind, const char *scope_key, const char *detai
 	run->problems[run->nproblems].detail = pstrdup(detail);
 	run->nproblems++;
 	MemoryContextSwitchTo(old);
+}
+
+/* Drops the problems recorded since the first n. */
+static void
+forget_problems(Run *run, int n)
+{
+	char		key[PROBLEM_KEYLEN];
+
+	for (; run->nproblems > n; run->nproblems--)
+	{
+		Problem    *p = &run->problems[run->nproblems - 1];
+
+		if (problem_key(p->kind, p->scope_key, key))
+			hash_search(run->problems_seen, key, HASH_REMOVE, NULL);
+	}
 }
 
 static money128
@@ -781,7 +832,7 @@ take_row(Run *run, const Datum *rowvals, const bool *rownulls)
 		{
 			run->nlines--;
 			run->arena_len = run->lines[run->nlines].key;
-			run->nproblems = run->row_problems;
+			forget_problems(run, run->row_problems);
 		}
 	}
 	run->row_problems = run->nproblems;
