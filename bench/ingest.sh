@@ -13,6 +13,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ -z "${SETTLE_BENCH_INSIDE:-}" ]; then
 	export SETTLE_BENCH_INSIDE=1
+	# the settle benchmark's server settings, for both paths
+	export SETTLE_SERVER_OPTS="-o shared_buffers=1GB -o max_wal_size=4GB -o checkpoint_timeout=30min -o wal_buffers=64MB"
 	exec bash test/dev.sh bash bench/ingest.sh
 fi
 . test/mock/lib.sh
