@@ -39,6 +39,7 @@
 #include "utils/numeric.h"
 
 #include "ingest.h"
+#include "settle.h"
 #include "ingest_lines.h"
 
 typedef struct MapEntry
@@ -410,8 +411,9 @@ read_latest_revisions(HTAB *keys, char **want, int nwant)
 	Relation	heap = table_open(settle_relid("bill_line"), AccessShareLock);
 	Relation	idx = index_open(settle_relid("bill_line_key_idx"), AccessShareLock);
 	TupleTableSlot *slot = table_slot_create(heap, NULL);
-	int			att_rev = attnameAttNum(heap, "revision", false);
-	int			att_hash = attnameAttNum(heap, "content_hash", false);
+	int			att_key = settle_attnum(heap, "line_key");
+	int			att_rev = settle_attnum(heap, "revision");
+	int			att_hash = settle_attnum(heap, "content_hash");
 	/* equality is strategy 1 of a hash index, 3 of a B-tree */
 	StrategyNumber strategy = idx->rd_rel->relam == HASH_AM_OID ?
 		HTEqualStrategyNumber : BTEqualStrategyNumber;
@@ -438,7 +440,13 @@ read_latest_revisions(HTAB *keys, char **want, int nwant)
 		while (index_getnext_slot(scan, ForwardScanDirection, slot))
 		{
 			bool		isnull;
-			int32		rev = DatumGetInt32(slot_getattr(slot, att_rev, &isnull));
+			int32		rev;
+
+			/* a hash index returns every key of the same hash: recheck */
+			if (scan->xs_recheck &&
+				strcmp(TextDatumGetCString(slot_getattr(slot, att_key, &isnull)), want[i]) != 0)
+				continue;
+			rev = DatumGetInt32(slot_getattr(slot, att_rev, &isnull));
 
 			if (rev > e->revision)
 			{
@@ -505,7 +513,7 @@ write_lines(IngestState *st, int64 raw_page_id, const char *billing_period_start
 						 t->tgname)));
 	}
 	for (k = 0; k < C__COUNT; k++)
-		att[k] = attnameAttNum(rel, col_names[k], false) - 1;
+		att[k] = settle_attnum(rel, col_names[k]) - 1;
 	for (k = 0; k < desc->natts; k++)
 		if (!TupleDescAttr(desc, k)->attisdropped)
 		{

@@ -10,6 +10,8 @@
 #include "postgres.h"
 
 #include "fmgr.h"
+#include "parser/parse_relation.h"
+#include "utils/rel.h"
 #include "utils/guc.h"
 
 #include "progress.h"
@@ -57,4 +59,19 @@ _PG_init(void)
 	settle_ingest_init();
 
 	MarkGUCPrefixReserved("settle");
+}
+
+/*
+ * The attribute number of a column of one of the extension's own tables,
+ * for code that reads or writes them directly.  A missing column is an
+ * error, never attribute 0.
+ */
+int
+settle_attnum(Relation rel, const char *name)
+{
+	int			att = attnameAttNum(rel, name, false);
+
+	if (att == InvalidAttrNumber)
+		elog(ERROR, "column \"%s\" of settle.%s does not exist", name, RelationGetRelationName(rel));
+	return att;
 }

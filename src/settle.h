@@ -7,6 +7,8 @@
 #ifndef SETTLE_H
 #define SETTLE_H
 
+#include "utils/relcache.h"
+
 /* audit.c: the hash-chained audit trail and append-only guards */
 extern void settle_audit_init(void);
 
@@ -19,5 +21,8 @@ extern char *settle_reason;
 /* settle.c: sanity-check and retention settings */
 extern int	settle_swing_threshold;
 extern char *settle_retention;
+
+/* settle.c: a column of one of settle's own tables, by name (errors when absent) */
+extern int	settle_attnum(Relation rel, const char *name);
 
 #endif							/* SETTLE_H */

@@ -53,6 +53,7 @@
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
 #include "utils/rel.h"
+#include "common/hashfn.h"
 
 #include "numeric_fast.h"
 #include "progress.h"
@@ -380,12 +381,32 @@ money_col(HeapTuple t, TupleDesc d, int col, const char *what)
 	return datum_money(v, isnull, what);
 }
 
-/* "kind\x1fscope" for the problem table; false when too long for it. */
-#define PROBLEM_KEYLEN 640
-static bool
-problem_key(const char *kind, const char *scope_key, char *buf)
+/*
+ * The problem table's key: a problem's kind and scope, compared as strings.
+ * Entries point at the strings the problem itself holds.
+ */
+typedef struct ProblemKey
 {
-	return snprintf(buf, PROBLEM_KEYLEN, "%s\x1f%s", kind, scope_key) < PROBLEM_KEYLEN;
+	const char *kind;
+	const char *scope_key;
+} ProblemKey;
+
+static uint32
+problem_hash(const void *key, Size keysize)
+{
+	const ProblemKey *k = key;
+
+	return hash_combine(string_hash(k->kind, NAMEDATALEN),
+						hash_bytes((const unsigned char *) k->scope_key, strlen(k->scope_key)));
+}
+
+static int
+problem_match(const void *a, const void *b, Size keysize)
+{
+	const ProblemKey *x = a,
+			   *y = b;
+
+	return strcmp(x->kind, y->kind) != 0 || strcmp(x->scope_key, y->scope_key) != 0;
 }
 
 /*
@@ -395,36 +416,27 @@ problem_key(const char *kind, const char *scope_key, char *buf)
 static void
 add_problem(Run *run, const char *kind, const char *scope_key, const char *detail)
 {
-	char		key[PROBLEM_KEYLEN];
+	ProblemKey	key = {kind, scope_key};
+	ProblemKey *entry;
+	Problem    *p;
+	bool		found;
 	MemoryContext old;
 
-	if (problem_key(kind, scope_key, key))
+	if (run->problems_seen == NULL)
 	{
-		bool		found;
+		HASHCTL		ctl;
 
-		if (run->problems_seen == NULL)
-		{
-			HASHCTL		ctl;
-
-			ctl.keysize = PROBLEM_KEYLEN;
-			ctl.entrysize = PROBLEM_KEYLEN;
-			ctl.hcxt = run->mcxt;
-			run->problems_seen = hash_create("settle problems", 64, &ctl,
-											 HASH_ELEM | HASH_STRINGS | HASH_CONTEXT);
-		}
-		hash_search(run->problems_seen, key, HASH_ENTER, &found);
-		if (found)
-			return;
+		ctl.keysize = sizeof(ProblemKey);
+		ctl.entrysize = sizeof(ProblemKey);
+		ctl.hash = problem_hash;
+		ctl.match = problem_match;
+		ctl.hcxt = run->mcxt;
+		run->problems_seen = hash_create("settle problems", 64, &ctl,
+										 HASH_ELEM | HASH_FUNCTION | HASH_COMPARE | HASH_CONTEXT);
 	}
-	else
-	{
-		int			i;
-
-		for (i = 0; i < run->nproblems; i++)
-			if (strcmp(run->problems[i].kind, kind) == 0 &&
-				strcmp(run->problems[i].scope_key, scope_key) == 0)
-				return;
-	}
+	entry = hash_search(run->problems_seen, &key, HASH_ENTER, &found);
+	if (found)
+		return;
 	old = MemoryContextSwitchTo(run->mcxt);
 	if (run->nproblems == run->cap_problems)
 	{
@@ -433,10 +445,12 @@ add_problem(Run *run, const char *kind, const char *scope_key, const char *detai
 			repalloc(run->problems, run->cap_problems * sizeof(Problem)) :
 			palloc(run->cap_problems * sizeof(Problem));
 	}
-	run->problems[run->nproblems].kind = kind;
-	run->problems[run->nproblems].scope_key = pstrdup(scope_key);
-	run->problems[run->nproblems].detail = pstrdup(detail);
-	run->nproblems++;
+	p = &run->problems[run->nproblems++];
+	p->kind = kind;
+	p->scope_key = pstrdup(scope_key);
+	p->detail = pstrdup(detail);
+	entry->kind = p->kind;
+	entry->scope_key = p->scope_key;
 	MemoryContextSwitchTo(old);
 }
 
@@ -444,14 +458,12 @@ add_problem(Run *run, const char *kind, const char *scope_key, const char *detai
 static void
 forget_problems(Run *run, int n)
 {
-	char		key[PROBLEM_KEYLEN];
-
 	for (; run->nproblems > n; run->nproblems--)
 	{
 		Problem    *p = &run->problems[run->nproblems - 1];
+		ProblemKey	key = {p->kind, p->scope_key};
 
-		if (problem_key(p->kind, p->scope_key, key))
-			hash_search(run->problems_seen, key, HASH_REMOVE, NULL);
+		hash_search(run->problems_seen, &key, HASH_REMOVE, NULL);
 	}
 }
 
@@ -1078,8 +1090,8 @@ read_lines_direct(Run *run)
 	int			k;
 
 	for (k = 0; k < R__COUNT; k++)
-		att[k] = names[k] ? attnameAttNum(heap, names[k], false) : InvalidAttrNumber;
-	if (pk->rd_index->indnkeyatts < 3 || pk->rd_index->indkey.values[0] != attnameAttNum(heap, "reseller_id", false) ||
+		att[k] = names[k] ? settle_attnum(heap, names[k]) : InvalidAttrNumber;
+	if (pk->rd_index->indnkeyatts < 3 || pk->rd_index->indkey.values[0] != settle_attnum(heap, "reseller_id") ||
 		pk->rd_index->indkey.values[1] != att[R_KEY] || pk->rd_index->indkey.values[2] != att[R_REVISION])
 		elog(ERROR, "settle.bill_line's primary key is not (reseller_id, line_key, revision)");
 	ScanKeyInit(&sk, 1, BTEqualStrategyNumber, F_INT8EQ, Int64GetDatum(run->reseller_id));

@@ -3,7 +3,7 @@
 -- read back through file:// lands with exact counts, sums, revisions and
 -- exceptions.
 BEGIN;
-SELECT plan(20);
+SELECT plan(23);
 
 SELECT has_function('settle', 'acs3_authorization',
 	ARRAY['text', 'text', 'jsonb', 'jsonb', 'bytea', 'text', 'text'], 'acs3_authorization has the SPEC signature');
@@ -80,6 +80,26 @@ SELECT is((SELECT count(*) FROM settle.raw_page r JOIN settle.connector c USING 
 SELECT is((SELECT last_status FROM settle.ingest_health WHERE name = 'tap_focus'), 'succeeded', 'health view shows the import');
 SELECT throws_ok($$UPDATE settle.bill_line SET billed_cost = 0 WHERE resource_id = 'i-1'$$, NULL, NULL,
 	'bill lines are append-only');
+
+-- Two natural keys with the same 32-bit hash (bill_line_key_idx is a hash
+-- index): the second is a new line, not a revision of the first.
+SELECT is(hashtext('focus:4000000000000001//2026-10-02T00:00:00Z/c-3277/sku/Usage/#1' COLLATE "C"),
+	hashtext('focus:4000000000000001//2026-10-02T00:00:00Z/c-349873/sku/Usage/#1' COLLATE "C"),
+	'the two keys collide in the hash index');
+CREATE TEMP TABLE focus_one (LIKE focus_rows);
+INSERT INTO focus_one VALUES ('4000000000000001', '2026-10-01T00:00:00Z', '2026-10-02T00:00:00Z', 'Usage',
+	'5', '5', 'USD', 'ECS', 'c-3277', 'sku', 'ecs');
+DO $$ BEGIN
+	EXECUTE format('COPY focus_one TO %L WITH (FORMAT csv, HEADER)', current_setting('tap.file') || '.a');
+	UPDATE focus_one SET "ResourceId" = 'c-349873', "BilledCost" = '7', "ListCost" = '7';
+	EXECUTE format('COPY focus_one TO %L WITH (FORMAT csv, HEADER)', current_setting('tap.file') || '.b');
+END $$;
+INSERT INTO settle.connector (name, kind, endpoint)
+VALUES ('tap_a', 'focus_csv', 'file://' || current_setting('tap.file') || '.a'),
+       ('tap_b', 'focus_csv', 'file://' || current_setting('tap.file') || '.b');
+SELECT is((SELECT (r).lines_new FROM (SELECT settle.ingest_now('tap_a') r) s), 1::bigint, 'the first key is new');
+SELECT is((SELECT (r).lines_new || ' ' || (r).lines_revised FROM (SELECT settle.ingest_now('tap_b') r) s), '1 0',
+	'and so is the second: the probe rechecks the key');
 
 SELECT * FROM finish();
 ROLLBACK;
