@@ -29,7 +29,6 @@
 #include "utils/datetime.h"
 #include "utils/fmgroids.h"
 #include "utils/fmgrprotos.h"
-#include "parser/parse_relation.h"
 #include "utils/rel.h"
 #include "utils/snapmgr.h"
 #include "utils/guc.h"

@@ -44,7 +44,6 @@
 #include "utils/builtins.h"
 #include "utils/date.h"
 #include "utils/fmgroids.h"
-#include "parser/parse_relation.h"
 #include "utils/array.h"
 #include "utils/snapmgr.h"
 #include "utils/datetime.h"
