@@ -288,17 +288,6 @@ row_key_jsonb(Relation rel, Jsonb *row)
 
 /* ---------- the chain ---------- */
 
-static Oid
-audit_log_relid(void)
-{
-	Oid			nsp = get_namespace_oid("settle", false);
-	Oid			relid = get_relname_relid("audit_log", nsp);
-
-	if (!OidIsValid(relid))
-		elog(ERROR, "settle.audit_log does not exist");
-	return relid;
-}
-
 static SPIPlanPtr
 keep_plan(const char *sql, int nargs, Oid *argtypes)
 {
@@ -377,7 +366,7 @@ as_audit_owner(void (*fn) (void *), void *arg)
 	int			save_sec;
 	Oid			owner;
 	HeapTuple	classtup;
-	Oid			relid = audit_log_relid();
+	Oid			relid = settle_relid("audit_log");
 
 	classtup = SearchSysCache1(RELOID, ObjectIdGetDatum(relid));
 	if (!HeapTupleIsValid(classtup))
@@ -415,7 +404,7 @@ insert_audit_row(Datum *values, bool *nulls)
 	ListCell   *lc;
 
 	if (!OidIsValid(chain.relid))
-		chain.relid = audit_log_relid();
+		chain.relid = settle_relid("audit_log");
 	rel = table_open(chain.relid, RowExclusiveLock);
 	tup = heap_form_tuple(RelationGetDescr(rel), values, nulls);
 	indexes = RelationGetIndexList(rel);

@@ -389,16 +389,6 @@ put_text(Datum *v, bool *n, int col, const char *s)
 		v[col] = CStringGetTextDatum(s);
 }
 
-static Oid
-settle_relid(const char *name)
-{
-	Oid			relid = get_relname_relid(name, get_namespace_oid("settle", false));
-
-	if (!OidIsValid(relid))
-		elog(ERROR, "relation settle.%s does not exist", name);
-	return relid;
-}
-
 /*
  * The latest stored revision of each key (bill_line_key_idx: one index
  * probe per key), entered into the page's key table.  Reads with a fresh

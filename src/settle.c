@@ -10,7 +10,9 @@
 #include "postgres.h"
 
 #include "fmgr.h"
+#include "catalog/namespace.h"
 #include "parser/parse_relation.h"
+#include "utils/lsyscache.h"
 #include "utils/rel.h"
 #include "utils/guc.h"
 
@@ -59,6 +61,20 @@ _PG_init(void)
 	settle_ingest_init();
 
 	MarkGUCPrefixReserved("settle");
+}
+
+/*
+ * The OID of one of the extension's own relations in schema settle, for code
+ * that opens them directly.  A missing relation is an error.
+ */
+Oid
+settle_relid(const char *name)
+{
+	Oid			relid = get_relname_relid(name, get_namespace_oid("settle", false));
+
+	if (!OidIsValid(relid))
+		elog(ERROR, "relation settle.%s does not exist", name);
+	return relid;
 }
 
 /*

@@ -22,7 +22,8 @@ extern char *settle_reason;
 extern int	settle_swing_threshold;
 extern char *settle_retention;
 
-/* settle.c: a column of one of settle's own tables, by name (errors when absent) */
+/* settle.c: one of settle's own relations and its columns, by name (errors when absent) */
+extern Oid	settle_relid(const char *name);
 extern int	settle_attnum(Relation rel, const char *name);
 
 #endif							/* SETTLE_H */

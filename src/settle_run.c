@@ -1069,8 +1069,7 @@ read_lines_direct(Run *run)
 		"original_line_key", "billing_period_start", "charge_period_start", "charge_period_end",
 		"source_item", NULL, "validation_errors"
 	};
-	Oid			nsp = get_namespace_oid("settle", false);
-	Relation	heap = table_open(get_relname_relid("bill_line", nsp), AccessShareLock);
+	Relation	heap = table_open(settle_relid("bill_line"), AccessShareLock);
 	Relation	pk = index_open(RelationGetPrimaryKeyIndex(heap), AccessShareLock);
 	TupleDesc	desc = RelationGetDescr(heap);
 	TupleTableSlot *slot = table_slot_create(heap, NULL);
@@ -1940,7 +1939,7 @@ compute_totals(Run *run, Totals *tot)
 static void
 write_lineage(Run *run)
 {
-	Oid			relid = get_relname_relid("settlement_line", get_namespace_oid("settle", false));
+	Oid			relid = settle_relid("settlement_line");
 	Relation	rel = table_open(relid, RowExclusiveLock);
 	TupleDesc	desc = RelationGetDescr(rel);
 	List	   *indexoids = RelationGetIndexList(rel);
