@@ -199,6 +199,69 @@ typedef struct Run
 	struct Fingerprint *out_fp;
 } Run;
 
+/* A heap position and the rank of its index entry in key order. */
+typedef struct TidRank
+{
+	uint64		tid;			/* block << 16 | offset: orders like the heap */
+	uint32		rank;
+} TidRank;
+
+#define READ_CHUNK 65536
+
+/*
+ * The big buffers of a run (its lines, its arena, the read batch) are kept
+ * from one reseller to the next for the rest of the transaction.
+ * settle_period settles resellers one after another, and allocating tens of
+ * megabytes afresh for each costs page faults worth a tenth of an evaluation.
+ * They live in a child of TopTransactionContext, so they go with the
+ * transaction (a callback forgets them); their peak is the largest
+ * reseller's, as before.  The engine is not re-entrant: nothing it calls
+ * settles.
+ */
+static struct
+{
+	MemoryContext cxt;
+	Line	   *lines;
+	uint32		cap_lines;
+	char	   *arena;
+	uint32		arena_cap;
+	TidRank    *tids;			/* READ_CHUNK index entries */
+	uint32	   *tuple_at;		/* READ_CHUNK offsets into batch, by rank */
+	char	   *batch;			/* copies of a chunk's heap tuples */
+	Size		batch_cap;
+} reuse;
+
+static void
+reuse_forget(void *arg)
+{
+	memset(&reuse, 0, sizeof(reuse));
+}
+
+static void
+reuse_begin(Run *run)
+{
+	if (reuse.cxt == NULL)
+	{
+		static MemoryContextCallback forget = {reuse_forget, NULL, NULL};
+
+		reuse.cxt = AllocSetContextCreate(TopTransactionContext, "settle reused buffers",
+										  ALLOCSET_DEFAULT_SIZES);
+		MemoryContextRegisterResetCallback(reuse.cxt, &forget);
+		reuse.cap_lines = 1024;
+		reuse.lines = MemoryContextAllocHuge(reuse.cxt, sizeof(Line) * reuse.cap_lines);
+		reuse.arena_cap = 1 << 16;
+		reuse.arena = MemoryContextAllocHuge(reuse.cxt, reuse.arena_cap);
+		reuse.tids = MemoryContextAlloc(reuse.cxt, sizeof(TidRank) * READ_CHUNK);
+		reuse.tuple_at = MemoryContextAlloc(reuse.cxt, sizeof(uint32) * READ_CHUNK);
+		reuse.batch_cap = 1 << 20;
+		reuse.batch = MemoryContextAllocHuge(reuse.cxt, reuse.batch_cap);
+	}
+	run->lines = reuse.lines;
+	run->cap_lines = reuse.cap_lines;
+	run->arena = reuse.arena;
+	run->arena_cap = reuse.arena_cap;
+}
+
 typedef struct StrEntry
 {
 	char		key[NAMEDATALEN * 2];
@@ -309,8 +372,8 @@ arena_put(Run *run, const char *s, size_t len)
 
 	if (run->arena_len + len + 1 > run->arena_cap)
 	{
-		run->arena_cap = Max(run->arena_cap * 2, run->arena_len + len + 1 + 65536);
-		run->arena = repalloc_huge(run->arena, run->arena_cap);
+		reuse.arena_cap = run->arena_cap = Max(run->arena_cap * 2, run->arena_len + len + 1 + 65536);
+		reuse.arena = run->arena = repalloc_huge(run->arena, run->arena_cap);
 	}
 	off = run->arena_len;
 	memcpy(run->arena + off, s, len);
@@ -780,8 +843,8 @@ new_line(Run *run)
 {
 	if (run->nlines == run->cap_lines)
 	{
-		run->cap_lines = Max(1024, run->cap_lines * 2);
-		run->lines = repalloc_huge(run->lines, sizeof(Line) * (Size) run->cap_lines);
+		reuse.cap_lines = run->cap_lines = Max(1024, run->cap_lines * 2);
+		reuse.lines = run->lines = repalloc_huge(run->lines, sizeof(Line) * (Size) run->cap_lines);
 	}
 	memset(&run->lines[run->nlines], 0, sizeof(Line));
 	return &run->lines[run->nlines++];
@@ -816,7 +879,7 @@ take_row(Run *run, const Datum *rowvals, const bool *rownulls)
 	Line	   *l;
 	bytea	   *hash;
 	text	   *charge;
-	char	   *ccy;
+	char		ccy[4];
 	const Fx   *fx = NULL;
 	money128	billed,
 				list,
@@ -870,7 +933,7 @@ take_row(Run *run, const Datum *rowvals, const bool *rownulls)
 	{
 		charge = DatumGetTextPP(rowvals[4]);
 		l->charge = rule_charge_category(VARDATA_ANY(charge), VARSIZE_ANY_EXHDR(charge));
-		ccy = TextDatumGetCString(rowvals[8]);
+		text_to_cstring_buffer(DatumGetTextPP(rowvals[8]), ccy, sizeof(ccy));
 		if (rownulls[9])
 			list = billed;
 		if (rownulls[11])
@@ -879,7 +942,7 @@ take_row(Run *run, const Datum *rowvals, const bool *rownulls)
 	else
 	{
 		l->charge = RULE_CHARGE_UNKNOWN;
-		ccy = pstrdup(run->currency);
+		strlcpy(ccy, run->currency, sizeof(ccy));
 		list = billed = paid = 0;
 		add_problem(run, "validation", psprintf("line:%s", ARENA(run, l->key)),
 					psprintf("Bill line %s failed validation or has amounts that cannot be held exactly: it earns nothing.",
@@ -1032,23 +1095,27 @@ read_lines_recorded(Run *run)
 	MemoryContextDelete(batch);
 }
 
-/* A heap position and the rank of its index entry in key order. */
-typedef struct TidRank
+/*
+ * Whether an array (validation_errors) has elements, without copying a short
+ * one out of its tuple: an empty array is a bare ArrayType header.
+ */
+static bool
+array_nonempty(Datum d)
 {
-	uint64		tid;			/* block << 16 | offset: orders like the heap */
-	uint32		rank;
-} TidRank;
+	struct varlena *p = (struct varlena *) DatumGetPointer(d);
 
-static int
-tid_rank_cmp(const void *a, const void *b)
-{
-	uint64		x = ((const TidRank *) a)->tid,
-				y = ((const TidRank *) b)->tid;
-
-	return x < y ? -1 : (x > y ? 1 : 0);
+	if (VARATT_IS_EXTERNAL(p) || VARATT_IS_COMPRESSED(p))
+		return ARR_NDIM(DatumGetArrayTypeP(d)) > 0;
+	return VARSIZE_ANY_EXHDR(p) > sizeof(ArrayType) - VARHDRSZ;
 }
 
-#define READ_CHUNK 65536
+/* heap order of a chunk of index entries */
+#define ST_SORT sort_tid_ranks
+#define ST_ELEMENT_TYPE TidRank
+#define ST_COMPARE(a, b) ((a)->tid < (b)->tid ? -1 : (a)->tid > (b)->tid ? 1 : 0)
+#define ST_SCOPE static
+#define ST_DEFINE
+#include "lib/sort_template.h"
 
 /*
  * The lines of the period: the current revision of every bill line of the
@@ -1074,10 +1141,7 @@ read_lines_direct(Run *run)
 	TupleDesc	desc = RelationGetDescr(heap);
 	TupleTableSlot *slot = table_slot_create(heap, NULL);
 	Snapshot	snap = GetActiveSnapshot();
-	MemoryContext batch = AllocSetContextCreate(CurrentMemoryContext, "settle line batch",
-												ALLOCSET_DEFAULT_SIZES);
-	TidRank    *tr = palloc(sizeof(TidRank) * READ_CHUNK);
-	HeapTuple  *tuples = palloc(sizeof(HeapTuple) * READ_CHUNK);
+	TidRank    *tr = reuse.tids;
 	Datum	   *values = palloc(sizeof(Datum) * desc->natts);
 	bool	   *isnull = palloc(sizeof(bool) * desc->natts);
 	IndexScanDesc scan;
@@ -1098,10 +1162,10 @@ read_lines_direct(Run *run)
 	fetch = table_index_fetch_begin(heap);
 	for (;;)
 	{
-		MemoryContext old;
 		ItemPointer tid;
 		uint32		n = 0,
 					i;
+		Size		used;
 
 		/* (an exhausted B-tree scan must not be asked again: it would restart) */
 		while (!exhausted && n < READ_CHUNK)
@@ -1118,27 +1182,47 @@ read_lines_direct(Run *run)
 		if (n == 0)
 			break;
 		CHECK_FOR_INTERRUPTS();
-		qsort(tr, n, sizeof(TidRank), tid_rank_cmp);
-		old = MemoryContextSwitchTo(batch);
+		sort_tid_ranks(tr, n);
+		/* fetched in heap order, copied by rank (no tuple is visible: none) */
+		used = 0;
 		for (i = 0; i < n; i++)
 		{
 			ItemPointerData ip;
 			bool		call_again = false;
 			bool		all_dead;
+			HeapTuple	t;
 
 			ItemPointerSet(&ip, (BlockNumber) (tr[i].tid >> 16), (OffsetNumber) (tr[i].tid & 0xFFFF));
-			tuples[tr[i].rank] = table_index_fetch_tuple(fetch, &ip, snap, slot, &call_again, &all_dead)
-				? ExecCopySlotHeapTuple(slot) : NULL;
+			if (!table_index_fetch_tuple(fetch, &ip, snap, slot, &call_again, &all_dead))
+			{
+				reuse.tuple_at[tr[i].rank] = UINT32_MAX;
+				continue;
+			}
+			t = ExecFetchSlotHeapTuple(slot, false, NULL);
+			if (used + MAXALIGN(t->t_len) > reuse.batch_cap)
+			{
+				if (used + MAXALIGN(t->t_len) > MaxAllocHugeSize / 2 || used + MAXALIGN(t->t_len) > UINT32_MAX)
+					elog(ERROR, "settle line batch too large");
+				reuse.batch_cap = Max(reuse.batch_cap * 2, used + MAXALIGN(t->t_len));
+				reuse.batch = repalloc_huge(reuse.batch, reuse.batch_cap);
+			}
+			memcpy(reuse.batch + used, t->t_data, t->t_len);
+			reuse.tuple_at[tr[i].rank] = (uint32) used;
+			used += MAXALIGN(t->t_len);
 		}
+		ExecClearTuple(slot);
 		for (i = 0; i < n; i++)
 		{
 			Datum		v[R__COUNT];
 			bool		nl[R__COUNT];
 			DateADT		date;
+			HeapTupleData t;
 
-			if (tuples[i] == NULL)
+			if (reuse.tuple_at[i] == UINT32_MAX)
 				continue;		/* not visible to this snapshot */
-			heap_deform_tuple(tuples[i], desc, values, isnull);
+			t.t_data = (HeapTupleHeader) (reuse.batch + reuse.tuple_at[i]);
+			t.t_len = 0;		/* (heap_deform_tuple reads only the header) */
+			heap_deform_tuple(&t, desc, values, isnull);
 			for (k = 0; k < R__COUNT; k++)
 				if (att[k] != InvalidAttrNumber)
 				{
@@ -1158,11 +1242,9 @@ read_lines_direct(Run *run)
 				continue;
 			v[R_PREV] = BoolGetDatum(date < run->start);
 			nl[R_PREV] = false;
-			v[R_INVALID] = BoolGetDatum(ARR_NDIM(DatumGetArrayTypeP(v[R_INVALID])) > 0);
+			v[R_INVALID] = BoolGetDatum(array_nonempty(v[R_INVALID]));
 			take_row(run, v, nl);
 		}
-		MemoryContextSwitchTo(old);
-		MemoryContextReset(batch);
 		settle_progress_update(SETTLE_PHASE_READING, run->nlines);
 	}
 	table_index_fetch_end(fetch);
@@ -1170,9 +1252,6 @@ read_lines_direct(Run *run)
 	ExecDropSingleTupleTableSlot(slot);
 	index_close(pk, AccessShareLock);
 	table_close(heap, AccessShareLock);
-	MemoryContextDelete(batch);
-	pfree(tr);
-	pfree(tuples);
 	pfree(values);
 	pfree(isnull);
 }
@@ -2212,10 +2291,7 @@ settle_settle_reseller(PG_FUNCTION_ARGS)
 	run.carry_in = PG_ARGISNULL(4) ? 0 : datum_money(PG_GETARG_DATUM(4), false, "carry-forward");
 	run.mcxt = AllocSetContextCreate(CurrentMemoryContext, "settle run", ALLOCSET_DEFAULT_SIZES);
 	old = MemoryContextSwitchTo(run.mcxt);
-	run.arena_cap = 1 << 16;
-	run.arena = palloc(run.arena_cap);
-	run.cap_lines = 1024;
-	run.lines = palloc_extended(sizeof(Line) * run.cap_lines, MCXT_ALLOC_HUGE);
+	reuse_begin(&run);
 	run.in_fp = fp_start();
 	run.out_fp = fp_start();
 
