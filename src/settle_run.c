@@ -1183,7 +1183,7 @@ read_lines_direct(Run *run)
 			break;
 		CHECK_FOR_INTERRUPTS();
 		sort_tid_ranks(tr, n);
-		/* fetched in heap order, copied by rank (no tuple is visible: none) */
+		/* fetched in heap order, copied by rank (UINT32_MAX: not visible) */
 		used = 0;
 		for (i = 0; i < n; i++)
 		{
@@ -1201,7 +1201,7 @@ read_lines_direct(Run *run)
 			t = ExecFetchSlotHeapTuple(slot, false, NULL);
 			if (used + MAXALIGN(t->t_len) > reuse.batch_cap)
 			{
-				if (used + MAXALIGN(t->t_len) > MaxAllocHugeSize / 2 || used + MAXALIGN(t->t_len) > UINT32_MAX)
+				if (used + MAXALIGN(t->t_len) > UINT32_MAX)
 					elog(ERROR, "settle line batch too large");
 				reuse.batch_cap = Max(reuse.batch_cap * 2, used + MAXALIGN(t->t_len));
 				reuse.batch = repalloc_huge(reuse.batch, reuse.batch_cap);
