@@ -1,8 +1,9 @@
 -- Volume: one reseller with more bill lines than settle_period reads in one
 -- chunk (65,536 index entries), every key revised, so chunks split a key's
--- revisions.  The statement is checked against the bill lines themselves.
+-- revisions.  The statement is checked against the bill lines themselves; a
+-- line that failed validation earns nothing and blocks the run.
 BEGIN;
-SELECT plan(6);
+SELECT plan(9);
 SET LOCAL settle.reason = 'volume test';
 SELECT settle.add_reseller('vol', 'Volume Cloud');
 SELECT settle.add_customer('vol', 'v1', 'Volume customer');
@@ -28,16 +29,30 @@ SELECT settle.reseller_id('vol'), 'v1/ecs/i-000001', 3, (SELECT customer_id FROM
        sha256('third'), 'PayAsYouGoBill', 'acct-v1', date '2026-10-01', timestamptz '2026-10-02 00:00:00+00',
        timestamptz '2026-10-03 00:00:00+00',
        'Usage', 'ecs', 'USD', 1000, 1000;
+-- and one line that failed validation at ingestion: it earns nothing
+INSERT INTO settle.bill_line (reseller_id, line_key, revision, customer_id, content_hash, source_item,
+	billing_account_id, billing_period_start, charge_period_start, charge_period_end,
+	charge_category, product_code, billing_currency, list_cost, billed_cost, validation_errors)
+VALUES (settle.reseller_id('vol'), 'v1/ecs/i-035000x', 1, (SELECT customer_id FROM settle.customer WHERE code = 'v1'),
+	sha256('invalid'), 'PayAsYouGoBill', 'acct-v1', date '2026-10-01', timestamptz '2026-10-05 00:00:00+00',
+	timestamptz '2026-10-06 00:00:00+00', 'Usage', 'ecs', 'USD', 500, 400, '{"billed cost exceeds list cost"}');
 
 CREATE TEMP TABLE latest AS
 SELECT DISTINCT ON (line_key) line_key, revision, billed_cost
-  FROM settle.bill_line WHERE reseller_id = settle.reseller_id('vol')
+  FROM settle.bill_line WHERE reseller_id = settle.reseller_id('vol') AND validation_errors = '{}'
  ORDER BY line_key, revision DESC;
 
 SELECT run_id AS vol_run FROM settle.settle_period('2026-10', 'vol') \gset
 
-SELECT is((SELECT lines FROM settle.statement WHERE run_id = :vol_run), 70000::bigint,
-	'one line per key, 70,000 keys across two read chunks');
+SELECT is((SELECT lines FROM settle.statement WHERE run_id = :vol_run), 70001::bigint,
+	'one line per key, 70,001 keys across two read chunks');
+SELECT is((SELECT ARRAY[basis, unrounded, rounded] FROM settle.settlement_line
+            WHERE run_id = :vol_run AND line_key = 'v1/ecs/i-035000x'), ARRAY[0, 0, 0]::numeric[],
+	'the line that failed validation earns nothing');
+SELECT is((SELECT count(*) FROM settle.exception WHERE reseller_id = settle.reseller_id('vol')
+            AND kind = 'validation' AND scope_key = 'line:v1/ecs/i-035000x' AND state = 'pending_review'), 1::bigint,
+	'and opens an exception');
+SELECT ok((SELECT blocked FROM settle.run WHERE run_id = :vol_run), 'which blocks the run');
 SELECT is((SELECT count(*) FROM settle.settlement_line s JOIN latest l
              ON l.line_key = s.line_key AND l.revision = s.revision
             WHERE s.run_id = :vol_run AND s.kind = 'c'), 70000::bigint,
