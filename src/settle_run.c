@@ -41,6 +41,7 @@
 #include "funcapi.h"
 #include "miscadmin.h"
 #include "port/pg_bswap.h"
+#include "storage/lmgr.h"
 #include "utils/builtins.h"
 #include "utils/date.h"
 #include "utils/fmgroids.h"
@@ -60,6 +61,7 @@
 #include "settle.h"
 
 PG_FUNCTION_INFO_V1(settle_settle_reseller);
+PG_FUNCTION_INFO_V1(settle_summarize_lineage);
 
 /* kinds of settlement lines */
 #define KIND_CHARGE		'c'			/* a bill line's commission */
@@ -1918,6 +1920,8 @@ order_cmp(const void *a, const void *b)
  * The output order: included lines by line key ("C" collation), then kind.
  * Lines read from bill_line are already in key order; only the lines added
  * after them (corrections, floors, adjustments) are sorted, then merged in.
+ * (line_key, kind) identifies a settlement line, and no unique index
+ * enforces it (see settle.settlement_line): the order must be strict.
  */
 static void
 order_lines(Run *run)
@@ -1936,7 +1940,7 @@ order_lines(Run *run)
 			run->order[run->norder++] = i;
 	sort_run = run;
 	for (sorted = 1; sorted < run->norder &&
-		 order_cmp(&run->order[sorted - 1], &run->order[sorted]) <= 0; sorted++)
+		 order_cmp(&run->order[sorted - 1], &run->order[sorted]) < 0; sorted++)
 		;
 	if (sorted < run->norder)
 	{
@@ -1948,6 +1952,16 @@ order_lines(Run *run)
 				? run->order[a++] : run->order[b++];
 		pfree(run->order);
 		run->order = merged;
+		for (o = 1; o < run->norder; o++)
+			if (order_cmp(&run->order[o - 1], &run->order[o]) >= 0)
+			{
+				Line	   *l = &run->lines[run->order[o]];
+
+				ereport(ERROR,
+						(errcode(ERRCODE_UNIQUE_VIOLATION),
+						 errmsg("settlement line \"%s\" of kind '%c' occurs twice in the run of reseller %lld for %s",
+								ARENA(run, l->key), l->kind, (long long) run->reseller_id, run->period)));
+			}
 	}
 	sort_run = NULL;
 }
@@ -2353,4 +2367,27 @@ settle_settle_reseller(PG_FUNCTION_ARGS)
 	values[15] = problems_jsonb(&run);
 	MemoryContextDelete(run.mcxt);
 	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(resdesc, values, nulls)));
+}
+
+/*
+ * settle._summarize_lineage(): summarises the block ranges of
+ * settle.settlement_line's BRIN index that are not yet summarised, so that
+ * the runs just written are found by their pages at once rather than by
+ * reading every unsummarised page.  Summarising takes SHARE UPDATE EXCLUSIVE
+ * on the table and index until the transaction ends; when another session
+ * (or VACUUM) holds it, this one does not wait: it returns false and the
+ * ranges are left to that session, autovacuum (autosummarize) or VACUUM.
+ */
+Datum
+settle_summarize_lineage(PG_FUNCTION_ARGS)
+{
+	Oid			heap = settle_relid("settlement_line");
+	Oid			idx = settle_relid("settlement_line_run_idx");
+
+	if (!ConditionalLockRelationOid(heap, ShareUpdateExclusiveLock))
+		PG_RETURN_BOOL(false);
+	if (!ConditionalLockRelationOid(idx, ShareUpdateExclusiveLock))
+		PG_RETURN_BOOL(false);
+	DirectFunctionCall1(brin_summarize_new_values, ObjectIdGetDatum(idx));
+	PG_RETURN_BOOL(true);
 }

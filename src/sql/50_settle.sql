@@ -49,11 +49,21 @@ CREATE TABLE settle.settlement_line (
 	fx_rate_id   bigint,
 	unrounded    numeric  NOT NULL,
 	rounded      numeric  NOT NULL,
-	ref          text,
-	PRIMARY KEY (reseller_id, run_id, line_key, kind)
+	ref          text
 );
+-- No primary key: a unique (reseller_id, run_id, line_key, kind) B-tree
+-- doubled the cost of settle_period, and even a B-tree on run_id alone adds
+-- two thirds (an index entry per row).  A run's lines are written once, by
+-- the engine alone, in strictly increasing (line_key, kind) order, which it
+-- checks; verify_run re-derives them one to one.  Every reader asks for whole
+-- runs, and a run's rows are written together, so run ids follow the heap:
+-- a BRIN index finds a run's pages at a fraction of the cost.  settle_period
+-- summarises the ranges it filled (settle._summarize_lineage); autovacuum
+-- (autosummarize) and VACUUM catch what it could not.  A lookup also reads
+-- whatever is not yet summarised.
+CREATE INDEX settlement_line_run_idx ON settle.settlement_line USING brin (run_id) WITH (autosummarize = on);
 COMMENT ON TABLE settle.settlement_line IS
-	'Lineage: one row per bill line (and per correction, floor top-up or adjustment) of a run, with what cannot be re-derived: the revision, rule version, clause, tier, basis, rate, FX rate, unrounded and rounded commission.  Written only by settle_period (no CHECK constraints or foreign keys: millions of rows); append-only.  settle.explain derives the rest.';
+	'Lineage: one row per bill line (and per correction, floor top-up or adjustment) of a run, with what cannot be re-derived: the revision, rule version, clause, tier, basis, rate, FX rate, unrounded and rounded commission.  (run_id, line_key, kind) identifies a row.  Written only by settle_period, which writes a run''s rows once in (line_key, kind) order and checks that order (no CHECK constraints, foreign keys or unique index: millions of rows); append-only.  settle.explain derives the rest.';
 COMMENT ON COLUMN settle.settlement_line.kind IS 'c: commission on a charge; r: refund reversal; x: correction of a locked period (FOCUS ChargeClass Correction); f: floor top-up; a: approved adjustment.';
 COMMENT ON COLUMN settle.settlement_line.revision IS 'The bill line revision settled.';
 COMMENT ON COLUMN settle.settlement_line.rule_version IS 'settle.rule_version.version of the run''s agreement that applied.';
@@ -157,6 +167,10 @@ CREATE FUNCTION settle._settle_reseller(reseller_id bigint, period text, run_id 
 	AS 'MODULE_PATHNAME', 'settle_settle_reseller' LANGUAGE C VOLATILE;
 COMMENT ON FUNCTION settle._settle_reseller(bigint, text, bigint, bytea, numeric, bigint) IS
 	'Internal engine of settle_period and verify_run: settles (or, with verify_run, re-derives) one reseller''s period in C.';
+CREATE FUNCTION settle._summarize_lineage() RETURNS boolean
+	AS 'MODULE_PATHNAME', 'settle_summarize_lineage' LANGUAGE C VOLATILE;
+COMMENT ON FUNCTION settle._summarize_lineage() IS
+	'Internal: summarises the unsummarised block ranges of settle.settlement_line''s BRIN index on run_id after settle_period wrote lineage, unless another session holds the lock it needs (false then).';
 
 CREATE FUNCTION settle.blocking_exceptions(reseller_id bigint, period text) RETURNS bigint
 LANGUAGE sql STABLE STRICT SET search_path = pg_catalog, pg_temp AS $$
@@ -180,6 +194,7 @@ DECLARE
 	new_id bigint;
 	prob record;
 	n int := 0;
+	written boolean := false;
 BEGIN
 	IF period IS NULL OR period !~ '^[0-9]{4}-(0[1-9]|1[0-2])$' THEN
 		RAISE EXCEPTION 'invalid period "%"', period USING ERRCODE = 'invalid_datetime_format',
@@ -216,6 +231,7 @@ BEGIN
 			RETURN NEXT cur;
 			CONTINUE;
 		END IF;
+		written := true;
 
 		FOR prob IN SELECT * FROM jsonb_to_recordset(res.problems) AS x(kind text, scope_key text, detail text)
 		LOOP
@@ -265,6 +281,9 @@ BEGIN
 		END IF;
 		RETURN NEXT cur;
 	END LOOP;
+	IF written THEN
+		PERFORM settle._summarize_lineage();
+	END IF;
 	PERFORM settle.check_sanity(period);
 	IF n = 0 AND reseller IS NOT NULL THEN
 		RAISE EXCEPTION 'reseller "%" has no agreement in force in %', reseller, period

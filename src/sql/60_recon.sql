@@ -330,7 +330,7 @@ BEGIN
 	DELETE FROM settle.recon_result r WHERE r.period = reconcile.period;
 
 	IF to_regclass('pg_temp.recon_line') IS NOT NULL THEN
-		DROP TABLE pg_temp.recon_line, pg_temp.recon_prov, pg_temp.recon_assign;
+		DROP TABLE pg_temp.recon_line, pg_temp.recon_prov, pg_temp.recon_assign, pg_temp.recon_refund;
 	END IF;
 	-- the current revision of every bill line of the billing cycle
 	CREATE TEMP TABLE recon_line ON COMMIT DROP AS
@@ -542,7 +542,29 @@ BEGIN
 		  FROM settle.settlement_line l WHERE l.reseller_id = ru.reseller_id AND l.run_id = ru.run_id) sl ON true
 	 WHERE ru.period = reconcile.period AND ru.status <> 'superseded';
 
-	-- 7. refunds reverse exactly what their original earned: the original's rate
+	-- 7. refunds reverse exactly what their original earned: the original's rate.
+	-- The lineage has no index by line key (only BRIN on run_id): the
+	-- refunds and the charge lines of the runs they refer to are each read
+	-- run by run, then matched in one hash join.
+	CREATE TEMP TABLE recon_refund ON COMMIT DROP AS
+	WITH refunds AS MATERIALIZED (
+		SELECT ru.run_id, ru.reseller_id, st.currency, cu.minor_unit, l.line_key, l.revision, l.rate, l.basis,
+		       l.unrounded, l.ref,
+		       CASE WHEN l.ref LIKE 'run:%' THEN split_part(substr(l.ref, 5), '/', 1)::bigint ELSE ru.run_id END AS orig_run,
+		       CASE WHEN l.ref LIKE 'run:%' THEN substr(l.ref, strpos(l.ref, '/') + 1) ELSE l.ref END AS orig_key
+		  FROM settle.run ru
+		  JOIN settle.statement st ON st.reseller_id = ru.reseller_id AND st.run_id = ru.run_id
+		  JOIN settle.currency cu ON cu.currency_code = st.currency
+		  JOIN settle.settlement_line l ON l.reseller_id = ru.reseller_id AND l.run_id = ru.run_id AND l.kind = 'r'
+		 WHERE ru.period = reconcile.period AND ru.status <> 'superseded'
+	), originals AS MATERIALIZED (
+		SELECT s.reseller_id, s.run_id, s.line_key, s.rate
+		  FROM settle.settlement_line s
+		 WHERE s.kind = 'c' AND s.run_id IN (SELECT DISTINCT f.orig_run FROM refunds f)
+	)
+	SELECT f.*, o.rate AS orig_rate
+	  FROM refunds f
+	  LEFT JOIN originals o ON o.reseller_id = f.reseller_id AND o.run_id = f.orig_run AND o.line_key = f.orig_key;
 	INSERT INTO settle.recon_result (period, check_name, scope_key, reseller_id, currency, lines, lines_total,
 		other_total, delta, tolerance, status, detail)
 	SELECT reconcile.period, 'refund_rate', format('refunds:%s/run:%s', reconcile.period, f.run_id), f.reseller_id,
@@ -550,38 +572,19 @@ BEGIN
 	       CASE WHEN bool_and(f.unrounded = f.expected AND f.rate IS NOT DISTINCT FROM f.orig_rate) THEN 'matched'
 	            ELSE 'mismatched' END,
 	       format('%s refund reversals checked against the rate their original earned', count(*))
-	  FROM (SELECT ru.run_id, ru.reseller_id, st.currency, l.line_key, l.revision, l.rate, l.basis, l.unrounded,
-	               o.rate AS orig_rate, coalesce(l.basis * o.rate, l.unrounded) AS expected
-	          FROM settle.run ru
-	          JOIN settle.statement st ON st.reseller_id = ru.reseller_id AND st.run_id = ru.run_id
-	          JOIN settle.settlement_line l ON l.reseller_id = ru.reseller_id AND l.run_id = ru.run_id AND l.kind = 'r'
-	          LEFT JOIN LATERAL (
-			SELECT s.rate FROM settle.settlement_line s
-			 WHERE s.reseller_id = ru.reseller_id AND s.kind = 'c'
-			   AND s.run_id = CASE WHEN l.ref LIKE 'run:%' THEN split_part(substr(l.ref, 5), '/', 1)::bigint ELSE ru.run_id END
-			   AND s.line_key = CASE WHEN l.ref LIKE 'run:%' THEN substr(l.ref, strpos(l.ref, '/') + 1) ELSE l.ref END) o ON true
-	         WHERE ru.period = reconcile.period AND ru.status <> 'superseded') f
+	  FROM (SELECT r.*, coalesce(r.basis * r.orig_rate, r.unrounded) AS expected FROM recon_refund r) f
 	 GROUP BY f.run_id, f.reseller_id;
 	INSERT INTO settle.recon_delta_line (period, check_name, scope_key, seq, cause, line_key, revision, amount, detail)
-	SELECT reconcile.period, 'refund_rate', format('refunds:%s/run:%s', reconcile.period, ru.run_id),
-	       row_number() OVER (PARTITION BY ru.run_id ORDER BY l.line_key COLLATE "C"), 'refund', l.line_key, l.revision,
-	       settle.recon_amount(l.unrounded - coalesce(l.basis * o.rate, 0), cu.minor_unit),
-	       CASE WHEN o.rate IS NULL THEN format('the original %s has no settled rate', l.ref)
-	            ELSE format('reversed at %s, the original %s earned %s: %s x %s = %s, not %s', trim_scale(l.rate), l.ref,
-	                        trim_scale(o.rate), settle.recon_amount(l.basis, cu.minor_unit), trim_scale(o.rate),
-	                        settle.recon_amount(l.basis * o.rate, cu.minor_unit),
-	                        settle.recon_amount(l.unrounded, cu.minor_unit)) END
-	  FROM settle.run ru
-	  JOIN settle.statement st ON st.reseller_id = ru.reseller_id AND st.run_id = ru.run_id
-	  JOIN settle.currency cu ON cu.currency_code = st.currency
-	  JOIN settle.settlement_line l ON l.reseller_id = ru.reseller_id AND l.run_id = ru.run_id AND l.kind = 'r'
-	  LEFT JOIN LATERAL (
-		SELECT s.rate FROM settle.settlement_line s
-		 WHERE s.reseller_id = ru.reseller_id AND s.kind = 'c'
-		   AND s.run_id = CASE WHEN l.ref LIKE 'run:%' THEN split_part(substr(l.ref, 5), '/', 1)::bigint ELSE ru.run_id END
-		   AND s.line_key = CASE WHEN l.ref LIKE 'run:%' THEN substr(l.ref, strpos(l.ref, '/') + 1) ELSE l.ref END) o ON true
-	 WHERE ru.period = reconcile.period AND ru.status <> 'superseded'
-	   AND (o.rate IS NULL OR l.rate IS DISTINCT FROM o.rate OR l.unrounded <> l.basis * o.rate);
+	SELECT reconcile.period, 'refund_rate', format('refunds:%s/run:%s', reconcile.period, f.run_id),
+	       row_number() OVER (PARTITION BY f.run_id ORDER BY f.line_key COLLATE "C"), 'refund', f.line_key, f.revision,
+	       settle.recon_amount(f.unrounded - coalesce(f.basis * f.orig_rate, 0), f.minor_unit),
+	       CASE WHEN f.orig_rate IS NULL THEN format('the original %s has no settled rate', f.ref)
+	            ELSE format('reversed at %s, the original %s earned %s: %s x %s = %s, not %s', trim_scale(f.rate), f.ref,
+	                        trim_scale(f.orig_rate), settle.recon_amount(f.basis, f.minor_unit), trim_scale(f.orig_rate),
+	                        settle.recon_amount(f.basis * f.orig_rate, f.minor_unit),
+	                        settle.recon_amount(f.unrounded, f.minor_unit)) END
+	  FROM recon_refund f
+	 WHERE f.orig_rate IS NULL OR f.rate IS DISTINCT FROM f.orig_rate OR f.unrounded <> f.basis * f.orig_rate;
 
 	-- 8. every charge of a run's period is settled at its current revision:
 	-- fingerprints per customer first, lines only where they differ
