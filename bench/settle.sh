@@ -14,9 +14,9 @@
 #   (1) settle.settle_period() over all of it, lineage written;
 #   (2) baseline (a): a bare logged CREATE TABLE AS SELECT writing the same
 #       number of rows with the columns and types of settle.settlement_line
-#       (and, for reference, the same plus building its primary key);
+#       (and, for reference, the same plus building its index, BRIN on run_id);
 #   (3) baseline (b): the same rules in plain SQL writing the same lineage into
-#       a plain table with the same columns and primary key (bench/settle_plain*.sql),
+#       a plain table with the same columns and index (bench/settle_plain*.sql),
 #       checked line by line against settle's lineage;
 #   (4) evaluation alone: settle_period again with unchanged inputs — the
 #       engine reads, evaluates, allocates the rounding and fingerprints
@@ -126,9 +126,9 @@ if [ "${1:-}" = "--inside" ]; then
 	echo "   $t_ctas s, $ctas_rows rows"
 	settle_ready_checkpoint
 	t0=$(now)
-	psqlq -c 'ALTER TABLE ctas_lineage ADD PRIMARY KEY (reseller_id, run_id, line_key, kind)' >/dev/null
+	psqlq -c 'CREATE INDEX ON ctas_lineage USING brin (run_id)' >/dev/null
 	t_pk=$(secs "$t0" "$(now)")
-	echo "   + primary key: $t_pk s"
+	echo "   + the same index: $t_pk s"
 	settle_ready_checkpoint
 
 	# (3) baseline (b): plain SQL
@@ -199,7 +199,7 @@ if [ "${1:-}" = "--inside" ]; then
 		printf "   %-58s %10s\n", "measure", "seconds"
 		printf "   %-58s %10.2f\n", "(1) settle.settle_period, lineage written", s
 		printf "   %-58s %10.2f\n", "(2) baseline (a): bare logged CTAS, same rows and columns", c
-		printf "   %-58s %10.2f\n", "    (a) + building the same primary key afterwards", c + pk
+		printf "   %-58s %10.2f\n", "    (a) + building the same index (BRIN on run_id) afterwards", c + pk
 		printf "   %-58s %10.2f\n", "(3) baseline (b): plain SQL, same rules and lineage", p
 		printf "   %-58s %10.2f\n", "(4) evaluation alone (re-run, inputs unchanged, no write)", e
 		printf "   %-58s %10.2f\n", "    lineage write and bookkeeping: (1) - (4)", s - e
@@ -208,7 +208,7 @@ if [ "${1:-}" = "--inside" ]; then
 		printf "   %-58s %10.2f\n", "    (1) phase: writing lineage", pw
 		printf "\n   %-58s %10s %10s %s\n", "ratio", "measured", "goal", ""
 		printf "   %-58s %10.2f %10s %s\n", "settle / CTAS", s / c, "<= 1.5", ok(s / c <= 1.5)
-		printf "   %-58s %10.2f %10s %s\n", "settle / (CTAS + primary key)", s / (c + pk), "", ""
+		printf "   %-58s %10.2f %10s %s\n", "settle / (CTAS + index)", s / (c + pk), "", ""
 		printf "   %-58s %10.2f %10s %s\n", "plain SQL / settle", p / s, ">= 2", ok(p / s >= 2)
 		printf "   %-58s %10.0f %10s %s\n", "evaluation lines/s (lines in / (4))", n / e, ">= 1000000", ok(n / e >= 1000000)
 		printf "   %-58s %10.0f %10s %s\n", "evaluation phase lines/s (reading excluded)", (pe > 0 ? n / pe : 0), "", ""

@@ -2387,7 +2387,10 @@ settle_summarize_lineage(PG_FUNCTION_ARGS)
 	if (!ConditionalLockRelationOid(heap, ShareUpdateExclusiveLock))
 		PG_RETURN_BOOL(false);
 	if (!ConditionalLockRelationOid(idx, ShareUpdateExclusiveLock))
+	{
+		UnlockRelationOid(heap, ShareUpdateExclusiveLock);
 		PG_RETURN_BOOL(false);
+	}
 	DirectFunctionCall1(brin_summarize_new_values, ObjectIdGetDatum(idx));
 	PG_RETURN_BOOL(true);
 }

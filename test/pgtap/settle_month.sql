@@ -10,7 +10,7 @@
 -- tokyo (JPY, half_up, minimum payout 20000): ecs 10%, otherwise 4%
 -- gulf  (KWD, half_even): ecs on graduated tiers 0-100 KWD 5%, 100+ 10%; otherwise 3%
 BEGIN;
-SELECT plan(54);
+SELECT plan(57);
 
 SET LOCAL settle.reason = 'scenario month';
 SELECT settle.add_reseller('north', 'North Cloud'), settle.add_reseller('tokyo', 'Tokyo Cloud'),
@@ -125,6 +125,9 @@ VALUES (0, 'acct-unknown/ecs/oct', 1, sha256('u'), 'PayAsYouGoBill', 'acct-unkno
 SELECT settle.open_exception(0, 'unmapped_customer', 'account:acct-unknown', '2026-10');
 
 SELECT is((SELECT count(*) FROM settle.settle_period('2026-10')), 3::bigint, 'October settles three runs');
+-- the lineage's BRIN index (it has no B-tree) covers what settle_period wrote
+SELECT is(brin_summarize_new_values('settle.settlement_line_run_idx'), 0,
+	'settle_period summarised every block range of the lineage it wrote');
 
 CREATE TEMP VIEW oct AS
 	SELECT r.code, s.*, run.blocked, run.status
@@ -186,6 +189,8 @@ SELECT throws_ok($$SELECT settle.approve_run((SELECT run_id FROM oct WHERE code 
 	'55000', NULL, 'a blocked run cannot be approved');
 
 -- Invariants on every run.
+SELECT is(count(*), 0::bigint, 'no run has two settlement lines with the same line key and kind')
+  FROM (SELECT 1 FROM settle.settlement_line GROUP BY run_id, line_key, kind HAVING count(*) > 1) d;
 SELECT is(count(*), 0::bigint, 'every statement equals the sum of its lines')
   FROM settle.statement s
  WHERE s.total <> (SELECT coalesce(sum(l.rounded), 0) FROM settle.settlement_line l
@@ -281,6 +286,12 @@ SELECT is((SELECT verified FROM settle.verify_run((SELECT run_id FROM oct WHERE 
 SELECT is((SELECT problem FROM settle.verify_run((SELECT run_id FROM oct WHERE code = 'north'))),
 	'recorded line f1/rds/oct (c) has a different rounded amount; the lines add up to 93.31 but the statement says 93.30',
 	'and names the line');
+-- no unique index stops a duplicated line (the engine never writes one): verify_run finds it
+INSERT INTO settle.settlement_line
+SELECT l.* FROM settle.settlement_line l JOIN oct o USING (reseller_id, run_id) WHERE o.code = 'tokyo' AND l.line_key = 't2/oss/oct';
+SELECT is((SELECT problem FROM settle.verify_run((SELECT run_id FROM oct WHERE code = 'tokyo'))),
+	'recorded line t2/oss/oct (c) is not the line derived at this position; 5 lines recorded, 4 derived; the lines add up to 2039 but the statement says 1837',
+	'verify_run fails after a line was duplicated, and names it');
 
 -- A line's date is its UTC date: the session's TimeZone never moves a line
 -- into another month (midnight UTC on November 1 is October 31 in Los Angeles).
