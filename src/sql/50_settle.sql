@@ -63,7 +63,7 @@ CREATE TABLE settle.settlement_line (
 -- whatever is not yet summarised.
 CREATE INDEX settlement_line_run_idx ON settle.settlement_line USING brin (run_id) WITH (autosummarize = on);
 COMMENT ON TABLE settle.settlement_line IS
-	'Lineage: one row per bill line (and per correction, floor top-up or adjustment) of a run, with what cannot be re-derived: the revision, rule version, clause, tier, basis, rate, FX rate, unrounded and rounded commission.  (run_id, line_key, kind) identifies a row.  Written only by settle_period, which writes a run''s rows once in (line_key, kind) order and checks that order (no CHECK constraints, foreign keys or unique index: millions of rows); append-only.  settle.explain derives the rest.';
+	'Lineage: one row per bill line (and per correction, floor top-up or adjustment) of a run, with what cannot be re-derived: the revision, rule version, clause, tier, basis, rate, FX rate, unrounded and rounded commission.  (reseller_id, run_id, line_key, kind) identifies a row.  Written only by settle_period, which writes a run''s rows once in (line_key, kind) order and checks that order (no CHECK constraints, foreign keys or unique index: millions of rows); append-only.  settle.explain derives the rest.';
 COMMENT ON COLUMN settle.settlement_line.kind IS 'c: commission on a charge; r: refund reversal; x: correction of a locked period (FOCUS ChargeClass Correction); f: floor top-up; a: approved adjustment.';
 COMMENT ON COLUMN settle.settlement_line.revision IS 'The bill line revision settled.';
 COMMENT ON COLUMN settle.settlement_line.rule_version IS 'settle.rule_version.version of the run''s agreement that applied.';
