@@ -52,8 +52,8 @@ CREATE TABLE settle.settlement_line (
 	ref          text
 );
 -- No primary key: a unique (reseller_id, run_id, line_key, kind) B-tree
--- doubled the cost of settle_period, and even a B-tree on run_id alone adds
--- two thirds (an index entry per row).  A run's lines are written once, by
+-- doubled the cost of settle_period, and even a B-tree on run_id alone added
+-- about half again (an index entry per row).  A run's lines are written once, by
 -- the engine alone, in strictly increasing (line_key, kind) order, which it
 -- checks; verify_run re-derives them one to one.  Every reader asks for whole
 -- runs, and a run's rows are written together, so run ids follow the heap:
