@@ -26,6 +26,7 @@
 #include "access/genam.h"
 #include "access/heapam.h"
 #include "access/htup_details.h"
+#include "access/itup.h"
 #include "access/table.h"
 #include "access/tableam.h"
 #include "access/stratnum.h"
@@ -1120,11 +1121,30 @@ array_nonempty(Datum d)
 #include "lib/sort_template.h"
 
 /*
+ * Whether the primary key entry the scan is on is dated in the period or the
+ * previous one (the window read_lines_direct takes lines from), from the
+ * dates the key carries: lines of other periods are never read from the heap.
+ */
+static bool
+index_entry_in_window(Run *run, IndexScanDesc scan)
+{
+	bool		isnull;
+	Datum		d = index_getattr(scan->xs_itup, run->invoice_basis ? 4 : 5, scan->xs_itupdesc, &isnull);
+	DateADT		date;
+
+	if (isnull)
+		return true;			/* (NOT NULL columns; the heap tuple decides) */
+	date = run->invoice_basis ? DatumGetDateADT(d) : utc_date(DatumGetTimestampTz(d));
+	return date >= run->prev_start && date < run->end;
+}
+
+/*
  * The lines of the period: the current revision of every bill line of the
  * reseller dated in it, and refunds dated in the previous period (which may
  * have been deferred beyond the refund window).  Read straight from the
  * primary key (reseller_id, line_key, revision), which gives them in the
- * order the engine needs, under the statement's snapshot.  Like a bitmap
+ * order the engine needs, under the statement's snapshot; the dates it
+ * carries (INCLUDE) leave other periods' lines unread.  Like a bitmap
  * heap scan, each chunk of index entries is fetched from the heap in
  * physical order (every page pinned once, not once per line), then taken in
  * key order.
@@ -1151,15 +1171,20 @@ read_lines_direct(Run *run)
 	ScanKeyData sk;
 	AttrNumber	att[R__COUNT];
 	bool		exhausted = false;
+	uint64		skipped = 0;
 	int			k;
 
 	for (k = 0; k < R__COUNT; k++)
 		att[k] = names[k] ? settle_attnum(heap, names[k]) : InvalidAttrNumber;
-	if (pk->rd_index->indnkeyatts < 3 || pk->rd_index->indkey.values[0] != settle_attnum(heap, "reseller_id") ||
-		pk->rd_index->indkey.values[1] != att[R_KEY] || pk->rd_index->indkey.values[2] != att[R_REVISION])
-		elog(ERROR, "settle.bill_line's primary key is not (reseller_id, line_key, revision)");
+	if (pk->rd_index->indnkeyatts != 3 || pk->rd_index->indnatts != 5 ||
+		pk->rd_index->indkey.values[0] != settle_attnum(heap, "reseller_id") ||
+		pk->rd_index->indkey.values[1] != att[R_KEY] || pk->rd_index->indkey.values[2] != att[R_REVISION] ||
+		pk->rd_index->indkey.values[3] != att[R_DATE] || pk->rd_index->indkey.values[4] != att[R_START])
+		elog(ERROR, "settle.bill_line's primary key is not (reseller_id, line_key, revision) "
+			 "INCLUDE (billing_period_start, charge_period_start)");
 	ScanKeyInit(&sk, 1, BTEqualStrategyNumber, F_INT8EQ, Int64GetDatum(run->reseller_id));
 	scan = index_beginscan(heap, pk, snap, 1, 0);
+	scan->xs_want_itup = true;	/* the dates, to skip other periods (before rescan) */
 	index_rescan(scan, &sk, 1, NULL, 0);
 	fetch = table_index_fetch_begin(heap);
 	for (;;)
@@ -1176,6 +1201,12 @@ read_lines_direct(Run *run)
 			{
 				exhausted = true;
 				break;
+			}
+			if (!index_entry_in_window(run, scan))
+			{
+				if ((++skipped & 0xFFFF) == 0)
+					CHECK_FOR_INTERRUPTS();
+				continue;
 			}
 			tr[n].tid = ((uint64) ItemPointerGetBlockNumber(tid) << 16) | ItemPointerGetOffsetNumber(tid);
 			tr[n].rank = n;

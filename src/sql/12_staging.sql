@@ -64,7 +64,10 @@ CREATE TABLE settle.bill_line (
 	tags                 jsonb       NOT NULL DEFAULT '{}',
 	validation_errors    text[]      NOT NULL DEFAULT '{}',
 	ingested_at          timestamptz NOT NULL DEFAULT pg_catalog.clock_timestamp(),
-	PRIMARY KEY (reseller_id, line_key, revision),
+	-- the dates ride along in the primary key so that settle_period, which
+	-- walks a reseller's lines in key order, skips other periods' lines
+	-- without reading them from the heap
+	PRIMARY KEY (reseller_id, line_key, revision) INCLUDE (billing_period_start, charge_period_start),
 	CHECK (charge_period_start <= charge_period_end)
 );
 -- Lookups by natural key alone (ingestion's "latest revision of this key",
