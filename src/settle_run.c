@@ -2402,7 +2402,7 @@ settle_settle_reseller(PG_FUNCTION_ARGS)
 
 /*
  * settle._summarize_lineage(): summarises the block ranges of
- * settle.settlement_line's BRIN index that are not yet summarised, so that
+ * settle.settlement_line's BRIN indexes that are not yet summarised, so that
  * the runs just written are found by their pages at once rather than by
  * reading every unsummarised page.  Summarising takes SHARE UPDATE EXCLUSIVE
  * on the table and index until the transaction ends; when another session
@@ -2413,15 +2413,28 @@ Datum
 settle_summarize_lineage(PG_FUNCTION_ARGS)
 {
 	Oid			heap = settle_relid("settlement_line");
-	Oid			idx = settle_relid("settlement_line_run_idx");
+	Relation	rel;
+	List	   *indexes;
+	ListCell   *lc;
+	bool		all = true;
 
 	if (!ConditionalLockRelationOid(heap, ShareUpdateExclusiveLock))
 		PG_RETURN_BOOL(false);
-	if (!ConditionalLockRelationOid(idx, ShareUpdateExclusiveLock))
+	rel = table_open(heap, NoLock);
+	indexes = RelationGetIndexList(rel);
+	table_close(rel, NoLock);
+	foreach(lc, indexes)
 	{
-		UnlockRelationOid(heap, ShareUpdateExclusiveLock);
-		PG_RETURN_BOOL(false);
+		Relation	idx = index_open(lfirst_oid(lc), AccessShareLock);
+		bool		brin = idx->rd_rel->relam == BRIN_AM_OID;
+
+		index_close(idx, AccessShareLock);
+		if (!brin)
+			continue;
+		if (ConditionalLockRelationOid(lfirst_oid(lc), ShareUpdateExclusiveLock))
+			DirectFunctionCall1(brin_summarize_new_values, ObjectIdGetDatum(lfirst_oid(lc)));
+		else
+			all = false;
 	}
-	DirectFunctionCall1(brin_summarize_new_values, ObjectIdGetDatum(idx));
-	PG_RETURN_BOOL(true);
+	PG_RETURN_BOOL(all);
 }

@@ -170,7 +170,7 @@ COMMENT ON FUNCTION settle._settle_reseller(bigint, text, bigint, bytea, numeric
 CREATE FUNCTION settle._summarize_lineage() RETURNS boolean
 	AS 'MODULE_PATHNAME', 'settle_summarize_lineage' LANGUAGE C VOLATILE;
 COMMENT ON FUNCTION settle._summarize_lineage() IS
-	'Internal: summarises the unsummarised block ranges of settle.settlement_line''s BRIN index on run_id after settle_period wrote lineage, unless another session holds the lock it needs (false then).';
+	'Internal: summarises the unsummarised block ranges of settle.settlement_line''s BRIN indexes (run_id) after settle_period wrote lineage; false when another session held the lock one of them needs (it does not wait).';
 
 CREATE FUNCTION settle.blocking_exceptions(reseller_id bigint, period text) RETURNS bigint
 LANGUAGE sql STABLE STRICT SET search_path = pg_catalog, pg_temp AS $$
