@@ -171,6 +171,15 @@ CREATE FUNCTION settle._summarize_lineage() RETURNS boolean
 	AS 'MODULE_PATHNAME', 'settle_summarize_lineage' LANGUAGE C VOLATILE;
 COMMENT ON FUNCTION settle._summarize_lineage() IS
 	'Internal: summarises the unsummarised block ranges of settle.settlement_line''s BRIN indexes (run_id) after settle_period wrote lineage; false when another session held the lock one of them needs (it does not wait).';
+-- A 3,000-row sample (statistics target 10) is enough for what the readers
+-- of lineage need planned right: rows per run and the kinds.
+CREATE FUNCTION settle._analyze_lineage() RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp SET default_statistics_target = 10 AS $$
+BEGIN
+	ANALYZE settle.settlement_line;
+END $$;
+COMMENT ON FUNCTION settle._analyze_lineage() IS
+	'Internal: ANALYZE of settle.settlement_line on a small sample, after settle_period grew it by a tenth or more.';
 
 CREATE FUNCTION settle.blocking_exceptions(reseller_id bigint, period text) RETURNS bigint
 LANGUAGE sql STABLE STRICT SET search_path = pg_catalog, pg_temp AS $$
@@ -197,7 +206,7 @@ DECLARE
 	new_id bigint;
 	prob record;
 	n int := 0;
-	written boolean := false;
+	written bigint := 0;
 BEGIN
 	IF period IS NULL OR period !~ '^[0-9]{4}-(0[1-9]|1[0-2])$' THEN
 		RAISE EXCEPTION 'invalid period "%"', period USING ERRCODE = 'invalid_datetime_format',
@@ -234,7 +243,7 @@ BEGIN
 			RETURN NEXT cur;
 			CONTINUE;
 		END IF;
-		written := true;
+		written := written + res.lines_out;
 
 		FOR prob IN SELECT * FROM jsonb_to_recordset(res.problems) AS x(kind text, scope_key text, detail text)
 		LOOP
@@ -284,8 +293,18 @@ BEGIN
 		END IF;
 		RETURN NEXT cur;
 	END LOOP;
-	IF written THEN
-		PERFORM settle._summarize_lineage();
+	-- Bring the lineage's BRIN index and the planner's picture of the table
+	-- up to date now, not after commit: every reader asks for runs, and with a
+	-- stale row count the planner scans the whole table once per run (a
+	-- reconcile right after a big settlement took six times as long).
+	-- ANALYZE only under the lock summarising took, so it never waits.
+	IF written > 0 THEN
+		IF settle._summarize_lineage() THEN
+			IF written >= 0.1 * greatest(
+			       (SELECT c.reltuples FROM pg_class c WHERE c.oid = 'settle.settlement_line'::regclass), 0) THEN
+				PERFORM settle._analyze_lineage();
+			END IF;
+		END IF;
 	END IF;
 	PERFORM settle.check_sanity(period);
 	IF n = 0 AND reseller IS NOT NULL THEN
@@ -545,7 +564,7 @@ COMMENT ON VIEW settle.settlement_progress IS
 -- Privileges, row-level security, audit, append-only.
 REVOKE EXECUTE ON FUNCTION settle.next_open_period(bigint, text), settle.late_revisions(bigint, text),
 	settle._settle_reseller(bigint, text, bigint, bytea, numeric, bigint),
-	settle.blocking_exceptions(bigint, text), settle.settle_period(text, text), settle.run_of(bigint),
+	settle._summarize_lineage(), settle._analyze_lineage(), settle.blocking_exceptions(bigint, text), settle.settle_period(text, text), settle.run_of(bigint),
 	settle.approve_run(bigint, text), settle.lock_run(bigint, text), settle.verify_run(bigint),
 	settle.run_diff(bigint, bigint), settle.explain(bigint, text), settle.statement_lines(bigint),
 	settle.may_read_statement(bigint), settle.settle_progress() FROM PUBLIC;

@@ -10,7 +10,7 @@
 -- tokyo (JPY, half_up, minimum payout 20000): ecs 10%, otherwise 4%
 -- gulf  (KWD, half_even): ecs on graduated tiers 0-100 KWD 5%, 100+ 10%; otherwise 3%
 BEGIN;
-SELECT plan(57);
+SELECT plan(58);
 
 SET LOCAL settle.reason = 'scenario month';
 SELECT settle.add_reseller('north', 'North Cloud'), settle.add_reseller('tokyo', 'Tokyo Cloud'),
@@ -128,6 +128,8 @@ SELECT is((SELECT count(*) FROM settle.settle_period('2026-10')), 3::bigint, 'Oc
 -- the lineage's BRIN index (it has no B-tree) covers what settle_period wrote
 SELECT is(brin_summarize_new_values('settle.settlement_line_run_idx'), 0,
 	'settle_period summarised every block range of the lineage it wrote');
+SELECT is((SELECT reltuples::bigint FROM pg_class WHERE oid = 'settle.settlement_line'::regclass),
+	(SELECT count(*) FROM settle.settlement_line), 'and analysed the lineage it grew: the planner knows its size');
 
 CREATE TEMP VIEW oct AS
 	SELECT r.code, s.*, run.blocked, run.status
