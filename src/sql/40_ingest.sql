@@ -153,6 +153,9 @@ GRANT SELECT ON settle.ingest_run, settle.ingest_checkpoint, settle.provider_tot
 	TO settle_admin, settle_operator, settle_analyst, settle_finance, settle_auditor;
 GRANT EXECUTE ON FUNCTION settle.acs3_authorization(text, text, jsonb, jsonb, bytea, text, text)
 	TO settle_admin, settle_operator;
+-- (created after 20_security.sql revoked what existed then from PUBLIC)
+REVOKE EXECUTE ON FUNCTION settle.ingest_now(text, text), settle.ingest_now(bigint, text),
+	settle.ingest_reset(text) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION settle.ingest_now(text, text), settle.ingest_now(bigint, text),
 	settle.ingest_reset(text) TO settle_admin, settle_operator;
 

@@ -2,7 +2,7 @@
 -- with 42501 and every allowed one succeeds; a reseller login reads only its
 -- own reseller's rows.
 BEGIN;
-SELECT plan(66);
+SELECT plan(76);
 
 -- One login per role, created inside this transaction.
 CREATE ROLE tap_admin IN ROLE settle_admin;
@@ -103,6 +103,18 @@ SELECT is(count(*), 0::bigint, 'every SECURITY DEFINER function sets search_path
   FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
  WHERE n.nspname = 'settle' AND p.prosecdef
    AND NOT EXISTS (SELECT 1 FROM unnest(p.proconfig) c WHERE c LIKE 'search_path=pg_catalog, pg_temp');
+
+-- N. Pulls and checkpoint resets: admin and operator only (SECURITY DEFINER).
+SELECT throws_ok(format($$SELECT pg_temp.as_role(%L, 'SELECT settle.ingest_reset(''no-such-connector'')')$$, r), '42501', NULL, r || ' cannot reset a connector''s checkpoint')
+  FROM unnest(ARRAY['tap_analyst', 'tap_finance', 'tap_auditor', 'tap_portal_a', 'tap_nobody']) r;
+SELECT throws_ok(format($$SELECT pg_temp.as_role(%L, 'SELECT settle.ingest_now(''no-such-connector'')')$$, r), '42501', NULL, r || ' cannot run a pull')
+  FROM unnest(ARRAY['tap_analyst', 'tap_portal_a', 'tap_nobody']) r;
+SELECT lives_ok($$SELECT pg_temp.as_role('tap_operator', 'SELECT settle.ingest_reset(''no-such-connector'')')$$, 'operator resets a checkpoint');
+-- and nothing that runs as the extension's owner is open to a role outside settle's
+SELECT is(array_agg(p.oid::regprocedure::text ORDER BY p.oid::regprocedure::text), NULL,
+	'no SECURITY DEFINER function of settle is executable by a login without a settle role')
+  FROM pg_proc p
+ WHERE p.pronamespace = 'settle'::regnamespace AND p.prosecdef AND has_function_privilege('tap_nobody', p.oid, 'EXECUTE');
 
 SELECT * FROM finish();
 ROLLBACK;
