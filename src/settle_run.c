@@ -1167,10 +1167,9 @@ has_other_periods(Run *run)
  * primary key (reseller_id, line_key, revision), which gives them in the
  * order the engine needs, under the statement's snapshot; when the reseller
  * has lines of other periods, the dates the key carries (INCLUDE) leave them
- * unread.  Like a bitmap
- * heap scan, each chunk of index entries is fetched from the heap in
- * physical order (every page pinned once, not once per line), then taken in
- * key order.
+ * unread.  Like a bitmap heap scan, each chunk of index entries is fetched
+ * from the heap in physical order (every page pinned once, not once per
+ * line), then taken in key order.
  */
 static void
 read_lines_direct(Run *run)
