@@ -23,6 +23,7 @@
  */
 #include "postgres.h"
 
+#include "access/brin_internal.h"
 #include "access/genam.h"
 #include "access/heapam.h"
 #include "access/htup_details.h"
@@ -2094,11 +2095,16 @@ write_lineage(Run *run)
 	int			nidx = list_length(indexoids);
 	Relation   *idx = palloc(sizeof(Relation) * Max(1, nidx));
 	IndexInfo **ii = palloc(sizeof(IndexInfo *) * Max(1, nidx));
+	bool	   *per_page = palloc(sizeof(bool) * Max(1, nidx));
+	BlockNumber *last_page = palloc(sizeof(BlockNumber) * Max(1, nidx));
 	BulkInsertState bistate = GetBulkInsertState();
 	CommandId	cid = GetCurrentCommandId(true);
 	MemoryContext batch = AllocSetContextCreate(CurrentMemoryContext, "settle lineage batch",
 												ALLOCSET_DEFAULT_SIZES);
 	TupleTableSlot **slots = palloc(sizeof(TupleTableSlot *) * 1000);
+	/* each row's values, kept for its index entries (not deformed again) */
+	Datum	  (*rowvals)[LINEAGE_NATTS] = palloc(sizeof(*rowvals) * 1000);
+	bool	  (*rownulls)[LINEAGE_NATTS] = palloc(sizeof(*rownulls) * 1000);
 	int			nslots = 0;
 	int			k;
 	uint32		i;
@@ -2118,6 +2124,20 @@ write_lineage(Run *run)
 					 errmsg("index \"%s\" on settle.settlement_line is not supported",
 							RelationGetRelationName(idx[k])),
 					 errdetail("Indexes on settlement lines must be plain column indexes.")));
+
+		/*
+		 * A minmax BRIN index on run_id alone: every row written here has
+		 * the same run id, and adding a value a range's summary already
+		 * holds changes nothing, so one insertion per heap page does what
+		 * one per row would.  After it, the summary of the page's range
+		 * holds the run id whether it existed already, is being built (the
+		 * insertion updates the placeholder) or is built later (summarising
+		 * reads the heap).  Other indexes get every row.
+		 */
+		per_page[k] = idx[k]->rd_rel->relam == BRIN_AM_OID && ii[k]->ii_NumIndexAttrs == 1 &&
+			ii[k]->ii_IndexAttrNumbers[0] == settle_attnum(rel, "run_id") &&
+			index_getprocid(idx[k], 1, BRIN_PROCNUM_OPCINFO) == F_BRIN_MINMAX_OPCINFO;
+		last_page[k] = InvalidBlockNumber;
 		k++;
 	}
 	for (k = 0; k < 1000; k++)
@@ -2128,12 +2148,12 @@ write_lineage(Run *run)
 		if (i < run->norder)
 		{
 			Line	   *l = &run->lines[run->order[i]];
-			Datum		values[LINEAGE_NATTS];
-			bool		nulls[LINEAGE_NATTS];
+			Datum	   *values = rowvals[nslots];
+			bool	   *nulls = rownulls[nslots];
 			MemoryContext old = MemoryContextSwitchTo(batch);
 			HeapTuple	tup;
 
-			memset(nulls, 0, sizeof(nulls));
+			memset(nulls, 0, sizeof(bool) * LINEAGE_NATTS);
 			values[0] = Int64GetDatum(run->reseller_id);
 			values[1] = Int64GetDatum(run->run_id);
 			values[2] = PointerGetDatum(cstring_to_text(ARENA(run, l->key)));
@@ -2168,17 +2188,21 @@ write_lineage(Run *run)
 			table_multi_insert(rel, slots, nslots, cid, 0, bistate);
 			for (s = 0; s < nslots; s++)
 			{
-				bool		isnull[LINEAGE_NATTS];
-				Datum		vals[LINEAGE_NATTS];
+				Datum	   *vals = rowvals[s];
+				bool	   *isnull = rownulls[s];
 
-				slot_getallattrs(slots[s]);
-				memcpy(vals, slots[s]->tts_values, sizeof(Datum) * LINEAGE_NATTS);
-				memcpy(isnull, slots[s]->tts_isnull, sizeof(bool) * LINEAGE_NATTS);
 				for (k = 0; k < nidx; k++)
 				{
 					Datum		keys[INDEX_MAX_KEYS];
 					bool		keynulls[INDEX_MAX_KEYS];
 					int			a;
+
+					if (per_page[k])
+					{
+						if (ItemPointerGetBlockNumber(&slots[s]->tts_tid) == last_page[k])
+							continue;
+						last_page[k] = ItemPointerGetBlockNumber(&slots[s]->tts_tid);
+					}
 
 					for (a = 0; a < ii[k]->ii_NumIndexAttrs; a++)
 					{
