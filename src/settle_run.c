@@ -23,6 +23,7 @@
  */
 #include "postgres.h"
 
+#include "access/brin.h"
 #include "access/brin_internal.h"
 #include "access/genam.h"
 #include "access/heapam.h"
@@ -2096,6 +2097,7 @@ write_lineage(Run *run)
 	Relation   *idx = palloc(sizeof(Relation) * Max(1, nidx));
 	IndexInfo **ii = palloc(sizeof(IndexInfo *) * Max(1, nidx));
 	bool	   *per_page = palloc(sizeof(bool) * Max(1, nidx));
+	bool	   *summarize_now = palloc(sizeof(bool) * Max(1, nidx));
 	BlockNumber *last_page = palloc(sizeof(BlockNumber) * Max(1, nidx));
 	BulkInsertState bistate = GetBulkInsertState();
 	CommandId	cid = GetCurrentCommandId(true);
@@ -2138,6 +2140,17 @@ write_lineage(Run *run)
 			ii[k]->ii_IndexAttrNumbers[0] == settle_attnum(rel, "run_id") &&
 			index_getprocid(idx[k], 1, BRIN_PROCNUM_OPCINFO) == F_BRIN_MINMAX_OPCINFO;
 		last_page[k] = InvalidBlockNumber;
+
+		/*
+		 * And a block range this write starts is summarised at once, while
+		 * it holds a page or so: the insertions then keep it summarised, and
+		 * no pass over its rows is needed afterwards.  Only when the lock
+		 * summarising takes (held to the end of the transaction) is free;
+		 * settle._summarize_lineage catches the rest.
+		 */
+		summarize_now[k] = per_page[k] &&
+			ConditionalLockRelationOid(relid, ShareUpdateExclusiveLock) &&
+			ConditionalLockRelationOid(RelationGetRelid(idx[k]), ShareUpdateExclusiveLock);
 		k++;
 	}
 	for (k = 0; k < 1000; k++)
@@ -2212,6 +2225,9 @@ write_lineage(Run *run)
 					index_insert(idx[k], keys, keynulls, &slots[s]->tts_tid, rel,
 								 idx[k]->rd_index->indisunique ? UNIQUE_CHECK_YES : UNIQUE_CHECK_NO,
 								 false, ii[k]);
+					if (summarize_now[k] && last_page[k] % BrinGetPagesPerRange(idx[k]) == 0)
+						DirectFunctionCall2(brin_summarize_range, ObjectIdGetDatum(RelationGetRelid(idx[k])),
+											Int64GetDatum((int64) last_page[k]));
 				}
 				ExecClearTuple(slots[s]);
 			}
