@@ -59,9 +59,10 @@ CREATE TABLE settle.settlement_line (
 -- reader asks for whole runs, and a run's rows are written together, so run
 -- ids follow the heap: a BRIN index finds a run's pages at a fraction of the
 -- cost (the engine inserts one row per heap page: a run's rows share their
--- run id).  settle_period summarises the ranges it filled
--- (settle._summarize_lineage); autovacuum (autosummarize) and VACUUM catch
--- what it could not.  A lookup also reads whatever is not yet summarised.
+-- run id) and summarises each block range as it starts it; before
+-- returning, settle_period summarises what is left (settle._summarize_lineage),
+-- autovacuum (autosummarize) and VACUUM what it could not.  A lookup also
+-- reads whatever is not yet summarised.
 CREATE INDEX settlement_line_run_idx ON settle.settlement_line USING brin (run_id) WITH (autosummarize = on);
 COMMENT ON TABLE settle.settlement_line IS
 	'Lineage: one row per bill line (and per correction, floor top-up or adjustment) of a run, with what cannot be re-derived: the revision, rule version, clause, tier, basis, rate, FX rate, unrounded and rounded commission.  (reseller_id, run_id, line_key, kind) identifies a row.  Written only by settle_period, which writes a run''s rows once in (line_key, kind) order and checks that order (no CHECK constraints, foreign keys or unique index: millions of rows); append-only.  settle.explain derives the rest.';
