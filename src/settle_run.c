@@ -2078,6 +2078,18 @@ compute_totals(Run *run, Totals *tot)
 	fp_money(run->out_fp, tot->net);
 }
 
+/*
+ * Takes the lock summarising a BRIN index of the lineage needs (SHARE UPDATE
+ * EXCLUSIVE on the table and the index, held to the end of the transaction)
+ * unless another session or VACUUM holds it: settlement never waits for it.
+ */
+static bool
+lock_for_summarizing(Oid heap, Oid index)
+{
+	return ConditionalLockRelationOid(heap, ShareUpdateExclusiveLock) &&
+		ConditionalLockRelationOid(index, ShareUpdateExclusiveLock);
+}
+
 /* Lineage columns, in table order (see src/sql/50_settle.sql). */
 #define LINEAGE_NATTS 14
 
@@ -2144,13 +2156,10 @@ write_lineage(Run *run)
 		/*
 		 * And a block range this write starts is summarised at once, while
 		 * it holds a page or so: the insertions then keep it summarised, and
-		 * no pass over its rows is needed afterwards.  Only when the lock
-		 * summarising takes (held to the end of the transaction) is free;
-		 * settle._summarize_lineage catches the rest.
+		 * no pass over its rows is needed afterwards.  Only when the lock is
+		 * free; settle._summarize_lineage catches the rest.
 		 */
-		summarize_now[k] = per_page[k] &&
-			ConditionalLockRelationOid(relid, ShareUpdateExclusiveLock) &&
-			ConditionalLockRelationOid(RelationGetRelid(idx[k]), ShareUpdateExclusiveLock);
+		summarize_now[k] = per_page[k] && lock_for_summarizing(relid, RelationGetRelid(idx[k]));
 		k++;
 	}
 	for (k = 0; k < 1000; k++)
@@ -2466,39 +2475,35 @@ settle_settle_reseller(PG_FUNCTION_ARGS)
 
 /*
  * settle._summarize_lineage(): summarises the block ranges of
- * settle.settlement_line's BRIN indexes that are not yet summarised, so that
- * the runs just written are found by their pages at once rather than by
- * reading every unsummarised page.  Summarising takes SHARE UPDATE EXCLUSIVE
- * on the table and index until the transaction ends; when another session
- * (or VACUUM) holds it, this one does not wait: it returns false and the
- * ranges are left to that session, autovacuum (autosummarize) or VACUUM.
+ * settle.settlement_line's BRIN indexes that are not yet summarised (those
+ * write_lineage could not summarise as it started them), so that the runs
+ * just written are found by their pages rather than by reading every
+ * unsummarised page.  Returns false when another session held the lock one
+ * of them needs: those ranges are left to it, autovacuum (autosummarize) or
+ * VACUUM.
  */
 Datum
 settle_summarize_lineage(PG_FUNCTION_ARGS)
 {
-	Oid			heap = settle_relid("settlement_line");
-	Relation	rel;
-	List	   *indexes;
+	Relation	rel = table_open(settle_relid("settlement_line"), AccessShareLock);
+	List	   *indexes = RelationGetIndexList(rel);
 	ListCell   *lc;
 	bool		all = true;
 
-	if (!ConditionalLockRelationOid(heap, ShareUpdateExclusiveLock))
-		PG_RETURN_BOOL(false);
-	rel = table_open(heap, NoLock);
-	indexes = RelationGetIndexList(rel);
-	table_close(rel, NoLock);
 	foreach(lc, indexes)
 	{
-		Relation	idx = index_open(lfirst_oid(lc), AccessShareLock);
+		Oid			index = lfirst_oid(lc);
+		Relation	idx = index_open(index, AccessShareLock);
 		bool		brin = idx->rd_rel->relam == BRIN_AM_OID;
 
 		index_close(idx, AccessShareLock);
 		if (!brin)
 			continue;
-		if (ConditionalLockRelationOid(lfirst_oid(lc), ShareUpdateExclusiveLock))
-			DirectFunctionCall1(brin_summarize_new_values, ObjectIdGetDatum(lfirst_oid(lc)));
+		if (lock_for_summarizing(RelationGetRelid(rel), index))
+			DirectFunctionCall1(brin_summarize_new_values, ObjectIdGetDatum(index));
 		else
 			all = false;
 	}
+	table_close(rel, AccessShareLock);
 	PG_RETURN_BOOL(all);
 }

@@ -566,7 +566,8 @@ COMMENT ON VIEW settle.settlement_progress IS
 -- Privileges, row-level security, audit, append-only.
 REVOKE EXECUTE ON FUNCTION settle.next_open_period(bigint, text), settle.late_revisions(bigint, text),
 	settle._settle_reseller(bigint, text, bigint, bytea, numeric, bigint),
-	settle._summarize_lineage(), settle._analyze_lineage(), settle.blocking_exceptions(bigint, text), settle.settle_period(text, text), settle.run_of(bigint),
+	settle._summarize_lineage(), settle._analyze_lineage(), settle.blocking_exceptions(bigint, text),
+	settle.settle_period(text, text), settle.run_of(bigint),
 	settle.approve_run(bigint, text), settle.lock_run(bigint, text), settle.verify_run(bigint),
 	settle.run_diff(bigint, bigint), settle.explain(bigint, text), settle.statement_lines(bigint),
 	settle.may_read_statement(bigint), settle.settle_progress() FROM PUBLIC;
