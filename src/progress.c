@@ -10,6 +10,7 @@
  */
 #include "postgres.h"
 
+#include "access/xact.h"
 #include "fmgr.h"
 #include "funcapi.h"
 #include "miscadmin.h"
@@ -91,13 +92,41 @@ my_slot(void)
 #define BEGIN_WRITE(s)	pg_atomic_fetch_add_u32(&(s)->changecount, 1); pg_write_barrier()
 #define END_WRITE(s)	pg_write_barrier(); pg_atomic_fetch_add_u32(&(s)->changecount, 1)
 
+/*
+ * An error (or a cancel, or the backend's exit) that ends the settlement
+ * before settle_progress_end must not leave the slot showing a settlement
+ * that no longer runs: the slot is cleared whenever a transaction or
+ * subtransaction aborts.
+ */
+static void
+progress_xact_callback(XactEvent event, void *arg)
+{
+	if (event == XACT_EVENT_ABORT || event == XACT_EVENT_PARALLEL_ABORT)
+		settle_progress_end();
+}
+
+static void
+progress_subxact_callback(SubXactEvent event, SubTransactionId mySubid,
+						  SubTransactionId parentSubid, void *arg)
+{
+	if (event == SUBXACT_EVENT_ABORT_SUB)
+		settle_progress_end();
+}
+
 void
 settle_progress_begin(int64 reseller_id, const char *period)
 {
+	static bool callbacks_registered = false;
 	ProgressSlot *s = my_slot();
 
 	if (s == NULL)
 		return;
+	if (!callbacks_registered)
+	{
+		RegisterXactCallback(progress_xact_callback, NULL);
+		RegisterSubXactCallback(progress_subxact_callback, NULL);
+		callbacks_registered = true;
+	}
 	BEGIN_WRITE(s);
 	s->pid = MyProcPid;
 	s->reseller_id = reseller_id;
@@ -126,7 +155,7 @@ settle_progress_end(void)
 {
 	ProgressSlot *s = my_slot();
 
-	if (s == NULL)
+	if (s == NULL || s->pid != MyProcPid)
 		return;
 	BEGIN_WRITE(s);
 	s->pid = 0;

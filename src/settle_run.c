@@ -2385,11 +2385,17 @@ settle_settle_reseller(PG_FUNCTION_ARGS)
 	bytea	   *in_fp,
 			   *out_fp;
 	bool		unchanged = false;
-	char	   *period = text_to_cstring(PG_GETARG_TEXT_PP(1));
+	char	   *period;
 	int			year,
 				month;
 	MemoryContext old;
 
+	/* not STRICT (the fingerprint, run, carry-forward and verify_run may be NULL) */
+	if (PG_ARGISNULL(0) || PG_ARGISNULL(1))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("a reseller and a period are required")));
+	period = text_to_cstring(PG_GETARG_TEXT_PP(1));
 	if (get_call_result_type(fcinfo, NULL, &resdesc) != TYPEFUNC_COMPOSITE)
 		elog(ERROR, "return type must be a row type");
 	memset(&run, 0, sizeof(run));

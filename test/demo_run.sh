@@ -74,9 +74,9 @@ exc=$(val "SELECT settle.open_exception(settle.reseller_id('acme'), 'manual', 'g
 psql -c "SET SESSION AUTHORIZATION demo_alice" \
      -c "SELECT exception_id, state, adjustment_amount, proposed_by FROM settle.propose_adjustment($exc, 25.00, '2026-10', 'goodwill credit, ticket 4711')"
 echo "   alice approving her own proposal:"
-{ psql -c "SET SESSION AUTHORIZATION demo_alice" -c "SELECT settle.approve_adjustment($exc, 'fine')" 2>&1 || true; } | sed -n 's/^ERROR: */   refused: /p'
+{ psql -c "SET SESSION AUTHORIZATION demo_alice" -c "SELECT settle.approve_adjustment($exc, 25.00, 'USD', 'fine')" 2>&1 || true; } | sed -n 's/^ERROR: */   refused: /p'
 psql -c "SET SESSION AUTHORIZATION demo_bob" \
-     -c "SELECT exception_id, state, approved_by FROM settle.approve_adjustment($exc, 'checked ticket 4711')"
+     -c "SELECT exception_id, state, approved_by FROM settle.approve_adjustment($exc, 25.00, 'USD', 'checked ticket 4711')"
 psql -c "SET SESSION AUTHORIZATION demo_bob" \
      -c "SELECT settle.dismiss_exception(exception_id, 'operator test tenant, not billable to a reseller') FROM settle.exception WHERE kind = 'unmapped_customer'" >/dev/null
 psql -c "SELECT r.code AS reseller, p.run_id, p.status, p.blocked FROM settle.settle_period('2026-10', 'acme') p JOIN settle.reseller r USING (reseller_id)"

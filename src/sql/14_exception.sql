@@ -11,7 +11,7 @@ CREATE TABLE settle.exception (
 	state        text        NOT NULL DEFAULT 'pending_review' CHECK (state IN (
 	                 'pending_review', 'proposed_adjustment', 'finance_approved',
 	                 'correction_applied', 'settled', 'dismissed')),
-	period       text        CHECK (period ~ '^[0-9]{4}-(0[1-9]|1[0-2])$'),
+	period       text        CHECK (settle.check_period(period)),
 	scope_key    text        NOT NULL,
 	refs         jsonb       NOT NULL DEFAULT '{}' CHECK (pg_catalog.jsonb_typeof(refs) = 'object'),
 	payload      jsonb       NOT NULL DEFAULT '{}' CHECK (pg_catalog.jsonb_typeof(payload) = 'object'),
@@ -20,7 +20,7 @@ CREATE TABLE settle.exception (
 	updated_at   timestamptz NOT NULL DEFAULT pg_catalog.now(),
 	-- the workflow (src/sql/70_workflow.sql)
 	adjustment_amount numeric,
-	target_period     text     CHECK (target_period ~ '^[0-9]{4}-(0[1-9]|1[0-2])$'),
+	target_period     text     CHECK (settle.check_period(target_period)),
 	proposed_by  name,
 	proposed_at  timestamptz,
 	approved_by  name,
@@ -46,7 +46,7 @@ COMMENT ON COLUMN settle.exception.applied_run IS 'The run that carries the adju
 COMMENT ON COLUMN settle.exception.resolution IS 'Why it was approved, resolved or dismissed.';
 
 CREATE FUNCTION settle.open_exception(reseller_id bigint, kind text, scope_key text,
-	period text DEFAULT NULL, refs jsonb DEFAULT '{}', payload jsonb DEFAULT '{}',
+	period settle.period DEFAULT NULL, refs jsonb DEFAULT '{}', payload jsonb DEFAULT '{}',
 	severity text DEFAULT 'error') RETURNS bigint
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
@@ -80,5 +80,5 @@ BEGIN
 	PERFORM set_config('settle.reason', coalesce(caller_reason, ''), true);
 	RETURN id;
 END $$;
-COMMENT ON FUNCTION settle.open_exception(bigint, text, text, text, jsonb, jsonb, text) IS
+COMMENT ON FUNCTION settle.open_exception(bigint, text, text, settle.period, jsonb, jsonb, text) IS
 	'Opens an exception, or refreshes the open one with the same (reseller, kind, scope_key): re-detection never duplicates.  A problem detected again after it was marked resolved opens a new exception.  Returns its id.';

@@ -92,8 +92,8 @@ COMMENT ON FUNCTION settle.add_product(text, text, text) IS 'Adds a product code
 CREATE FUNCTION settle.set_agreement(reseller text, effective_from date, settlement_currency text,
 	effective_to date DEFAULT 'infinity', rounding_mode text DEFAULT 'half_even',
 	date_basis text DEFAULT 'service_month', refund_window_days integer DEFAULT 90,
-	tolerance_abs numeric DEFAULT 0.01, tolerance_rel numeric DEFAULT 0,
-	minimum_payout numeric DEFAULT 0) RETURNS bigint
+	tolerance_abs settle.amount DEFAULT 0.01, tolerance_rel settle.amount DEFAULT 0,
+	minimum_payout settle.amount DEFAULT 0) RETURNS bigint
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
 	id bigint;
@@ -110,7 +110,7 @@ BEGIN
 	RETURNING agreement_id INTO id;
 	RETURN id;
 END $$;
-COMMENT ON FUNCTION settle.set_agreement(text, date, text, date, text, text, integer, numeric, numeric, numeric) IS
+COMMENT ON FUNCTION settle.set_agreement(text, date, text, date, text, text, integer, settle.amount, settle.amount, settle.amount) IS
 	'Creates an agreement for a reseller.  Requires settle.reason (audited); refuses unknown currencies (23503), negative minimum payouts (23514) and overlaps with another agreement of the reseller (23P01).';
 
 CREATE FUNCTION settle.end_agreement(reseller text, agreement_id bigint, effective_to date) RETURNS void
@@ -126,7 +126,7 @@ END $$;
 COMMENT ON FUNCTION settle.end_agreement(text, bigint, date) IS 'Ends an agreement at effective_to (exclusive).  Requires settle.reason.';
 
 CREATE FUNCTION settle.add_fx_rate(base_currency text, quote_currency text, rate_date date,
-	rate numeric, source text) RETURNS bigint
+	rate settle.amount, source text) RETURNS bigint
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
 	id bigint;
@@ -144,7 +144,7 @@ BEGIN
 	RETURNING fx_rate_id INTO id;
 	RETURN id;
 END $$;
-COMMENT ON FUNCTION settle.add_fx_rate(text, text, date, numeric, text) IS
+COMMENT ON FUNCTION settle.add_fx_rate(text, text, date, settle.amount, text) IS
 	'Records an FX rate (1 base = rate quote on rate_date).  A second rate for the same pair, date and source is a new version.  Requires settle.reason.';
 
 CREATE VIEW settle.fx_rate_current AS

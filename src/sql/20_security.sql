@@ -3,6 +3,8 @@
 
 -- Functions are not executable by PUBLIC unless granted below.
 REVOKE EXECUTE ON ALL FUNCTIONS IN SCHEMA settle FROM PUBLIC;
+-- The domain checks are pure and run for whoever passes a period or amount.
+GRANT EXECUTE ON FUNCTION settle.check_period(text), settle.check_amount(numeric, integer) TO PUBLIC;
 
 -- Read access.
 GRANT SELECT ON ALL TABLES IN SCHEMA settle
@@ -28,12 +30,12 @@ GRANT EXECUTE ON FUNCTION settle.add_reseller(text, text),
 GRANT EXECUTE ON FUNCTION settle.map_account(text, text, text, date, date),
 	settle.add_product(text, text, text) TO settle_admin, settle_operator;
 GRANT EXECUTE ON FUNCTION
-	settle.set_agreement(text, date, text, date, text, text, integer, numeric, numeric, numeric),
+	settle.set_agreement(text, date, text, date, text, text, integer, settle.amount, settle.amount, settle.amount),
 	settle.end_agreement(text, bigint, date) TO settle_admin, settle_finance;
-GRANT EXECUTE ON FUNCTION settle.add_fx_rate(text, text, date, numeric, text)
+GRANT EXECUTE ON FUNCTION settle.add_fx_rate(text, text, date, settle.amount, text)
 	TO settle_admin, settle_operator, settle_finance;
 GRANT EXECUTE ON FUNCTION settle.verify_audit() TO settle_admin, settle_auditor;
-GRANT EXECUTE ON FUNCTION settle.open_exception(bigint, text, text, text, jsonb, jsonb, text)
+GRANT EXECUTE ON FUNCTION settle.open_exception(bigint, text, text, settle.period, jsonb, jsonb, text)
 	TO settle_admin, settle_operator, settle_analyst, settle_finance;
 -- Trigger functions run in the context of whoever changes the table.
 GRANT EXECUTE ON FUNCTION settle.audit_trigger(),

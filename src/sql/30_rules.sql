@@ -93,10 +93,10 @@ CREATE FUNCTION settle.rule_clause(rule settle.rule, clause integer) RETURNS tex
 COMMENT ON FUNCTION settle.rule_clause(settle.rule, integer) IS
 	'The canonical text of clause n (1 = most specific); null when there is no such clause.';
 
-CREATE FUNCTION settle.round_money(amount numeric, minor_unit integer, mode text DEFAULT 'half_even')
+CREATE FUNCTION settle.round_money(amount settle.exact_amount, minor_unit integer, mode text DEFAULT 'half_even')
 	RETURNS numeric
 	AS 'MODULE_PATHNAME', 'settle_round_money' LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
-COMMENT ON FUNCTION settle.round_money(numeric, integer, text) IS
+COMMENT ON FUNCTION settle.round_money(settle.exact_amount, integer, text) IS
 	'Rounds an amount to minor_unit decimals (ISO 4217 exponent, 0-4) in mode half_even (ties to even), half_up (ties away from zero) or down (towards zero); exact, at most 16 input decimals.';
 
 CREATE FUNCTION settle.evaluate_rule(rule settle.rule,
@@ -292,7 +292,7 @@ REVOKE EXECUTE ON FUNCTION settle.publish_rule(text, bigint, date, settle.rule, 
 	settle.rule_currency(settle.rule), settle.rule_rounding(settle.rule),
 	settle.rule_refund_window_days(settle.rule), settle.rule_minimum_payout(settle.rule),
 	settle.rule_categories(settle.rule), settle.rule_clause(settle.rule, integer),
-	settle.rule_minor_unit(settle.rule), settle.round_money(numeric, integer, text),
+	settle.rule_minor_unit(settle.rule), settle.round_money(settle.exact_amount, integer, text),
 	settle.evaluate_rule(settle.rule, text, text, text, text, text, text, jsonb, numeric, numeric,
 		numeric, integer, integer, numeric, numeric, numeric, numeric, numeric, numeric, numeric, integer)
 	FROM PUBLIC;
@@ -310,7 +310,7 @@ GRANT EXECUTE ON FUNCTION settle.rule_content_hash(settle.rule), settle.rule_pro
 	settle.rule_currency(settle.rule), settle.rule_rounding(settle.rule),
 	settle.rule_refund_window_days(settle.rule), settle.rule_minimum_payout(settle.rule),
 	settle.rule_categories(settle.rule), settle.rule_clause(settle.rule, integer),
-	settle.rule_minor_unit(settle.rule), settle.round_money(numeric, integer, text),
+	settle.rule_minor_unit(settle.rule), settle.round_money(settle.exact_amount, integer, text),
 	settle.evaluate_rule(settle.rule, text, text, text, text, text, text, jsonb, numeric, numeric,
 		numeric, integer, integer, numeric, numeric, numeric, numeric, numeric, numeric, numeric, integer)
 	TO settle_admin, settle_operator, settle_analyst, settle_finance, settle_auditor;

@@ -81,9 +81,9 @@ CREATE AGGREGATE settle.line_fingerprint(line_key text, amount numeric) (
 COMMENT ON AGGREGATE settle.line_fingerprint(text, numeric) IS
 	'Order-independent fingerprint of a set of (line key, amount) pairs: 24 bytes = line count, wrapping sum and xor of settle.line_hash per pair (big-endian).  Equal sets give equal fingerprints whatever the row order or plan; amounts compare by value (1.5 = 1.50).  Parallel safe.';
 
-CREATE FUNCTION settle.line_hash(line_key text, amount numeric) RETURNS bigint
+CREATE FUNCTION settle.line_hash(line_key text, amount settle.exact_amount) RETURNS bigint
 AS 'MODULE_PATHNAME', 'settle_line_hash' LANGUAGE C IMMUTABLE PARALLEL SAFE;
-COMMENT ON FUNCTION settle.line_hash(text, numeric) IS
+COMMENT ON FUNCTION settle.line_hash(text, settle.exact_amount) IS
 	'The 64-bit hash settle.line_fingerprint adds for one (line key, amount) pair; finds the pair behind a one-line fingerprint difference.';
 
 CREATE FUNCTION settle.fingerprint_diff(a bytea, b bytea,
@@ -98,7 +98,7 @@ CREATE TABLE settle.provider_total_import (
 	import_id          bigint      NOT NULL,
 	source             text        NOT NULL CHECK (source ~ '^[A-Za-z0-9][A-Za-z0-9_.:-]*$'),
 	line_no            integer     NOT NULL,
-	billing_cycle      text        NOT NULL CHECK (billing_cycle ~ '^[0-9]{4}-(0[1-9]|1[0-2])$'),
+	billing_cycle      text        NOT NULL CHECK (settle.check_period(billing_cycle)),
 	billing_account_id text        NOT NULL,
 	product_code       text        NOT NULL,
 	currency           char(3)     NOT NULL REFERENCES settle.currency,
@@ -152,10 +152,12 @@ BEGIN
 				USING ERRCODE = 'bad_copy_file_format', DETAIL = format('The line is "%s".', lines[i]);
 		END IF;
 		SELECT array_agg(btrim(x, E' \t"') ORDER BY o) INTO f FROM unnest(f) WITH ORDINALITY AS u(x, o);
-		IF f[1] !~ '^[0-9]{4}-(0[1-9]|1[0-2])$' THEN
+		BEGIN
+			PERFORM settle.check_period(f[1]);
+		EXCEPTION WHEN invalid_datetime_format THEN
 			RAISE EXCEPTION 'line %: invalid billing cycle "%"', i, f[1] USING ERRCODE = 'invalid_datetime_format',
 				HINT = 'A billing cycle is written YYYY-MM.';
-		END IF;
+		END;
 		IF f[2] = '' OR f[3] = '' THEN
 			RAISE EXCEPTION 'line %: billing account and product code are required', i
 				USING ERRCODE = 'not_null_violation';
@@ -231,7 +233,7 @@ COMMENT ON TABLE settle.recon_default IS
 -- -------------------------------------------------------------------- results
 
 CREATE TABLE settle.recon_result (
-	period             text        NOT NULL CHECK (period ~ '^[0-9]{4}-(0[1-9]|1[0-2])$'),
+	period             text        NOT NULL CHECK (settle.check_period(period)),
 	check_name         text        NOT NULL CHECK (check_name IN ('provider_total', 'line_identity',
 	                       'duplicate', 'gap', 'currency', 'statement', 'refund_rate', 'settled_lines')),
 	scope_key          text        NOT NULL,
@@ -277,11 +279,11 @@ COMMENT ON TABLE settle.recon_delta_line IS
 
 -- ----------------------------------------------------------------- reconcile
 
-CREATE FUNCTION settle.recon_amount(amount numeric, minor_unit integer) RETURNS numeric
+CREATE FUNCTION settle.recon_amount(amount settle.exact_amount, minor_unit integer) RETURNS numeric
 LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
 	SELECT round($1, greatest(scale(trim_scale($1)), $2))
 $$;
-COMMENT ON FUNCTION settle.recon_amount(numeric, integer) IS
+COMMENT ON FUNCTION settle.recon_amount(settle.exact_amount, integer) IS
 	'An exact amount shown with the currency''s minor unit, or more decimals when it has them (no rounding away of digits).';
 
 -- tolerance of a reseller's scope in a period: its agreement, else the default
@@ -295,17 +297,17 @@ $$;
 COMMENT ON FUNCTION settle.recon_tolerance(bigint, date) IS
 	'Reconciliation tolerances (absolute, relative) of a reseller''s scopes in the period starting on period_start: the agreement in force, else settle.recon_default.';
 
-CREATE FUNCTION settle.recon_status(delta numeric, reference numeric, tolerance_abs numeric, tolerance_rel numeric)
+CREATE FUNCTION settle.recon_status(delta settle.exact_amount, reference settle.exact_amount, tolerance_abs settle.exact_amount, tolerance_rel settle.exact_amount)
 	RETURNS text
 LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
 	SELECT CASE WHEN $1 = 0 THEN 'matched'
 	            WHEN abs($1) <= greatest($3, $4 * abs(coalesce($2, 0))) THEN 'within_tolerance'
 	            ELSE 'mismatched' END
 $$;
-COMMENT ON FUNCTION settle.recon_status(numeric, numeric, numeric, numeric) IS
+COMMENT ON FUNCTION settle.recon_status(settle.exact_amount, settle.exact_amount, settle.exact_amount, settle.exact_amount) IS
 	'matched when the delta is zero; within_tolerance when |delta| <= max(tolerance_abs, tolerance_rel x |reference|); mismatched otherwise.';
 
-CREATE FUNCTION settle.reconcile(period text)
+CREATE FUNCTION settle.reconcile(period settle.period)
 	RETURNS TABLE (check_name text, status text, scopes bigint, exceptions bigint)
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
@@ -318,8 +320,8 @@ DECLARE
 	n int;
 	xid bigint;
 BEGIN
-	IF period IS NULL OR period !~ '^[0-9]{4}-(0[1-9]|1[0-2])$' THEN
-		RAISE EXCEPTION 'invalid period "%"', period USING ERRCODE = 'invalid_datetime_format',
+	IF period IS NULL THEN
+		RAISE EXCEPTION 'a period is required' USING ERRCODE = 'null_value_not_allowed',
 			HINT = 'A period is a month written YYYY-MM, e.g. 2026-10.';
 	END IF;
 	p_start := to_date(period, 'YYYY-MM');
@@ -808,7 +810,7 @@ BEGIN
 		  FROM settle.recon_result r WHERE r.period = reconcile.period
 		 GROUP BY r.check_name, r.status ORDER BY r.check_name, r.status;
 END $$;
-COMMENT ON FUNCTION settle.reconcile(text) IS
+COMMENT ON FUNCTION settle.reconcile(settle.period) IS
 	'Reconciles a period (YYYY-MM): provider totals vs current bill lines per source, billing account, product and currency; line identities; duplicates; gaps; currency consistency; statements vs their settlement lines; refund reversals vs their original''s rate; bill lines vs settled lines (by fingerprint).  Replaces the period''s results, names the lines behind every non-match by cause, opens (or refreshes) one reconciliation_delta exception per scope beyond tolerance, and returns counts per check and status.';
 
 -- ---------------------------------------------------------------------- views
@@ -850,7 +852,7 @@ COMMENT ON COLUMN settle.reconciliation_delta.cause IS 'rounding: within the cur
 COMMENT ON COLUMN settle.reconciliation_delta.line_key IS 'The bill line (or refund) behind the delta; null for a day without lines (day says which) or an unexplained remainder.';
 COMMENT ON COLUMN settle.reconciliation_delta.amount IS 'The part of the scope''s delta this line explains, in the scope currency (null when it cannot be given).';
 
-CREATE FUNCTION settle.explain_delta(period text, scope_key text)
+CREATE FUNCTION settle.explain_delta(period settle.period, scope_key text)
 	RETURNS TABLE (step integer, cause text, line_key text, amount numeric, detail text)
 LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
@@ -879,15 +881,15 @@ BEGIN
 		RETURN NEXT;
 	END IF;
 END $$;
-COMMENT ON FUNCTION settle.explain_delta(text, text) IS
+COMMENT ON FUNCTION settle.explain_delta(settle.period, text) IS
 	'One scope''s reconciliation in words and numbers: the comparison (step 0), each line that explains the delta with its cause and amount, and what remains unexplained (step 1000).';
 
 -- ------------------------------------------------------------------ privileges
 
-REVOKE EXECUTE ON FUNCTION settle.reconcile(text), settle.import_provider_totals(text, text),
-	settle.explain_delta(text, text) FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION settle.reconcile(text) TO settle_admin, settle_analyst, settle_finance;
-GRANT EXECUTE ON FUNCTION settle.explain_delta(text, text)
+REVOKE EXECUTE ON FUNCTION settle.reconcile(settle.period), settle.import_provider_totals(text, text),
+	settle.explain_delta(settle.period, text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION settle.reconcile(settle.period) TO settle_admin, settle_analyst, settle_finance;
+GRANT EXECUTE ON FUNCTION settle.explain_delta(settle.period, text)
 	TO settle_admin, settle_analyst, settle_finance, settle_auditor;
 GRANT EXECUTE ON FUNCTION settle.import_provider_totals(text, text) TO settle_admin, settle_operator, settle_finance;
 GRANT SELECT ON settle.provider_total_import, settle.provider_side, settle.recon_default, settle.recon_result,

@@ -71,10 +71,11 @@ CREATE TRIGGER exception_guard BEFORE UPDATE OR DELETE ON settle.exception
 ALTER TABLE settle.exception ENABLE ALWAYS TRIGGER exception_guard;
 
 CREATE FUNCTION settle.exception_of(exception_id bigint) RETURNS settle.exception
-LANGUAGE plpgsql STABLE STRICT SET search_path = pg_catalog, pg_temp AS $$
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
 	e settle.exception;
 BEGIN
+	-- not STRICT: a NULL id is an unknown exception, never an empty row
 	SELECT * INTO e FROM settle.exception x WHERE x.exception_id = exception_of.exception_id;
 	IF NOT FOUND THEN
 		RAISE EXCEPTION 'unknown exception %', exception_id USING ERRCODE = 'no_data_found';
@@ -93,7 +94,7 @@ BEGIN
 END $$;
 COMMENT ON FUNCTION settle.require_reason(text) IS 'Refuses an empty reason (55000) and records it for the audit trail of this transaction.';
 
-CREATE FUNCTION settle.propose_adjustment(exception_id bigint, amount numeric, target_period text, reason text)
+CREATE FUNCTION settle.propose_adjustment(exception_id bigint, amount settle.amount, target_period settle.period, reason text)
 	RETURNS settle.exception
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 	SET settle.reason TO '' AS $$
@@ -101,7 +102,7 @@ DECLARE
 	e settle.exception := settle.exception_of(exception_id);
 BEGIN
 	PERFORM settle.require_reason(reason);
-	IF amount IS NULL OR target_period IS NULL OR target_period !~ '^[0-9]{4}-(0[1-9]|1[0-2])$' THEN
+	IF amount IS NULL OR target_period IS NULL THEN
 		RAISE EXCEPTION 'an adjustment needs an amount and a target period (YYYY-MM)' USING ERRCODE = 'invalid_parameter_value';
 	END IF;
 	IF e.reseller_id = 0 THEN
@@ -119,27 +120,56 @@ BEGIN
 	 WHERE x.reseller_id = e.reseller_id AND x.exception_id = e.exception_id RETURNING * INTO e;
 	RETURN e;
 END $$;
-COMMENT ON FUNCTION settle.propose_adjustment(bigint, numeric, text, text) IS
+COMMENT ON FUNCTION settle.propose_adjustment(bigint, settle.amount, settle.period, text) IS
 	'Proposes an adjustment (amount in the reseller''s settlement currency, positive = owed to the reseller) into a target period''s statement.  Another person must approve it.';
 
-CREATE FUNCTION settle.approve_adjustment(exception_id bigint, reason text) RETURNS settle.exception
+CREATE FUNCTION settle.settlement_currency(reseller_id bigint, period settle.period) RETURNS char(3)
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
+	SELECT a.settlement_currency FROM settle.agreement a
+	 WHERE a.reseller_id = $1 AND a.effective_from <= to_date($2, 'YYYY-MM')
+	   AND to_date($2, 'YYYY-MM') < a.effective_to
+	 ORDER BY a.effective_from DESC LIMIT 1
+$$;
+COMMENT ON FUNCTION settle.settlement_currency(bigint, settle.period) IS
+	'The settlement currency of the reseller''s agreement in force at the start of the period (NULL without one): the currency of its statement and of adjustments into it.';
+
+CREATE FUNCTION settle.approve_adjustment(exception_id bigint, amount settle.amount, currency text, reason text)
+	RETURNS settle.exception
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 	SET settle.reason TO '' AS $$
 DECLARE
 	e settle.exception := settle.exception_of(exception_id);
+	proposed_currency char(3);
 BEGIN
 	PERFORM settle.require_reason(reason);
+	IF amount IS NULL OR currency IS NULL THEN
+		RAISE EXCEPTION 'an approval names the amount and currency reviewed' USING ERRCODE = 'null_value_not_allowed',
+			HINT = 'Pass the adjustment_amount and adjustment_currency shown in settle.exception_queue.';
+	END IF;
+	-- Lock the proposal, then compare it with what the approver reviewed: a
+	-- re-proposal committed in between is never approved unseen.
+	SELECT * INTO e FROM settle.exception x
+	 WHERE x.reseller_id = e.reseller_id AND x.exception_id = e.exception_id FOR UPDATE;
 	IF e.state <> 'proposed_adjustment' THEN
 		RAISE EXCEPTION 'exception % is %, not proposed_adjustment', exception_id, e.state
 			USING ERRCODE = 'object_not_in_prerequisite_state';
+	END IF;
+	proposed_currency := settle.settlement_currency(e.reseller_id, e.target_period);
+	IF e.adjustment_amount <> amount OR proposed_currency IS DISTINCT FROM upper(btrim(currency)) THEN
+		RAISE EXCEPTION 'exception % proposes %, not the % % reviewed', exception_id,
+			concat_ws(' ', e.adjustment_amount, proposed_currency), amount, currency
+			USING ERRCODE = 'object_not_in_prerequisite_state',
+			      DETAIL = pg_catalog.format('The proposal by %s into %s was changed or differs from what the approval names.',
+			                                 e.proposed_by, e.target_period),
+			      HINT = 'Review the proposal in settle.exception_queue again and approve the amount and currency it shows.';
 	END IF;
 	UPDATE settle.exception x SET state = 'finance_approved', approved_by = session_user, approved_at = now(),
 	       resolution = reason
 	 WHERE x.reseller_id = e.reseller_id AND x.exception_id = e.exception_id RETURNING * INTO e;
 	RETURN e;
 END $$;
-COMMENT ON FUNCTION settle.approve_adjustment(bigint, text) IS
-	'Finance approves a proposed adjustment; refused (42501) for the person who proposed it.  It appears as an adjustment line in the next settlement of its target period.';
+COMMENT ON FUNCTION settle.approve_adjustment(bigint, settle.amount, text, text) IS
+	'Finance approves a proposed adjustment, naming the amount and currency it reviewed: refused (55000) when the proposal differs (changed since it was reviewed), and (42501) for the person who proposed it.  It appears as an adjustment line in the next settlement of its target period.';
 
 CREATE FUNCTION settle.dismiss_exception(exception_id bigint, reason text) RETURNS settle.exception
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
@@ -175,7 +205,9 @@ COMMENT ON FUNCTION settle.resolve_exception(bigint, text) IS
 
 CREATE VIEW settle.exception_queue AS
 	SELECT e.exception_id, e.reseller_id, r.code AS reseller, e.kind, e.severity, e.state, e.period, e.scope_key,
-	       e.payload->>'detail' AS detail, e.adjustment_amount, e.target_period, e.proposed_by, e.approved_by,
+	       e.payload->>'detail' AS detail, e.adjustment_amount,
+	       CASE WHEN e.target_period IS NOT NULL THEN settle.settlement_currency(e.reseller_id, e.target_period)
+	       END::text AS adjustment_currency, e.target_period, e.proposed_by, e.approved_by,
 	       e.applied_run, e.resolution, e.opened_at, e.updated_at,
 	       e.state NOT IN ('settled', 'dismissed', 'correction_applied') AND e.severity IN ('error', 'critical') AS blocking
 	  FROM settle.exception e LEFT JOIN settle.reseller r USING (reseller_id);
@@ -183,13 +215,14 @@ COMMENT ON VIEW settle.exception_queue IS
 	'The exception queue for people: every exception with its reseller, state, detail, proposed adjustment, who proposed and approved it, and whether it blocks approval of its period.';
 
 REVOKE EXECUTE ON FUNCTION settle.exception_of(bigint), settle.require_reason(text),
-	settle.propose_adjustment(bigint, numeric, text, text), settle.approve_adjustment(bigint, text),
+	settle.settlement_currency(bigint, settle.period),
+	settle.propose_adjustment(bigint, settle.amount, settle.period, text), settle.approve_adjustment(bigint, settle.amount, text, text),
 	settle.dismiss_exception(bigint, text), settle.resolve_exception(bigint, text) FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION settle.propose_adjustment(bigint, numeric, text, text)
+GRANT EXECUTE ON FUNCTION settle.propose_adjustment(bigint, settle.amount, settle.period, text)
 	TO settle_admin, settle_analyst, settle_finance;
-GRANT EXECUTE ON FUNCTION settle.approve_adjustment(bigint, text), settle.dismiss_exception(bigint, text)
+GRANT EXECUTE ON FUNCTION settle.approve_adjustment(bigint, settle.amount, text, text), settle.dismiss_exception(bigint, text)
 	TO settle_admin, settle_finance;
 GRANT EXECUTE ON FUNCTION settle.resolve_exception(bigint, text) TO settle_admin, settle_finance, settle_operator;
-GRANT EXECUTE ON FUNCTION settle.exception_of(bigint)
+GRANT EXECUTE ON FUNCTION settle.exception_of(bigint), settle.settlement_currency(bigint, settle.period)
 	TO settle_admin, settle_operator, settle_analyst, settle_finance, settle_auditor;
 GRANT SELECT ON settle.exception_queue TO settle_admin, settle_operator, settle_analyst, settle_finance, settle_auditor;

@@ -72,7 +72,7 @@ CREATE VIEW settle.sanity_checks AS
 COMMENT ON VIEW settle.sanity_checks IS
 	'Sanity checks on every current run: negative commission totals, a total that swings more than settle.swing_threshold_percent against the previous period, runs blocked by exceptions, reconciliation deltas beyond tolerance.  ok = false is an alarm.';
 
-CREATE FUNCTION settle.check_sanity(period text) RETURNS integer
+CREATE FUNCTION settle.check_sanity(period settle.period) RETURNS integer
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
 	c record;
@@ -91,7 +91,7 @@ BEGIN
 	END LOOP;
 	RETURN n;
 END $$;
-COMMENT ON FUNCTION settle.check_sanity(text) IS
+COMMENT ON FUNCTION settle.check_sanity(settle.period) IS
 	'Runs the sanity checks of a period: each failure sends NOTIFY settle_alerts with a JSON payload and opens (or refreshes) a warning exception.  settle_period calls it.  Returns the number of failed checks.';
 
 CREATE VIEW settle.changes_since_last_run AS
@@ -148,8 +148,8 @@ END $$;
 COMMENT ON FUNCTION settle.purge(interval) IS
 	'Retention: deletes raw pages older than the retention (settle.retention, default 400 days) that no bill line revision, provider total or open exception refers to (re-pulls that changed nothing, empty and failed pages), and finished ingest runs nothing refers to.  Never touches lines, lineage, statements or the audit trail.';
 
-REVOKE EXECUTE ON FUNCTION settle.check_sanity(text), settle._purge(timestamptz), settle.purge(interval) FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION settle.check_sanity(text) TO settle_admin, settle_analyst, settle_finance;
+REVOKE EXECUTE ON FUNCTION settle.check_sanity(settle.period), settle._purge(timestamptz), settle.purge(interval) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION settle.check_sanity(settle.period) TO settle_admin, settle_analyst, settle_finance;
 GRANT EXECUTE ON FUNCTION settle.purge(interval) TO settle_admin;
 GRANT SELECT ON settle.period_status, settle.data_quality, settle.sanity_checks, settle.changes_since_last_run,
 	settle.finance_summary TO settle_admin, settle_operator, settle_analyst, settle_finance, settle_auditor;
@@ -171,4 +171,4 @@ CREATE VIEW settle.payout_reconciliation AS
 	 WHERE r.status IN ('locked', 'paid');
 COMMENT ON VIEW settle.payout_reconciliation IS
 	'Payout batches against locked statements: each locked (or paid) run with a net payout is in exactly one batch for exactly that amount and currency (matched); missing when not batched yet (or its payout was rejected); mismatched otherwise; not_due when nothing is owed (carried forward).';
-GRANT SELECT ON settle.payout_reconciliation TO settle_admin, settle_analyst, settle_finance, settle_auditor;
+GRANT SELECT ON settle.payout_reconciliation TO settle_admin, settle_operator, settle_analyst, settle_finance, settle_auditor;

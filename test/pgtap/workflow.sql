@@ -4,7 +4,7 @@
 -- every bypass (same user, SET ROLE, direct writes, the owner) refused; every
 -- transition in the audit trail.
 BEGIN;
-SELECT plan(32);
+SELECT plan(39);
 
 CREATE ROLE wf_alice IN ROLE settle_finance;
 CREATE ROLE wf_bob IN ROLE settle_finance;
@@ -54,9 +54,9 @@ SELECT is((SELECT concat_ws(' ', state, adjustment_amount, proposed_by) FROM set
 	'proposed_adjustment 12.50 wf_alice', 'the proposal is recorded with who');
 
 -- every way for alice to approve it herself is refused
-SELECT throws_ok(format($$SELECT pg_temp.as_user('wf_alice', 'SELECT settle.approve_adjustment(%s, ''fine'')')$$, :exc),
+SELECT throws_ok(format($$SELECT pg_temp.as_user('wf_alice', 'SELECT settle.approve_adjustment(%s, 12.50, ''USD'', ''fine'')')$$, :exc),
 	'42501', 'four eyes: wf_alice proposed this adjustment and cannot approve it', 'alice cannot approve her own proposal');
-SELECT throws_ok(format($$SELECT pg_temp.as_user('wf_alice', 'SET ROLE wf_bob; SELECT settle.approve_adjustment(%s, ''fine'')')$$, :exc),
+SELECT throws_ok(format($$SELECT pg_temp.as_user('wf_alice', 'SET ROLE wf_bob; SELECT settle.approve_adjustment(%s, 12.50, ''USD'', ''fine'')')$$, :exc),
 	'42501', NULL, 'nor by SET ROLE to bob');
 SELECT throws_ok(format($$SELECT pg_temp.as_user('wf_alice', 'UPDATE settle.exception SET state = ''finance_approved'', approved_by = ''wf_bob'' WHERE exception_id = %s')$$, :exc),
 	'42501', NULL, 'nor by writing the table directly');
@@ -64,14 +64,29 @@ SELECT throws_ok(format($$UPDATE settle.exception SET state = 'finance_approved'
 	'42501', NULL, 'the table owner cannot record a self-approval either');
 SELECT throws_ok(format($$UPDATE settle.exception SET state = 'finance_approved', approved_by = session_user, adjustment_amount = 99 WHERE exception_id = %s$$, :exc),
 	'42501', NULL, 'nor approve a proposal with a changed amount');
-SELECT throws_ok(format($$SELECT pg_temp.as_user('wf_dave', 'SELECT settle.approve_adjustment(%s, ''fine'')')$$, :exc),
+SELECT throws_ok(format($$SELECT pg_temp.as_user('wf_dave', 'SELECT settle.approve_adjustment(%s, 12.50, ''USD'', ''fine'')')$$, :exc),
 	'42501', NULL, 'an analyst cannot approve');
 SELECT throws_ok(format($$DELETE FROM settle.exception WHERE exception_id = %s$$, :exc),
 	'42501', 'exceptions are never deleted', 'exceptions are never deleted');
 
--- bob approves
-SELECT lives_ok(format($$SELECT pg_temp.as_user('wf_bob', 'SELECT settle.approve_adjustment(%s, ''checked ticket 4711'')')$$, :exc),
-	'bob approves it');
+-- bob approves what he reviewed, not an id: a proposal changed after his
+-- review, another amount or another currency is refused and nothing changes
+SELECT lives_ok(format($$SELECT pg_temp.as_user('wf_alice', 'SELECT settle.propose_adjustment(%s, 1000000, ''2026-10'', ''typo, ticket 4711'')')$$, :exc),
+	'alice re-proposes 1,000,000 after bob reviewed 12.50');
+SELECT throws_ok(format($$SELECT pg_temp.as_user('wf_bob', 'SELECT settle.approve_adjustment(%s, 12.50, ''USD'', ''checked: 12.50 USD goodwill'')')$$, :exc),
+	'55000', NULL, 'bob''s approval of the 12.50 he reviewed does not approve 1,000,000');
+SELECT is((SELECT concat_ws(' ', state, adjustment_amount, approved_by) FROM settle.exception WHERE exception_id = :exc),
+	'proposed_adjustment 1000000', 'nothing changed: still proposed, unapproved');
+SELECT lives_ok(format($$SELECT pg_temp.as_user('wf_alice', 'SELECT settle.propose_adjustment(%s, 12.50, ''2026-10'', ''goodwill credit, ticket 4711'')')$$, :exc),
+	'alice proposes 12.50 again');
+SELECT throws_ok(format($$SELECT pg_temp.as_user('wf_bob', 'SELECT settle.approve_adjustment(%s, 12.50, ''EUR'', ''checked'')')$$, :exc),
+	'55000', NULL, 'the currency reviewed must be the statement''s (USD)');
+SELECT throws_ok(format($$SELECT pg_temp.as_user('wf_bob', 'SELECT settle.approve_adjustment(%s, 12.5000001, ''USD'', ''checked'')')$$, :exc),
+	'55000', NULL, 'an amount that differs in the seventh decimal is refused');
+SELECT is((SELECT adjustment_currency FROM settle.exception_queue WHERE exception_id = :exc), 'USD',
+	'the queue shows the currency the approver reviews');
+SELECT lives_ok(format($$SELECT pg_temp.as_user('wf_bob', 'SELECT settle.approve_adjustment(%s, 12.5, ''usd'', ''checked ticket 4711'')')$$, :exc),
+	'bob approves the 12.50 USD he reviewed (12.5 = 12.50)');
 SELECT is((SELECT concat_ws(' ', state, approved_by) FROM settle.exception WHERE exception_id = :exc),
 	'finance_approved wf_bob', 'approved by bob');
 SELECT throws_ok(format($$SELECT pg_temp.as_user('wf_bob', 'SELECT settle.dismiss_exception(%s, ''changed my mind'')')$$, :exc),
@@ -115,7 +130,7 @@ SELECT throws_ok(format($$SELECT pg_temp.as_user('wf_alice', 'SELECT settle.prop
 SELECT settle.open_exception(settle.reseller_id('wf'), 'sanity_check', 'swing:2026-11', '2026-11') AS exc2 \gset
 SELECT throws_ok(format($$SELECT pg_temp.as_user('wf_bob', 'SELECT settle.dismiss_exception(%s, '''')')$$, :exc2),
 	'55000', 'a reason is required', 'dismissing needs a reason');
-SELECT throws_ok(format($$SELECT pg_temp.as_user('wf_bob', 'SELECT settle.approve_adjustment(%s, ''x'')')$$, :exc2),
+SELECT throws_ok(format($$SELECT pg_temp.as_user('wf_bob', 'SELECT settle.approve_adjustment(%s, 5, ''USD'', ''x'')')$$, :exc2),
 	'55000', NULL, 'nothing to approve before a proposal');
 SELECT throws_ok(format($$SELECT pg_temp.as_user('wf_alice', 'SELECT settle.propose_adjustment(%s, 5, ''2026-10'', ''into a locked period'')')$$, :exc2),
 	'55000', NULL, 'an adjustment cannot target a locked period');
