@@ -165,12 +165,12 @@ settle_money_total_trans(PG_FUNCTION_ARGS)
 	if (PG_ARGISNULL(1))
 		PG_RETURN_POINTER(st);
 
-	if (!numeric_to_money128(PG_GETARG_DATUM(1), &v))
+	if (!numeric_to_money128(PG_GETARG_DATUM(1), &v) || v >= MONEY_MAX_RAW || v <= -MONEY_MAX_RAW)
 		ereport(ERROR,
 				(errcode(ERRCODE_NUMERIC_VALUE_OUT_OF_RANGE),
 				 errmsg("amount %s cannot be added exactly",
 						DatumGetCString(DirectFunctionCall1(numeric_out, PG_GETARG_DATUM(1)))),
-				 errdetail("Money amounts must be finite, below 10^20 and have at most 16 decimal places.")));
+				 errdetail("Money amounts must be finite, below 10^14 and have at most 16 decimal places.")));
 	mt_add(st, v, 1);
 
 	if (PG_ARGISNULL(2))
@@ -448,12 +448,12 @@ pair_hash(text *key, Datum amount, bool amount_null)
 		money128	v;
 		unsigned __int128 u;
 
-		if (!numeric_to_money128(amount, &v))
+		if (!numeric_to_money128(amount, &v) || v >= MONEY_MAX_RAW || v <= -MONEY_MAX_RAW)
 			ereport(ERROR,
 					(errcode(ERRCODE_NUMERIC_VALUE_OUT_OF_RANGE),
 					 errmsg("amount %s cannot be fingerprinted exactly",
 							DatumGetCString(DirectFunctionCall1(numeric_out, amount))),
-					 errdetail("Money amounts must be finite, below 10^20 and have at most 16 decimal places.")));
+					 errdetail("Money amounts must be finite, below 10^14 and have at most 16 decimal places.")));
 		u = (unsigned __int128) v;
 		ha = ((uint64) u * UINT64CONST(0x9e3779b97f4a7c15)) ^ (uint64) (u >> 64);
 	}

@@ -64,7 +64,7 @@ COMMENT ON TABLE settle.ingest_checkpoint IS
 
 CREATE TABLE settle.provider_total (
 	connector_id        bigint      NOT NULL REFERENCES settle.connector,
-	billing_cycle       text        NOT NULL,
+	billing_cycle       text        NOT NULL CHECK (settle.check_period(billing_cycle)),
 	raw_page_id         bigint      NOT NULL REFERENCES settle.raw_page,
 	item_no             integer     NOT NULL,
 	billing_account_id  text,

@@ -81,7 +81,7 @@ COMMENT ON COLUMN settle.settlement_line.ref IS 'What a refund, correction or ad
 CREATE TABLE settle.statement (
 	reseller_id       bigint  NOT NULL,
 	run_id            bigint  NOT NULL,
-	period            text    NOT NULL,
+	period            text    NOT NULL CHECK (settle.check_period(period)),
 	currency          char(3) NOT NULL REFERENCES settle.currency,
 	lines             bigint  NOT NULL,
 	gross_charges     numeric NOT NULL,

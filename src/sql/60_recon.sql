@@ -261,7 +261,7 @@ COMMENT ON TABLE settle.recon_result IS
 	'Results of the last settle.reconcile of each period, one row per check and scope (re-running replaces the period''s rows).  Read it through settle.reconciliation_summary.';
 
 CREATE TABLE settle.recon_delta_line (
-	period      text    NOT NULL,
+	period      text    NOT NULL CHECK (settle.check_period(period)),
 	check_name  text    NOT NULL,
 	scope_key   text    NOT NULL,
 	seq         integer NOT NULL,

@@ -227,7 +227,7 @@ CREATE TABLE settle.payout (
 	reseller_id      bigint  NOT NULL,
 	reseller_code    text    NOT NULL,
 	run_id           bigint  NOT NULL,
-	period           text    NOT NULL,
+	period           text    NOT NULL CHECK (settle.check_period(period)),
 	amount           numeric NOT NULL CHECK (amount > 0),
 	currency         char(3) NOT NULL,
 	end_to_end_id    text    NOT NULL UNIQUE CHECK (length(end_to_end_id) <= 35),
