@@ -163,6 +163,27 @@ check "statement_csv of another reseller's run is refused (42501)" \
 	"$(as_user sweep_portal_a -v VERBOSITY=sqlstate -c "SELECT settle.statement_csv((SELECT max(run_id) FROM settle.run WHERE reseller_id = settle.reseller_id('borealis')))" 2>&1)" \
 	"ERROR:  42501"
 
+# Staff: every role reads every relation it is granted, through views too (a
+# view runs as its reader, so its reader needs the tables under it), and the
+# operator, analyst and finance read everything but the audit trail (and, but
+# for finance, the payee's bank details).
+for who in sweep_admin sweep_operator sweep_analyst sweep_finance sweep_auditor sweep_portal_a; do
+	role=$(q $DB "SELECT b.rolname FROM pg_auth_members m JOIN pg_roles b ON b.oid = m.roleid JOIN pg_roles u ON u.oid = m.member
+	               WHERE u.rolname = '$who' AND b.rolname LIKE 'settle\_%'")
+	failed=""
+	for rel in $(q $DB "SELECT c.oid::regclass FROM pg_class c WHERE c.relnamespace = 'settle'::regnamespace
+	                     AND c.relkind IN ('r', 'v', 'm', 'p') AND has_table_privilege('$role', c.oid, 'SELECT') ORDER BY 1"); do
+		as_user "$who" -c "SELECT count(*) FROM $rel" >/dev/null 2>&1 || failed="$failed $rel"
+	done
+	check "$who can read every relation granted to $role" "$failed" ""
+done
+for role in settle_operator settle_analyst settle_finance; do
+	check "$role reads everything but the audit trail and bank details" \
+		"$(q $DB "SELECT string_agg(c.relname, ',' ORDER BY c.relname) FROM pg_class c WHERE c.relnamespace = 'settle'::regnamespace
+		            AND c.relkind IN ('r', 'v', 'm', 'p') AND NOT has_table_privilege('$role', c.oid, 'SELECT')")" \
+		"audit_head,audit_log$([ $role = settle_finance ] || echo ,payee,payee_current)"
+done
+
 # --- 3. Money arguments refuse what settle cannot hold -------------------------
 psql -X -q -At -v mode=money -d $DB -f $here/sweep_calls.sql >"$work/money_calls.txt"
 nmoney=$(wc -l <"$work/money_calls.txt")
