@@ -185,10 +185,10 @@ sockaddr_internal(const struct sockaddr *sa, size_t len)
 }
 
 /*
- * The user information of a URL as text: after "scheme:" and any slashes,
- * up to the first of / ? # or backslash, is there an '@'?  Used together
- * with libcurl's own parse, so that a URL libcurl reads differently is
- * still caught.
+ * The user information of a URL as text: after "scheme:" and the slashes
+ * (any number, as libcurl is lenient; two for file:), up to the first of
+ * / ? # or backslash, is there an '@'?  Used together with libcurl's own
+ * parse, so that a URL libcurl reads differently is still caught.
  */
 static bool
 text_has_userinfo(const char *url)
@@ -202,9 +202,18 @@ text_has_userinfo(const char *url)
 		p++;
 	if (*p != ':')
 		return false;
-	p++;
-	while (*p == '/' || *p == '\\')
+	if (p - url == 4 && pg_strncasecmp(url, "file", 4) == 0)
+	{
+		if (strncmp(p, "://", 3) != 0)
+			return false;
+		p += 3;
+	}
+	else
+	{
 		p++;
+		while (*p == '/' || *p == '\\')
+			p++;
+	}
 	n = strcspn(p, "/?#\\");
 	return memchr(p, '@', n) != NULL;
 }
