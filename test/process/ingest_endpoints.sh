@@ -61,6 +61,8 @@ check "setting on: the mock saw the two pulls (4 requests each)" \
 	"$(mock_requests /m/small/v4open/) $(mock_requests /m/small/nameopen/)" "4 4"
 
 # The setting off on the server: the admin's pulls are refused.
+# (put back on at exit whatever happens: later tests share the cluster)
+EXTRA_STOP='psql -X -q -d postgres -c "ALTER SYSTEM RESET settle.allow_private_endpoints" -c "SELECT pg_reload_conf()" >/dev/null 2>&1'
 psql -X -q -d postgres -c "ALTER SYSTEM SET settle.allow_private_endpoints = off" -c "SELECT pg_reload_conf()" >/dev/null
 sleep 0.5
 check "setting off on the server" "$(as 'SHOW settle.allow_private_endpoints')" "off"
