@@ -18,8 +18,10 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "access/htup_details.h"
 #include "access/xact.h"
 #include "catalog/pg_type.h"
+#include "commands/trigger.h"
 #include "common/pg_prng.h"
 #include "executor/spi.h"
 #include "fmgr.h"
@@ -46,8 +48,10 @@
 
 PG_FUNCTION_INFO_V1(settle_ingest_now_name);
 PG_FUNCTION_INFO_V1(settle_ingest_now_id);
+PG_FUNCTION_INFO_V1(settle_connector_endpoint_check);
 
 bool		settle_allow_insecure_transport = false;
+bool		settle_allow_private_endpoints = false;
 char	   *settle_ca_file = NULL;
 int			settle_http_connect_timeout_ms = 10000;
 int			settle_http_timeout_ms = 60000;
@@ -121,6 +125,11 @@ settle_ingest_init(void)
 							 "Allows connectors to use http:// and file:// URLs (tests only).",
 							 "TLS verification is never turned off; this only widens the allowed protocols.",
 							 &settle_allow_insecure_transport, false, PGC_SUSET, 0,
+							 NULL, NULL, NULL);
+	DefineCustomBoolVariable("settle.allow_private_endpoints",
+							 "Allows connectors to reach loopback, private, link-local and other internal addresses (tests only).",
+							 "Checked on the resolved address of every connection, and on literal addresses when a connector is written.",
+							 &settle_allow_private_endpoints, false, PGC_SUSET, 0,
 							 NULL, NULL, NULL);
 	DefineCustomStringVariable("settle.ca_file",
 							   "PEM file of CA certificates trusted for connector endpoints, in addition to the system store.",
@@ -1734,6 +1743,12 @@ ingest_run_connector(int64 connector_id, const char *billing_cycle, bool from_wo
 			MemoryContextSwitchTo(runcxt);
 			edata = CopyErrorData();
 			FlushErrorState();
+			/* no URL with credentials reaches the run row or the log */
+			edata->message = http_scrub_userinfo(edata->message);
+			edata->detail = http_scrub_userinfo(edata->detail);
+			edata->detail_log = http_scrub_userinfo(edata->detail_log);
+			edata->hint = http_scrub_userinfo(edata->hint);
+			edata->context = http_scrub_userinfo(edata->context);
 			if (from_worker)
 				AbortCurrentTransaction();
 			else
@@ -1837,6 +1852,35 @@ ingest_fail_orphaned_runs(void)
 /* ---------------------------------------------------------------------
  * SQL entry points
  * --------------------------------------------------------------------- */
+
+/*
+ * BEFORE INSERT OR UPDATE trigger of settle.connector: refuses an endpoint
+ * with credentials (always) or with a literal internal address (unless
+ * settle.allow_private_endpoints is on); see http_check_endpoint.
+ */
+Datum
+settle_connector_endpoint_check(PG_FUNCTION_ARGS)
+{
+	TriggerData *td = (TriggerData *) fcinfo->context;
+	HeapTuple	tuple;
+	int			attno;
+	bool		isnull;
+	Datum		d;
+
+	if (!CALLED_AS_TRIGGER(fcinfo) || !TRIGGER_FIRED_BEFORE(td->tg_event) ||
+		!TRIGGER_FIRED_FOR_ROW(td->tg_event) || TRIGGER_FIRED_BY_DELETE(td->tg_event))
+		ereport(ERROR,
+				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+				 errmsg("settle._connector_endpoint_check must run as a BEFORE INSERT OR UPDATE row trigger")));
+	tuple = TRIGGER_FIRED_BY_UPDATE(td->tg_event) ? td->tg_newtuple : td->tg_trigtuple;
+	attno = SPI_fnumber(td->tg_relation->rd_att, "endpoint");
+	if (attno <= 0)
+		elog(ERROR, "settle.connector has no column endpoint");
+	d = heap_getattr(tuple, attno, td->tg_relation->rd_att, &isnull);
+	if (!isnull)
+		http_check_endpoint(TextDatumGetCString(d), true);
+	return PointerGetDatum(tuple);
+}
 
 static Datum
 return_run(FunctionCallInfo fcinfo, int64 run_id)

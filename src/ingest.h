@@ -38,11 +38,14 @@ typedef struct HttpResult
 	char	   *request_id;		/* x-acs-request-id header, or NULL */
 	bool		too_large;		/* aborted: over settle.http_max_response_bytes */
 	bool		aborted;		/* aborted by a cancel or shutdown request */
+	bool		refused;		/* an internal address was refused, none connected */
 	char		errbuf[256];	/* curl's message */
 } HttpResult;
 
 extern HttpClient *http_client_create(void);
 extern void http_check_url(const char *url);
+extern void http_check_endpoint(const char *url, bool literal_address);
+extern char *http_scrub_userinfo(const char *text);
 extern void http_get(HttpClient *client, const char *url, const char **headers,
 					 int nheaders, bool post, HttpResult *result);
 extern void http_raise(const char *url, HttpResult *result) pg_attribute_noreturn();
@@ -50,6 +53,7 @@ extern bool http_retryable(HttpResult *result);
 
 /* GUCs (ingest.c) */
 extern bool settle_allow_insecure_transport;
+extern bool settle_allow_private_endpoints;
 extern char *settle_ca_file;
 extern int	settle_http_connect_timeout_ms;
 extern int	settle_http_timeout_ms;

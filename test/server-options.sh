@@ -6,5 +6,6 @@ opts=(
 	cron.database_name=postgres
 	cron.use_background_workers=on
 	max_worker_processes=16
+	settle.allow_private_endpoints=on
 )
 for o in "${opts[@]}"; do printf -- '-o %s ' "$o"; done

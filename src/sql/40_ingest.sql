@@ -99,6 +99,20 @@ LANGUAGE C IMMUTABLE PARALLEL SAFE;
 COMMENT ON FUNCTION settle.acs3_authorization(text, text, jsonb, jsonb, bytea, text, text) IS
 	'The Authorization header value of an Alibaba Cloud V3 (ACS3-HMAC-SHA256) request: canonical URI "/", query = business parameters, headers = the x-acs-* headers (action, version, date, nonce, ...); host and x-acs-content-sha256 are added from the arguments.';
 
+-- Connector endpoints: credentials in the URL are refused always (never
+-- stored), a literal internal address unless settle.allow_private_endpoints
+-- is on; names are checked on their resolved addresses when pulled.
+CREATE FUNCTION settle._connector_endpoint_check() RETURNS trigger
+AS 'MODULE_PATHNAME', 'settle_connector_endpoint_check'
+LANGUAGE C;
+COMMENT ON FUNCTION settle._connector_endpoint_check() IS
+	'Trigger of settle.connector: refuses an endpoint with user information (user:password@, 22023, the URL not shown) and, unless settle.allow_private_endpoints is on, one whose host is a literal loopback, private, link-local or other internal address (42501).';
+REVOKE EXECUTE ON FUNCTION settle._connector_endpoint_check() FROM PUBLIC;
+CREATE TRIGGER endpoint_check BEFORE INSERT OR UPDATE OF endpoint ON settle.connector
+	FOR EACH ROW EXECUTE FUNCTION settle._connector_endpoint_check();
+COMMENT ON TRIGGER endpoint_check ON settle.connector IS
+	'Refuses endpoints with credentials or a literal internal address (see settle._connector_endpoint_check).';
+
 CREATE FUNCTION settle.ingest_now(connector text, billing_cycle settle.period DEFAULT NULL)
 	RETURNS settle.ingest_run
 AS 'MODULE_PATHNAME', 'settle_ingest_now_name'

@@ -27,6 +27,7 @@ settle.worker_naptime_ms = 200
 settle.worker_retry_after_ms = 0
 settle.secret_file = '$SECRET_FILE'
 settle.ca_file = '$MOCK_CA'
+settle.allow_private_endpoints = on
 settle.ingest_retry_base_ms = 20
 settle.ingest_requests_per_second = 0
 restart_after_crash = on
