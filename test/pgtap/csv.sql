@@ -3,7 +3,7 @@
 -- settle.import_payout_confirmations, before any other work), who may call
 -- it, and a 1 MB field in one piece.
 BEGIN;
-SELECT plan(40);
+SELECT plan(41);
 
 CREATE ROLE tap_csv_admin IN ROLE settle_admin;
 CREATE ROLE tap_csv_finance IN ROLE settle_finance;
@@ -59,6 +59,8 @@ SELECT results_eq($$SELECT * FROM settle.csv_parse(E' a , b \n\t,x\n')$$,
 	$$VALUES (ARRAY[' a ', ' b ']), (ARRAY[E'\t', 'x'])$$, 'blanks around unquoted fields are kept');
 SELECT results_eq($$SELECT * FROM settle.csv_parse(E'"Zürich, CH",東京,"€ ""1"""\n')$$,
 	$$VALUES (ARRAY['Zürich, CH', '東京', '€ "1"'])$$, 'multibyte characters, quoted or not');
+SELECT results_eq($$SELECT settle.csv_parse(E'a,b\nc')::text$$, $$VALUES ('{a,b}'), ('{c}')$$,
+	'called in the select list too');
 SELECT is((SELECT count(*) FROM settle.csv_parse('')), 0::bigint, 'empty text: no records');
 SELECT is((SELECT count(*) FROM settle.csv_parse(E'\n\r\n')), 0::bigint, 'only line ends: no records');
 SELECT is((SELECT count(*) FROM settle.csv_parse(NULL)), 0::bigint, 'NULL: no records (STRICT)');
