@@ -59,6 +59,7 @@ _PG_init(void)
 	settle_audit_init();
 	settle_progress_init();
 	settle_ingest_init();
+	settle_csv_init();
 
 	MarkGUCPrefixReserved("settle");
 }

@@ -15,6 +15,9 @@ extern void settle_audit_init(void);
 /* ingest.c: ingestion settings; registers the ingest worker when preloaded */
 extern void settle_ingest_init(void);
 
+/* csv.c: the settle.csv_max_bytes setting (settle.csv_parse) */
+extern void settle_csv_init(void);
+
 /* settle.c: the settle.reason setting, required for sensitive changes */
 extern char *settle_reason;
 
