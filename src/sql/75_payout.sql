@@ -540,9 +540,9 @@ DECLARE
 	st text;
 	amt numeric;
 	ex bigint;
-	k int := 0;
-	seen text[] := '{}';
-	key text;
+	dup_no bigint;
+	dup_key text;
+	lines integer[];
 BEGIN
 	SELECT * INTO b FROM settle.payout_batch x WHERE x.batch_id = import_payout_confirmations.batch_id FOR UPDATE;
 	IF NOT FOUND THEN
@@ -552,6 +552,19 @@ BEGIN
 	IF confirmations IS NULL OR jsonb_typeof(confirmations) <> 'array' THEN
 		RAISE EXCEPTION 'payout confirmations must be a JSON array of objects' USING ERRCODE = 'invalid_parameter_value';
 	END IF;
+	-- The first confirmation naming the same payout as an earlier one (by
+	-- end_to_end_id, else by reseller), in one GROUP BY: the keys that occur
+	-- more than once with their first occurrence, then the earliest later
+	-- occurrence.  Reported in record order by the loop below, so a malformed
+	-- confirmation before it is still reported first.
+	WITH k AS MATERIALIZED (
+		SELECT e.ordinality AS no, coalesce(nullif(e.value->>'end_to_end_id', ''), 'reseller:' || (e.value->>'reseller')) AS key
+		  FROM jsonb_array_elements(confirmations) WITH ORDINALITY e)
+	SELECT k.no, k.key INTO dup_no, dup_key
+	  FROM k JOIN (SELECT k.key, min(k.no) AS first FROM k WHERE k.key IS NOT NULL GROUP BY k.key HAVING count(*) > 1) d
+	       ON d.key = k.key AND k.no > d.first
+	 ORDER BY k.no
+	 LIMIT 1;
 	FOR c IN SELECT e.value AS v, e.ordinality AS no FROM jsonb_array_elements(confirmations) WITH ORDINALITY e
 	LOOP
 		IF jsonb_typeof(c.v) <> 'object' THEN
@@ -577,28 +590,40 @@ BEGIN
 		IF c.v ? 'currency' THEN
 			PERFORM settle.check_currency(c.v->>'currency');
 		END IF;
-		key := coalesce(nullif(c.v->>'end_to_end_id', ''), 'reseller:' || (c.v->>'reseller'));
-		IF key = ANY (seen) THEN
-			RAISE EXCEPTION 'payout % is confirmed twice in one import', key USING ERRCODE = 'invalid_parameter_value';
+		IF c.no = dup_no THEN
+			RAISE EXCEPTION 'payout % is confirmed twice in one import', dup_key USING ERRCODE = 'invalid_parameter_value';
 		END IF;
-		seen := seen || key;
 	END LOOP;
 
 	IF coalesce(current_setting('settle.reason', true), '') = '' THEN
 		PERFORM set_config('settle.reason', format('payout confirmations for batch %s', b.batch_id), true);
 	END IF;
+	-- Which payout of the batch each confirmation names, for all of them in
+	-- one query (hash joins: settle.payout has no index on reseller_code):
+	-- lines[n] is the line_no of confirmation n's payout, 0 for none.  The
+	-- loop then reads each payout by primary key, as it is at that point of
+	-- the import (an earlier confirmation may have changed it).
+	WITH e AS MATERIALIZED (
+		SELECT x.ordinality AS no, coalesce(x.value->>'end_to_end_id', '') AS e2e, coalesce(x.value->>'reseller', '') AS res
+		  FROM jsonb_array_elements(confirmations) WITH ORDINALITY x),
+	m AS (
+		SELECT e.no, o.line_no
+		  FROM e JOIN settle.payout o ON o.end_to_end_id = e.e2e
+		 WHERE e.e2e <> '' AND o.batch_id = b.batch_id AND (e.res = '' OR o.reseller_code = e.res)
+		UNION ALL
+		SELECT e.no, o.line_no
+		  FROM e JOIN settle.payout o ON o.reseller_code = e.res
+		 WHERE e.e2e = '' AND o.batch_id = b.batch_id)
+	SELECT array_agg(coalesce(f.line_no, 0) ORDER BY e.no) INTO lines
+	  FROM e LEFT JOIN (SELECT m.no, min(m.line_no) AS line_no FROM m GROUP BY m.no) f ON f.no = e.no;
 	FOR c IN SELECT e.value AS v, e.ordinality AS no FROM jsonb_array_elements(confirmations) WITH ORDINALITY e
 	LOOP
-		k := k + 1;
 		amt := btrim(c.v->>'amount')::numeric;
 		st := CASE WHEN lower(c.v->>'status') IN ('rejected', 'rjct', 'returned') THEN 'rejected' ELSE 'confirmed' END;
 		p := NULL;
-		SELECT * INTO p FROM settle.payout o
-		 WHERE o.batch_id = b.batch_id
-		   AND (CASE WHEN coalesce(c.v->>'end_to_end_id', '') <> '' THEN o.end_to_end_id = c.v->>'end_to_end_id'
-		             ELSE o.reseller_code = c.v->>'reseller' END)
-		   AND (coalesce(c.v->>'reseller', '') = '' OR o.reseller_code = c.v->>'reseller')
-		 FOR UPDATE;
+		IF lines[c.no] > 0 THEN
+			SELECT * INTO p FROM settle.payout o WHERE o.batch_id = b.batch_id AND o.line_no = lines[c.no] FOR UPDATE;
+		END IF;
 		ex := NULL;
 		IF p.batch_id IS NULL THEN
 			-- not a payout of this batch
@@ -673,11 +698,10 @@ CREATE FUNCTION settle.import_payout_confirmations(batch_id bigint, confirmation
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
 	hdr text[];
-	rows jsonb := '[]';
-	r text[];
-	obj jsonb;
-	i int;
-	first boolean := true;
+	hdr_ok boolean;
+	bad_no bigint;
+	bad_fields integer;
+	rows jsonb;
 BEGIN
 	-- the size limit first: nothing is read, looked up or written for oversized text
 	PERFORM settle._csv_check_size(confirmations);
@@ -685,31 +709,41 @@ BEGIN
 		RETURN QUERY SELECT * FROM settle.import_payout_confirmations(batch_id, confirmations::jsonb);
 		RETURN;
 	END IF;
-	FOR r IN SELECT * FROM settle.csv_parse(coalesce(confirmations, ''))
-	LOOP
-		IF first THEN
-			hdr := (SELECT array_agg(lower(btrim(h)) ORDER BY o) FROM unnest(r) WITH ORDINALITY u(h, o));
-			IF NOT (hdr @> ARRAY['bank_reference', 'status', 'amount'] AND (hdr && ARRAY['end_to_end_id', 'reseller'])) THEN
-				RAISE EXCEPTION 'the confirmation CSV header must name end_to_end_id or reseller, bank_reference, status and amount'
-					USING ERRCODE = 'invalid_parameter_value';
-			END IF;
-			first := false;
-			CONTINUE;
-		END IF;
-		IF cardinality(r) <> cardinality(hdr) THEN
-			RAISE EXCEPTION 'confirmation CSV record % has % fields, the header %', jsonb_array_length(rows) + 1,
-				cardinality(r), cardinality(hdr) USING ERRCODE = 'invalid_text_representation';
-		END IF;
-		obj := '{}';
-		FOR i IN 1 .. cardinality(hdr) LOOP
-			IF r[i] <> '' THEN
-				obj := obj || jsonb_build_object(hdr[i], btrim(r[i]));
-			END IF;
-		END LOOP;
-		rows := rows || jsonb_build_array(obj);
-	END LOOP;
-	IF first THEN
+	-- One parse, kept once (MATERIALIZED): the header, the first data record
+	-- whose field count differs from the header's (numbered from 1 after the
+	-- header), and, only when both are right, every data record as a JSON
+	-- object of its non-empty fields, in one jsonb_agg.
+	WITH rec AS MATERIALIZED (
+		SELECT x.f, x.n FROM settle.csv_parse(coalesce(confirmations, '')) WITH ORDINALITY AS x(f, n)),
+	h AS MATERIALIZED (
+		SELECT y.hdr, y.hdr @> ARRAY['bank_reference', 'status', 'amount'] AND y.hdr && ARRAY['end_to_end_id', 'reseller'] AS ok
+		  FROM (SELECT (SELECT array_agg(lower(btrim(u.v)) ORDER BY u.o) FROM unnest(rec.f) WITH ORDINALITY AS u(v, o)) AS hdr
+		          FROM rec WHERE rec.n = 1) y),
+	bad AS MATERIALIZED (
+		SELECT rec.n - 1 AS no, cardinality(rec.f) AS fields
+		  FROM rec, h
+		 WHERE rec.n > 1 AND cardinality(rec.f) <> cardinality(h.hdr)
+		 ORDER BY rec.n
+		 LIMIT 1)
+	SELECT (SELECT h.hdr FROM h), (SELECT h.ok FROM h), (SELECT bad.no FROM bad), (SELECT bad.fields FROM bad),
+	       CASE WHEN (SELECT h.ok FROM h) AND NOT EXISTS (SELECT 1 FROM bad) THEN
+	            (SELECT coalesce(jsonb_agg(o.obj ORDER BY rec.n), '[]')
+	               FROM rec CROSS JOIN h
+	               CROSS JOIN LATERAL (SELECT coalesce(jsonb_object_agg(h.hdr[i], btrim(rec.f[i]) ORDER BY i)
+	                                                   FILTER (WHERE rec.f[i] <> ''), '{}') AS obj
+	                                     FROM generate_series(1, cardinality(h.hdr)) i) o
+	              WHERE rec.n > 1) END
+	  INTO hdr, hdr_ok, bad_no, bad_fields, rows;
+	IF hdr IS NULL THEN
 		RAISE EXCEPTION 'the confirmation CSV is empty' USING ERRCODE = 'invalid_parameter_value';
+	END IF;
+	IF NOT hdr_ok THEN
+		RAISE EXCEPTION 'the confirmation CSV header must name end_to_end_id or reseller, bank_reference, status and amount'
+			USING ERRCODE = 'invalid_parameter_value';
+	END IF;
+	IF bad_no IS NOT NULL THEN
+		RAISE EXCEPTION 'confirmation CSV record % has % fields, the header %', bad_no, bad_fields, cardinality(hdr)
+			USING ERRCODE = 'invalid_text_representation';
 	END IF;
 	RETURN QUERY SELECT * FROM settle.import_payout_confirmations(batch_id, rows);
 END $$;
