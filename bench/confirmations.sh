@@ -158,7 +158,7 @@ awk '
 		mbs = $2 / 1048576
 		if (NR == 1) {
 			printf "   %6s %10s %9s %11s %9s %12s %15s %14s\n", "size", "bytes", "records", "import ms", "COPY ms",
-				"import/COPY", "import ms/MB", "per MB vs 1 MB"
+				"import/COPY", "import ms/MB", "per MB vs " $1 " MB"
 		}
 		printf "   %4s MB %10d %9d %11.0f %9.1f %12.0f %15.1f %14.2f\n", $1, $2, $3, $4, $5, $4 / $5, $4 / mbs,
 			($4 / mbs) / base
