@@ -247,7 +247,9 @@ BEGIN
 		new_id := nextval(pg_get_serial_sequence('settle.run', 'run_id'));
 		-- the snapshot the engine read in is this statement's: record that one
 		SELECT x.*, pg_current_snapshot() AS snap INTO res
-		  FROM settle._settle_reseller(rid, period, new_id, cur.input_fingerprint, coalesce(carry, 0), NULL) x;
+		  FROM settle._settle_reseller(rid, period, new_id,
+		       CASE WHEN cur.engine_version = settle.engine_version() THEN cur.input_fingerprint END,
+		       coalesce(carry, 0), NULL) x;
 		IF res.unchanged THEN
 			RETURN NEXT cur;
 			CONTINUE;
@@ -625,10 +627,10 @@ BEGIN
 		RAISE EXCEPTION 'settlement runs are never deleted' USING ERRCODE = 'insufficient_privilege';
 	END IF;
 	IF (NEW.reseller_id, NEW.run_id, NEW.period, NEW.agreement_id, NEW.input_fingerprint, NEW.output_fingerprint,
-	    NEW.lines_in, NEW.lines_out, NEW.snapshot::text, NEW.created_at, NEW.created_by)
+	    NEW.lines_in, NEW.lines_out, NEW.snapshot::text, NEW.created_at, NEW.created_by, NEW.engine_version)
 	   IS DISTINCT FROM
 	   (OLD.reseller_id, OLD.run_id, OLD.period, OLD.agreement_id, OLD.input_fingerprint, OLD.output_fingerprint,
-	    OLD.lines_in, OLD.lines_out, OLD.snapshot::text, OLD.created_at, OLD.created_by) THEN
+	    OLD.lines_in, OLD.lines_out, OLD.snapshot::text, OLD.created_at, OLD.created_by, OLD.engine_version) THEN
 		RAISE EXCEPTION 'the results of run % cannot be changed', OLD.run_id USING ERRCODE = 'insufficient_privilege';
 	END IF;
 	IF NOT ((OLD.status = 'draft' AND NEW.status IN ('approved', 'superseded'))
