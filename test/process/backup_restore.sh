@@ -9,6 +9,9 @@
 # run and payout batch verifies, the triggers are ENABLE ALWAYS as in the
 # source, append-only holds even under session_replication_role = replica,
 # and new resellers, customers and FX rates get fresh ids and audit entries.
+# The same restore into a cluster without settle preloaded (the setting is a
+# placeholder until CREATE EXTENSION loads settle) gives the same data, and a
+# non-superuser's placeholder is dropped when settle loads.
 #
 # Runs inside any cluster (it starts its own two); usage: bash test/process/backup_restore.sh
 set -uo pipefail
@@ -56,6 +59,11 @@ source)
 	work=$2
 	SETTLE_DEMO_OUT=$work/demo bash test/demo_run.sh >"$work/demo.log" 2>&1 ||
 		{ echo "FAIL: the demo did not run"; tail -30 "$work/demo.log"; exit 1; }
+	# Rows the install script created, changed since, and one added beside them.
+	psql -d postgres -c "BEGIN" -c "SET LOCAL settle.reason = 'backup test'" \
+		-c "UPDATE settle.recon_default SET tolerance_abs = 0.05" \
+		-c "UPDATE settle.currency SET name = 'US dollar' WHERE currency_code = 'USD'" \
+		-c "INSERT INTO settle.currency VALUES ('XTS', 2, 'Testing code')" -c "COMMIT" || exit 1
 	# Roles without passwords: the fresh cluster keeps its own superuser password.
 	pg_dumpall --roles-only --no-role-passwords >"$work/roles.sql" || exit 1
 	pg_dump -Fc -d postgres -f "$work/settle.dump" || exit 1
@@ -63,23 +71,45 @@ source)
 	verifications postgres >"$work/source.verify" || exit 1
 	exit 0
 	;;
-target)
+target | target_without_preload)
 	# In a fresh cluster: the restore as documented, then the checks.
 	work=$2
-	psql -d postgres -f "$work/roles.sql" >"$work/roles.log" 2>&1   # "role postgres already exists" is expected
-	createdb settle_restored || exit 1
-	PGOPTIONS='-c settle.restoring=on' pg_restore --single-transaction --exit-on-error \
-		-d settle_restored "$work/settle.dump" 2>"$work/restore.err"
-	check "pg_restore exits 0" "$? $(head -c 300 "$work/restore.err")" "0 "
 	db=settle_restored
+	psql -d postgres -f "$work/roles.sql" >"$work/roles.log" 2>&1   # "role postgres already exists" is expected
+	createdb $db || exit 1
+	PGOPTIONS='-c settle.restoring=on' pg_restore --single-transaction --exit-on-error \
+		-d $db "$work/settle.dump" 2>"$work/restore.err"
+	check "pg_restore exits 0" "$? $(head -c 300 "$work/restore.err")" "0 "
 	facts $db >"$work/target.facts" 2>&1
-	verifications $db >"$work/target.verify" 2>&1
 
 	src() { grep "^$1 " "$work/source.facts"; }
 	dst() { grep "^$1 " "$work/target.facts"; }
+	if [ "$1" = target_without_preload ]; then
+		# settle.restoring was a placeholder until CREATE EXTENSION loaded settle.
+		check "shared_preload_libraries is empty" "$(q $db "SHOW shared_preload_libraries")" ""
+		check "without preloading: same rows, sequences and triggers" \
+			"$(diff <(grep -E '^(rows|sequence|trigger) ' "$work/source.facts") <(grep -E '^(rows|sequence|trigger) ' "$work/target.facts") | grep '^[<>]')" ""
+		check "without preloading: the same audit chain and head" "$(dst audit) $(dst audit_head)" "$(src audit) $(src audit_head)"
+		# A placeholder a non-superuser sets before settle is loaded is not honoured.
+		q $db "CREATE ROLE backup_login LOGIN PASSWORD 'backup' IN ROLE settle_admin" >/dev/null
+		out=$(PGUSER=backup_login PGPASSWORD=backup PGOPTIONS='-c settle.restoring=on' \
+			psql -At -d $db -c "SELECT settle.add_reseller('np-login', 'No Preload Login') > 0" -c "SHOW settle.restoring" \
+			-c "SELECT operation || ' ' || session_user_name FROM settle.audit_log ORDER BY audit_id DESC LIMIT 1" \
+			2>"$work/login.err")
+		check "a non-superuser's settle.restoring (set before settle loads) is dropped, the change audited" \
+			"$(echo $out) $(grep -o 'permission denied to set parameter "settle.restoring"' "$work/login.err")" \
+			't off INSERT backup_login permission denied to set parameter "settle.restoring"'
+		finish
+		exit
+	fi
+	verifications $db >"$work/target.verify" 2>&1
 	for t in agreement fx_rate exception payee_change payout_setting run statement settlement_line payout_batch payout audit_log; do
 		check "the source has rows in $t" "$(src "rows $t" | awk '{ print ($3 > 0) }')" "1"
 	done
+	check "restored: the changed and added currencies" \
+		"$(q $db "SELECT string_agg(currency_code || ' ' || name, ', ' ORDER BY currency_code) FROM settle.currency WHERE currency_code IN ('USD', 'XTS')")" \
+		"USD US dollar, XTS Testing code"
+	check "restored: the changed default tolerance" "$(q $db "SELECT tolerance_abs FROM settle.recon_default")" "0.05"
 	check "every settle table: same row count and content" "$(diff <(src rows) <(dst rows) | grep '^[<>]')" ""
 	check "every settle sequence: same position" "$(diff <(src sequence) <(dst sequence) | grep '^[<>]')" ""
 	check "the audit head is the source's (the restore wrote no entry)" "$(dst audit_head)" "$(src audit_head)"
@@ -125,6 +155,9 @@ target)
 	check "a non-superuser cannot set settle.restoring" \
 		"$(psql -d $db -c "SET ROLE settle_admin" -c "SET settle.restoring = on" 2>&1 | grep -o 'permission denied to set parameter "settle.restoring"')" \
 		'permission denied to set parameter "settle.restoring"'
+	check "settle.restoring cannot be set server-wide" \
+		"$(psql -d $db -c "ALTER SYSTEM SET settle.restoring = on" 2>&1 | grep -o 'parameter "settle.restoring" cannot be changed')" \
+		'parameter "settle.restoring" cannot be changed'
 	finish
 	exit
 	;;
@@ -139,4 +172,8 @@ pg_virtualenv -t -v 15 -c "-p $(free_port)" $opts bash "$0" source "$work" 2>&1 
 [ "${PIPESTATUS[0]}" = 0 ] || { echo "FAIL: building or dumping the source"; exit 1; }
 echo "== fresh cluster: roles, createdb, pg_restore"
 pg_virtualenv -t -v 15 -c "-p $(free_port)" $opts bash "$0" target "$work" 2>&1 | grep -vE '^(Creating|Dropping) '
-exit "${PIPESTATUS[0]}"
+rc=${PIPESTATUS[0]}
+echo "== fresh cluster without shared_preload_libraries: the same restore"
+pg_virtualenv -t -v 15 -c "-p $(free_port)" -o shared_preload_libraries= bash "$0" target_without_preload "$work" 2>&1 |
+	grep -vE '^(Creating|Dropping) '
+[ "${PIPESTATUS[0]}" = 0 ] && [ "$rc" = 0 ]
