@@ -21,6 +21,12 @@
 -- writes no entry and asks for no reason, since the rows arrive with the
 -- audit log that already records them.  The install script itself writes no
 -- audit entry: it fills its tables before the audit triggers are attached.
+-- The other triggers (append-only, run_guard, exception_guard, payout_guard,
+-- no_truncate) fire on UPDATE, DELETE or TRUNCATE only; a restore only
+-- inserts, and the only updates it makes are restore_merge's, on tables
+-- those triggers are not on.  A table or sequence added by an upgrade script
+-- must be marked there (and given a restore_merge trigger if the script fills
+-- it), since this file does not run on upgrades.
 
 CREATE FUNCTION settle._restoring() RETURNS boolean
 	AS 'MODULE_PATHNAME', 'settle_restoring_sql' LANGUAGE C VOLATILE;

@@ -64,6 +64,10 @@ source)
 		-c "UPDATE settle.recon_default SET tolerance_abs = 0.05" \
 		-c "UPDATE settle.currency SET name = 'US dollar' WHERE currency_code = 'USD'" \
 		-c "INSERT INTO settle.currency VALUES ('XTS', 2, 'Testing code')" -c "COMMIT" || exit 1
+	# The two tables the demo leaves empty: an imported provider total, a reseller login.
+	psql -d postgres -c "SELECT settle.import_provider_totals('ledger', E'billing_cycle,billing_account_id,product_code,currency,amount\\n2026-10,acct-ledger,ecs,USD,90.00\\n')" \
+		-c "CREATE ROLE backup_acme LOGIN IN ROLE settle_reseller" \
+		-c "SELECT settle.grant_reseller_access('backup_acme', 'acme')" >/dev/null || exit 1
 	# Roles without passwords: the fresh cluster keeps its own superuser password.
 	pg_dumpall --roles-only --no-role-passwords >"$work/roles.sql" || exit 1
 	pg_dump -Fc -d postgres -f "$work/settle.dump" || exit 1
@@ -103,9 +107,7 @@ target | target_without_preload)
 		exit
 	fi
 	verifications $db >"$work/target.verify" 2>&1
-	for t in agreement fx_rate exception payee_change payout_setting run statement settlement_line payout_batch payout audit_log; do
-		check "the source has rows in $t" "$(src "rows $t" | awk '{ print ($3 > 0) }')" "1"
-	done
+	check "no table is empty in the source" "$(src rows | awk '$3 == 0 { print $2 }')" ""
 	check "restored: the changed and added currencies" \
 		"$(q $db "SELECT string_agg(currency_code || ' ' || name, ', ' ORDER BY currency_code) FROM settle.currency WHERE currency_code IN ('USD', 'XTS')")" \
 		"USD US dollar, XTS Testing code"
