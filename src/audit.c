@@ -196,7 +196,7 @@ settle_audit_init(void)
  * Whether this session is restoring a dump: settle.restoring is on and the
  * session user is a superuser.  PGC_SUSET already keeps other roles from
  * setting it; the session-user test also covers a value that reached a
- * session some other way (a superuser's SECURITY DEFINER function, a
+ * session some other way (the SET clause of a function a superuser owns, a
  * placeholder set before the library was loaded), so only a superuser's own
  * session is ever exempt from auditing.
  */

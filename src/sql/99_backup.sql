@@ -44,7 +44,7 @@ BEGIN
 	  INTO cols
 	  FROM pg_catalog.pg_attribute a
 	 WHERE a.attrelid = TG_RELID AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated = '';
-	SELECT pg_catalog.string_agg(pg_catalog.format('t.%1$I IS NOT DISTINCT FROM ($1).%1$I', a.attname), ' AND ')
+	SELECT pg_catalog.string_agg(pg_catalog.format('t.%1$I = ($1).%1$I', a.attname), ' AND ')
 	  INTO pk
 	  FROM pg_catalog.pg_index i
 	  JOIN pg_catalog.pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY (i.indkey)
