@@ -67,7 +67,7 @@ PG_FUNCTION_INFO_V1(settle_restoring_sql);
 /* true only while settle_purge() deletes what retention allows */
 static bool purge_in_progress = false;
 
-/* settle.restoring: see restoring() */
+/* settle.restoring: see settle_restoring_session() */
 static bool settle_restoring = false;
 
 #define HASH_LEN PG_SHA256_DIGEST_LENGTH
@@ -200,20 +200,20 @@ settle_audit_init(void)
  * placeholder set before the library was loaded), so only a superuser's own
  * session is ever exempt from auditing.
  */
-static bool
-restoring(void)
+bool
+settle_restoring_session(void)
 {
 	return settle_restoring && superuser_arg(GetSessionUserId());
 }
 
 /*
- * settle._restoring() → boolean: restoring(), for the WHEN clause of the
+ * settle._restoring() → boolean: settle_restoring_session(), for the WHEN clause of the
  * restore_merge triggers of tables the install script fills.
  */
 Datum
 settle_restoring_sql(PG_FUNCTION_ARGS)
 {
-	PG_RETURN_BOOL(restoring());
+	PG_RETURN_BOOL(settle_restoring_session());
 }
 
 /* ---------- canonical encoding and hashing ---------- */
@@ -580,7 +580,7 @@ settle_audit_trigger(PG_FUNCTION_ARGS)
 				 errmsg("settle.audit_trigger() must be fired AFTER the change")));
 
 	/* a restore loads rows that were audited when first written */
-	if (restoring())
+	if (settle_restoring_session())
 		return PointerGetDatum(NULL);
 
 	rel = trigdata->tg_relation;

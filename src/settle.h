@@ -11,6 +11,8 @@
 
 /* audit.c: the hash-chained audit trail and append-only guards */
 extern void settle_audit_init(void);
+/* audit.c: whether this session is a superuser's restore (settle.restoring) */
+extern bool settle_restoring_session(void);
 
 /* ingest.c: ingestion settings; registers the ingest worker when preloaded */
 extern void settle_ingest_init(void);
