@@ -1,0 +1,849 @@
+#!/usr/bin/env python3
+"""Independent reference model of settle's documented settlement semantics.
+
+Written from docs/rules.md, docs/settlement.md, docs/reconciliation.md,
+docs/statements.md and docs/model.md only (not from the engine's sources).
+Python standard library only; all money is decimal.Decimal (or exact
+integers / fractions), never float.
+
+    python3 model.py scenario.json                      # print the expected lineage and statements
+    python3 model.py scenario.json --compare DIR        # compare with DIR/lineage.csv, DIR/statement.csv
+
+The scenario format is written by gen.py (see README.md).  Where the docs
+leave a choice open, the model takes the reading named in INTERPRETATIONS
+below; each disagreement report names the documented rule it relates to.
+"""
+import argparse
+import csv
+import datetime as dt
+import json
+import sys
+from decimal import (Decimal, Context, ROUND_DOWN, ROUND_FLOOR, ROUND_HALF_EVEN,
+                     ROUND_HALF_UP, localcontext)
+from fractions import Fraction
+
+D = Decimal
+CTX = Context(prec=400)          # far beyond any product we form: arithmetic is exact
+ZERO = D(0)
+
+# Readings the model takes where the docs leave a choice open.  Each can be
+# flipped from the command line (--opt name=value) to see which reading the
+# engine takes when they disagree.
+INTERPRETATIONS = {
+    # settlement.md "converted ... at the FX rate ..., carried to 8 decimal
+    # places": the converted amount is carried to 8 places, half-even.
+    # Alternatives: 'rate8' (the rate is carried to 8 places, product exact),
+    # 'exact' (no rounding).
+    'fx_mode': 'amount8',
+    # The bill line's tags and the customer's tags both count for a `tag`
+    # condition (customer.tags: "segment and tags are matched by commission
+    # rules"; rules.md: "the bill line has tag env ..."); on a shared key the
+    # line's value wins.  The generator keeps the keys apart.
+    'tags': 'merge',
+    # The spend measure of tiers: the settlement-currency basis of the
+    # period's eligible charge lines (refund reversals excluded).
+    'spend_refunds': 'exclude',
+    # Refund reversals are limited per line (rules.md §6 "a refund is limited
+    # like a charge"): cap and floor of the original's clause / rule version.
+    'refund_line_limits': 'yes',
+    # Period floors and the per-period settings are read from the rule
+    # version in force on the last day of the period.
+    'period_rule_date': 'last_day',
+    # Floor top-ups (kind f) are counted in the statement's adjustments
+    # (statements.md lists them as `adjustment` records).
+    'f_in': 'adjustments',
+    # FX of a refund reversal deferred into the next period: that period's
+    # rate (the period being settled).
+    'deferred_fx': 'settling_period',
+    # The date that picks the rule version of a line: the UTC date of its
+    # charge period start (rules.md §7, rule_in_force(…, '2026-05-15')).
+    'version_date': 'charge',
+}
+
+MODES = {'half_even': ROUND_HALF_EVEN, 'half_up': ROUND_HALF_UP, 'down': ROUND_DOWN}
+
+# Where each behaviour is documented, for disagreement reports.
+DOC = {
+    'clause': 'rules.md §3 clauses and precedence (most specific wins)',
+    'tags': 'rules.md §3 tag condition (bill line tags)',
+    'tier_all': 'rules.md §5 all-units tiers / settlement.md tiers (period total)',
+    'tier_grad': 'rules.md §5 graduated tiers / settlement.md tiers (spend before, line key order)',
+    'tier_vol': 'rules.md §5 volume tiers / settlement.md limits (volume counts bill lines)',
+    'pct': 'rules.md §4 pay N%',
+    'per_line': 'rules.md §4 pay N per line',
+    'per_month': 'rules.md §4 pay N per month',
+    'prorated': 'rules.md §4 prorated by active days, §8 16-decimal quotient',
+    'line_cap': 'rules.md §6 cap per line (magnitude)',
+    'line_floor': 'rules.md §6 floor per line (non-zero basis, magnitude)',
+    'cust_cap': 'rules.md §6 / settlement.md caps: per customer per period, line key order',
+    'res_cap': 'rules.md §6 / settlement.md caps: per reseller per period, line key order',
+    'cust_floor': 'settlement.md floors: per customer top-up (kind f)',
+    'res_floor': 'settlement.md floors: per reseller top-up (kind f)',
+    'basis': 'rules.md §7 basis billed_cost | list_cost | amount_paid',
+    'eligible': 'rules.md §2/§7 eligible charge categories (not_eligible earns 0)',
+    'fx': 'settlement.md currency: FX dated the last day of the period, first source, latest version, 8 decimals',
+    'refund': 'settlement.md refunds: reversed at the rate the original earned; fixed reversed whole',
+    'refund_window': 'rules.md §7 / settlement.md refunds: within the window in its own period, else the next',
+    'version': 'settlement.md: the rule version in force on each line\'s date',
+    'revision': 'settlement.md lines: the current revision of every bill line',
+    'period': 'settlement.md lines: dated in the period by date_basis (UTC date of charge start / billing period)',
+    'rounding': 'settlement.md rounding: total rounded once; lines floored, residual units to largest remainders (ties: line key order)',
+    'carry': 'settlement.md carry-forward: previous carry-forward added; below the minimum payout (or negative) carries forward',
+    'statement': 'statements.md / reconciliation.md statement check: totals per kind, Σ lines = total',
+    'no_match': 'rules.md §3 no clause matches: earns nothing',
+}
+
+
+def opt(name):
+    return INTERPRETATIONS[name]
+
+
+def dec(x):
+    if x is None or x == '':
+        return None
+    return D(str(x))
+
+
+def q16(fr):
+    """Round a Fraction half-even at the 16th decimal (rules.md §8)."""
+    scaled = fr * 10 ** 16
+    n, d = scaled.numerator, scaled.denominator
+    qt, r = divmod(n, d)          # floor division (works for negatives)
+    twice = 2 * r
+    if twice > d or (twice == d and qt % 2 == 1):
+        qt += 1
+    return D(qt).scaleb(-16, CTX)
+
+
+def mul(a, b):
+    return CTX.multiply(a, b)
+
+
+def add(a, b):
+    return CTX.add(a, b)
+
+
+def round_money(x, minor, mode):
+    return x.quantize(D(1).scaleb(-minor), rounding=MODES[mode], context=CTX)
+
+
+def floor_money(x, minor):
+    return x.quantize(D(1).scaleb(-minor), rounding=ROUND_FLOOR, context=CTX)
+
+
+def sign(x):
+    return 1 if x > 0 else (-1 if x < 0 else 0)
+
+
+def date_of(ts):
+    """UTC calendar date of an ISO timestamp with zone."""
+    t = dt.datetime.fromisoformat(ts.replace('Z', '+00:00'))
+    return t.astimezone(dt.timezone.utc).date()
+
+
+def period_of(d):
+    return '%04d-%02d' % (d.year, d.month)
+
+
+def period_bounds(p):
+    y, m = int(p[:4]), int(p[5:])
+    first = dt.date(y, m, 1)
+    nxt = dt.date(y + (m == 12), m % 12 + 1, 1)
+    return first, nxt - dt.timedelta(days=1)
+
+
+def prev_period(p):
+    first, _ = period_bounds(p)
+    return period_of(first - dt.timedelta(days=1))
+
+
+# ---------------------------------------------------------------- rules
+
+SPEC_LEVEL = {'sku': 3, 'product': 2, 'category': 1}
+QUALIFIERS = ('charge', 'region', 'segment')
+
+
+def specificity(cl):
+    if cl.get('otherwise'):
+        return -1
+    c = cl['conds']
+    level = max([SPEC_LEVEL[k] for k in SPEC_LEVEL if k in c] or [0])
+    quals = sum(1 for k in QUALIFIERS if k in c) + len(c.get('tags', {}))
+    return 16 * level + quals
+
+
+def ordered_clauses(rule):
+    """Canonical clause order: most specific first; equal specificity keeps
+    the written order (the docs do not say; a stable sort is assumed)."""
+    idx = list(range(len(rule['clauses'])))
+    idx.sort(key=lambda i: -specificity(rule['clauses'][i]))
+    return [rule['clauses'][i] for i in idx]
+
+
+def clause_matches(cl, line, cust, category):
+    if cl.get('otherwise'):
+        return True
+    c = cl['conds']
+    if 'sku' in c and line.get('sku_id') not in c['sku']:
+        return False
+    if 'product' in c and line.get('product_code') not in c['product']:
+        return False
+    if 'category' in c and category not in c['category']:
+        return False
+    if 'charge' in c:
+        cc = (line.get('charge_category') or '').lower()
+        if cc not in [v.lower() for v in c['charge']]:
+            return False
+    if 'region' in c and line.get('region_id') not in c['region']:
+        return False
+    if 'segment' in c and cust.get('segment') not in c['segment']:
+        return False
+    if c.get('tags'):
+        tags = effective_tags(line, cust)
+        for k, vals in c['tags'].items():
+            v = tags.get(k)
+            if not isinstance(v, str) or v not in vals:
+                return False
+    return True
+
+
+def effective_tags(line, cust):
+    mode = opt('tags')
+    if mode == 'line':
+        return dict(line.get('tags') or {})
+    if mode == 'customer':
+        return dict(cust.get('tags') or {})
+    t = dict(cust.get('tags') or {})
+    t.update(line.get('tags') or {})
+    return t
+
+
+def band_of(bands, amount):
+    """1-based band whose [from, to) holds amount; None when none does."""
+    for i, b in enumerate(bands):
+        lo, hi = dec(b['from']), dec(b.get('to'))
+        if amount >= lo and (hi is None or amount < hi):
+            return i + 1
+    return None
+
+
+def graduated(bands, before, basis):
+    """Commission of [before, before+basis) over the bands; returns
+    (commission, tier reached, single band rate or None)."""
+    lo_, hi_ = before, add(before, basis)
+    neg = False
+    if hi_ < lo_:
+        lo_, hi_, neg = hi_, lo_, True
+    total = ZERO
+    touched = []
+    for i, b in enumerate(bands):
+        blo, bhi = dec(b['from']), dec(b.get('to'))
+        s = max(lo_, blo)
+        e = hi_ if bhi is None else min(hi_, bhi)
+        if e > s:
+            total = add(total, mul(CTX.subtract(e, s), dec(b['rate']) / 100))
+            touched.append(i + 1)
+    if basis == 0:
+        tier = band_of(bands, before)
+    else:
+        tier = touched[-1] if touched else None
+    rate = None
+    if len(touched) == 1:
+        rate = CTX.divide(dec(bands[touched[0] - 1]['rate']), D(100))
+    elif basis == 0 and tier:
+        rate = CTX.divide(dec(bands[tier - 1]['rate']), D(100))
+    return (-total if neg else total), tier, rate, len(touched)
+
+
+# ---------------------------------------------------------------- scenario
+
+class Model:
+    def __init__(self, sc):
+        self.sc = sc
+        self.minor = {k: int(v) for k, v in sc['currencies'].items()}
+        self.products = sc['products']
+        self.fx = sc['fx']
+        self.customers = {}
+        self.resellers = {}
+        for r in sc['resellers']:
+            self.resellers[r['id']] = r
+            for c in r['customers']:
+                self.customers[c['id']] = c
+            for v in r['rule_versions']:
+                v['_ordered'] = ordered_clauses(v['rule'])
+        # current revision of every line
+        cur = {}
+        for ln in sc['lines']:
+            k = (ln['reseller_id'], ln['line_key'])
+            if k not in cur or ln['revision'] > cur[k]['revision']:
+                cur[k] = ln
+        self.lines = cur
+        self.results = {}   # (reseller_id, period) -> dict(rows, statement)
+        self.lineage = {}   # (reseller_id, line_key) -> the c row that settled it
+
+    # -- helpers
+    def agreement_for(self, r, period):
+        first, last = period_bounds(period)
+        for a in r['agreements']:
+            af = dt.date.fromisoformat(a['effective_from'])
+            at = dt.date.fromisoformat(a['effective_to']) if a.get('effective_to') else dt.date.max
+            if af <= last and at > first:
+                return a
+        return None
+
+    def version_on(self, r, agreement, d):
+        for v in r['rule_versions']:
+            if v['agreement_id'] != agreement['id']:
+                continue
+            vf = dt.date.fromisoformat(v['effective_from'])
+            vt = dt.date.fromisoformat(v['effective_to']) if v.get('effective_to') else dt.date.max
+            if vf <= d < vt:
+                return v
+        return None
+
+    def line_date(self, ln, agreement):
+        if agreement['date_basis'] == 'invoice_period':
+            return dt.date.fromisoformat(ln['billing_period_start'])
+        return date_of(ln['charge_period_start'])
+
+    def fx_rate(self, base, quote, period):
+        _, last = period_bounds(period)
+        cands = [f for f in self.fx if f['base'] == base and f['quote'] == quote
+                 and f['date'] == last.isoformat()]
+        if not cands:
+            return None
+        src = min(f['source'] for f in cands)
+        cands = [f for f in cands if f['source'] == src]
+        return max(cands, key=lambda f: f['version'])
+
+    def convert(self, amount, ln, agreement, period, why):
+        """Amount of a bill line in the settlement currency; (value, fx_id) or
+        (None, None) when no rate exists."""
+        if amount is None:
+            amount = ZERO
+        cur = (ln.get('billing_currency') or agreement['currency']).strip()
+        if cur == agreement['currency']:
+            return amount, None
+        f = self.fx_rate(cur, agreement['currency'], period)
+        if f is None:
+            why.append('no FX rate %s->%s on the last day of %s (%s)' % (cur, agreement['currency'], period, DOC['fx']))
+            return None, None
+        rate = dec(f['rate'])
+        mode = opt('fx_mode')
+        if mode == 'rate8':
+            rate = rate.quantize(D('1e-8'), rounding=ROUND_HALF_EVEN, context=CTX)
+            v = mul(amount, rate)
+        elif mode == 'exact':
+            v = mul(amount, rate)
+        else:
+            v = mul(amount, rate).quantize(D('1e-8'), rounding=ROUND_HALF_EVEN, context=CTX)
+        why.append('FX %s->%s %s (id %d) (%s)' % (cur, agreement['currency'], f['rate'], f['id'], DOC['fx']))
+        return v, f['id']
+
+    def basis_amount(self, rule, ln):
+        b = rule.get('basis') or 'billed_cost'
+        return dec(ln.get(b)) if ln.get(b) is not None else ZERO
+
+    def eligible(self, rule, ln):
+        el = rule.get('eligible') or ['usage', 'purchase']
+        return (ln.get('charge_category') or '').lower() in [e.lower() for e in el]
+
+    # -- settlement of one reseller's period
+    def settle(self, rid, period):
+        r = self.resellers[rid]
+        ag = self.agreement_for(r, period)
+        if ag is None:
+            return None
+        first, last = period_bounds(period)
+        pprev = prev_period(period)
+        window = ag['refund_window_days']
+        cur_ccy = ag['currency']
+        minor = self.minor[cur_ccy]
+
+        charges, refunds = [], []
+        for (lr, key), ln in sorted(self.lines.items()):
+            if lr != rid:
+                continue
+            d = self.line_date(ln, ag)
+            p = period_of(d)
+            if ln.get('original_line_key'):
+                orig = self.lines.get((rid, ln['original_line_key']))
+                age = None
+                if orig is not None:
+                    age = (date_of(ln['charge_period_start']) - date_of(orig['charge_period_start'])).days
+                deferred = age is not None and age > window
+                if p == period and not deferred:
+                    refunds.append((ln, orig, age, False))
+                elif p == pprev and deferred:
+                    refunds.append((ln, orig, age, True))
+            elif p == period:
+                charges.append(ln)
+
+        rows = []
+        blocked = False
+        # pass 0: versions, eligibility, basis in settlement currency, spend
+        info = {}
+        cust_spend, res_spend, res_volume = {}, ZERO, 0
+        for ln in charges:
+            why = []
+            vdate = date_of(ln['charge_period_start']) if opt('version_date') == 'charge' else self.line_date(ln, ag)
+            v = self.version_on(r, ag, vdate)
+            it = {'v': v, 'why': why}
+            info[ln['line_key']] = it
+            if v is None:
+                why.append('no rule version in force on %s (%s)' % (vdate, DOC['version']))
+                blocked = True
+                continue
+            rule = v['rule']
+            it['eligible'] = self.eligible(rule, ln)
+            b, fxid = self.convert(self.basis_amount(rule, ln), ln, ag, period, why)
+            it['fxid'] = fxid
+            if b is None:
+                blocked = True
+                it['basis'] = None
+                continue
+            it['basis'] = b
+            if ln.get('customer_id') is None:
+                blocked = True
+            if it['eligible']:
+                c = ln.get('customer_id')
+                cust_spend[c] = add(cust_spend.get(c, ZERO), b)
+                res_spend = add(res_spend, b)
+                res_volume += 1
+
+        # pass 1: commission lines in line key order
+        cust_before, res_before = {}, ZERO
+        cust_todate, res_todate = {}, ZERO
+        for ln in charges:
+            it = info[ln['line_key']]
+            cust = self.customers.get(ln.get('customer_id'), {})
+            row = {'line_key': ln['line_key'], 'kind': 'c', 'customer_id': ln.get('customer_id'),
+                   'revision': ln['revision'], 'why': it['why'], 'dc': set()}
+            rows.append(row)
+            v = it['v']
+            if v is None or it.get('basis') is None or ln.get('customer_id') is None:
+                row.update(unrounded=ZERO, rule_version=v['version'] if v else None, fx_rate_id=it.get('fxid'))
+                row['dc'] |= {'clause', 'tier', 'rate', 'basis', 'rule_version', 'fx_rate_id'}
+                continue
+            rule = v['rule']
+            basis = it['basis']
+            row.update(rule_version=v['version'], basis=basis, fx_rate_id=it['fxid'])
+            if not it['eligible']:
+                row['why'].append('charge category %s not eligible (%s)' % (ln.get('charge_category'), DOC['eligible']))
+                row.update(unrounded=ZERO, clause=None, tier=None, rate=None)
+                row['dc'] |= {'clause', 'tier', 'rate', 'basis'}
+                self.lineage[(rid, ln['line_key'])] = dict(row, _rule=rule, _clause=None, _ver=v)
+                continue
+            c_id = ln.get('customer_id')
+            cb = cust_before.get(c_id, ZERO)
+            rb = res_before
+            cust_before[c_id] = add(cb, basis)
+            res_before = add(res_before, basis)
+            cat = self.products.get(ln.get('product_code'))
+            clause_no, cl = None, None
+            for i, c in enumerate(v['_ordered']):
+                if clause_matches(c, ln, cust, cat):
+                    clause_no, cl = i + 1, c
+                    break
+            if cl is None:
+                row['why'].append('no clause matches (%s)' % DOC['no_match'])
+                row.update(unrounded=ZERO, clause=None, tier=None, rate=None)
+                row['dc'] |= {'tier', 'rate'}
+                self.lineage[(rid, ln['line_key'])] = dict(row, _rule=rule, _clause=None, _ver=v)
+                continue
+            row['why'].append('clause %d "%s" (%s)' % (clause_no, cl['text'], DOC['clause']))
+            if cl.get('conds', {}).get('tags'):
+                row['why'].append('tag condition (%s)' % DOC['tags'])
+            pay = cl['pay']
+            tier, rate = None, None
+            t = pay['type']
+            if t == 'percent':
+                rate = CTX.divide(dec(pay['rate']), D(100))
+                com = mul(basis, rate)
+                row['why'].append('%s%% of basis %s (%s)' % (pay['rate'], basis, DOC['pct']))
+            elif t == 'per_line':
+                com = D(sign(basis)) * dec(pay['amount'])
+                row['why'].append('%s per line (%s)' % (pay['amount'], DOC['per_line']))
+            elif t == 'per_month':
+                com = D(sign(basis)) * dec(pay['amount'])
+                row['why'].append('%s per month (%s)' % (pay['amount'], DOC['per_month']))
+            elif t == 'prorated':
+                s = date_of(ln['charge_period_start'])
+                e = date_of(ln['charge_period_end'])
+                mfirst, mlast = period_bounds(period_of(s))
+                days = (min(e, mlast + dt.timedelta(days=1)) - s).days
+                dim = mlast.day
+                com = q16(Fraction(dec(pay['amount'])) * days / dim) * sign(basis)
+                row['why'].append('%s x %d/%d days (%s)' % (pay['amount'], days, dim, DOC['prorated']))
+            elif t == 'tiers':
+                sched = rule['tiers'][pay['name']]
+                bands = sched['bands']
+                meas = sched['measure']
+                if sched['mode'] == 'graduated':
+                    before = cb if meas == 'customer_spend' else rb
+                    com, tier, rate, nb = graduated(bands, before, basis)
+                    if nb > 1:
+                        row['dc'].add('rate')
+                    row['why'].append('graduated %s before %s, basis %s (%s)' % (meas, before, basis, DOC['tier_grad']))
+                else:
+                    tot = {'customer_spend': cust_spend.get(c_id, ZERO), 'reseller_spend': res_spend,
+                           'reseller_volume': D(res_volume)}[meas]
+                    tier = band_of(bands, tot)
+                    if tier is None:
+                        com, rate = ZERO, None
+                    else:
+                        rate = CTX.divide(dec(bands[tier - 1]['rate']), D(100))
+                        com = mul(basis, rate)
+                    row['why'].append('all-units %s total %s -> tier %s (%s)' % (
+                        meas, tot, tier, DOC['tier_vol'] if meas == 'reseller_volume' else DOC['tier_all']))
+            else:
+                raise ValueError(t)
+            com = self.line_limits(rule, cl, basis, com, row)
+            # period caps, line key order, consumed only by positive commission
+            if com > 0:
+                for scope, todate, cap_key, doc in (('customer', cust_todate.get(c_id, ZERO), 'cap_customer', 'cust_cap'),
+                                                   ('reseller', res_todate, 'cap_reseller', 'res_cap')):
+                    cap = dec(rule.get(cap_key))
+                    if cap is not None:
+                        room = max(CTX.subtract(cap, todate), ZERO)
+                        if com > room:
+                            com = room
+                            row['why'].append('%s cap %s, to date %s (%s)' % (scope, cap, todate, DOC[doc]))
+                cust_todate[c_id] = add(cust_todate.get(c_id, ZERO), com)
+                res_todate = add(res_todate, com)
+            row.update(unrounded=com, clause=clause_no, tier=tier, rate=rate)
+            self.lineage[(rid, ln['line_key'])] = dict(row, _rule=rule, _clause=cl, _ver=v)
+
+        # pass 2: refund reversals
+        for ln, orig, age, deferred in refunds:
+            cust = self.customers.get(ln.get('customer_id'), {})
+            why = []
+            row = {'line_key': ln['line_key'], 'kind': 'r', 'customer_id': ln.get('customer_id'),
+                   'revision': ln['revision'], 'why': why, 'dc': set(), 'ref_contains': ln['original_line_key']}
+            rows.append(row)
+            why.append('refund of %s, %s days after it%s (%s)' % (
+                ln['original_line_key'], age, ', deferred from %s' % pprev if deferred else '', DOC['refund_window']))
+            o = self.lineage.get((rid, ln['original_line_key']))
+            if o is None:
+                why.append('original not settled: unlinked (%s)' % DOC['refund'])
+                row.update(unrounded=ZERO)
+                row['dc'] |= {'clause', 'tier', 'rate', 'basis', 'rule_version', 'fx_rate_id', 'ref'}
+                blocked = True
+                continue
+            ver = o['_ver']
+            rule = ver['rule']
+            fxp = period if (not deferred or opt('deferred_fx') == 'settling_period') else pprev
+            basis, fxid = self.convert(self.basis_amount(rule, ln), ln, ag, fxp, why)
+            row.update(rule_version=o['rule_version'], clause=o.get('clause'), tier=o.get('tier'),
+                       rate=o.get('rate'), fx_rate_id=fxid)
+            if 'rate' in o['dc']:
+                row['dc'].add('rate')
+            if basis is None:
+                row.update(unrounded=ZERO)
+                row['dc'] |= {'basis'}
+                blocked = True
+                continue
+            row['basis'] = basis
+            if o.get('rate') is not None and 'rate' not in o['dc']:
+                com = mul(basis, o['rate'])
+                why.append('basis %s x original rate %s (%s)' % (basis, o['rate'], DOC['refund']))
+            elif o.get('rate') is None and o.get('clause') is not None and o['_clause']['pay']['type'] != 'tiers':
+                com = -o['unrounded']
+                why.append('fixed amount %s reversed whole (%s)' % (o['unrounded'], DOC['refund']))
+            elif o.get('clause') is None:
+                com = ZERO
+                why.append('original earned nothing (%s)' % DOC['refund'])
+            else:
+                # graduated original across bands: no single rate; the docs do
+                # not say; the model reverses the original's effective rate.
+                com = mul(basis, CTX.divide(o['unrounded'], o['basis'])) if o['basis'] else ZERO
+                row['dc'] |= {'unrounded'}
+                why.append('original spans tier bands; rate undefined by the docs')
+            if o['_clause'] is not None and opt('refund_line_limits') == 'yes':
+                com = self.line_limits(rule, o['_clause'], basis, com, row)
+            row['unrounded'] = com
+
+        # period floors: top-ups (kind f)
+        pv = self.version_on(r, ag, last if opt('period_rule_date') == 'last_day' else first)
+        prule = pv['rule'] if pv else {}
+        fl_c = dec(prule.get('floor_customer'))
+        if fl_c is not None:
+            per = {}
+            for row in rows:
+                per[row['customer_id']] = add(per.get(row['customer_id'], ZERO), row['unrounded'])
+            for c_id in sorted(k for k in per if k is not None):
+                if per[c_id] < fl_c:
+                    rows.append({'line_key': None, 'kind': 'f', 'customer_id': c_id, 'unrounded': CTX.subtract(fl_c, per[c_id]),
+                                 'why': ['customer %d total %s below floor %s (%s)' % (c_id, per[c_id], fl_c, DOC['cust_floor'])],
+                                 'dc': {'revision', 'rule_version', 'clause', 'tier', 'basis', 'rate', 'fx_rate_id', 'ref'}})
+        fl_r = dec(prule.get('floor_reseller'))
+        if fl_r is not None:
+            tot = ZERO
+            for row in rows:
+                tot = add(tot, row['unrounded'])
+            if tot < fl_r:
+                rows.append({'line_key': None, 'kind': 'f', 'customer_id': None, 'unrounded': CTX.subtract(fl_r, tot),
+                             'why': ['reseller total %s below floor %s (%s)' % (tot, fl_r, DOC['res_floor'])],
+                             'dc': {'revision', 'rule_version', 'clause', 'tier', 'basis', 'rate', 'fx_rate_id', 'ref'}})
+
+        # rounding: total once; lines floored, residual units by largest remainder
+        s = ZERO
+        for row in rows:
+            s = add(s, row['unrounded'])
+        total = round_money(s, minor, ag['rounding'])
+        unit = D(1).scaleb(-minor)
+        fsum = ZERO
+        for row in rows:
+            row['rounded'] = floor_money(row['unrounded'], minor)
+            row['rem'] = CTX.subtract(row['unrounded'], row['rounded'])
+            fsum = add(fsum, row['rounded'])
+        n = int(CTX.divide(CTX.subtract(total, fsum), unit))
+        assert 0 <= n <= len(rows), (n, len(rows))
+        order = sorted(range(len(rows)), key=lambda i: (-rows[i]['rem'], rows[i]['line_key'] or '\uffff', rows[i]['kind']))
+        for i in order[:n]:
+            rows[i]['rounded'] = add(rows[i]['rounded'], unit)
+            rows[i]['why'].append('receives a residual unit (%s)' % DOC['rounding'])
+        for row in rows:
+            if any(r2['kind'] == 'f' for r2 in rows):
+                # f rows have keys the docs do not name: allocation ties with them are unspecified
+                pass
+
+        # statement
+        def ksum(kinds):
+            t = ZERO
+            for row in rows:
+                if row['kind'] in kinds:
+                    t = add(t, row['rounded'])
+            return t
+        prev = self.results.get((rid, pprev))
+        cf_in = prev['statement']['carry_forward_out'] if prev else ZERO
+        bal = add(total, cf_in)
+        minimum = dec(ag.get('minimum_payout')) or ZERO
+        if bal < minimum or bal < 0:
+            cf_out, net = bal, ZERO
+        else:
+            cf_out, net = ZERO, bal
+        gross = ZERO
+        commissionable = ZERO
+        for ln in charges:
+            it = info[ln['line_key']]
+            g, _ = self.convert(dec(ln.get('billed_cost')), ln, ag, period, [])
+            if g is not None:
+                gross = add(gross, g)
+            if it.get('eligible') and it.get('basis') is not None:
+                commissionable = add(commissionable, it['basis'])
+        f_in = opt('f_in')
+        st = {
+            'lines': D(len(rows)),
+            'commission': ksum('cf' if f_in == 'commission' else 'c'),
+            'refunds': ksum('r'),
+            'corrections': ksum('x'),
+            'adjustments': ksum('af' if f_in == 'adjustments' else 'a'),
+            'total': total,
+            'carry_forward_in': cf_in,
+            'carry_forward_out': cf_out,
+            'net_payout': net,
+            'gross_charges': gross,
+            'commissionable': commissionable,
+        }
+        res = {'rows': rows, 'statement': st, 'blocked': blocked, 'currency': cur_ccy}
+        self.results[(rid, period)] = res
+        return res
+
+    def line_limits(self, rule, cl, basis, com, row):
+        cap = dec(cl.get('cap')) if cl.get('cap') is not None else dec(rule.get('cap_line'))
+        flo = dec(cl.get('floor')) if cl.get('floor') is not None else dec(rule.get('floor_line'))
+        if flo is not None and basis != 0 and abs(com) < flo:
+            com = D(sign(basis)) * flo
+            row['why'].append('line floor %s (%s)' % (flo, DOC['line_floor']))
+        if cap is not None and abs(com) > cap:
+            com = D(sign(com)) * cap
+            row['why'].append('line cap %s (%s)' % (cap, DOC['line_cap']))
+        return com
+
+    def run_all(self):
+        for p in self.sc['settle_order']:
+            for rid in sorted(self.resellers):
+                self.settle(rid, p)
+        return self.results
+
+
+# ---------------------------------------------------------------- compare
+
+ROW_FIELDS = ('revision', 'rule_version', 'clause', 'tier', 'basis', 'rate', 'fx_rate_id', 'unrounded', 'rounded')
+INT_FIELDS = {'revision', 'rule_version', 'clause', 'tier', 'fx_rate_id'}
+ST_FIELDS = ('lines', 'commission', 'refunds', 'corrections', 'adjustments', 'total',
+             'carry_forward_in', 'carry_forward_out', 'net_payout', 'gross_charges', 'commissionable')
+# statement columns whose definition the docs do not give
+ST_UNSPECIFIED = {'gross_charges', 'commissionable'}
+
+
+def norm(field, v):
+    if v is None or v == '':
+        return None
+    if field in INT_FIELDS:
+        return int(v)
+    return D(str(v))
+
+
+def fmt(v):
+    if v is None:
+        return 'NULL'
+    if isinstance(v, Decimal):
+        return format(v.normalize(CTX), 'f') if v != 0 else '0'
+    return str(v)
+
+
+def field_doc(field, row):
+    why = ' | '.join(row.get('why', []))
+    return {'clause': DOC['clause'], 'tier': DOC['tier_all'], 'rate': DOC['pct'], 'basis': DOC['basis'] + '; ' + DOC['fx'],
+            'fx_rate_id': DOC['fx'], 'revision': DOC['revision'], 'rule_version': DOC['version'],
+            'rounded': DOC['rounding']}.get(field, 'see derivation'), why
+
+
+def compare(model, lineage_csv, statement_csv, out=sys.stdout, seed=None):
+    eng_rows = {}
+    with open(lineage_csv, newline='') as f:
+        for r in csv.DictReader(f):
+            eng_rows.setdefault((int(r['reseller_id']), r['period']), []).append(r)
+    eng_st = {}
+    with open(statement_csv, newline='') as f:
+        for r in csv.DictReader(f):
+            eng_st[(int(r['reseller_id']), r['period'])] = r
+    refused = {}
+    exc_csv = lineage_csv.rsplit('/', 1)[0] + '/exceptions.csv'
+    try:
+        with open(exc_csv, newline='') as f:
+            for r in csv.DictReader(f):
+                if r['kind'] == 'validation' and r['scope_key'].startswith('line:'):
+                    refused[(int(r['reseller_id']), r['scope_key'][5:])] = r['payload']
+    except FileNotFoundError:
+        pass
+    problems = []
+    compared = 0
+
+    def report(rid, period, what, field, mv, ev, doc, detail=''):
+        problems.append((rid, period, what, field))
+        print('DISAGREE seed=%s reseller=%s period=%s %s %s: model=%s engine=%s\n    rule: %s%s' % (
+            seed, rid, period, what, field, fmt(mv), fmt(ev), doc, ('\n    model derivation: ' + detail) if detail else ''), file=out)
+
+    for (rid, period), res in sorted(model.results.items()):
+        erows = eng_rows.get((rid, period), [])
+        st = eng_st.get((rid, period))
+        if st is None:
+            report(rid, period, 'run', 'statement', 'present', 'missing', DOC['statement'])
+            continue
+        ekey = {}
+        ef = []
+        for r in erows:
+            if r['kind'] == 'f':
+                ef.append(r)
+            else:
+                ekey[(r['line_key'], r['kind'])] = r
+        mkeys = set()
+        for row in res['rows']:
+            compared += 1
+            if row['kind'] == 'f':
+                match = [r for r in ef if norm('x', r['customer_id'] or None) == (D(row['customer_id']) if row['customer_id'] is not None else None)]
+                if not match:
+                    report(rid, period, 'floor top-up customer=%s' % row['customer_id'], 'row', fmt(row['unrounded']), 'missing',
+                           DOC['cust_floor' if row['customer_id'] else 'res_floor'], ' | '.join(row['why']))
+                    continue
+                e = match[0]
+                ef.remove(e)
+                what = 'f-line %s (customer %s)' % (e['line_key'], row['customer_id'])
+            else:
+                k = (row['line_key'], row['kind'])
+                mkeys.add(k)
+                e = ekey.get(k)
+                what = 'line %s kind %s' % k
+                if e is None:
+                    report(rid, period, what, 'row', 'present (unrounded %s)' % fmt(row['unrounded']), 'missing',
+                           DOC['period'] if row['kind'] == 'c' else DOC['refund_window'], ' | '.join(row['why']))
+                    continue
+            if row['kind'] != 'f' and (rid, row['line_key']) in refused and norm('unrounded', e['unrounded']) != row['unrounded']:
+                # the engine refused to value the line (a validation exception): one report, not one per field
+                report(rid, period, what, 'valued', '%s (rounded %s)' % (fmt(row['unrounded']), fmt(row['rounded'])),
+                       'earns nothing: validation exception ' + refused[(rid, row['line_key'])][:160],
+                       'settlement.md / rules.md §8: money is exact; the docs name no decimal limit for bill amounts',
+                       ' | '.join(row['why']))
+                continue
+            for fld in ROW_FIELDS:
+                if fld in row.get('dc', ()) or (fld not in row and fld != 'rounded'):
+                    continue
+                mv = row.get(fld)
+                ev = norm(fld, e.get(fld))
+                if fld in INT_FIELDS:
+                    mv = None if mv is None else int(mv)
+                if mv != ev:
+                    doc, why = field_doc(fld, row)
+                    report(rid, period, what, fld, mv, ev, doc, why)
+            if row.get('ref_contains') and 'ref' not in row.get('dc', ()):
+                if row['ref_contains'] not in (e.get('ref') or ''):
+                    report(rid, period, what, 'ref', 'mentions ' + row['ref_contains'], e.get('ref') or None, DOC['refund'])
+        for k, e in sorted(ekey.items()):
+            if k not in mkeys:
+                report(rid, period, 'line %s kind %s' % k, 'row', 'absent', 'present (unrounded %s)' % e['unrounded'],
+                       DOC['period'] if k[1] == 'c' else DOC['refund_window'])
+        for e in ef:
+            report(rid, period, 'f-line %s customer %s' % (e['line_key'], e['customer_id']), 'row', 'absent',
+                   'present (unrounded %s)' % e['unrounded'], DOC['cust_floor'])
+        for fld in ST_FIELDS:
+            mv = res['statement'][fld]
+            ev = D(st[fld])
+            if mv != ev:
+                doc = DOC['carry'] if 'carry' in fld or fld == 'net_payout' else (
+                    DOC['rounding'] if fld == 'total' else DOC['statement'])
+                if fld in ST_UNSPECIFIED:
+                    doc = 'not defined by the docs (model: Σ converted billed_cost of charge lines / Σ basis of eligible charge lines)'
+                report(rid, period, 'statement', fld, mv, ev, doc)
+        # properties of the engine's own output
+        s = ZERO
+        for r in erows:
+            s = add(s, D(r['rounded']))
+        if s != D(st['total']):
+            report(rid, period, 'statement', 'Σ lineage rounded = total', s, D(st['total']), DOC['statement'])
+    extra = set(eng_st) - set(model.results)
+    for rid, period in sorted(extra):
+        report(rid, period, 'run', 'statement', 'absent', 'present', DOC['statement'])
+    return compared, problems
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument('scenario')
+    ap.add_argument('--compare', metavar='DIR')
+    ap.add_argument('--seed')
+    ap.add_argument('--opt', action='append', default=[], help='interpretation name=value')
+    a = ap.parse_args()
+    for o in a.opt:
+        k, v = o.split('=', 1)
+        if k not in INTERPRETATIONS:
+            sys.exit('unknown interpretation %s' % k)
+        INTERPRETATIONS[k] = v
+    with open(a.scenario) as f:
+        sc = json.load(f)
+    m = Model(sc)
+    m.run_all()
+    if a.compare:
+        compared, problems = compare(m, a.compare + '/lineage.csv', a.compare + '/statement.csv', seed=a.seed or sc.get('seed'))
+        groups = {}
+        for rid, period, what, field in problems:
+            k = (what.split()[0] if what.startswith(('statement', 'run')) else 'line', field)
+            groups[k] = groups.get(k, 0) + 1
+        for (w, fld), n in sorted(groups.items(), key=lambda x: -x[1]):
+            print('  summary: %5d x %s %s' % (n, w, fld))
+        print('seed %s: %d model lines compared over %d runs, %d disagreements' % (
+            a.seed or sc.get('seed'), compared, len(m.results), len(problems)))
+        sys.exit(1 if problems else 0)
+    for (rid, period), res in sorted(m.results.items()):
+        print('reseller %d period %s currency %s%s' % (rid, period, res['currency'], ' (blocked)' if res['blocked'] else ''))
+        for row in sorted(res['rows'], key=lambda r: (r['line_key'] or '', r['kind'])):
+            print('  %-60s %s clause=%s tier=%s basis=%s rate=%s unrounded=%s rounded=%s' % (
+                row['line_key'], row['kind'], row.get('clause'), row.get('tier'), fmt(row.get('basis')),
+                fmt(row.get('rate')), fmt(row['unrounded']), fmt(row['rounded'])))
+        print('  statement: ' + ', '.join('%s=%s' % (k, fmt(v)) for k, v in res['statement'].items()))
+
+
+if __name__ == '__main__':
+    main()
