@@ -24,7 +24,8 @@ D = Decimal
 CTX = Context(prec=200)
 
 FEATURES = ['tags', 'tiers', 'caps', 'floors', 'refunds', 'deferred', 'versions', 'fx', 'proration',
-            'minpayout', 'revisions', 'credits', 'invoice', 'quoted', 'zero', 'boundary', 'exponents', 'fixed']
+            'minpayout', 'revisions', 'credits', 'invoice', 'quoted', 'zero', 'boundary', 'exponents', 'fixed',
+            'corrections', 'blocking']
 
 CURRENCIES = {'USD': 2, 'CNY': 2, 'EUR': 2, 'GBP': 2, 'HKD': 2, 'SGD': 2, 'AUD': 2, 'MYR': 2, 'IDR': 2,
               'THB': 2, 'INR': 2, 'AED': 2, 'SAR': 2, 'PHP': 2, 'CHF': 2, 'JPY': 0, 'KRW': 0, 'VND': 0,
@@ -138,6 +139,8 @@ class Gen:
                 ccy = r.choice(['USD', 'JPY', 'KWD'])
             self.resellers.append(self.build_reseller(rid, ccy))
         self.build_lines()
+        self.build_blocking()
+        self.build_phase2()
         for rs in self.resellers:
             self.build_rules(rs)
         self.build_fx()
@@ -278,6 +281,70 @@ class Gen:
                             n[f] = fmt((D(ln[f]) * k).quantize(D(1).scaleb(-self.a.decimals), context=CTX))
                         extra.append(n)
             self.lines += extra
+
+    def period_of_line(self, l):
+        ag = self.resellers[l['reseller_id'] - 1]['agreements'][0]
+        if ag['date_basis'] == 'invoice_period':
+            return l['billing_period_start'][:7]
+        return l['charge_period_start'][:7]
+
+    def build_phase2(self):
+        """After the first settlement: the first period is locked and late
+        revisions arrive, for lines of the locked period (corrections) and of
+        later periods (a new run supersedes the draft)."""
+        r = self.rng
+        self.phase2 = None
+        if not self.on['corrections'] or len(self.periods) < 2:
+            return
+        latest = {}
+        for l in self.lines:
+            k = l['line_key']
+            if k not in latest or l['revision'] > latest[k]['revision']:
+                latest[k] = l
+        new = []
+        for k in sorted(latest):
+            l = latest[k]
+            if l['original_line_key']:
+                continue
+            p = self.period_of_line(l)
+            if r.random() < (0.08 if p == self.periods[0] else 0.03):
+                n = dict(l)
+                n['tags'] = dict(l['tags'])
+                n['revision'] = l['revision'] + 1
+                n['phase'] = 2
+                f = r.choice([D('1.25'), D('0.5'), D(0), D('1.000001')])
+                for fld in ('list_cost', 'billed_cost', 'amount_paid'):
+                    n[fld] = fmt((D(l[fld]) * f).quantize(D(1).scaleb(-self.a.decimals), context=CTX))
+                new.append(n)
+        self.lines += new
+        self.phase2 = {'lock_periods': [self.periods[0]], 'settle_order': self.periods[1:]}
+
+    def build_blocking(self):
+        """Things settle must not guess (settlement.md): a line without a
+        customer, a refund whose original does not exist, a missing FX rate (in
+        build_fx), a gap between rule versions.  Never in the first period when
+        it is to be locked."""
+        r = self.rng
+        self.skip_fx = set()
+        if not self.on['blocking']:
+            return
+        later = [l for l in self.lines if self.period_of_line(l) != self.periods[0] and l['revision'] == 1
+                 and not l['original_line_key'] and l.get('phase', 1) == 1]
+        if later and r.random() < 0.3:
+            l = r.choice(later)
+            n = dict(l, tags=dict(l['tags']), customer_id=None, account='acct-unmapped-%d' % l['reseller_id'])
+            n['line_key'] = self.new_key(n['account'], n['charge_period_start'], n['sku_id'], n['charge_category'])
+            self.lines.append(n)
+        if later and r.random() < 0.3:
+            l = r.choice(later)
+            n = dict(l, tags=dict(l['tags']))
+            for fld in ('list_cost', 'billed_cost', 'amount_paid'):
+                n[fld] = fmt(-abs(D(l[fld])))
+            n['original_line_key'] = 'focus:nowhere/' + l['line_key']
+            n['line_key'] = self.new_key(l['account'], l['charge_period_start'], l['sku_id'], l['charge_category'], '/refund')
+            self.lines.append(n)
+        if r.random() < 0.25 and len(self.periods) > 1:
+            self.skip_fx.add(r.choice(self.periods[1:]))
 
     # ------------------------------------------------------------ rules
     def cust_of(self, cid):
@@ -446,9 +513,10 @@ class Gen:
             level = r.choice([3, 2, 2, 1, 1, 0])
             monthly_only = self.on['proration'] and level in (2, 3) and r.random() < 0.3
             cond = self.make_clause_conds(level, monthly_only)
-            cl = {'conds': cond, 'pay': self.make_pay(rule, unused, monthly_only)}
+            cl = {'conds': cond}
             if any(ambiguous(cl, o) or same_conds(cl, o) for o in rule['clauses']):
                 continue
+            cl['pay'] = self.make_pay(rule, unused, monthly_only)
             self.clause_limits(cl, rule, scale)
             rule['clauses'].append(cl)
         if unused or r.random() < 0.85:
@@ -509,7 +577,9 @@ class Gen:
         for p in self.periods:
             y, m = int(p[:4]), int(p[5:])
             last = dt.date(y + (m == 12), m % 12 + 1, 1) - dt.timedelta(days=1)
-            for base, quote in sorted(pairs):
+            for i, (base, quote) in enumerate(sorted(pairs)):
+                if p in self.skip_fx and i == 0:
+                    continue           # no rate: the lines of this pair earn nothing and block the run
                 br = base_rate.setdefault((base, quote), USD_VALUE[base] / USD_VALUE[quote])
                 dec = r.choice([2, 4, 6, 8, self.a.fx_decimals])
                 rate = (br * self.dec_between('0.95', '1.05', 4)).quantize(D(1).scaleb(-dec), context=CTX)
@@ -534,9 +604,41 @@ class Gen:
     def scenario(self):
         return {'seed': self.a.seed, 'periods': self.periods, 'settle_order': self.periods,
                 'currencies': CURRENCIES, 'products': dict(PRODUCTS, **MONTHLY),
-                'resellers': self.resellers, 'fx': self.fx, 'lines': self.lines,
+                'resellers': self.resellers, 'fx': self.fx, 'lines': self.lines, 'phase2': self.phase2,
                 'options': {'lines': self.a.lines, 'decimals': self.a.decimals,
                             'disabled': sorted(f for f in FEATURES if not self.on[f])}}
+
+    def bill_line_sql(self, phase):
+        out = []
+        cols = ('reseller_id, line_key, revision, customer_id, content_hash, source_item, source_record_id, '
+                'billing_account_id, sub_account_id, billing_period_start, charge_period_start, charge_period_end, '
+                'charge_category, product_code, service_name, sku_id, region_id, resource_id, billing_currency, '
+                'list_cost, discount, coupon_deduction, billed_cost, amount_paid, original_line_key, tags')
+        rows = []
+        for l in self.lines:
+            if l.get('phase', 1) != phase:
+                continue
+            h = hashlib.sha256(json.dumps(l, sort_keys=True).encode()).hexdigest()
+            disc = D(l['list_cost']) - D(l['billed_cost'])
+            coup = D(l['billed_cost']) - D(l['amount_paid'])
+            rows.append('(%d, %s, %d, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)' % (
+                l['reseller_id'], sql_str(l['line_key']), l['revision'],
+                'NULL' if l['customer_id'] is None else l['customer_id'], "'\\x%s'::bytea" % h,
+                "'FOCUS'", sql_str(l['line_key'].split('#')[0]), sql_str(l['account']), sql_str(l['account']),
+                sql_str(l['billing_period_start']), sql_str(l['charge_period_start']), sql_str(l['charge_period_end']),
+                sql_str(l['charge_category']), sql_str(l['product_code']), sql_str(l['product_code']),
+                sql_str(l['sku_id']) if l['sku_id'] else 'NULL', sql_str(l['region_id']) if l['region_id'] else 'NULL',
+                sql_str(l['line_key'].split('/')[2]), sql_str(l['billing_currency']), l['list_cost'], fmt(disc), fmt(coup),
+                l['billed_cost'], l['amount_paid'], sql_str(l['original_line_key']) if l['original_line_key'] else 'NULL',
+                sql_str(json.dumps(l['tags'], sort_keys=True)) + '::jsonb'))
+        for i in range(0, len(rows), 500):
+            out.append('INSERT INTO settle.bill_line (%s) VALUES\n%s;' % (cols, ',\n'.join(rows[i:i + 500])))
+        return out
+
+    def sql_phase2(self):
+        out = ['-- phase 2 of test/diff/gen.py --seed %s: late revisions after the lock' % self.a.seed,
+               '\\set ON_ERROR_STOP 1', 'SET client_min_messages = warning;']
+        return '\n'.join(out + self.bill_line_sql(2)) + '\n'
 
     def sql(self):
         out = ['-- generated by test/diff/gen.py --seed %s --lines %s --decimals %s' % (self.a.seed, self.a.lines, self.a.decimals),
@@ -567,26 +669,7 @@ class Gen:
         for f in self.fx:
             out.append("SELECT pg_temp.expect(settle.add_fx_rate(%s, %s, %s, %s, %s), %d, 'fx rate');" % (
                 sql_str(f['base']), sql_str(f['quote']), sql_str(f['date']), f['rate'], sql_str(f['source']), f['id']))
-        cols = ('reseller_id, line_key, revision, customer_id, content_hash, source_item, source_record_id, '
-                'billing_account_id, sub_account_id, billing_period_start, charge_period_start, charge_period_end, '
-                'charge_category, product_code, service_name, sku_id, region_id, resource_id, billing_currency, '
-                'list_cost, discount, coupon_deduction, billed_cost, amount_paid, original_line_key, tags')
-        rows = []
-        for l in self.lines:
-            h = hashlib.sha256(json.dumps(l, sort_keys=True).encode()).hexdigest()
-            disc = D(l['list_cost']) - D(l['billed_cost'])
-            coup = D(l['billed_cost']) - D(l['amount_paid'])
-            rows.append('(%d, %s, %d, %d, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)' % (
-                l['reseller_id'], sql_str(l['line_key']), l['revision'], l['customer_id'], "'\\x%s'::bytea" % h,
-                "'FOCUS'", sql_str(l['line_key'].split('#')[0]), sql_str(l['account']), sql_str(l['account']),
-                sql_str(l['billing_period_start']), sql_str(l['charge_period_start']), sql_str(l['charge_period_end']),
-                sql_str(l['charge_category']), sql_str(l['product_code']), sql_str(l['product_code']),
-                sql_str(l['sku_id']) if l['sku_id'] else 'NULL', sql_str(l['region_id']) if l['region_id'] else 'NULL',
-                sql_str(l['line_key'].split('/')[2]), sql_str(l['billing_currency']), l['list_cost'], fmt(disc), fmt(coup),
-                l['billed_cost'], l['amount_paid'], sql_str(l['original_line_key']) if l['original_line_key'] else 'NULL',
-                sql_str(json.dumps(l['tags'], sort_keys=True)) + '::jsonb'))
-        for i in range(0, len(rows), 500):
-            out.append('INSERT INTO settle.bill_line (%s) VALUES\n%s;' % (cols, ',\n'.join(rows[i:i + 500])))
+        out += self.bill_line_sql(1)
         return '\n'.join(out) + '\n'
 
 
@@ -707,6 +790,8 @@ def main():
         json.dump(g.scenario(), f, indent=1, sort_keys=True)
     with open(os.path.join(a.out, 'load.sql'), 'w') as f:
         f.write(g.sql())
+    with open(os.path.join(a.out, 'phase2.sql'), 'w') as f:
+        f.write(g.sql_phase2() if g.phase2 else '')
 
 
 if __name__ == '__main__':

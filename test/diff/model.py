@@ -17,6 +17,8 @@ import argparse
 import csv
 import datetime as dt
 import json
+import os
+import re
 import sys
 from decimal import (Decimal, Context, ROUND_DOWN, ROUND_FLOOR, ROUND_HALF_EVEN,
                      ROUND_HALF_UP, localcontext)
@@ -43,9 +45,24 @@ INTERPRETATIONS = {
     # The spend measure of tiers: the settlement-currency basis of the
     # period's eligible charge lines (refund reversals excluded).
     'spend_refunds': 'exclude',
-    # Refund reversals are limited per line (rules.md §6 "a refund is limited
-    # like a charge"): cap and floor of the original's clause / rule version.
-    'refund_line_limits': 'yes',
+    # Refund reversals are basis x the original's rate, not limited again:
+    # settlement.md "reversed at the rate the original earned" and the
+    # reconciliation refund_rate check "unrounded = basis x original rate".
+    # rules.md §6 says "a refund is limited like a charge" (evaluate_rule);
+    # 'yes' applies the original clause's per-line cap and floor instead.
+    'refund_line_limits': 'no',
+    # Which date a refund's age (for the refund window) is measured between:
+    # the charge period starts of the refund and its original (rules.md §7
+    # "a refund 90 days after its charge").  Alternative: 'basis' (the
+    # lines' dates by date_basis).
+    'refund_age_date': 'charge',
+    # Which customers a floor per customer per period tops up: the docs do not
+    # say.  The model tops up customers whose period total is positive and
+    # below the floor (a customer who earned nothing has no shortfall to top
+    # up; this is also what the engine was seen to do).  Alternatives:
+    # 'nonzero_basis' (an eligible line of non-zero basis, as the per-line
+    # floor), 'any_line', 'nonzero_commission'.
+    'floor_customers': 'positive_total',
     # Period floors and the per-period settings are read from the rule
     # version in force on the last day of the period.
     'period_rule_date': 'last_day',
@@ -55,9 +72,11 @@ INTERPRETATIONS = {
     # FX of a refund reversal deferred into the next period: that period's
     # rate (the period being settled).
     'deferred_fx': 'settling_period',
-    # The date that picks the rule version of a line: the UTC date of its
-    # charge period start (rules.md §7, rule_in_force(…, '2026-05-15')).
-    'version_date': 'charge',
+    # The date that picks the rule version of a line: the line's date by the
+    # agreement's date_basis (settlement.md "the rule version in force on each
+    # line's date"; under invoice_period the billing period start).
+    # Alternative: 'charge' (the UTC date of the charge period start).
+    'version_date': 'basis',
 }
 
 MODES = {'half_even': ROUND_HALF_EVEN, 'half_up': ROUND_HALF_UP, 'down': ROUND_DOWN}
@@ -91,6 +110,7 @@ DOC = {
     'carry': 'settlement.md carry-forward: previous carry-forward added; below the minimum payout (or negative) carries forward',
     'statement': 'statements.md / reconciliation.md statement check: totals per kind, Σ lines = total',
     'no_match': 'rules.md §3 no clause matches: earns nothing',
+    'correction': 'settlement.md corrections: revised after the lock, first open period, at the original rate (kind x)',
 }
 
 
@@ -271,15 +291,23 @@ class Model:
                 self.customers[c['id']] = c
             for v in r['rule_versions']:
                 v['_ordered'] = ordered_clauses(v['rule'])
-        # current revision of every line
+        self.phase = 1
+        self.locked = set()  # (reseller_id, period) locked after phase 1
+        self.load_lines(1)
+        self.results = {}   # (reseller_id, period) -> dict(rows, statement)
+        self.lineage = {}   # (reseller_id, line_key) -> the c row that settled it
+        self.locked_lineage = {}   # (reseller_id, period) -> {line_key: c row} of a locked run
+
+    def load_lines(self, phase):
+        """The current revision of every line ingested up to this phase."""
         cur = {}
-        for ln in sc['lines']:
+        for ln in self.sc['lines']:
+            if ln.get('phase', 1) > phase:
+                continue
             k = (ln['reseller_id'], ln['line_key'])
             if k not in cur or ln['revision'] > cur[k]['revision']:
                 cur[k] = ln
         self.lines = cur
-        self.results = {}   # (reseller_id, period) -> dict(rows, statement)
-        self.lineage = {}   # (reseller_id, line_key) -> the c row that settled it
 
     # -- helpers
     def agreement_for(self, r, period):
@@ -370,7 +398,10 @@ class Model:
                 orig = self.lines.get((rid, ln['original_line_key']))
                 age = None
                 if orig is not None:
-                    age = (date_of(ln['charge_period_start']) - date_of(orig['charge_period_start'])).days
+                    if opt('refund_age_date') == 'basis':
+                        age = (d - self.line_date(orig, ag)).days
+                    else:
+                        age = (date_of(ln['charge_period_start']) - date_of(orig['charge_period_start'])).days
                 deferred = age is not None and age > window
                 if p == period and not deferred:
                     refunds.append((ln, orig, age, False))
@@ -511,7 +542,7 @@ class Model:
                             row['why'].append('%s cap %s, to date %s (%s)' % (scope, cap, todate, DOC[doc]))
                 cust_todate[c_id] = add(cust_todate.get(c_id, ZERO), com)
                 res_todate = add(res_todate, com)
-            row.update(unrounded=com, clause=clause_no, tier=tier, rate=rate)
+            row.update(unrounded=com, clause=clause_no, tier=tier, rate=rate, clause_text=cl['text'])
             self.lineage[(rid, ln['line_key'])] = dict(row, _rule=rule, _clause=cl, _ver=v)
 
         # pass 2: refund reversals
@@ -534,7 +565,7 @@ class Model:
             rule = ver['rule']
             fxp = period if (not deferred or opt('deferred_fx') == 'settling_period') else pprev
             basis, fxid = self.convert(self.basis_amount(rule, ln), ln, ag, fxp, why)
-            row.update(rule_version=o['rule_version'], clause=o.get('clause'), tier=o.get('tier'),
+            row.update(rule_version=o['rule_version'], clause=o.get('clause'), tier=o.get('tier'), clause_text=o.get('clause_text'),
                        rate=o.get('rate'), fx_rate_id=fxid)
             if 'rate' in o['dc']:
                 row['dc'].add('rate')
@@ -563,17 +594,35 @@ class Model:
                 com = self.line_limits(rule, o['_clause'], basis, com, row)
             row['unrounded'] = com
 
+        if self.locked_lineage:
+            self.corrections(rid, period, ag, rows)
+
         # period floors: top-ups (kind f)
-        pv = self.version_on(r, ag, last if opt('period_rule_date') == 'last_day' else first)
+        prd = opt('period_rule_date')
+        if prd == 'first_version':
+            pv = min((v for v in r['rule_versions'] if v['agreement_id'] == ag['id']), key=lambda v: v['version'], default=None)
+        else:
+            pv = self.version_on(r, ag, last if prd == 'last_day' else first)
         prule = pv['rule'] if pv else {}
         fl_c = dec(prule.get('floor_customer'))
         if fl_c is not None:
             per = {}
+            qualifies = set()
+            mode = opt('floor_customers')
             for row in rows:
                 per[row['customer_id']] = add(per.get(row['customer_id'], ZERO), row['unrounded'])
-            for c_id in sorted(k for k in per if k is not None):
+                if mode == 'any_line' or (mode == 'nonzero_commission' and row['unrounded'] != 0):
+                    qualifies.add(row['customer_id'])
+            if mode == 'positive_total':
+                qualifies = {c for c, t in per.items() if t > 0}
+            if mode == 'nonzero_basis':
+                for ln in charges:
+                    it = info[ln['line_key']]
+                    if it.get('eligible') and it.get('basis'):
+                        qualifies.add(ln.get('customer_id'))
+            for c_id in sorted(k for k in per if k is not None and k in qualifies):
                 if per[c_id] < fl_c:
-                    rows.append({'line_key': None, 'kind': 'f', 'customer_id': c_id, 'unrounded': CTX.subtract(fl_c, per[c_id]),
+                    rows.append({'line_key': 'floor:customer:%d' % c_id, 'kind': 'f', 'customer_id': c_id, 'unrounded': CTX.subtract(fl_c, per[c_id]),
                                  'why': ['customer %d total %s below floor %s (%s)' % (c_id, per[c_id], fl_c, DOC['cust_floor'])],
                                  'dc': {'revision', 'rule_version', 'clause', 'tier', 'basis', 'rate', 'fx_rate_id', 'ref'}})
         fl_r = dec(prule.get('floor_reseller'))
@@ -582,7 +631,7 @@ class Model:
             for row in rows:
                 tot = add(tot, row['unrounded'])
             if tot < fl_r:
-                rows.append({'line_key': None, 'kind': 'f', 'customer_id': None, 'unrounded': CTX.subtract(fl_r, tot),
+                rows.append({'line_key': 'floor:reseller', 'kind': 'f', 'customer_id': None, 'unrounded': CTX.subtract(fl_r, tot),
                              'why': ['reseller total %s below floor %s (%s)' % (tot, fl_r, DOC['res_floor'])],
                              'dc': {'revision', 'rule_version', 'clause', 'tier', 'basis', 'rate', 'fx_rate_id', 'ref'}})
 
@@ -632,6 +681,8 @@ class Model:
                 gross = add(gross, g)
             if it.get('eligible') and it.get('basis') is not None:
                 commissionable = add(commissionable, it['basis'])
+        gross = round_money(gross, minor, ag['rounding'])
+        commissionable = round_money(commissionable, minor, ag['rounding'])
         f_in = opt('f_in')
         st = {
             'lines': D(len(rows)),
@@ -661,11 +712,76 @@ class Model:
             row['why'].append('line cap %s (%s)' % (cap, DOC['line_cap']))
         return com
 
-    def run_all(self):
+    def run_all(self, phase=1, locked=()):
+        """Phase 1: settle every period in order.  Phase 2 (when the scenario
+        has one): the runs in `locked` are locked, the phase-2 lines (late
+        revisions) arrive and the scenario's phase-2 periods are settled again;
+        a locked period never changes (settlement.md run states)."""
         for p in self.sc['settle_order']:
             for rid in sorted(self.resellers):
                 self.settle(rid, p)
+        if phase >= 2 and self.sc.get('phase2'):
+            self.phase = 2
+            self.locked = set(locked)
+            for rid, p in self.locked:
+                res = self.results.get((rid, p))
+                if res:
+                    self.locked_lineage[(rid, p)] = {
+                        row['line_key']: self.lineage[(rid, row['line_key'])] for row in res['rows']
+                        if row['kind'] == 'c' and (rid, row['line_key']) in self.lineage}
+            self.load_lines(2)
+            for p in self.sc['phase2']['settle_order']:
+                for rid in sorted(self.resellers):
+                    if (rid, p) not in self.locked:
+                        self.settle(rid, p)
         return self.results
+
+    def corrections(self, rid, period, ag, rows):
+        """Correction lines (kind x): a bill line of a locked period revised after
+        the lock, in the first open period after it, at the rate the original
+        earned, for the difference between what the new revision earns and what
+        was settled (settlement.md corrections)."""
+        for (lrid, lp), lineage in sorted(self.locked_lineage.items()):
+            if lrid != rid:
+                continue
+            nxt = lp
+            while True:
+                nxt = period_of(period_bounds(nxt)[1] + dt.timedelta(days=1))
+                if (rid, nxt) not in self.locked:
+                    break
+            if nxt != period:
+                continue
+            for key, o in sorted(lineage.items()):
+                ln = self.lines.get((rid, key))
+                if ln is None or ln['revision'] <= o['revision']:
+                    continue
+                why = ['revision %d of a line of locked period %s (settled revision %d) (%s)' % (
+                    ln['revision'], lp, o['revision'], DOC['correction'])]
+                row = {'line_key': key, 'kind': 'x', 'customer_id': ln.get('customer_id'), 'revision': ln['revision'],
+                       'rule_version': o.get('rule_version'), 'clause': o.get('clause'), 'tier': o.get('tier'),
+                       'clause_text': o.get('clause_text'), 'rate': o.get('rate'), 'why': why,
+                       'dc': {'basis', 'fx_rate_id'} | (o['dc'] & {'clause', 'tier', 'rate'})}
+                rows.append(row)
+                rule = o['_rule']
+                if o.get('_clause') is None or o.get('basis') is None:
+                    row['unrounded'] = ZERO
+                    row['dc'] |= {'unrounded'}
+                    why.append('the original earned nothing; what a correction of it is, the docs do not say')
+                    continue
+                amount = self.basis_amount(rule, ln)
+                if o.get('fx_rate_id'):
+                    f = [x for x in self.fx if x['id'] == o['fx_rate_id']][0]
+                    nb = mul(amount, dec(f['rate'])).quantize(D('1e-8'), rounding=ROUND_HALF_EVEN, context=CTX)
+                    why.append("converted at the original's FX rate %s" % f['rate'])
+                else:
+                    nb = amount
+                if o.get('rate') is not None and 'rate' not in o['dc']:
+                    row['unrounded'] = CTX.subtract(mul(nb, o['rate']), o['unrounded'])
+                    why.append('%s x original rate %s - settled %s' % (nb, o['rate'], o['unrounded']))
+                else:
+                    row['unrounded'] = ZERO
+                    row['dc'] |= {'unrounded'}
+                    why.append('fixed amount or tiered original: what the new revision earns is not defined by the docs')
 
 
 # ---------------------------------------------------------------- compare
@@ -701,6 +817,27 @@ def field_doc(field, row):
             'rounded': DOC['rounding']}.get(field, 'see derivation'), why
 
 
+def f_customer(r):
+    """The customer of an engine floor top-up row: its customer_id, else the
+    number after 'customer:' in its line key (the docs do not name the key)."""
+    if r.get('customer_id'):
+        return int(r['customer_id'])
+    m = re.search(r'customer:(\d+)', r['line_key'] or '')
+    return int(m.group(1)) if m else None
+
+
+def clause_tokens(text):
+    """A clause's text as comparable tokens: numbers by value, quotes and case of keywords dropped."""
+    out = []
+    for tok in re.findall(r'"(?:[^"\\]|\\.)*"|[^\s,]+', text or ''):
+        if tok.startswith('"'):
+            out.append(tok[1:-1].replace('\\"', '"').replace('\\\\', '\\'))
+            continue
+        m = re.fullmatch(r'(\d+(?:\.\d+)?)(%?)', tok)
+        out.append(str(D(m.group(1)).normalize(CTX)) + m.group(2) if m else tok)
+    return out
+
+
 def compare(model, lineage_csv, statement_csv, out=sys.stdout, seed=None):
     eng_rows = {}
     with open(lineage_csv, newline='') as f:
@@ -721,6 +858,7 @@ def compare(model, lineage_csv, statement_csv, out=sys.stdout, seed=None):
         pass
     problems = []
     compared = 0
+    tie_orders = set()
 
     def report(rid, period, what, field, mv, ev, doc, detail=''):
         problems.append((rid, period, what, field))
@@ -735,6 +873,8 @@ def compare(model, lineage_csv, statement_csv, out=sys.stdout, seed=None):
             continue
         ekey = {}
         ef = []
+        rounded_diffs = []
+        before_run = len(problems)
         for r in erows:
             if r['kind'] == 'f':
                 ef.append(r)
@@ -744,7 +884,7 @@ def compare(model, lineage_csv, statement_csv, out=sys.stdout, seed=None):
         for row in res['rows']:
             compared += 1
             if row['kind'] == 'f':
-                match = [r for r in ef if norm('x', r['customer_id'] or None) == (D(row['customer_id']) if row['customer_id'] is not None else None)]
+                match = [r for r in ef if f_customer(r) == row['customer_id']]
                 if not match:
                     report(rid, period, 'floor top-up customer=%s' % row['customer_id'], 'row', fmt(row['unrounded']), 'missing',
                            DOC['cust_floor' if row['customer_id'] else 'res_floor'], ' | '.join(row['why']))
@@ -775,9 +915,19 @@ def compare(model, lineage_csv, statement_csv, out=sys.stdout, seed=None):
                 ev = norm(fld, e.get(fld))
                 if fld in INT_FIELDS:
                     mv = None if mv is None else int(mv)
+                if fld == 'clause' and mv is not None and ev is not None and mv != ev:
+                    # equally specific clauses: the docs do not fix their numbering; compare the clause itself
+                    if clause_tokens(row.get('clause_text')) == clause_tokens(e.get('clause_text')):
+                        tie_orders.add((rid, row.get('rule_version'), mv, ev, row.get('clause_text')))
+                        continue
+                    mv = '%s "%s"' % (mv, row.get('clause_text'))
+                    ev = '%s "%s"' % (ev, e.get('clause_text'))
                 if mv != ev:
                     doc, why = field_doc(fld, row)
-                    report(rid, period, what, fld, mv, ev, doc, why)
+                    if fld == 'rounded':
+                        rounded_diffs.append((what, mv, ev, doc, why))
+                    else:
+                        report(rid, period, what, fld, mv, ev, doc, why)
             if row.get('ref_contains') and 'ref' not in row.get('dc', ()):
                 if row['ref_contains'] not in (e.get('ref') or ''):
                     report(rid, period, what, 'ref', 'mentions ' + row['ref_contains'], e.get('ref') or None, DOC['refund'])
@@ -788,6 +938,25 @@ def compare(model, lineage_csv, statement_csv, out=sys.stdout, seed=None):
         for e in ef:
             report(rid, period, 'f-line %s customer %s' % (e['line_key'], e['customer_id']), 'row', 'absent',
                    'present (unrounded %s)' % e['unrounded'], DOC['cust_floor'])
+        eb = st.get('blocked') == 't'
+        if eb != res['blocked']:
+            report(rid, period, 'run', 'blocked', res['blocked'], eb,
+                   'settlement.md nothing guessed: missing rule, FX rate, customer or unlinked refund block the run')
+        if rounded_diffs:
+            s_model = ZERO
+            for row in res['rows']:
+                s_model = add(s_model, row['unrounded'])
+            s_eng = ZERO
+            for r in erows:
+                s_eng = add(s_eng, D(r['unrounded']))
+            if len(problems) > before_run or s_model != s_eng:
+                # the run's lines differ elsewhere: the residue allocation differs as a consequence
+                report(rid, period, '%d lines' % len(rounded_diffs), 'rounded', 'allocation over the model\'s lines',
+                       'allocation over the engine\'s lines', DOC['rounding'] + ' (a consequence of the other differences of this run)',
+                       '; '.join('%s %s/%s' % (w.split()[1][-24:], fmt(m), fmt(e)) for w, m, e, _, _ in rounded_diffs[:6]))
+            else:
+                for what, mv, ev, doc, why in rounded_diffs:
+                    report(rid, period, what, 'rounded', mv, ev, doc, why)
         for fld in ST_FIELDS:
             mv = res['statement'][fld]
             ev = D(st[fld])
@@ -795,7 +964,7 @@ def compare(model, lineage_csv, statement_csv, out=sys.stdout, seed=None):
                 doc = DOC['carry'] if 'carry' in fld or fld == 'net_payout' else (
                     DOC['rounding'] if fld == 'total' else DOC['statement'])
                 if fld in ST_UNSPECIFIED:
-                    doc = 'not defined by the docs (model: Σ converted billed_cost of charge lines / Σ basis of eligible charge lines)'
+                    doc = 'not defined by the docs (model: Σ converted billed_cost of charge lines / Σ basis of eligible charge lines, rounded to the minor unit)'
                 report(rid, period, 'statement', fld, mv, ev, doc)
         # properties of the engine's own output
         s = ZERO
@@ -803,6 +972,9 @@ def compare(model, lineage_csv, statement_csv, out=sys.stdout, seed=None):
             s = add(s, D(r['rounded']))
         if s != D(st['total']):
             report(rid, period, 'statement', 'Σ lineage rounded = total', s, D(st['total']), DOC['statement'])
+    for rid, ver, mv, ev, text in sorted(tie_orders, key=str):
+        print('NOTE seed=%s reseller=%s rule version %s: clause "%s" is number %s in the engine, %s in the model '
+              '(equally specific clauses: the docs do not say how they are numbered)' % (seed, rid, ver, text, ev, mv), file=out)
     extra = set(eng_st) - set(model.results)
     for rid, period in sorted(extra):
         report(rid, period, 'run', 'statement', 'absent', 'present', DOC['statement'])
@@ -814,6 +986,7 @@ def main():
     ap.add_argument('scenario')
     ap.add_argument('--compare', metavar='DIR')
     ap.add_argument('--seed')
+    ap.add_argument('--phase', type=int, default=2, help='1: state after the first settlement; 2: after locks and late revisions')
     ap.add_argument('--opt', action='append', default=[], help='interpretation name=value')
     a = ap.parse_args()
     for o in a.opt:
@@ -824,7 +997,14 @@ def main():
     with open(a.scenario) as f:
         sc = json.load(f)
     m = Model(sc)
-    m.run_all()
+    locked = set()
+    if a.compare and os.path.exists(os.path.join(a.compare, 'locked.txt')):
+        with open(os.path.join(a.compare, 'locked.txt')) as f:
+            for line in f:
+                if line.strip():
+                    rid, p = line.split('|')[:2]
+                    locked.add((int(rid), p.strip()))
+    m.run_all(phase=a.phase, locked=locked)
     if a.compare:
         compared, problems = compare(m, a.compare + '/lineage.csv', a.compare + '/statement.csv', seed=a.seed or sc.get('seed'))
         groups = {}
