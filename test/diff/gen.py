@@ -317,7 +317,8 @@ class Gen:
                     n[fld] = fmt((D(l[fld]) * f).quantize(D(1).scaleb(-self.a.decimals), context=CTX))
                 new.append(n)
         self.lines += new
-        self.phase2 = {'lock_periods': [self.periods[0]], 'settle_order': self.periods[1:]}
+        # every period is settled again: a locked one returns its run unchanged
+        self.phase2 = {'lock_periods': [self.periods[0]], 'settle_order': list(self.periods)}
 
     def build_blocking(self):
         """Things settle must not guess (settlement.md): a line without a
