@@ -1043,6 +1043,9 @@ KNOWN = [
     ('F3 a refund\'s age for the refund window is measured between the lines\' dates by date_basis '
      '(under invoice_period: billing period starts), not between the charges (rules.md §7 "90 days after its charge")',
      {'refund_age_date': 'basis'}),
+    ('F5 a bill line with an amount of more than 8 decimals (real FOCUS files carry 11) earns nothing: settle_period '
+     'opens a validation exception "amounts that cannot be held exactly" (the docs name no such limit for bill lines; '
+     'settlement.md "money is exact")', None),
     ('F4 a correction of a line that earned a fixed amount (per line / per month / prorated) reverses the whole '
      'settled amount although the new revision still earns it (settlement.md corrections: "the difference between '
      'what the new revision earns and what was settled")', {'correction_fixed': 'reverse_whole'}),
@@ -1095,7 +1098,12 @@ def main():
         if problems and not a.no_explain:
             base = {k for k, _ in problems}
             combined = {}
+            for k in base:
+                if k[3] == 'valued':
+                    cause[k] = 'F5'
             for name, ov in KNOWN:
+                if ov is None:
+                    continue
                 combined.update(ov)
                 _, _, alt, _ = evaluate(sc, ov, a.phase, locked, a.compare, seed)
                 gone = base - {k for k, _ in alt}

@@ -30,6 +30,7 @@ export PGTZ=${DIFF_TZ:-Pacific/Kiritimati}
 failed_seeds=()
 total_lines=0
 total_dis=0
+total_unexplained=0
 
 settle_all() {    # settle_all DIR PERIOD... : settle each period in order, record the runs
 	local d=$1; shift
@@ -54,8 +55,11 @@ compare() {       # compare DIR PHASE : the model against the dump; counts into 
 	python3 "$here/model.py" "$dir/scenario.json" --compare "$d" --phase "$phase" --seed "$seed" ${DIFF_MODEL_ARGS:-} > "$d/compare.txt"
 	local rc=$?
 	local k; k=$(grep -c '^DISAGREE' "$d/compare.txt")
+	local u; u=$(sed -n 's/.*disagreements (\([0-9]*\) unexplained).*/\1/p' "$d/compare.txt")
 	head -"$show" "$d/compare.txt"
 	[ "$(wc -l < "$d/compare.txt")" -le "$show" ] || echo "    ... (all of it in $d/compare.txt)"
+	grep -E '^  (finding|summary)|^seed ' "$d/compare.txt"
+	unexplained=$((unexplained + ${u:-0}))
 	local c; c=$(sed -n 's/.*: \([0-9]*\) model lines compared.*/\1/p' "$d/compare.txt")
 	compared=$((compared + ${c:-0}))
 	n=$((n + k))
@@ -72,8 +76,14 @@ for seed in "$@"; do
 	dropdb --if-exists "$db" 2>/dev/null
 	createdb "$db"
 	q() { psql -X -q -v ON_ERROR_STOP=1 -d "$db" -At "$@"; }
-	problems=0 n=0 compared=0
-	prop() { echo "PROPERTY seed=$seed: $*"; problems=$((problems + 1)); }
+	problems=0 n=0 compared=0 unexplained=0
+	prop() {
+		local known=''
+		case "$*" in
+		*"cannot be held exactly"*) known=' [known: K2 verify_run fails on unrounded amounts with more than 8 decimals]';;
+		esac
+		echo "PROPERTY seed=$seed: $*$known"; problems=$((problems + 1))
+	}
 	if ! q -c "CREATE EXTENSION IF NOT EXISTS settle CASCADE" >/dev/null 2>"$dir/load.err" ||
 	   ! q -f "$dir/load.sql" >/dev/null 2>>"$dir/load.err"; then
 		echo "LOAD FAILED seed=$seed:"; sed 's/^/    /' "$dir/load.err" | head -20
@@ -138,9 +148,10 @@ for seed in "$@"; do
 	fi
 	total_lines=$((total_lines + compared))
 	total_dis=$((total_dis + n + problems))
+	total_unexplained=$((total_unexplained + unexplained))
 	if [ "$n" != 0 ] || [ "$problems" != 0 ]; then failed_seeds+=("$seed"); fi
-	echo "seed $seed: $compared lines compared, $n disagreements, $problems property failures"
+	echo "seed $seed: $compared lines compared, $n disagreements ($unexplained not attributed to a known finding), $problems property failures"
 	[ -n "${DIFF_KEEP:-}" ] || dropdb --if-exists "$db"
 done
-echo "=== $# seeds, $total_lines lines compared, $total_dis disagreements and property failures; failing seeds: ${failed_seeds[*]:-none}"
+echo "=== $# seeds, $total_lines lines compared, $total_dis disagreements and property failures ($total_unexplained disagreements not attributed to a known finding); failing seeds: ${failed_seeds[*]:-none}"
 [ ${#failed_seeds[@]} -eq 0 ]
