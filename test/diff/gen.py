@@ -263,7 +263,8 @@ class Gen:
                     ln[f] = fmt(-(D(orig[f]) * frac).quantize(D(1).scaleb(-self.a.decimals), context=CTX))
                 ln['charge_period_start'] = start.isoformat().replace('+00:00', 'Z')
                 ln['charge_period_end'] = (start + dt.timedelta(hours=1)).isoformat().replace('+00:00', 'Z')
-                ln['billing_period_start'] = '%s-01' % p
+                # a refund is invoiced no earlier than its charge
+                ln['billing_period_start'] = max('%s-01' % p, orig['billing_period_start'])
                 ln['original_line_key'] = orig['line_key']
                 ln['line_key'] = self.new_key(orig['account'], ln['charge_period_start'], orig['sku_id'],
                                               orig['charge_category'], '/refund')

@@ -67,6 +67,12 @@ INTERPRETATIONS = {
     # sign of its basis (0 for a zero basis), so the correction is the
     # difference ('earn').  Alternative: 'reverse_whole'.
     'correction_fixed': 'earn',
+    # Residual units of the rounding go to the largest remainders, ties in
+    # line key order (settlement.md), floor top-ups included by their keys
+    # (floor:customer:<id>, floor:reseller: the engine's names; the docs name
+    # none).  Alternative: 'generated' (bill lines first, then top-ups in the
+    # order they are made).
+    'tie_order': 'key',
     # Which rule version's basis setting (billed_cost, list_cost, amount_paid)
     # values a refund: the original's (rules.md §7 "evaluate the refund with
     # the rule version that was in force for the original charge").
@@ -487,7 +493,7 @@ class Model:
                 row['why'].append('charge category %s not eligible (%s)' % (ln.get('charge_category'), DOC['eligible']))
                 row.update(unrounded=ZERO, clause=None, tier=None, rate=None)
                 row['dc'] |= {'clause', 'tier', 'rate', 'basis'}
-                self.lineage[(rid, ln['line_key'])] = dict(row, _rule=rule, _clause=None, _ver=v)
+                self.lineage[(rid, ln['line_key'])] = dict(row, _rule=rule, _clause=None, _ver=v, _period=period)
                 continue
             c_id = ln.get('customer_id')
             cb = cust_before.get(c_id, ZERO)
@@ -504,7 +510,7 @@ class Model:
                 row['why'].append('no clause matches (%s)' % DOC['no_match'])
                 row.update(unrounded=ZERO, clause=None, tier=None, rate=None)
                 row['dc'] |= {'tier', 'rate'}
-                self.lineage[(rid, ln['line_key'])] = dict(row, _rule=rule, _clause=None, _ver=v)
+                self.lineage[(rid, ln['line_key'])] = dict(row, _rule=rule, _clause=None, _ver=v, _period=period)
                 continue
             row['why'].append('clause %d "%s" (%s)' % (clause_no, cl['text'], DOC['clause']))
             if cl.get('conds', {}).get('tags'):
@@ -565,7 +571,7 @@ class Model:
                 cust_todate[c_id] = add(cust_todate.get(c_id, ZERO), com)
                 res_todate = add(res_todate, com)
             row.update(unrounded=com, clause=clause_no, tier=tier, rate=rate, clause_text=cl['text'])
-            self.lineage[(rid, ln['line_key'])] = dict(row, _rule=rule, _clause=cl, _ver=v)
+            self.lineage[(rid, ln['line_key'])] = dict(row, _rule=rule, _clause=cl, _ver=v, _period=period)
 
         # pass 2: refund reversals
         for ln, orig, age, deferred in refunds:
@@ -577,6 +583,8 @@ class Model:
             why.append('refund of %s, %s days after it%s (%s)' % (
                 ln['original_line_key'], age, ', deferred from %s' % pprev if deferred else '', DOC['refund_window']))
             o = self.lineage.get((rid, ln['original_line_key']))
+            if o is not None and o['_period'] > period:
+                o = None      # settled in a later period: not yet settled when this period is
             if o is None:
                 why.append('original not settled: unlinked (%s)' % DOC['refund'])
                 row.update(unrounded=ZERO)
@@ -684,7 +692,12 @@ class Model:
             fsum = add(fsum, row['rounded'])
         n = int(CTX.divide(CTX.subtract(total, fsum), unit))
         assert 0 <= n <= len(rows), (n, len(rows))
-        order = sorted(range(len(rows)), key=lambda i: (-rows[i]['rem'], rows[i]['line_key'] or '\uffff', rows[i]['kind']))
+        if opt('tie_order') == 'key':
+            order = sorted(range(len(rows)), key=lambda i: (-rows[i]['rem'], rows[i]['line_key'], rows[i]['kind']))
+        else:
+            # bill lines in line key order, then the top-ups in the order they were made
+            pos = {i: (rows[i]['kind'] == 'f', rows[i]['line_key'] if rows[i]['kind'] != 'f' else '', i) for i in range(len(rows))}
+            order = sorted(range(len(rows)), key=lambda i: (-rows[i]['rem'], pos[i]))
         for i in order[:n]:
             rows[i]['rounded'] = add(rows[i]['rounded'], unit)
             rows[i]['why'].append('receives a residual unit (%s)' % DOC['rounding'])
@@ -873,7 +886,7 @@ def f_customer(r):
 def clause_tokens(text):
     """A clause's text as comparable tokens: numbers by value, quotes and case of keywords dropped."""
     out = []
-    for tok in re.findall(r'"(?:[^"\\]|\\.)*"|[^\s,]+', text or ''):
+    for tok in re.findall(r'"(?:[^"\\]|\\.)*"|[^\s,]+', (text or '').lower()):
         if tok.startswith('"'):
             out.append(tok[1:-1].replace('\\"', '"').replace('\\\\', '\\'))
             continue
@@ -903,6 +916,7 @@ def compare(model, lineage_csv, statement_csv, out=sys.stdout, seed=None):
     problems = []
     compared = 0
     tie_orders = set()
+    refused_runs = set()
 
     def report(rid, period, what, field, mv, ev, doc, detail=''):
         key = (rid, period, 'rounding allocation' if what.endswith(' lines') else what, field)
@@ -945,7 +959,10 @@ def compare(model, lineage_csv, statement_csv, out=sys.stdout, seed=None):
                     report(rid, period, what, 'row', 'present (unrounded %s)' % fmt(row['unrounded']), 'missing',
                            DOC['period'] if row['kind'] == 'c' else DOC['refund_window'], ' | '.join(row['why']))
                     continue
-            if row['kind'] != 'f' and (rid, row['line_key']) in refused and norm('unrounded', e['unrounded']) != row['unrounded']:
+            if row['kind'] != 'f' and (rid, row['line_key']) in refused:
+                refused_runs.add((rid, period))
+            if row['kind'] != 'f' and (rid, row['line_key']) in refused and (
+                    norm('unrounded', e['unrounded']) != row['unrounded'] or norm('clause', e['clause']) != row.get('clause')):
                 # the engine refused to value the line (a validation exception): one report, not one per field
                 report(rid, period, what, 'valued', '%s (rounded %s)' % (fmt(row['unrounded']), fmt(row['rounded'])),
                        'earns nothing: validation exception ' + refused[(rid, row['line_key'])][:160],
@@ -1025,7 +1042,7 @@ def compare(model, lineage_csv, statement_csv, out=sys.stdout, seed=None):
     extra = set(eng_st) - set(model.results)
     for rid, period in sorted(extra):
         report(rid, period, 'run', 'statement', 'absent', 'present', DOC['statement'])
-    return compared, problems, notes
+    return compared, problems, notes, refused_runs
 
 
 # Readings under which the engine was seen to settle, each a finding of the
@@ -1046,6 +1063,9 @@ KNOWN = [
     ('F5 a bill line with an amount of more than 8 decimals (real FOCUS files carry 11) earns nothing: settle_period '
      'opens a validation exception "amounts that cannot be held exactly" (the docs name no such limit for bill lines; '
      'settlement.md "money is exact")', None),
+    ('F8 residual rounding units tied between floor top-ups do not go in line key order (floor:customer:22 before '
+     'floor:customer:9): the engine gives them in the order the top-ups are made (settlement.md rounding "ties: line '
+     'key order")', {'tie_order': 'generated'}),
     ('F4 a correction of a line that earned a fixed amount (per line / per month / prorated) reverses the whole '
      'settled amount although the new revision still earns it (settlement.md corrections: "the difference between '
      'what the new revision earns and what was settled")', {'correction_fixed': 'reverse_whole'}),
@@ -1059,9 +1079,9 @@ def evaluate(sc, overrides, phase, locked, cdir, seed):
         m = Model(json.loads(json.dumps(sc)))
         m.run_all(phase=phase, locked=locked)
         if cdir is None:
-            return m, 0, [], []
-        compared, problems, notes = compare(m, cdir + '/lineage.csv', cdir + '/statement.csv', seed=seed)
-        return m, compared, problems, notes
+            return m, 0, [], [], set()
+        compared, problems, notes, refused_runs = compare(m, cdir + '/lineage.csv', cdir + '/statement.csv', seed=seed)
+        return m, compared, problems, notes, refused_runs
     finally:
         INTERPRETATIONS.clear()
         INTERPRETATIONS.update(saved)
@@ -1091,7 +1111,7 @@ def main():
                     rid, p = line.split('|')[:2]
                     locked.add((int(rid), p.strip()))
     seed = a.seed or sc.get('seed')
-    m, compared, problems, notes = evaluate(sc, {}, a.phase, locked, a.compare, seed)
+    m, compared, problems, notes, refused_runs = evaluate(sc, {}, a.phase, locked, a.compare, seed)
     if a.compare:
         # attribute disagreements to known findings: those that disappear under the engine's reading
         cause = {}
@@ -1105,13 +1125,16 @@ def main():
                 if ov is None:
                     continue
                 combined.update(ov)
-                _, _, alt, _ = evaluate(sc, ov, a.phase, locked, a.compare, seed)
+                _, _, alt, _, _ = evaluate(sc, ov, a.phase, locked, a.compare, seed)
                 gone = base - {k for k, _ in alt}
                 for k in gone:
                     cause.setdefault(k, name.split()[0])
-            _, _, alt, _ = evaluate(sc, combined, a.phase, locked, a.compare, seed)
+            _, _, alt, _, _ = evaluate(sc, combined, a.phase, locked, a.compare, seed)
             for k in base - {k for k, _ in alt}:
                 cause.setdefault(k, 'K*')
+            for k in base:
+                if (k[0], k[1]) in refused_runs:
+                    cause.setdefault(k, 'F5*')
         for k, text in problems:
             print(text + ('\n    known: %s' % cause[k] if k in cause else '\n    UNEXPLAINED'))
         for n in notes:
@@ -1122,6 +1145,8 @@ def main():
                 print('  finding %s' % name)
         if 'K*' in used:
             print('  finding K* = only under the known findings together')
+        if 'F5*' in used:
+            print('  finding F5* = in a run with lines refused under F5 (a consequence of F5 cannot be ruled out)')
         groups = {}
         for k, _ in problems:
             g = (cause.get(k, 'UNEXPLAINED'), 'statement' if k[2] in ('statement', 'run') else 'line', k[3])
