@@ -319,7 +319,14 @@ class Gen:
                 new.append(n)
         self.lines += new
         # every period is settled again: a locked one returns its run unchanged
-        self.phase2 = {'lock_periods': [self.periods[0]], 'settle_order': list(self.periods)}
+        self.phase2 = {'lock_periods': [self.periods[0]], 'settle_order': list(self.periods), 'adjustments': []}
+        # approved adjustments (four eyes) into later periods' statements
+        for i in range(r.choice([0, 1, 2])):
+            rs = r.choice(self.resellers)
+            minor = CURRENCIES[rs['agreements'][0]['currency']]
+            amt = self.dec_between(-50, 200, minor)
+            self.phase2['adjustments'].append({'n': i + 1, 'reseller_id': rs['id'], 'reseller': rs['code'],
+                                               'period': r.choice(self.periods[1:]), 'amount': fmt(amt)})
 
     def build_blocking(self):
         """Things settle must not guess (settlement.md): a line without a

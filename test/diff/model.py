@@ -136,6 +136,7 @@ DOC = {
     'carry': 'settlement.md carry-forward: previous carry-forward added; below the minimum payout (or negative) carries forward',
     'statement': 'statements.md / reconciliation.md statement check: totals per kind, Σ lines = total',
     'no_match': 'rules.md §3 no clause matches: earns nothing',
+    'adjustment': 'finance-guide.md §4 / reference.md approve_adjustment: an approved adjustment is a line of kind a in its target period',
     'correction': 'settlement.md corrections: revised after the lock, first open period, at the original rate (kind x)',
 }
 
@@ -317,6 +318,7 @@ class Model:
                 v['_ordered'] = ordered_clauses(v['rule'])
         self.phase = 1
         self.locked = set()  # (reseller_id, period) locked after phase 1
+        self.adjustments = []   # approved adjustments, in force from phase 2
         self.load_lines(1)
         self.results = {}   # (reseller_id, period) -> dict(rows, statement)
         self.lineage = {}   # (reseller_id, line_key) -> the c row that settled it
@@ -631,6 +633,12 @@ class Model:
 
         if self.locked_lineage:
             self.corrections(rid, period, ag, rows)
+        for adj in self.adjustments:
+            if adj['reseller_id'] == rid and adj['period'] == period:
+                rows.append({'line_key': 'exception:%s' % adj.get('exception_id', '?'), 'kind': 'a', 'customer_id': None,
+                             'unrounded': dec(adj['amount']), 'adj': True,
+                             'why': ['approved adjustment %s (finance-guide.md §4: a settlement line of kind a)' % adj['amount']],
+                             'dc': {'revision', 'rule_version', 'clause', 'tier', 'basis', 'rate', 'fx_rate_id', 'ref'}})
 
         # period floors: top-ups (kind f)
         prd = opt('period_rule_date')
@@ -761,7 +769,7 @@ class Model:
             row['why'].append('line cap %s (%s)' % (cap, DOC['line_cap']))
         return com
 
-    def run_all(self, phase=1, locked=()):
+    def run_all(self, phase=1, locked=(), adjustments=()):
         """Phase 1: settle every period in order.  Phase 2 (when the scenario
         has one): the runs in `locked` are locked, the phase-2 lines (late
         revisions) arrive and the scenario's phase-2 periods are settled again;
@@ -779,6 +787,7 @@ class Model:
                         row['line_key']: self.lineage[(rid, row['line_key'])] for row in res['rows']
                         if row['kind'] == 'c' and (rid, row['line_key']) in self.lineage}
             self.load_lines(2)
+            self.adjustments = list(adjustments)
             for p in self.sc['phase2']['settle_order']:
                 for rid in sorted(self.resellers):
                     if (rid, p) not in self.locked:
@@ -933,15 +942,26 @@ def compare(model, lineage_csv, statement_csv, out=sys.stdout, seed=None):
         ef = []
         rounded_diffs = []
         before_run = len(problems)
+        ea = []
         for r in erows:
-            if r['kind'] == 'f':
+            if r['kind'] == 'a':
+                ea.append(r)
+            elif r['kind'] == 'f':
                 ef.append(r)
             else:
                 ekey[(r['line_key'], r['kind'])] = r
         mkeys = set()
         for row in res['rows']:
             compared += 1
-            if row['kind'] == 'f':
+            if row['kind'] == 'a':
+                match = [r for r in ea if norm('unrounded', r['unrounded']) == row['unrounded']]
+                if not match:
+                    report(rid, period, 'adjustment %s' % fmt(row['unrounded']), 'row', 'present', 'missing', DOC['adjustment'])
+                    continue
+                e = match[0]
+                ea.remove(e)
+                what = 'a-line %s' % e['line_key']
+            elif row['kind'] == 'f':
                 match = [r for r in ef if f_customer(r) == row['customer_id']]
                 if not match:
                     report(rid, period, 'floor top-up customer=%s' % row['customer_id'], 'row', fmt(row['unrounded']), 'missing',
@@ -998,6 +1018,8 @@ def compare(model, lineage_csv, statement_csv, out=sys.stdout, seed=None):
             if k not in mkeys:
                 report(rid, period, 'line %s kind %s' % k, 'row', 'absent', 'present (unrounded %s)' % e['unrounded'],
                        DOC['period'] if k[1] == 'c' else DOC['refund_window'])
+        for e in ea:
+            report(rid, period, 'a-line %s' % e['line_key'], 'row', 'absent', 'present (unrounded %s)' % e['unrounded'], DOC['adjustment'])
         for e in ef:
             report(rid, period, 'f-line %s customer %s' % (e['line_key'], e['customer_id']), 'row', 'absent',
                    'present (unrounded %s)' % e['unrounded'], DOC['cust_floor'])
@@ -1072,12 +1094,12 @@ KNOWN = [
 ]
 
 
-def evaluate(sc, overrides, phase, locked, cdir, seed):
+def evaluate(sc, overrides, phase, locked, cdir, seed, adjustments=()):
     saved = dict(INTERPRETATIONS)
     INTERPRETATIONS.update(overrides)
     try:
         m = Model(json.loads(json.dumps(sc)))
-        m.run_all(phase=phase, locked=locked)
+        m.run_all(phase=phase, locked=locked, adjustments=adjustments)
         if cdir is None:
             return m, 0, [], [], set()
         compared, problems, notes, refused_runs = compare(m, cdir + '/lineage.csv', cdir + '/statement.csv', seed=seed)
@@ -1110,8 +1132,17 @@ def main():
                 if line.strip():
                     rid, p = line.split('|')[:2]
                     locked.add((int(rid), p.strip()))
+    adjustments = []
+    if a.compare and os.path.exists(os.path.join(a.compare, 'adjustments.txt')):
+        # the adjustments run.sh got proposed and approved: n|exception_id
+        byn = {str(x['n']): x for x in (sc.get('phase2') or {}).get('adjustments', [])}
+        with open(os.path.join(a.compare, 'adjustments.txt')) as f:
+            for line in f:
+                if line.strip():
+                    n, eid = line.strip().split('|')[:2]
+                    adjustments.append(dict(byn[n], exception_id=eid))
     seed = a.seed or sc.get('seed')
-    m, compared, problems, notes, refused_runs = evaluate(sc, {}, a.phase, locked, a.compare, seed)
+    m, compared, problems, notes, refused_runs = evaluate(sc, {}, a.phase, locked, a.compare, seed, adjustments)
     if a.compare:
         # attribute disagreements to known findings: those that disappear under the engine's reading
         cause = {}
@@ -1125,11 +1156,11 @@ def main():
                 if ov is None:
                     continue
                 combined.update(ov)
-                _, _, alt, _, _ = evaluate(sc, ov, a.phase, locked, a.compare, seed)
+                _, _, alt, _, _ = evaluate(sc, ov, a.phase, locked, a.compare, seed, adjustments)
                 gone = base - {k for k, _ in alt}
                 for k in gone:
                     cause.setdefault(k, name.split()[0])
-            _, _, alt, _, _ = evaluate(sc, combined, a.phase, locked, a.compare, seed)
+            _, _, alt, _, _ = evaluate(sc, combined, a.phase, locked, a.compare, seed, adjustments)
             for k in base - {k for k, _ in alt}:
                 cause.setdefault(k, 'K*')
             for k in base:

@@ -111,6 +111,19 @@ for seed in "$@"; do
 			fi
 		done < <(q -F '|' -c "SELECT run_id, reseller_id FROM settle.run WHERE period = '${periods[0]}' AND status = 'draft' ORDER BY reseller_id")
 		q -f "$dir/phase2.sql" >/dev/null 2>"$dir/phase2.err" || { echo "LOAD FAILED seed=$seed phase 2:"; head -5 "$dir/phase2.err"; }
+		# approved adjustments: one person proposes, another approves (finance-guide.md §4)
+		: > "$dir/adjustments.txt"
+		while IFS='|' read -r an arid arper aamt; do
+			[ -n "$an" ] || continue
+			q -c "DO \$\$BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'diff_alice') THEN CREATE ROLE diff_alice LOGIN PASSWORD 'diff' IN ROLE settle_finance; CREATE ROLE diff_bob LOGIN PASSWORD 'diff' IN ROLE settle_finance; END IF; END\$\$" 2>>"$dir/adj.err"
+			eid=$(q -c "SELECT settle.open_exception($arid, 'manual', 'diff-adjustment-$an', '$arper', '{}', '{\"reason\": \"differential test adjustment $an\"}', 'warning')" 2>>"$dir/adj.err")
+			if PGUSER=diff_alice PGPASSWORD=diff q -c "SELECT settle.propose_adjustment($eid, $aamt, '$arper', 'differential test')" >/dev/null 2>>"$dir/adj.err" &&
+			   PGUSER=diff_bob PGPASSWORD=diff q -c "SELECT settle.approve_adjustment($eid, 'differential test')" >/dev/null 2>>"$dir/adj.err"; then
+				echo "$an|$eid" >> "$dir/adjustments.txt"
+			else
+				echo "    note: adjustment $an ($aamt into $arper of reseller $arid) not approved: $(tail -1 "$dir/adj.err")"
+			fi
+		done < <(python3 -c "import json,sys; [print('%s|%s|%s|%s' % (a['n'], a['reseller_id'], a['period'], a['amount'])) for a in (json.load(open(sys.argv[1])).get('phase2') or {}).get('adjustments', [])]" "$dir/scenario.json")
 		if ! settle_all "$dir" "${periods2[@]}"; then
 			failed_seeds+=("$seed"); total_dis=$((total_dis + 1)); continue
 		fi
