@@ -320,11 +320,13 @@ class Gen:
         self.lines += new
         # every period is settled again: a locked one returns its run unchanged
         self.phase2 = {'lock_periods': [self.periods[0]], 'settle_order': list(self.periods), 'adjustments': []}
-        # approved adjustments (four eyes) into later periods' statements
+        # approved adjustments (four eyes) into later periods' statements; their
+        # own random stream, so that the rest of a seed's scenario stays as it was
+        r = random.Random(self.a.seed * 7919 + 1)
         for i in range(r.choice([0, 1, 2])):
             rs = r.choice(self.resellers)
             minor = CURRENCIES[rs['agreements'][0]['currency']]
-            amt = self.dec_between(-50, 200, minor)
+            amt = D(r.randint(-50 * 10 ** minor, 200 * 10 ** minor)).scaleb(-minor, CTX)
             self.phase2['adjustments'].append({'n': i + 1, 'reseller_id': rs['id'], 'reseller': rs['code'],
                                                'period': r.choice(self.periods[1:]), 'amount': fmt(amt)})
 
