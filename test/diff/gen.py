@@ -10,7 +10,9 @@ and options always give the same files.
 
 Features (each on by default; --no NAME turns one off): tags, tiers, caps,
 floors, refunds, deferred, versions, fx, proration, minpayout, revisions,
-credits, invoice, quoted, zero, boundary, exponents, fixed.
+credits, invoice, quoted, zero, boundary, exponents, fixed, corrections
+(phase 2: lock, late revisions, adjustments), blocking (a line without a
+customer, an unlinked refund, a missing FX rate).
 """
 import argparse
 import datetime as dt
