@@ -2449,7 +2449,13 @@ settle_settle_reseller(PG_FUNCTION_ARGS)
 			elog(ERROR, "a run id is required to write a settlement");
 		write_lineage(&run);
 	}
+	/*
+	 * SPI_finish returns to the context that was current at SPI_connect:
+	 * run.mcxt, which is deleted below.  Everything returned is built in the
+	 * caller's context.
+	 */
 	SPI_finish();
+	MemoryContextSwitchTo(old);
 	settle_progress_end();
 
 	memset(nulls, 0, sizeof(nulls));
@@ -2470,7 +2476,7 @@ settle_settle_reseller(PG_FUNCTION_ARGS)
 	values[14] = money128_to_numeric(tot.net, run.minor_unit);
 	values[15] = problems_jsonb(&run);
 	MemoryContextDelete(run.mcxt);
-	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(resdesc, values, nulls)));
+	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(BlessTupleDesc(resdesc), values, nulls)));
 }
 
 /*
