@@ -453,6 +453,22 @@ intern_col(Run *run, HeapTuple t, TupleDesc d, int col)
 
 static money128 datum_money(Datum d, bool isnull, const char *what);
 
+/*
+ * A recorded lineage amount, as settle_period wrote it: an unrounded
+ * commission (basis x rate, a prorated amount) may have up to 16 decimal
+ * places, where an input amount has at most 8.  False when it is null or
+ * cannot be held (it was not written by the engine).
+ */
+static bool
+lineage_money(HeapTuple t, TupleDesc d, int col, money128 *out)
+{
+	bool		isnull;
+	Datum		v = SPI_getbinval(t, d, col, &isnull);
+
+	*out = 0;
+	return !isnull && numeric_to_money128(v, out);
+}
+
 /* A numeric column as money (0 when null). */
 static money128
 money_col(HeapTuple t, TupleDesc d, int col, const char *what)
@@ -1740,7 +1756,8 @@ add_corrections(Run *run)
 		if (isnull)
 		{
 			/* recorded: the basis as written */
-			l->basis = money_col(t, d, 7, "basis");
+			if (!lineage_money(t, d, 7, &l->basis))
+				elog(ERROR, "recorded basis of correction %s out of range", key);
 			l->unrounded = settled;
 		}
 		else
@@ -2359,7 +2376,8 @@ compare_recorded(Run *run)
 			char	   *key = SPI_getvalue(t, d, 1);
 			char	   *ref = SPI_getvalue(t, d, 12);
 			Line	   *l;
-			money128	rate;
+			money128	rate,
+						m;
 			bool		ratenull;
 			Datum		rd;
 			const char *what = NULL;
@@ -2373,15 +2391,16 @@ compare_recorded(Run *run)
 			}
 			l = &run->lines[run->order[i]];
 			rd = SPI_getbinval(t, d, 8, &ratenull);
-			rate = ratenull ? 0 : datum_money(rd, false, "rate");
+			if (ratenull || !numeric_to_money128(rd, &rate))
+				rate = 0;
 			if (strcmp(key, ARENA(run, l->key)) != 0 ||
 				DatumGetChar(SPI_getbinval(t, d, 2, &isnull)) != l->kind)
 				what = "is not the line derived at this position";
-			else if (money_col(t, d, 11, "rounded") != l->rounded)
+			else if (!lineage_money(t, d, 11, &m) || m != l->rounded)
 				what = "has a different rounded amount";
-			else if (money_col(t, d, 10, "unrounded") != l->unrounded)
+			else if (!lineage_money(t, d, 10, &m) || m != l->unrounded)
 				what = "has a different exact amount";
-			else if (money_col(t, d, 7, "basis") != l->basis)
+			else if (!lineage_money(t, d, 7, &m) || m != l->basis)
 				what = "has a different basis";
 			else if ((l->rate < 0) != ratenull ||
 					 (!ratenull && rate != (money128) l->rate * (MONEY_ONE / RATE_ONE)))

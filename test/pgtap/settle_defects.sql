@@ -2,7 +2,7 @@
 -- explain, and the decisions docs/rules.md and docs/settlement.md state for
 -- floors and refund reversals.  Every number is worked out in the comments.
 BEGIN;
-SELECT plan(15);
+SELECT plan(24);
 
 SET LOCAL settle.reason = 'defect regressions';
 
@@ -108,6 +108,58 @@ SELECT results_eq($$SELECT line_key COLLATE "default", clause, unrounded FROM k_
 	'tags: the line''s own (08), the customer''s (09), merged (11), a number (12); the line''s env=dev beats the customer''s env=prod (10)');
 SELECT is((SELECT sum(unrounded) FROM k_lineage), 7 * 12 * 1.50 + 6 * 2.00 + 3 * 2.00 + 1.00,
 	'and nothing else: 84 lines at 1.50, nine at 2.00 more, one at 1.00 more');
+
+-- ---------------------------------------------------------------------------
+-- 2. verify_run reads back every amount settle_period writes.  Three
+--    resellers at 1.5%, 7.123456% and 0.000001% (a rate of 8 decimals as a
+--    fraction), each with the same amount carried to 0..11 decimals and a
+--    EUR line converted at 1.08765432: unrounded amounts have up to 16
+--    decimals.  Amounts with more than 8 decimals cannot be settled exactly:
+--    those lines earn nothing and each opens a validation exception.
+-- ---------------------------------------------------------------------------
+SELECT settle.add_fx_rate('EUR', 'USD', '2026-09-30', 1.08765432, 'ECB');
+SELECT pg_temp.reseller(code, format(E'currency USD\notherwise pay %s%%', rate))
+  FROM (VALUES ('dec1', '1.5'), ('dec2', '7.123456'), ('dec3', '0.000001')) d(code, rate);
+SELECT settle.add_customer(code, 'c', 'Customer c') FROM unnest(ARRAY['dec1', 'dec2', 'dec3']) code;
+SELECT pg_temp.line(code, 'c', code || '/' || lpad(k::text, 2, '0'), '2026-09-12', amount)
+  FROM unnest(ARRAY['dec1', 'dec2', 'dec3']) code,
+       unnest(ARRAY[125, 124.6, 124.64, 124.648, 124.6481, 124.64803, 124.648037, 124.6480371, 124.64803712,
+                    124.648037123, 124.6480371234, 124.64803712345]) WITH ORDINALITY a(amount, k);
+SELECT pg_temp.line(code, 'c', code || '/eur', '2026-09-13', 99.12345678, currency => 'EUR')
+  FROM unnest(ARRAY['dec1', 'dec2', 'dec3']) code;
+SELECT is((SELECT count(*) FROM settle.settle_period('2026-09', code)), 1::bigint, 'settles ' || code)
+  FROM unnest(ARRAY['dec1', 'dec2', 'dec3']) code;
+-- 124.648037 x 1.5% = 1.869720555 (the amount verify_run could not read);
+-- EUR 99.12345678 x 1.08765432 = 107.81205598010..., carried to 8 decimals: 107.81205598
+SELECT results_eq($$SELECT l.line_key COLLATE "default", l.basis, l.unrounded FROM settle.settlement_line l
+                    WHERE l.run_id = pg_temp.run('dec1', '2026-09') ORDER BY l.line_key COLLATE "C"$$,
+	$$VALUES ('dec1/01', 125.00, 1.875), ('dec1/02', 124.60, 1.869), ('dec1/03', 124.64, 1.8696),
+	         ('dec1/04', 124.648, 1.86972), ('dec1/05', 124.6481, 1.8697215), ('dec1/06', 124.64803, 1.86972045),
+	         ('dec1/07', 124.648037, 1.869720555), ('dec1/08', 124.6480371, 1.8697205565),
+	         ('dec1/09', 124.64803712, 1.8697205568), ('dec1/10', 0.00, 0.00), ('dec1/11', 0.00, 0.00),
+	         ('dec1/12', 0.00, 0.00), ('dec1/eur', 107.81205598, 1.6171808397)$$,
+	'1.5%: exact amounts of up to 11 decimals; 9 to 11 decimal amounts earn nothing');
+SELECT results_eq($$SELECT l.line_key COLLATE "default", l.unrounded FROM settle.settlement_line l
+                    WHERE l.run_id = pg_temp.run('dec2', '2026-09') AND l.line_key IN ('dec2/09', 'dec2/eur')
+                    ORDER BY l.line_key COLLATE "C"$$,
+	$$VALUES ('dec2/09', 8.8792480791068672), ('dec2/eur', 7.6799443704306688)$$,
+	'7.123456%: 124.64803712 x 0.07123456 and 107.81205598 x 0.07123456, 16 decimals each');
+SELECT results_eq($$SELECT l.line_key COLLATE "default", l.unrounded FROM settle.settlement_line l
+                    WHERE l.run_id = pg_temp.run('dec3', '2026-09') AND l.line_key IN ('dec3/09', 'dec3/eur')
+                    ORDER BY l.line_key COLLATE "C"$$,
+	$$VALUES ('dec3/09', 0.0000012464803712), ('dec3/eur', 0.0000010781205598)$$,
+	'0.000001%: 124.64803712 x 0.00000001 and 107.81205598 x 0.00000001');
+SELECT results_eq($$SELECT rs.code COLLATE "default", s.lines, s.commission FROM settle.statement s
+                    JOIN settle.reseller rs USING (reseller_id) WHERE rs.code LIKE 'dec%' ORDER BY rs.code$$,
+	$$VALUES ('dec1', 13::bigint, 18.45::numeric), ('dec2', 13::bigint, 87.61::numeric), ('dec3', 13::bigint, 0.00::numeric)$$,
+	'statements: 18.449104458 -> 18.45, 87.6142558973... -> 87.61, 0.0000122994... -> 0.00');
+SELECT results_eq($$SELECT rs.code COLLATE "default", v.verified, v.lines, v.problem FROM settle.reseller rs,
+                    settle.verify_run(pg_temp.run(rs.code, '2026-09')) v WHERE rs.code LIKE 'dec%' ORDER BY rs.code$$,
+	$$VALUES ('dec1', true, 13::bigint, NULL::text), ('dec2', true, 13::bigint, NULL), ('dec3', true, 13::bigint, NULL)$$,
+	'verify_run confirms every run, whatever the decimals of its amounts');
+SELECT is((SELECT count(*) FROM settle.exception e WHERE e.kind = 'validation'
+            AND e.reseller_id IN (settle.reseller_id('dec1'), settle.reseller_id('dec2'), settle.reseller_id('dec3'))),
+	9::bigint, 'the nine lines with more than 8 decimals are validation exceptions');
 
 -- ---------------------------------------------------------------------------
 -- 7. A month of 1,210 lines, 1,200 of them with amounts of 11 decimals (as
