@@ -656,13 +656,20 @@ load_versions(Run *run)
 	args[1] = Int64GetDatum(run->agreement_id);
 	args[2] = DateADTGetDatum(run->prev_start);
 	args[3] = DateADTGetDatum(run->end);
-	/* verify mode: the versions the recorded run used, and no others */
+	/*
+	 * Verify mode: the versions the recorded run could use, i.e. those
+	 * published by the time it was made.  Not only those its lines record: a
+	 * refund's basis is read with the version in force on the refund's date
+	 * (its lineage records its original's), and the floors are the last
+	 * version's.  Versions are immutable and never overlap, so a version
+	 * published later can only cover dates that had none.
+	 */
 	args[4] = Int64GetDatum(run->verify_run);
 	if (SPI_execute_with_args("SELECT version, effective_from, effective_to, rule, content_hash "
-							  "FROM settle.rule_version WHERE reseller_id = $1 AND agreement_id = $2 "
-							  "AND effective_from < $4 AND effective_to > $3 AND ($5 = 0 OR version IN "
-							  "(SELECT s.rule_version FROM settle.settlement_line s WHERE s.reseller_id = $1 "
-							  "AND s.run_id = $5 AND s.kind IN ('c', 'r'))) ORDER BY effective_from",
+							  "FROM settle.rule_version v WHERE v.reseller_id = $1 AND v.agreement_id = $2 "
+							  "AND v.effective_from < $4 AND v.effective_to > $3 AND ($5 = 0 OR v.published_at <= "
+							  "(SELECT r.created_at FROM settle.run r WHERE r.reseller_id = $1 AND r.run_id = $5)) "
+							  "ORDER BY v.effective_from",
 							  5, types, args, NULL, true, 0) != SPI_OK_SELECT)
 		elog(ERROR, "could not read rule versions");
 	run->nversions = (int) SPI_processed;

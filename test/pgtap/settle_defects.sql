@@ -2,7 +2,7 @@
 -- explain, and the decisions docs/rules.md and docs/settlement.md state for
 -- floors and refund reversals.  Every number is worked out in the comments.
 BEGIN;
-SELECT plan(24);
+SELECT plan(28);
 
 SET LOCAL settle.reason = 'defect regressions';
 
@@ -160,6 +160,50 @@ SELECT results_eq($$SELECT rs.code COLLATE "default", v.verified, v.lines, v.pro
 SELECT is((SELECT count(*) FROM settle.exception e WHERE e.kind = 'validation'
             AND e.reseller_id IN (settle.reseller_id('dec1'), settle.reseller_id('dec2'), settle.reseller_id('dec3'))),
 	9::bigint, 'the nine lines with more than 8 decimals are validation exceptions');
+
+-- ---------------------------------------------------------------------------
+-- 3. verify_run of a run made only of deferred refunds, for a reseller whose
+--    rule version changed in the refunds' period.  defer: 30-day refund
+--    window; version 1 (5%) to 2026-10-16, version 2 (7%) from it.
+--    September: 1000.00 + 333.33 + 250.00 at 5% = 79.1665 -> 79.17.
+--    Refunds dated October 23 (-600.00, -333.33) and October 10 (-250.00),
+--    32 to 51 days after their charges: deferred to November, reversed at
+--    September's 5%: -30 - 16.6665 - 12.5 = -59.1665 -> -59.17.  The refunds
+--    of the 23rd are read with version 2, in force on their date; verify_run
+--    did not load it (only the versions the lineage records: version 1).
+-- ---------------------------------------------------------------------------
+SELECT settle.add_reseller(code, 'Reseller ' || code), settle.set_agreement(code, '2026-01-01', 'USD', refund_window_days => 30),
+       settle.add_customer(code, 'c', 'Customer c')
+  FROM unnest(ARRAY['defer', 'defer0']) code;
+SELECT settle.publish_rule('defer', a.agreement_id, '2026-01-01', E'currency USD\notherwise pay 5%', 'v1', '2026-10-16'),
+       settle.publish_rule('defer', a.agreement_id, '2026-10-16', E'currency USD\notherwise pay 7%', 'v2')
+  FROM settle.agreement a WHERE a.reseller_id = settle.reseller_id('defer');
+SELECT settle.publish_rule('defer0', a.agreement_id, '2026-01-01', E'currency USD\notherwise pay 5%', 'v1')
+  FROM settle.agreement a WHERE a.reseller_id = settle.reseller_id('defer0');
+SELECT pg_temp.line(code, 'c', code || '/' || k, d, amount)
+  FROM unnest(ARRAY['defer', 'defer0']) code,
+       (VALUES ('d1', DATE '2026-09-02', 1000.00), ('d2', '2026-09-05', 333.33), ('d3', '2026-09-08', 250.00)) x(k, d, amount);
+SELECT pg_temp.line(code, 'c', code || '/' || k || '/refund', d, amount, original => code || '/' || k)
+  FROM unnest(ARRAY['defer', 'defer0']) code,
+       (VALUES ('d1', DATE '2026-10-23', -600.00), ('d2', '2026-10-23', -333.33), ('d3', '2026-10-10', -250.00)) x(k, d, amount);
+SELECT count(*) FROM settle.settle_period('2026-09', 'defer') UNION ALL SELECT count(*) FROM settle.settle_period('2026-09', 'defer0');
+SELECT count(*) FROM settle.settle_period('2026-10', 'defer') UNION ALL SELECT count(*) FROM settle.settle_period('2026-10', 'defer0');
+SELECT count(*) FROM settle.settle_period('2026-11', 'defer') UNION ALL SELECT count(*) FROM settle.settle_period('2026-11', 'defer0');
+SELECT results_eq($$SELECT p, s.lines, s.total FROM unnest(ARRAY['2026-09', '2026-10', '2026-11']) p
+                    JOIN settle.statement s ON s.run_id = pg_temp.run('defer', p) ORDER BY p$$,
+	$$VALUES ('2026-09', 3::bigint, 79.17::numeric), ('2026-10', 0::bigint, 0.00::numeric), ('2026-11', 3::bigint, -59.17::numeric)$$,
+	'defer: September 79.17; the refunds skip October and reverse in November at 5%: -59.17');
+SELECT results_eq($$SELECT l.line_key COLLATE "default", l.kind::text, l.rule_version, l.rate, l.unrounded
+                    FROM settle.settlement_line l WHERE l.run_id = pg_temp.run('defer', '2026-11') ORDER BY l.line_key COLLATE "C"$$,
+	$$VALUES ('defer/d1/refund', 'r', 1, 0.05, -30.00), ('defer/d2/refund', 'r', 1, 0.05, -16.6665),
+	         ('defer/d3/refund', 'r', 1, 0.05, -12.50)$$,
+	'each deferred refund records the version and rate its original earned');
+SELECT results_eq($$SELECT p, v.verified, v.problem FROM unnest(ARRAY['2026-09', '2026-10', '2026-11']) p,
+                    settle.verify_run(pg_temp.run('defer', p)) v ORDER BY p$$,
+	$$VALUES ('2026-09', true, NULL::text), ('2026-10', true, NULL), ('2026-11', true, NULL)$$,
+	'verify_run confirms every run of the reseller whose version changed mid-October');
+SELECT is((SELECT v.verified FROM settle.verify_run(pg_temp.run('defer0', '2026-11')) v), true,
+	'as it does for the reseller without the change');
 
 -- ---------------------------------------------------------------------------
 -- 7. A month of 1,210 lines, 1,200 of them with amounts of 11 decimals (as
