@@ -1844,14 +1844,26 @@ add_adjustments(Run *run)
 	}
 }
 
+/*
+ * Floors per customer and per reseller: the period's charges' commission
+ * (before refund reversals, corrections and adjustments) is topped up to the
+ * floor of the last rule version in force in the period.  Only customers
+ * (a reseller) with a commissionable amount in the period get a top-up.
+ */
 static void
 add_floors(Run *run)
 {
-	const Rule *rule = run->nversions > 0 ? run->versions[0].rule : NULL;
+	const Rule *rule = NULL;
+	const Version *ver = NULL;
 	int			i;
 
-	if (rule == NULL)
+	/* versions are in effective_from order; the first may end before the period */
+	for (i = run->nversions - 1; i >= 0 && ver == NULL; i--)
+		if (run->versions[i].to > run->start)
+			ver = &run->versions[i];
+	if (ver == NULL)
 		return;
+	rule = ver->rule;
 	if (rule->has_floor[RULE_SCOPE_CUSTOMER])
 	{
 		for (i = 0; i < run->ncustomers; i++)
@@ -1867,7 +1879,7 @@ add_floors(Run *run)
 			l->kind = KIND_FLOOR;
 			l->included = true;
 			l->key = arena_put(run, key, strlen(key));
-			l->version_no = run->versions[0].version;
+			l->version_no = ver->version;
 			l->rate = -1;
 			l->cust = i;
 			l->unrounded = rule->floor[RULE_SCOPE_CUSTOMER] - c->commission;
@@ -1883,7 +1895,7 @@ add_floors(Run *run)
 		l->kind = KIND_FLOOR;
 		l->included = true;
 		l->key = arena_put(run, key, strlen(key));
-		l->version_no = run->versions[0].version;
+		l->version_no = ver->version;
 		l->rate = -1;
 		l->cust = -1;
 		l->unrounded = rule->floor[RULE_SCOPE_RESELLER] - run->reseller_commission;

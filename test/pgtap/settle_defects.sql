@@ -2,7 +2,7 @@
 -- explain, and the decisions docs/rules.md and docs/settlement.md state for
 -- floors and refund reversals.  Every number is worked out in the comments.
 BEGIN;
-SELECT plan(28);
+SELECT plan(38);
 
 SET LOCAL settle.reason = 'defect regressions';
 
@@ -204,6 +204,108 @@ SELECT results_eq($$SELECT p, v.verified, v.problem FROM unnest(ARRAY['2026-09',
 	'verify_run confirms every run of the reseller whose version changed mid-October');
 SELECT is((SELECT v.verified FROM settle.verify_run(pg_temp.run('defer0', '2026-11')) v), true,
 	'as it does for the reseller without the change');
+
+-- ---------------------------------------------------------------------------
+-- 4. Refund reversals and per-line limits (docs/rules.md section 6): a
+--    reversal is the refund's basis x the rate its original earned; the
+--    original's line floor or cap is not applied to it.
+--    lim, October: ecs 100.00 at 1% = 1 -> floor 2; its refund -100.00:
+--    -1.00.  oss 3000.00 at 4% = 120 -> cap 100; its refund -3000.00:
+--    -120.00.  A Tax line of 144.53 is not eligible.
+-- ---------------------------------------------------------------------------
+SELECT pg_temp.reseller('lim', $$currency USD
+when product ecs pay 1% with floor 2 per line
+when product oss pay 4% with cap 100 per line
+otherwise pay 2%$$);
+SELECT settle.add_customer('lim', 'c', 'Customer c');
+SELECT pg_temp.line('lim', 'c', 'lim/ecs', '2026-10-02', 100.00),
+       pg_temp.line('lim', 'c', 'lim/ecs/refund', '2026-10-20', -100.00, original => 'lim/ecs'),
+       pg_temp.line('lim', 'c', 'lim/oss', '2026-10-03', 3000.00, product => 'oss'),
+       pg_temp.line('lim', 'c', 'lim/oss/refund', '2026-10-21', -3000.00, product => 'oss', original => 'lim/oss'),
+       pg_temp.line('lim', 'c', 'lim/tax', '2026-10-04', 144.53, charge => 'Tax');
+SELECT count(*) FROM settle.settle_period('2026-10', 'lim');
+SELECT results_eq($$SELECT l.line_key COLLATE "default", l.kind::text, l.rate, l.unrounded FROM settle.settlement_line l
+                    WHERE l.run_id = pg_temp.run('lim', '2026-10') ORDER BY l.line_key COLLATE "C", l.kind$$,
+	$$VALUES ('lim/ecs', 'c', 0.01, 2.00), ('lim/ecs/refund', 'r', 0.01, -1.00), ('lim/oss', 'c', 0.04, 100.00),
+	         ('lim/oss/refund', 'r', 0.04, -120.00), ('lim/tax', 'c', NULL, 0.00)$$,
+	'a refund reverses basis x the original''s rate: the line floor and cap of its original are not applied');
+SELECT results_eq($$SELECT commission, refunds, total FROM settle.statement WHERE run_id = pg_temp.run('lim', '2026-10')$$,
+	$$VALUES (102.00::numeric, -121.00::numeric, -19.00::numeric)$$, 'lim October: 102.00 - 121.00');
+SELECT is((SELECT commission FROM settle.evaluate_rule((SELECT rule FROM settle.rule_version
+            WHERE reseller_id = settle.reseller_id('lim')), product => 'ecs', billed_cost => -100)), -2.00000000::numeric,
+	'whereas evaluate_rule of a negative basis applies the limits to its magnitude');
+
+-- explain of a line that is not eligible says so
+SELECT results_eq($$SELECT item, value FROM settle.explain(pg_temp.run('lim', '2026-10'), 'lim/tax')
+                    WHERE item IN ('clause', 'rate', 'commission') ORDER BY step$$,
+	$$VALUES ('clause', 'not eligible: charge category Tax'), ('rate', 'none'),
+	         ('commission', 'earns nothing (not eligible: charge category Tax): 0.00 USD')$$,
+	'explain: a Tax line is not eligible and earns nothing');
+SELECT results_eq($$SELECT value FROM settle.explain(pg_temp.run('lim', '2026-10'), 'lim/oss/refund')
+                    WHERE item IN ('clause', 'commission') ORDER BY step$$,
+	$$VALUES ('2: when product oss pay 4% with cap 100.00 per line'), ('-3000.00 x 0.04 = -120.00 USD (exact)')$$,
+	'explain: a refund reversal at its original''s rate');
+
+-- ---------------------------------------------------------------------------
+-- 5. Floors.  flr: version 1 (5%, floor 10 per customer) to 2026-10-16,
+--    version 2 (5%, floor 12 per customer) from it: October's floor is 12,
+--    the last version's.  The floor compares the period's charges'
+--    commission, before refund reversals: customer a earned 300.00 x 5% = 15
+--    and a refund reversed 10 of it (5 left): no top-up; customer b earned
+--    5: a top-up of 7; customer c, no lines: none.
+-- ---------------------------------------------------------------------------
+SELECT settle.add_reseller('flr', 'Reseller flr'), settle.set_agreement('flr', '2026-01-01', 'USD');
+SELECT settle.publish_rule('flr', a.agreement_id, '2026-01-01', E'currency USD\nfloor 10 per customer per period\notherwise pay 5%', 'v1', '2026-10-16'),
+       settle.publish_rule('flr', a.agreement_id, '2026-10-16', E'currency USD\nfloor 12 per customer per period\notherwise pay 5%', 'v2')
+  FROM settle.agreement a WHERE a.reseller_id = settle.reseller_id('flr');
+SELECT settle.add_customer('flr', c, 'Customer ' || c) FROM unnest(ARRAY['a', 'b', 'c']) c;
+SELECT pg_temp.line('flr', 'a', 'flr/a1', '2026-10-05', 300.00),
+       pg_temp.line('flr', 'a', 'flr/a1/refund', '2026-10-20', -200.00, original => 'flr/a1'),
+       pg_temp.line('flr', 'b', 'flr/b1', '2026-10-20', 100.00);
+SELECT count(*) FROM settle.settle_period('2026-10', 'flr');
+SELECT results_eq($$SELECT l.line_key COLLATE "default", l.kind::text, l.rule_version, l.unrounded FROM settle.settlement_line l
+                    WHERE l.run_id = pg_temp.run('flr', '2026-10') ORDER BY l.line_key COLLATE "C", l.kind$$,
+	$$VALUES ('floor:customer:' || (SELECT customer_id FROM settle.customer WHERE code = 'b'
+	                                   AND reseller_id = settle.reseller_id('flr')), 'f', 2, 7.00),
+	         ('flr/a1', 'c', 1, 15.00), ('flr/a1/refund', 'r', 1, -10.00), ('flr/b1', 'c', 2, 5.00)$$,
+	'per-customer floor: version 2''s 12, before refunds (a keeps 15 - 10 = 5 without a top-up), b topped up by 7');
+SELECT results_eq($$SELECT commission, refunds, adjustments, total FROM settle.statement WHERE run_id = pg_temp.run('flr', '2026-10')$$,
+	$$VALUES (20.00::numeric, -10.00::numeric, 7.00::numeric, 17.00::numeric)$$, 'flr October: 20.00 - 10.00 + 7.00');
+SELECT is((SELECT verified FROM settle.verify_run(pg_temp.run('flr', '2026-10'))), true, 'and it verifies');
+
+-- flr0: floor 25 per reseller.  October earns 5: a top-up of 20.  November
+-- has no lines: an empty statement, no top-up.
+SELECT pg_temp.reseller('flr0', E'currency USD\nfloor 25 per reseller per period\notherwise pay 5%');
+SELECT settle.add_customer('flr0', 'c', 'Customer c');
+SELECT pg_temp.line('flr0', 'c', 'flr0/c1', '2026-10-07', 100.00);
+SELECT count(*) FROM settle.settle_period('2026-10', 'flr0') UNION ALL SELECT count(*) FROM settle.settle_period('2026-11', 'flr0');
+SELECT results_eq($$SELECT p, s.lines, s.commission, s.adjustments, s.total FROM unnest(ARRAY['2026-10', '2026-11']) p
+                    JOIN settle.statement s ON s.run_id = pg_temp.run('flr0', p) ORDER BY p$$,
+	$$VALUES ('2026-10', 2::bigint, 5.00::numeric, 20.00::numeric, 25.00::numeric),
+	         ('2026-11', 0::bigint, 0.00::numeric, 0.00::numeric, 0.00::numeric)$$,
+	'per-reseller floor: topped up to 25 in a month with lines; a month without lines is an empty statement');
+
+-- ---------------------------------------------------------------------------
+-- 6. run_diff lists the lines whose amounts or attribution changed.  dif,
+--    September at 5%: L1 100, L2 200, L3 300 (customer x).  Revised: L1 in
+--    another region (same amounts), L2 to 250 (+2.50), L3 to customer y
+--    (same amounts).
+-- ---------------------------------------------------------------------------
+SELECT pg_temp.reseller('dif', E'currency USD\notherwise pay 5%');
+SELECT settle.add_customer('dif', c, 'Customer ' || c) FROM unnest(ARRAY['x', 'y']) c;
+SELECT pg_temp.line('dif', 'x', 'dif/L1', '2026-09-03', 100.00), pg_temp.line('dif', 'x', 'dif/L2', '2026-09-03', 200.00),
+       pg_temp.line('dif', 'x', 'dif/L3', '2026-09-03', 300.00);
+SELECT count(*) FROM settle.settle_period('2026-09', 'dif');
+SELECT pg_temp.line('dif', 'x', 'dif/L1', '2026-09-03', 100.00, region => 'cn-north', revision => 2),
+       pg_temp.line('dif', 'x', 'dif/L2', '2026-09-03', 250.00, revision => 2),
+       pg_temp.line('dif', 'y', 'dif/L3', '2026-09-03', 300.00, revision => 2);
+SELECT count(*) FROM settle.settle_period('2026-09', 'dif');
+SELECT results_eq($$SELECT d.line_key, d.change, d.revision_a, d.revision_b, d.delta, d.why, c.code
+                    FROM settle.run_diff((SELECT run_id FROM settle.run WHERE reseller_id = settle.reseller_id('dif') AND status = 'superseded'),
+                                         pg_temp.run('dif', '2026-09')) d JOIN settle.customer c USING (customer_id)$$,
+	$$SELECT x.* FROM (VALUES ('dif/L2', 'changed', 1, 2, 2.50::numeric, 'new revision', 'x'),
+	         ('dif/L3', 'changed', 1, 2, 0.00::numeric, 'new revision, another customer', 'y')) x(k, ch, ra, rb, d, w, c)$$,
+	'run_diff: L2''s amount and L3''s customer changed; L1''s new revision changed neither and is not listed');
 
 -- ---------------------------------------------------------------------------
 -- 7. A month of 1,210 lines, 1,200 of them with amounts of 11 decimals (as
