@@ -116,10 +116,11 @@ typedef struct Line
 	uint32		orig;			/* refunds: arena offset of the original key */
 	int32		revision;
 	int32		cust;			/* index into customers, -1 unknown */
-	int16		version;		/* index into versions, -1 none */
+	uint32		tagset;			/* index into tagsets; 0: its customer's tags */
 	int32		version_no;		/* rule_version.version used (lineage) */
 	int16		clause;
 	int16		tier;
+	int16		version;		/* index into versions, -1 none */
 	int8		charge;			/* RuleCharge */
 	char		kind;
 	bool		prev;			/* a refund dated in the previous period */
@@ -139,6 +140,13 @@ typedef struct Line
 	money128	unrounded;
 	money128	rounded;
 } Line;
+
+/* the tags a rule sees for a line: its own, then its customer's other keys */
+typedef struct TagSet
+{
+	int			ntags;
+	RuleTag    *tags;
+} TagSet;
 
 typedef struct Problem
 {
@@ -196,7 +204,14 @@ typedef struct Run
 				reseller_volume,
 				reseller_spend_before,
 				reseller_commission;
-	bool		uses_tags;
+	bool		uses_tags;		/* a rule version has a tag condition */
+	TagSet	   *tagsets;		/* [0] unused: a line without tags of its own */
+	uint32		ntagsets,
+				cap_tagsets;
+	char	   *last_tags;		/* the last line's tags (jsonb bytes) ... */
+	Size		last_tags_len;
+	int32		last_tags_cust; /* ... and customer, and their tag set */
+	uint32		last_tagset;
 	uint32	   *order;			/* included lines by (line_key, kind) */
 	uint32		norder;
 
@@ -763,31 +778,12 @@ load_catalogue(Run *run)
 		fp_int(run->in_fp, c->customer_id);
 		fp_str(run->in_fp, c->segment.s);
 		fp_str(run->in_fp, tagtext);
+		/* as settle.evaluate_rule reads tags (numbers and booleans as text) */
 		if (JB_ROOT_COUNT(tags) > 0 && JB_ROOT_IS_OBJECT(tags))
 		{
-			JsonbIterator *it = JsonbIteratorInit(&tags->root);
-			JsonbValue	v;
-			JsonbIteratorToken tok;
 			MemoryContext old = MemoryContextSwitchTo(run->mcxt);
 
-			c->tags = palloc0(sizeof(RuleTag) * JB_ROOT_COUNT(tags));
-			while ((tok = JsonbIteratorNext(&it, &v, true)) != WJB_DONE)
-			{
-				if (tok == WJB_KEY)
-				{
-					c->tags[c->ntags].key.s = pnstrdup(v.val.string.val, v.val.string.len);
-					c->tags[c->ntags].key.len = v.val.string.len;
-				}
-				else if (tok == WJB_VALUE)
-				{
-					if (v.type == jbvString)
-					{
-						c->tags[c->ntags].value.s = pnstrdup(v.val.string.val, v.val.string.len);
-						c->tags[c->ntags].value.len = v.val.string.len;
-					}
-					c->ntags++;
-				}
-			}
+			c->ntags = settle_jsonb_tags(tags, &c->tags);
 			MemoryContextSwitchTo(old);
 		}
 	}
@@ -862,12 +858,74 @@ utc_date(TimestampTz t)
 	return (DateADT) (t >= 0 ? t / USECS_PER_DAY : -((-t - 1) / USECS_PER_DAY) - 1);
 }
 
+/*
+ * The tags a rule sees for a line: the bill line's own tags, then its
+ * customer's tags under the keys the line does not have (as
+ * customer.tags || bill_line.tags), each read as settle.evaluate_rule reads
+ * its tags argument.  Returns an index into run->tagsets, 0 when the line
+ * has no tags of its own (the customer's apply as they are).  Neighbouring
+ * lines mostly repeat the last line's tags.
+ */
+static uint32
+line_tagset(Run *run, int32 cust, Datum d)
+{
+	Jsonb	   *jb = DatumGetJsonbP(d);
+	Size		len = VARSIZE(jb);
+	const Customer *c = cust >= 0 ? &run->customers[cust] : NULL;
+	MemoryContext old;
+	RuleTag    *own;
+	TagSet	   *ts;
+	int			n,
+				i,
+				j;
+
+	if (!JB_ROOT_IS_OBJECT(jb) || JB_ROOT_COUNT(jb) == 0)
+		return 0;
+	if (run->last_tags != NULL && cust == run->last_tags_cust && len == run->last_tags_len &&
+		memcmp(run->last_tags, jb, len) == 0)
+		return run->last_tagset;
+	old = MemoryContextSwitchTo(run->mcxt);
+	if (run->ntagsets == run->cap_tagsets)
+	{
+		run->cap_tagsets = Max(16, run->cap_tagsets * 2);
+		run->tagsets = run->tagsets ?
+			repalloc_huge(run->tagsets, sizeof(TagSet) * (Size) run->cap_tagsets) :
+			palloc(sizeof(TagSet) * (Size) run->cap_tagsets);
+		if (run->ntagsets == 0)
+			run->ntagsets = 1;	/* [0]: no tags of its own */
+	}
+	ts = &run->tagsets[run->ntagsets];
+	n = settle_jsonb_tags(jb, &own);
+	ts->tags = palloc(sizeof(RuleTag) * (n + (c ? c->ntags : 0)));
+	memcpy(ts->tags, own, sizeof(RuleTag) * n);
+	ts->ntags = n;
+	pfree(own);
+	for (i = 0; c != NULL && i < c->ntags; i++)
+	{
+		for (j = 0; j < n; j++)
+			if (ts->tags[j].key.len == c->tags[i].key.len &&
+				memcmp(ts->tags[j].key.s, c->tags[i].key.s, ts->tags[j].key.len) == 0)
+				break;
+		if (j == n)
+			ts->tags[ts->ntags++] = c->tags[i];
+	}
+	if (run->last_tags != NULL)
+		pfree(run->last_tags);
+	run->last_tags = palloc(len);
+	memcpy(run->last_tags, jb, len);
+	run->last_tags_len = len;
+	run->last_tags_cust = cust;
+	run->last_tagset = run->ntagsets++;
+	MemoryContextSwitchTo(old);
+	return run->last_tagset;
+}
+
 /* Columns of one bill line as the engine reads it (take_row's layout). */
 enum
 {
 	R_KEY, R_REVISION, R_CUSTOMER, R_HASH, R_CATEGORY, R_PRODUCT, R_SKU, R_REGION, R_CURRENCY,
 	R_LIST, R_BILLED, R_PAID, R_ORIGINAL, R_DATE, R_START, R_END, R_ITEM, R_PREV, R_INVALID,
-	R__COUNT
+	R_TAGS, R__COUNT
 };
 
 /*
@@ -923,6 +981,8 @@ take_row(Run *run, const Datum *rowvals, const bool *rownulls)
 
 		l->cust = isnull ? -1 : find_customer(run, DatumGetInt64(c));
 	}
+	if (run->uses_tags && !rownulls[R_TAGS])
+		l->tagset = line_tagset(run, l->cust, rowvals[R_TAGS]);
 	/*
 	 * A line that failed validation (its exception is already open)
 	 * or whose amounts cannot be held exactly earns nothing: never
@@ -1065,7 +1125,7 @@ read_lines_recorded(Run *run)
 								"b.amount_paid, b.original_line_key, %s AS line_date, "
 								"(b.charge_period_start AT TIME ZONE 'UTC')::date, "
 								"(b.charge_period_end AT TIME ZONE 'UTC')::date, b.source_item, %s < '%s'::date AS prev, "
-								"cardinality(b.validation_errors) > 0 AS invalid "
+								"cardinality(b.validation_errors) > 0 AS invalid, b.tags "
 								"FROM settle.settlement_line s JOIN settle.bill_line b "
 								"ON b.reseller_id = s.reseller_id AND b.line_key = s.line_key AND b.revision = s.revision "
 								"WHERE s.reseller_id = $1 AND s.run_id = $2 AND s.kind IN ('c', 'r') "
@@ -1180,7 +1240,7 @@ read_lines_direct(Run *run)
 		"line_key", "revision", "customer_id", "content_hash", "charge_category", "product_code",
 		"sku_id", "region_id", "billing_currency", "list_cost", "billed_cost", "amount_paid",
 		"original_line_key", "billing_period_start", "charge_period_start", "charge_period_end",
-		"source_item", NULL, "validation_errors"
+		"source_item", NULL, "validation_errors", "tags"
 	};
 	Relation	heap = table_open(settle_relid("bill_line"), AccessShareLock);
 	Relation	pk = index_open(RelationGetPrimaryKeyIndex(heap), AccessShareLock);
@@ -1367,6 +1427,11 @@ fill_rule_line(Run *run, Line *l, RuleLine *rl)
 		rl->segment.len = c->segment.len;
 		rl->ntags = c->ntags;
 		rl->tags = c->tags;
+	}
+	if (l->tagset > 0)
+	{
+		rl->ntags = run->tagsets[l->tagset].ntags;
+		rl->tags = run->tagsets[l->tagset].tags;
 	}
 	rl->charge = l->charge;
 	rl->billed_cost = rl->list_cost = rl->amount_paid = l->basis;
@@ -2455,7 +2520,13 @@ settle_settle_reseller(PG_FUNCTION_ARGS)
 			elog(ERROR, "a run id is required to write a settlement");
 		write_lineage(&run);
 	}
+	/*
+	 * SPI_finish returns to the context that was current at SPI_connect:
+	 * run.mcxt, which is deleted below.  Everything returned is built in the
+	 * caller's context.
+	 */
 	SPI_finish();
+	MemoryContextSwitchTo(old);
 	settle_progress_end();
 
 	memset(nulls, 0, sizeof(nulls));
@@ -2476,7 +2547,7 @@ settle_settle_reseller(PG_FUNCTION_ARGS)
 	values[14] = money128_to_numeric(tot.net, run.minor_unit);
 	values[15] = problems_jsonb(&run);
 	MemoryContextDelete(run.mcxt);
-	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(resdesc, values, nulls)));
+	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(BlessTupleDesc(resdesc), values, nulls)));
 }
 
 /*
