@@ -6,8 +6,8 @@
 # the numbers are checked against the file itself, summed here with Python's
 # decimal module: the billed total to the last digit, the commission exactly
 # 5% of every eligible line (the rule's default "eligible usage, purchase":
-# the sample's one Credit row, -2.6137, earns nothing), the statement that
-# total rounded once to the cent (USD, half_even), verify_run true, and the
+# the sample's one Credit row, -2.6137, earns nothing), the statement's
+# totals rounded once to the cent (USD, half_even), verify_run true, and the
 # server log free of crashes.
 #
 # Preparation, done here on a copy (the fixture stays as published):
@@ -99,7 +99,9 @@ with open(out + '/expected', 'w') as f:
     f.write('billed=%s\n' % total)
     f.write('eligible=%s\n' % eligible)
     f.write('exact=%s\n' % exact.normalize())
-    f.write('commission=%s\n' % exact.quantize(decimal.Decimal('0.01'), rounding=decimal.ROUND_HALF_EVEN))
+    cents = lambda x: x.quantize(decimal.Decimal('0.01'), rounding=decimal.ROUND_HALF_EVEN)
+    f.write('commission=%s\n' % cents(exact))
+    f.write('gross=%s\ncommissionable=%s\n' % (cents(total), cents(eligible)))
     f.write('places=%d\n' % max(len(r[col['BilledCost']].split('.')[1]) for r in rows))
     f.write('products=%d\naccounts=%d\n' % (len(product_cats), len(accounts)))
 PY
@@ -142,7 +144,7 @@ check "settle_period('2024-09') returns one run" "$(echo "$run" | wc -w)" "1"
 run=${run:-0}
 check "the run: every line in and out, not blocked" \
 	"$(q $DB "SELECT lines_in, lines_out, blocked, status FROM settle.run WHERE run_id = $run")" \
-	"$lines|$lines|false|draft"
+	"$lines|$lines|f|draft"
 check "no exception for the period" \
 	"$(q $DB "SELECT count(*) FROM settle.exception WHERE reseller_id = settle.reseller_id('focus')")" "0"
 check "lineage: one commission line per bill line, basis the billed total" \
@@ -156,10 +158,10 @@ check "lineage: exact commission is 5% of the file's total" \
 	"$(q $DB "SELECT trim_scale(sum(unrounded)) FROM settle.settlement_line WHERE run_id = $run")" "$exact"
 check "lineage: rounded lines add up to the statement's commission" \
 	"$(q $DB "SELECT sum(rounded) FROM settle.settlement_line WHERE run_id = $run")" "$commission"
-check "statement: lines, gross charges, commissionable, commission and total (5%, rounded once, half_even)" \
+check "statement: lines, gross charges, commissionable, commission and total (each rounded once to the cent, half_even)" \
 	"$(q $DB "SELECT lines, gross_charges, commissionable, commission, total FROM settle.statement WHERE run_id = $run")" \
-	"$lines|$billed|$eligible|$commission|$commission"
-check "verify_run: the run re-derives" "$(q $DB "SELECT verified, lines FROM settle.verify_run($run)")" "true|$lines"
+	"$lines|$gross|$commissionable|$commission|$commission"
+check "verify_run: the run re-derives" "$(q $DB "SELECT verified, lines FROM settle.verify_run($run)")" "t|$lines"
 check "settling again with unchanged inputs returns the same run" \
 	"$(q $DB "SELECT run_id FROM settle.settle_period('2024-09')")" "$run"
 check "the server log shows no crashed backend" \
