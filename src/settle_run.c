@@ -453,6 +453,22 @@ intern_col(Run *run, HeapTuple t, TupleDesc d, int col)
 
 static money128 datum_money(Datum d, bool isnull, const char *what);
 
+/*
+ * A recorded lineage amount, as settle_period wrote it: an unrounded
+ * commission (basis x rate, a prorated amount) may have up to 16 decimal
+ * places, where an input amount has at most 8.  False when it is null or
+ * cannot be held (it was not written by the engine).
+ */
+static bool
+lineage_money(HeapTuple t, TupleDesc d, int col, money128 *out)
+{
+	bool		isnull;
+	Datum		v = SPI_getbinval(t, d, col, &isnull);
+
+	*out = 0;
+	return !isnull && numeric_to_money128(v, out);
+}
+
 /* A numeric column as money (0 when null). */
 static money128
 money_col(HeapTuple t, TupleDesc d, int col, const char *what)
@@ -640,13 +656,20 @@ load_versions(Run *run)
 	args[1] = Int64GetDatum(run->agreement_id);
 	args[2] = DateADTGetDatum(run->prev_start);
 	args[3] = DateADTGetDatum(run->end);
-	/* verify mode: the versions the recorded run used, and no others */
+	/*
+	 * Verify mode: the versions the recorded run could use, i.e. those
+	 * published by the time it was made.  Not only those its lines record: a
+	 * refund's basis is read with the version in force on the refund's date
+	 * (its lineage records its original's), and the floors are the last
+	 * version's.  Versions are immutable and never overlap, so a version
+	 * published later can only cover dates that had none.
+	 */
 	args[4] = Int64GetDatum(run->verify_run);
 	if (SPI_execute_with_args("SELECT version, effective_from, effective_to, rule, content_hash "
-							  "FROM settle.rule_version WHERE reseller_id = $1 AND agreement_id = $2 "
-							  "AND effective_from < $4 AND effective_to > $3 AND ($5 = 0 OR version IN "
-							  "(SELECT s.rule_version FROM settle.settlement_line s WHERE s.reseller_id = $1 "
-							  "AND s.run_id = $5 AND s.kind IN ('c', 'r'))) ORDER BY effective_from",
+							  "FROM settle.rule_version v WHERE v.reseller_id = $1 AND v.agreement_id = $2 "
+							  "AND v.effective_from < $4 AND v.effective_to > $3 AND ($5 = 0 OR v.published_at <= "
+							  "(SELECT r.created_at FROM settle.run r WHERE r.reseller_id = $1 AND r.run_id = $5)) "
+							  "ORDER BY v.effective_from",
 							  5, types, args, NULL, true, 0) != SPI_OK_SELECT)
 		elog(ERROR, "could not read rule versions");
 	run->nversions = (int) SPI_processed;
@@ -1740,7 +1763,8 @@ add_corrections(Run *run)
 		if (isnull)
 		{
 			/* recorded: the basis as written */
-			l->basis = money_col(t, d, 7, "basis");
+			if (!lineage_money(t, d, 7, &l->basis))
+				elog(ERROR, "recorded basis of correction %s out of range", key);
 			l->unrounded = settled;
 		}
 		else
@@ -1820,14 +1844,26 @@ add_adjustments(Run *run)
 	}
 }
 
+/*
+ * Floors per customer and per reseller: the period's charges' commission
+ * (before refund reversals, corrections and adjustments) is topped up to the
+ * floor of the last rule version in force in the period.  Only customers
+ * (a reseller) with a commissionable amount in the period get a top-up.
+ */
 static void
 add_floors(Run *run)
 {
-	const Rule *rule = run->nversions > 0 ? run->versions[0].rule : NULL;
+	const Rule *rule = NULL;
+	const Version *ver = NULL;
 	int			i;
 
-	if (rule == NULL)
+	/* versions are in effective_from order; the first may end before the period */
+	for (i = run->nversions - 1; i >= 0 && ver == NULL; i--)
+		if (run->versions[i].to > run->start)
+			ver = &run->versions[i];
+	if (ver == NULL)
 		return;
+	rule = ver->rule;
 	if (rule->has_floor[RULE_SCOPE_CUSTOMER])
 	{
 		for (i = 0; i < run->ncustomers; i++)
@@ -1843,7 +1879,7 @@ add_floors(Run *run)
 			l->kind = KIND_FLOOR;
 			l->included = true;
 			l->key = arena_put(run, key, strlen(key));
-			l->version_no = run->versions[0].version;
+			l->version_no = ver->version;
 			l->rate = -1;
 			l->cust = i;
 			l->unrounded = rule->floor[RULE_SCOPE_CUSTOMER] - c->commission;
@@ -1859,7 +1895,7 @@ add_floors(Run *run)
 		l->kind = KIND_FLOOR;
 		l->included = true;
 		l->key = arena_put(run, key, strlen(key));
-		l->version_no = run->versions[0].version;
+		l->version_no = ver->version;
 		l->rate = -1;
 		l->cust = -1;
 		l->unrounded = rule->floor[RULE_SCOPE_RESELLER] - run->reseller_commission;
@@ -2359,7 +2395,8 @@ compare_recorded(Run *run)
 			char	   *key = SPI_getvalue(t, d, 1);
 			char	   *ref = SPI_getvalue(t, d, 12);
 			Line	   *l;
-			money128	rate;
+			money128	rate,
+						m;
 			bool		ratenull;
 			Datum		rd;
 			const char *what = NULL;
@@ -2373,15 +2410,16 @@ compare_recorded(Run *run)
 			}
 			l = &run->lines[run->order[i]];
 			rd = SPI_getbinval(t, d, 8, &ratenull);
-			rate = ratenull ? 0 : datum_money(rd, false, "rate");
+			if (ratenull || !numeric_to_money128(rd, &rate))
+				rate = 0;
 			if (strcmp(key, ARENA(run, l->key)) != 0 ||
 				DatumGetChar(SPI_getbinval(t, d, 2, &isnull)) != l->kind)
 				what = "is not the line derived at this position";
-			else if (money_col(t, d, 11, "rounded") != l->rounded)
+			else if (!lineage_money(t, d, 11, &m) || m != l->rounded)
 				what = "has a different rounded amount";
-			else if (money_col(t, d, 10, "unrounded") != l->unrounded)
+			else if (!lineage_money(t, d, 10, &m) || m != l->unrounded)
 				what = "has a different exact amount";
-			else if (money_col(t, d, 7, "basis") != l->basis)
+			else if (!lineage_money(t, d, 7, &m) || m != l->basis)
 				what = "has a different basis";
 			else if ((l->rate < 0) != ratenull ||
 					 (!ratenull && rate != (money128) l->rate * (MONEY_ONE / RATE_ONE)))

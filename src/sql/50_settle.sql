@@ -458,17 +458,36 @@ LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 	         CASE WHEN coalesce(x.kind, y.kind) IN ('a', 'f', 'x') THEN 'adjustment' END,
 	         CASE WHEN x.tier IS DISTINCT FROM y.tier AND x.line_key IS NOT NULL AND y.line_key IS NOT NULL
 	              THEN 'tier reached' END,
+	         CASE WHEN x.clause IS DISTINCT FROM y.clause AND x.line_key IS NOT NULL AND y.line_key IS NOT NULL
+	              THEN 'another clause' END,
+	         CASE WHEN x.revision <> y.revision
+	               AND (SELECT bl.customer_id FROM settle.bill_line bl
+	                     WHERE bl.reseller_id = x.reseller_id AND bl.line_key = x.line_key AND bl.revision = x.revision)
+	                   IS DISTINCT FROM
+	                   (SELECT bl.customer_id FROM settle.bill_line bl
+	                     WHERE bl.reseller_id = y.reseller_id AND bl.line_key = y.line_key AND bl.revision = y.revision)
+	              THEN 'another customer' END,
 	         CASE WHEN x.unrounded = y.unrounded AND x.rounded <> y.rounded THEN 'rounding allocation' END,
 	         CASE WHEN x.unrounded <> y.unrounded AND x.revision = y.revision AND x.rule_version = y.rule_version
 	               AND x.fx_rate_id IS NOT DISTINCT FROM y.fx_rate_id AND x.tier IS NOT DISTINCT FROM y.tier
+	               AND x.clause IS NOT DISTINCT FROM y.clause
 	              THEN 'period context (caps, other lines)' END)
 	  FROM la x FULL JOIN lb y ON x.line_key = y.line_key AND x.kind = y.kind
+	 -- a new revision that leaves the amounts and their attribution as they were is not a change
 	 WHERE x.line_key IS NULL OR y.line_key IS NULL OR x.rounded <> y.rounded OR x.unrounded <> y.unrounded
-	    OR x.revision IS DISTINCT FROM y.revision OR x.rule_version IS DISTINCT FROM y.rule_version
+	    OR x.rule_version IS DISTINCT FROM y.rule_version OR x.clause IS DISTINCT FROM y.clause
+	    OR x.tier IS DISTINCT FROM y.tier OR x.rate IS DISTINCT FROM y.rate
+	    OR x.fx_rate_id IS DISTINCT FROM y.fx_rate_id OR x.ref IS DISTINCT FROM y.ref
+	    OR x.revision <> y.revision
+	       AND (SELECT bl.customer_id FROM settle.bill_line bl
+	             WHERE bl.reseller_id = x.reseller_id AND bl.line_key = x.line_key AND bl.revision = x.revision)
+	           IS DISTINCT FROM
+	           (SELECT bl.customer_id FROM settle.bill_line bl
+	             WHERE bl.reseller_id = y.reseller_id AND bl.line_key = y.line_key AND bl.revision = y.revision)
 	 ORDER BY coalesce(x.line_key, y.line_key) COLLATE "C", coalesce(x.kind, y.kind)
 $$;
 COMMENT ON FUNCTION settle.run_diff(bigint, bigint) IS
-	'What changed between two runs, per settlement line with its customer: added, removed or changed, the rounded amounts and delta, and why (new revision, new rule version, FX rate, adjustment, tier, rounding, period context).';
+	'What changed between two runs: every settlement line added, removed, or whose amounts (exact or rounded) or attribution (rule version, clause, tier, rate, FX rate, reference, customer) differ, with its customer, the rounded amounts and delta, and why (new revision, new rule version, FX rate, adjustment, tier, rounding, period context).  A new revision that changes neither is not listed.';
 
 CREATE FUNCTION settle.explain(run_id bigint, line_key text)
 	RETURNS TABLE (step integer, item text, value text)
@@ -480,6 +499,9 @@ DECLARE
 	v settle.rule_version;
 	f settle.fx_rate;
 	st settle.statement;
+	ag settle.agreement;
+	line_date date;
+	nothing text;		-- why a charge earns nothing, when it was never valued by a clause
 	n int := 0;
 BEGIN
 	SELECT * INTO l FROM settle.settlement_line x
@@ -494,6 +516,22 @@ BEGIN
 	 WHERE x.reseller_id = r.reseller_id AND x.agreement_id = r.agreement_id AND x.version = l.rule_version;
 	SELECT * INTO f FROM settle.fx_rate x WHERE x.fx_rate_id = l.fx_rate_id;
 	SELECT * INTO st FROM settle.statement x WHERE x.reseller_id = r.reseller_id AND x.run_id = r.run_id;
+	SELECT * INTO ag FROM settle.agreement x WHERE x.reseller_id = r.reseller_id AND x.agreement_id = r.agreement_id;
+	line_date := CASE WHEN ag.date_basis = 'invoice_period' THEN b.billing_period_start
+	                  ELSE (b.charge_period_start AT TIME ZONE 'UTC')::date END;
+	-- a charge no clause valued, in the order settle_period decides it
+	IF l.kind = 'c' AND l.clause IS NULL AND b.line_key IS NOT NULL THEN
+		nothing := CASE
+			WHEN cardinality(b.validation_errors) > 0 THEN
+				format('failed validation: %s', array_to_string(b.validation_errors, '; '))
+			WHEN scale(trim_scale(b.billed_cost)) > 8 OR scale(trim_scale(b.list_cost)) > 8
+			  OR scale(trim_scale(coalesce(b.amount_paid, 0))) > 8 THEN
+				'its amounts have more than 8 decimal places and cannot be settled exactly'
+			WHEN v.version IS NULL THEN format('no rule version in force on %s', line_date)
+			WHEN (settle.evaluate_rule(v.rule, charge_category => b.charge_category)).status = 'not_eligible' THEN
+				format('not eligible: charge category %s', b.charge_category)
+			ELSE 'no clause matched and the rule has no otherwise clause' END;
+	END IF;
 	RETURN QUERY SELECT s.n::int, s.item, s.value FROM (VALUES
 		(1, 'run', format('run %s of reseller %s, period %s (%s)', r.run_id, r.reseller_id, r.period, r.status)),
 		(2, 'settlement line', format('%s (%s)', l.line_key, CASE l.kind WHEN 'c' THEN 'commission on a charge'
@@ -502,18 +540,35 @@ BEGIN
 		(3, 'bill line', CASE WHEN b.line_key IS NULL THEN 'none' ELSE format('revision %s: %s %s, %s, billed %s %s (list %s), account %s, customer %s',
 			b.revision, b.source_item, b.charge_category, b.product_code, b.billed_cost, b.billing_currency,
 			b.list_cost, b.billing_account_id, b.customer_id) END),
-		(4, 'FX', CASE WHEN f.fx_rate_id IS NULL THEN 'none: billed in the settlement currency'
-			ELSE format('1 %s = %s %s on %s (%s, version %s, fx_rate_id %s)', f.base_currency, f.rate,
-			            f.quote_currency, f.rate_date, f.source, f.version, f.fx_rate_id) END),
+		(4, 'FX', CASE WHEN f.fx_rate_id IS NOT NULL
+			THEN format('1 %s = %s %s on %s (%s, version %s, fx_rate_id %s)', f.base_currency, f.rate,
+			            f.quote_currency, f.rate_date, f.source, f.version, f.fx_rate_id)
+			WHEN b.line_key IS NOT NULL AND b.billing_currency <> st.currency
+			THEN format('missing: no rate %s to %s dated the period''s last day, so the line earns nothing',
+			            b.billing_currency, st.currency)
+			ELSE 'none: billed in the settlement currency' END),
 		(5, 'rule version', CASE WHEN v.version IS NULL THEN 'none'
 			ELSE format('version %s, in force %s to %s, published by %s: %s', v.version, v.effective_from,
 			            v.effective_to, v.published_by, v.reason) END),
-		(6, 'clause', CASE WHEN l.clause IS NULL THEN 'none matched'
+		(6, 'clause', CASE WHEN nothing IS NOT NULL THEN nothing
+			WHEN l.clause IS NULL THEN 'none'
 			ELSE format('%s: %s', l.clause, settle.rule_clause(v.rule, l.clause)) END),
 		(7, 'tier', coalesce('band ' || l.tier, 'no tiers')),
 		(8, 'basis', format('%s %s', l.basis, st.currency)),
-		(9, 'rate', CASE WHEN l.rate IS NULL THEN 'fixed amount' ELSE format('%s%%', trim_scale(l.rate * 100)) END),
-		(10, 'commission', format('%s x %s = %s %s (exact)', l.basis, coalesce(trim_scale(l.rate)::text, 'fixed'), l.unrounded, st.currency)),
+		(9, 'rate', CASE WHEN l.rate IS NOT NULL THEN format('%s%%', trim_scale(l.rate * 100))
+			WHEN nothing IS NOT NULL OR l.kind IN ('f', 'a') THEN 'none'
+			WHEN l.kind = 'c' AND settle.rule_clause(v.rule, l.clause) ~ ' pay tiers ' THEN 'none: no tier band applies'
+			ELSE 'fixed amount' END),
+		(10, 'commission', CASE
+			WHEN nothing IS NOT NULL THEN format('earns nothing (%s): %s %s', nothing, l.unrounded, st.currency)
+			WHEN l.kind = 'f' THEN format('top-up to the floor: %s %s (exact)', l.unrounded, st.currency)
+			WHEN l.kind = 'a' THEN format('approved adjustment: %s %s (exact)', l.unrounded, st.currency)
+			WHEN l.kind = 'x' AND l.rate IS NOT NULL THEN format('%s x %s - %s already settled = %s %s (exact)',
+				l.basis, trim_scale(l.rate), l.basis * l.rate - l.unrounded, l.unrounded, st.currency)
+			WHEN l.kind = 'r' AND l.rate IS NULL THEN
+				format('the original''s fixed amount reversed whole: %s %s (exact)', l.unrounded, st.currency)
+			WHEN l.rate IS NULL THEN format('fixed amount: %s %s (exact)', l.unrounded, st.currency)
+			ELSE format('%s x %s = %s %s (exact)', l.basis, trim_scale(l.rate), l.unrounded, st.currency) END),
 		(11, 'rounded', format('%s %s (statement total rounded once; residual units by largest remainder)', l.rounded, st.currency)),
 		(12, 'refers to', coalesce(l.ref, 'nothing'))
 	) AS s(n, item, value);
