@@ -11,6 +11,7 @@
 #
 #   bash test/valgrind.sh
 #   VALGRIND_SUITES="rules_eval.sql" bash test/valgrind.sh   # other pgTAP files
+#   VALGRIND_PARTS="rules focus" bash test/valgrind.sh       # parts: pgtap rules focus
 #   VALGRIND_OPTS=--track-origins=yes bash test/valgrind.sh  # more memcheck options
 #   VALGRIND_KEEP=1 bash test/valgrind.sh                    # keep logs and data
 #
@@ -35,6 +36,7 @@ for p in postgresql-15-pgtap postgresql-15-cron libtap-parser-sourcehandler-pgta
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || { bash test/install-deps.sh; break; }
 done
 
+PARTS=${VALGRIND_PARTS:-"pgtap rules focus"}
 SUITES=${VALGRIND_SUITES:-"settle_month.sql settle_history.sql settle_defects.sql rules_eval.sql workflow.sql settle_volume.sql"}
 BIN=$(pg_config --bindir)
 LIB=$(pg_config --pkglibdir)
@@ -124,6 +126,7 @@ psql -q -X -v ON_ERROR_STOP=1 -d settle_vg -c 'SET client_min_messages = warning
 	-c 'CREATE EXTENSION settle CASCADE' -c 'CREATE EXTENSION pgtap' >/dev/null || exit 1
 bpid=$(psql -X -At -d settle_vg -c "SELECT pg_backend_pid() FROM settle.rule_currency('currency USD otherwise pay 1%')")
 grep -q "$ILIB/settle.so" "/proc/$bpid/maps" || { echo "the server did not load $ILIB/settle.so"; exit 1; }
+[[ " $PARTS " == *" pgtap "* ]] || SUITES=
 for f in $SUITES; do
 	echo "== pgTAP $f"
 	timeout 3600 pg_prove -q -d settle_vg "test/pgtap/$f" >"$W/tap.out" 2>&1
@@ -133,14 +136,16 @@ for f in $SUITES; do
 done
 
 # ---- the rule type's input functions on mutated inputs
-echo "== rule text and binary input on mutated seeds"
-python3 test/valgrind/rule_inputs.py test/fuzz/seeds "$W/io" settle_vg >"$W/io.out" 2>&1
-st=$?
-tail -5 "$W/io.out"
-result "rule input (text and binary)" "$st"
+if [[ " $PARTS " == *" rules "* ]]; then
+	echo "== rule text and binary input on mutated seeds"
+	python3 test/valgrind/rule_inputs.py test/fuzz/seeds "$W/io" settle_vg >"$W/io.out" 2>&1
+	st=$?
+	tail -5 "$W/io.out"
+	result "rule input (text and binary)" "$st"
+fi
 
 # ---- the FOCUS sample settles (the data that crashed the server)
-if [ -f test/process/focus_sample.sh ]; then
+if [[ " $PARTS " == *" focus "* ]]; then
 	echo "== FOCUS sample"
 	FOCUS_SERVER_LOG=$W/server.log timeout 3600 bash test/process/focus_sample.sh >"$W/focus.out" 2>&1
 	st=$?
