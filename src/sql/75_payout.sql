@@ -521,62 +521,14 @@ COMMENT ON FUNCTION settle.create_payout_batch(settle.period, text, date) IS
 -- ---------------------------------------------------------------------------
 -- Payout confirmations.
 
--- Parses RFC 4180 CSV text into rows of fields.
+-- Parses RFC 4180 CSV text into rows of fields, in one pass (src/csv.c).
 CREATE FUNCTION settle.csv_parse(input text) RETURNS SETOF text[]
-LANGUAGE plpgsql IMMUTABLE STRICT SET search_path = pg_catalog, pg_temp AS $$
-DECLARE
-	i int := 1;
-	n int := length(input);
-	ch text;
-	field text := '';
-	rec text[] := '{}';
-	quoted boolean := false;
-	started boolean := false;
-BEGIN
-	WHILE i <= n LOOP
-		ch := substr(input, i, 1);
-		IF quoted THEN
-			IF ch = '"' THEN
-				IF substr(input, i + 1, 1) = '"' THEN
-					field := field || '"';
-					i := i + 1;
-				ELSE
-					quoted := false;
-				END IF;
-			ELSE
-				field := field || ch;
-			END IF;
-		ELSIF ch = '"' THEN
-			quoted := true;
-			started := true;
-		ELSIF ch = ',' THEN
-			rec := rec || field;
-			field := '';
-			started := true;
-		ELSIF ch = E'\n' OR ch = E'\r' THEN
-			IF ch = E'\r' AND substr(input, i + 1, 1) = E'\n' THEN
-				i := i + 1;
-			END IF;
-			IF started OR field <> '' THEN
-				RETURN NEXT rec || field;
-			END IF;
-			rec := '{}';
-			field := '';
-			started := false;
-		ELSE
-			field := field || ch;
-			started := true;
-		END IF;
-		i := i + 1;
-	END LOOP;
-	IF quoted THEN
-		RAISE EXCEPTION 'unterminated quoted CSV field' USING ERRCODE = 'invalid_text_representation';
-	END IF;
-	IF started OR field <> '' THEN
-		RETURN NEXT rec || field;
-	END IF;
-END $$;
-COMMENT ON FUNCTION settle.csv_parse(text) IS 'Parses RFC 4180 CSV (quoted fields, doubled quotes, CRLF or LF) into one text array per record; blank lines are skipped.';
+	AS 'MODULE_PATHNAME', 'settle_csv_parse' LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
+COMMENT ON FUNCTION settle.csv_parse(text) IS 'Parses RFC 4180 CSV (quoted fields, doubled quotes, CRLF, LF or CR line ends) into one text array per record; blank lines are skipped.  Refused: an unterminated quoted field, text after a closing quote, a quote inside an unquoted field (22P04, naming the record), text over settle.csv_max_bytes (54000, before it is read).';
+
+CREATE FUNCTION settle._csv_check_size(input text) RETURNS void
+	AS 'MODULE_PATHNAME', 'settle_csv_check_size' LANGUAGE C STABLE STRICT PARALLEL SAFE;
+COMMENT ON FUNCTION settle._csv_check_size(text) IS 'Internal: refuses (54000) text over settle.csv_max_bytes without reading it.';
 
 CREATE FUNCTION settle.import_payout_confirmations(batch_id bigint, confirmations jsonb)
 	RETURNS TABLE (end_to_end_id text, reseller_id bigint, outcome text, exception_id bigint)
@@ -727,6 +679,8 @@ DECLARE
 	i int;
 	first boolean := true;
 BEGIN
+	-- the size limit first: nothing is read, looked up or written for oversized text
+	PERFORM settle._csv_check_size(confirmations);
 	IF btrim(coalesce(confirmations, '')) ~ '^[\[{]' THEN
 		RETURN QUERY SELECT * FROM settle.import_payout_confirmations(batch_id, confirmations::jsonb);
 		RETURN;
@@ -1037,17 +991,17 @@ REVOKE EXECUTE ON FUNCTION settle.set_payout_setting(text, text, text, text, tex
 	settle.statement_csv(bigint), settle._statement_page(settle.run, integer), settle._statement_document(text, text),
 	settle.statement_html(bigint, integer), settle.statements_html(settle.period, integer), settle.payout_guard(),
 	settle.xml_escape(text), settle.csv_field(text), settle.format_amount(settle.exact_amount, text), settle.iban_valid(text),
-	settle.iban_mask(text), settle.csv_parse(text) FROM PUBLIC;
+	settle.iban_mask(text), settle.csv_parse(text), settle._csv_check_size(text) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION settle.set_payout_setting(text, text, text, text, text),
 	settle.set_payee(text, text, text, text, text, text), settle.payout_file(bigint, text),
 	settle.create_payout_batch(settle.period, text, date), settle.import_payout_confirmations(bigint, jsonb),
-	settle.import_payout_confirmations(bigint, text) TO settle_admin, settle_finance;
+	settle.import_payout_confirmations(bigint, text), settle.csv_parse(text) TO settle_admin, settle_finance;
 GRANT EXECUTE ON FUNCTION settle.verify_payout_batch(bigint) TO settle_admin, settle_finance, settle_auditor;
 GRANT EXECUTE ON FUNCTION settle.statement_csv(bigint), settle.statement_html(bigint, integer),
 	settle.statements_html(settle.period, integer)
 	TO settle_admin, settle_operator, settle_analyst, settle_finance, settle_auditor, settle_reseller;
 GRANT EXECUTE ON FUNCTION settle.xml_escape(text), settle.csv_field(text), settle.format_amount(settle.exact_amount, text),
-	settle.iban_valid(text), settle.iban_mask(text), settle.csv_parse(text)
+	settle.iban_valid(text), settle.iban_mask(text)
 	TO settle_admin, settle_operator, settle_analyst, settle_finance, settle_auditor, settle_reseller;
 GRANT EXECUTE ON FUNCTION settle.payout_guard() TO PUBLIC;
 

@@ -142,6 +142,8 @@ SELECT is((SELECT string_agg(concat_ws(' / ', new_row->>'state', session_user_na
              FROM settle.audit_log WHERE table_name = 'exception' AND row_key->>'exception_id' = :'exc'),
 	concat_ws(E'\n', 'pending_review / postgres / workflow test',
 	          'proposed_adjustment / wf_alice / goodwill credit, ticket 4711',
+	          'proposed_adjustment / wf_alice / typo, ticket 4711',
+	          'proposed_adjustment / wf_alice / goodwill credit, ticket 4711',
 	          'finance_approved / wf_bob / checked ticket 4711',
 	          'correction_applied / postgres / applied in run ' || (SELECT max(run_id) FROM settle.run WHERE reseller_id = settle.reseller_id('wf')),
 	          'settled / wf_bob / October closed'),
