@@ -6,8 +6,8 @@
 # forks) runs under Valgrind memcheck, then reads Valgrind's logs.  Passes
 # when no error has a settle.so frame in its stacks, no invalid read, write
 # or free happened anywhere, no backend crashed, and the suites pass.
-# Slow (20-40 minutes): not part of `make test`.  Needs no install lock: it
-# installs this work tree's build into a private directory.
+# About 10 minutes on 2 cores: not part of `make test`.  Needs no install
+# lock: it installs this work tree's build into a private directory.
 #
 #   bash test/valgrind.sh
 #   VALGRIND_SUITES="rules_eval.sql" bash test/valgrind.sh   # other pgTAP files
