@@ -1741,12 +1741,39 @@ add_corrections(Run *run)
 		HeapTuple	t = SPI_tuptable->vals[i];
 		TupleDesc	d = SPI_tuptable->tupdesc;
 		bool		isnull;
-		Line	   *l = new_line(run);
+		Line	   *l;
 		char	   *key = SPI_getvalue(t, d, 1);
 		char	   *ref = SPI_getvalue(t, d, 13);
 		Datum		r;
 		money128	settled;
+		int			a;
 
+		/*
+		 * A revision whose amounts cannot be settled exactly (more than 8
+		 * decimals) is not valued, as in take_row: no correction, and a
+		 * validation problem blocks the run until it is dealt with.
+		 */
+		for (a = 0; !run->verify_run && a < 3; a++)
+		{
+			money128	m;
+			Datum		v = SPI_getbinval(t, d, 7 + a, &isnull);
+
+			if (!isnull && (!numeric_to_money128(v, &m) || m % ((money128) 100000000) != 0))
+				break;
+		}
+		if (!run->verify_run && a < 3)
+		{
+			int32		revision = DatumGetInt32(SPI_getbinval(t, d, 2, &isnull));
+
+			add_problem(run, "validation", psprintf("line:%s", key),
+						psprintf("Revision %d of bill line %s, of a locked period, has amounts that cannot be held exactly: it is not corrected.",
+								 revision, key));
+			fp_str(run->in_fp, key);
+			fp_int(run->in_fp, revision);
+			fp_str(run->in_fp, "not valued");
+			continue;
+		}
+		l = new_line(run);
 		l->kind = KIND_CORRECTION;
 		l->included = true;
 		l->cust = -1;
@@ -1774,7 +1801,6 @@ add_corrections(Run *run)
 		{
 			const Rule *rule = settle_rule_compile(r, CurrentMemoryContext);
 			money128	amount[3];
-			int			a;
 			Datum		fx = SPI_getbinval(t, d, 11, &isnull);
 			bool		fxnull = isnull;
 

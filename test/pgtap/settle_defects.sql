@@ -2,7 +2,7 @@
 -- explain, and the decisions docs/rules.md and docs/settlement.md state for
 -- floors and refund reversals.  Every number is worked out in the comments.
 BEGIN;
-SELECT plan(38);
+SELECT plan(41);
 
 SET LOCAL settle.reason = 'defect regressions';
 
@@ -332,6 +332,26 @@ SELECT results_eq($$SELECT count(*), min(scope_key), max(scope_key) FROM settle.
 	$$VALUES (1200::bigint, 'line:big/00001', 'line:big/01200')$$,
 	'each 11-decimal line is a validation exception, intact');
 SELECT is((SELECT verified FROM settle.verify_run(pg_temp.run('big', '2026-09'))), true, 'and the run verifies');
+
+-- ---------------------------------------------------------------------------
+-- 8. A late revision of a locked period with 11-decimal amounts is not
+--    valued (as a line of the period would not be): no correction, a
+--    validation exception.  settle_period raised an error instead, which
+--    failed the settlement of every reseller.
+-- ---------------------------------------------------------------------------
+SELECT pg_temp.reseller('late', E'currency USD\notherwise pay 5%');
+SELECT settle.add_customer('late', 'c', 'Customer c');
+SELECT pg_temp.line('late', 'c', 'late/1', '2026-09-04', 100.00);
+SELECT count(*) FROM settle.settle_period('2026-09', 'late');
+SELECT count(*) FROM settle.approve_run(pg_temp.run('late', '2026-09'), 'checked'),
+       settle.lock_run(pg_temp.run('late', '2026-09'), 'closed');
+SELECT pg_temp.line('late', 'c', 'late/1', '2026-09-04', 100.12345678901, revision => 2);
+SELECT results_eq($$SELECT lines_out, blocked FROM settle.settle_period('2026-10', 'late')$$,
+	$$VALUES (0::bigint, true)$$, 'October: no correction for the 11-decimal revision, and the run is blocked');
+SELECT results_eq($$SELECT scope_key, period FROM settle.exception
+                    WHERE reseller_id = settle.reseller_id('late') AND kind = 'validation'$$,
+	$$VALUES ('line:late/1', '2026-10')$$, 'by a validation exception on the line');
+SELECT is((SELECT verified FROM settle.verify_run(pg_temp.run('late', '2026-10'))), true, 'the run verifies');
 
 SELECT * FROM finish();
 ROLLBACK;
