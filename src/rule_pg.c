@@ -481,7 +481,7 @@ jsonb_scalar_text(JsonbValue *v)
 	switch (v->type)
 	{
 		case jbvString:
-			t.s = v->val.string.val;
+			t.s = pnstrdup(v->val.string.val, v->val.string.len);
 			t.len = v->val.string.len;
 			return t;
 		case jbvNumeric:
@@ -491,11 +491,52 @@ jsonb_scalar_text(JsonbValue *v)
 			s = v->val.boolean ? "true" : "false";
 			break;
 		default:
-			return t;			/* null: matches nothing */
+			return t;			/* null, array, object: matches nothing */
 	}
 	t.s = s;
 	t.len = strlen(s);
 	return t;
+}
+
+/*
+ * The tags of a JSON object as rule_eval sees them: each key with its value
+ * as text (a string as it is, a number as numeric_out prints it, true or
+ * false); a null, array or object value matches nothing.  Everything is
+ * copied into CurrentMemoryContext.  settle.evaluate_rule and settle_period
+ * both use this, so they see the same tags.
+ */
+int
+settle_jsonb_tags(Jsonb *jb, RuleTag **out)
+{
+	JsonbIterator *it;
+	JsonbValue	v;
+	JsonbIteratorToken tok;
+	RuleTag    *tags;
+	int			cap,
+				ntags = 0;
+
+	if (!JB_ROOT_IS_OBJECT(jb))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("tags must be a JSON object")));
+	cap = JB_ROOT_COUNT(jb) + 1;
+	tags = palloc0(sizeof(RuleTag) * cap);
+	it = JsonbIteratorInit(&jb->root);
+	while ((tok = JsonbIteratorNext(&it, &v, true)) != WJB_DONE)
+	{
+		if (tok == WJB_KEY && ntags < cap)
+		{
+			tags[ntags].key.s = pnstrdup(v.val.string.val, v.val.string.len);
+			tags[ntags].key.len = v.val.string.len;
+		}
+		else if (tok == WJB_VALUE && ntags < cap)
+		{
+			tags[ntags].value = jsonb_scalar_text(&v);
+			ntags++;
+		}
+	}
+	*out = tags;
+	return ntags;
 }
 
 static const char *const status_names[] = {
@@ -562,34 +603,7 @@ settle_evaluate_rule(PG_FUNCTION_ARGS)
 	line.region = arg_text(fcinfo, 5);
 	line.segment = arg_text(fcinfo, 6);
 	if (!PG_ARGISNULL(7))
-	{
-		Jsonb	   *jb = PG_GETARG_JSONB_P(7);
-		JsonbIterator *it;
-		JsonbValue	v;
-		JsonbIteratorToken tok;
-		int			cap;
-
-		if (!JB_ROOT_IS_OBJECT(jb))
-			ereport(ERROR,
-					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-					 errmsg("tags must be a JSON object")));
-		cap = JB_ROOT_COUNT(jb) + 1;
-		tags = palloc0(sizeof(RuleTag) * cap);
-		it = JsonbIteratorInit(&jb->root);
-		while ((tok = JsonbIteratorNext(&it, &v, true)) != WJB_DONE)
-		{
-			if (tok == WJB_KEY && ntags < cap)
-			{
-				tags[ntags].key.s = pnstrdup(v.val.string.val, v.val.string.len);
-				tags[ntags].key.len = v.val.string.len;
-			}
-			else if (tok == WJB_VALUE && ntags < cap)
-			{
-				tags[ntags].value = jsonb_scalar_text(&v);
-				ntags++;
-			}
-		}
-	}
+		ntags = settle_jsonb_tags(PG_GETARG_JSONB_P(7), &tags);
 	line.tags = tags;
 	line.ntags = ntags;
 	line.billed_cost = arg_money(fcinfo, 8, "billed_cost");

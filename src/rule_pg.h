@@ -7,6 +7,7 @@
 
 #include "postgres.h"
 #include "fmgr.h"
+#include "utils/jsonb.h"
 
 #include "rule.h"
 
@@ -19,6 +20,13 @@ extern const RuleAllocator settle_rule_palloc;
  * rule version and keep the result for the whole run.
  */
 extern const Rule *settle_rule_compile(Datum rule, MemoryContext mcxt);
+
+/*
+ * The tags of a jsonb object as rule_eval matches them (values as text),
+ * copied into CurrentMemoryContext; ereports 22023 for anything but an
+ * object.  Returns the number of tags.
+ */
+extern int	settle_jsonb_tags(Jsonb *jb, RuleTag **out);
 
 /* numeric <-> money128 at the SQL boundary (refuses > 8 decimals, 22023) */
 extern money128 settle_numeric_to_money(Datum num, const char *what);

@@ -116,10 +116,11 @@ typedef struct Line
 	uint32		orig;			/* refunds: arena offset of the original key */
 	int32		revision;
 	int32		cust;			/* index into customers, -1 unknown */
-	int16		version;		/* index into versions, -1 none */
+	uint32		tagset;			/* index into tagsets; 0: its customer's tags */
 	int32		version_no;		/* rule_version.version used (lineage) */
 	int16		clause;
 	int16		tier;
+	int16		version;		/* index into versions, -1 none */
 	int8		charge;			/* RuleCharge */
 	char		kind;
 	bool		prev;			/* a refund dated in the previous period */
@@ -139,6 +140,13 @@ typedef struct Line
 	money128	unrounded;
 	money128	rounded;
 } Line;
+
+/* the tags a rule sees for a line: its own, then its customer's other keys */
+typedef struct TagSet
+{
+	int			ntags;
+	RuleTag    *tags;
+} TagSet;
 
 typedef struct Problem
 {
@@ -196,7 +204,14 @@ typedef struct Run
 				reseller_volume,
 				reseller_spend_before,
 				reseller_commission;
-	bool		uses_tags;
+	bool		uses_tags;		/* a rule version has a tag condition */
+	TagSet	   *tagsets;		/* [0] unused: a line without tags of its own */
+	uint32		ntagsets,
+				cap_tagsets;
+	char	   *last_tags;		/* the last line's tags (jsonb bytes) ... */
+	Size		last_tags_len;
+	int32		last_tags_cust; /* ... and customer, and their tag set */
+	uint32		last_tagset;
 	uint32	   *order;			/* included lines by (line_key, kind) */
 	uint32		norder;
 
@@ -353,6 +368,9 @@ fp_start(void)
 	fp->len = 0;
 	if (pg_cryptohash_init(fp->ctx) < 0)
 		elog(ERROR, "could not initialise SHA-256 context");
+	/* the semantics that produced a run are part of what it was made from */
+	fp_str(fp, "settle engine");
+	fp_int(fp, SETTLE_ENGINE_VERSION);
 	return fp;
 }
 
@@ -437,6 +455,22 @@ intern_col(Run *run, HeapTuple t, TupleDesc d, int col)
 }
 
 static money128 datum_money(Datum d, bool isnull, const char *what);
+
+/*
+ * A recorded lineage amount, as settle_period wrote it: an unrounded
+ * commission (basis x rate, a prorated amount) may have up to 16 decimal
+ * places, where an input amount has at most 8.  False when it is null or
+ * cannot be held (it was not written by the engine).
+ */
+static bool
+lineage_money(HeapTuple t, TupleDesc d, int col, money128 *out)
+{
+	bool		isnull;
+	Datum		v = SPI_getbinval(t, d, col, &isnull);
+
+	*out = 0;
+	return !isnull && numeric_to_money128(v, out);
+}
 
 /* A numeric column as money (0 when null). */
 static money128
@@ -625,13 +659,20 @@ load_versions(Run *run)
 	args[1] = Int64GetDatum(run->agreement_id);
 	args[2] = DateADTGetDatum(run->prev_start);
 	args[3] = DateADTGetDatum(run->end);
-	/* verify mode: the versions the recorded run used, and no others */
+	/*
+	 * Verify mode: the versions the recorded run could use, i.e. those
+	 * published by the time it was made.  Not only those its lines record: a
+	 * refund's basis is read with the version in force on the refund's date
+	 * (its lineage records its original's), and the floors are the last
+	 * version's.  Versions are immutable and never overlap, so a version
+	 * published later can only cover dates that had none.
+	 */
 	args[4] = Int64GetDatum(run->verify_run);
 	if (SPI_execute_with_args("SELECT version, effective_from, effective_to, rule, content_hash "
-							  "FROM settle.rule_version WHERE reseller_id = $1 AND agreement_id = $2 "
-							  "AND effective_from < $4 AND effective_to > $3 AND ($5 = 0 OR version IN "
-							  "(SELECT s.rule_version FROM settle.settlement_line s WHERE s.reseller_id = $1 "
-							  "AND s.run_id = $5 AND s.kind IN ('c', 'r'))) ORDER BY effective_from",
+							  "FROM settle.rule_version v WHERE v.reseller_id = $1 AND v.agreement_id = $2 "
+							  "AND v.effective_from < $4 AND v.effective_to > $3 AND ($5 = 0 OR v.published_at <= "
+							  "(SELECT r.created_at FROM settle.run r WHERE r.reseller_id = $1 AND r.run_id = $5)) "
+							  "ORDER BY v.effective_from",
 							  5, types, args, NULL, true, 0) != SPI_OK_SELECT)
 		elog(ERROR, "could not read rule versions");
 	run->nversions = (int) SPI_processed;
@@ -763,31 +804,12 @@ load_catalogue(Run *run)
 		fp_int(run->in_fp, c->customer_id);
 		fp_str(run->in_fp, c->segment.s);
 		fp_str(run->in_fp, tagtext);
+		/* as settle.evaluate_rule reads tags (numbers and booleans as text) */
 		if (JB_ROOT_COUNT(tags) > 0 && JB_ROOT_IS_OBJECT(tags))
 		{
-			JsonbIterator *it = JsonbIteratorInit(&tags->root);
-			JsonbValue	v;
-			JsonbIteratorToken tok;
 			MemoryContext old = MemoryContextSwitchTo(run->mcxt);
 
-			c->tags = palloc0(sizeof(RuleTag) * JB_ROOT_COUNT(tags));
-			while ((tok = JsonbIteratorNext(&it, &v, true)) != WJB_DONE)
-			{
-				if (tok == WJB_KEY)
-				{
-					c->tags[c->ntags].key.s = pnstrdup(v.val.string.val, v.val.string.len);
-					c->tags[c->ntags].key.len = v.val.string.len;
-				}
-				else if (tok == WJB_VALUE)
-				{
-					if (v.type == jbvString)
-					{
-						c->tags[c->ntags].value.s = pnstrdup(v.val.string.val, v.val.string.len);
-						c->tags[c->ntags].value.len = v.val.string.len;
-					}
-					c->ntags++;
-				}
-			}
+			c->ntags = settle_jsonb_tags(tags, &c->tags);
 			MemoryContextSwitchTo(old);
 		}
 	}
@@ -862,12 +884,74 @@ utc_date(TimestampTz t)
 	return (DateADT) (t >= 0 ? t / USECS_PER_DAY : -((-t - 1) / USECS_PER_DAY) - 1);
 }
 
+/*
+ * The tags a rule sees for a line: the bill line's own tags, then its
+ * customer's tags under the keys the line does not have (as
+ * customer.tags || bill_line.tags), each read as settle.evaluate_rule reads
+ * its tags argument.  Returns an index into run->tagsets, 0 when the line
+ * has no tags of its own (the customer's apply as they are).  Neighbouring
+ * lines mostly repeat the last line's tags.
+ */
+static uint32
+line_tagset(Run *run, int32 cust, Datum d)
+{
+	Jsonb	   *jb = DatumGetJsonbP(d);
+	Size		len = VARSIZE(jb);
+	const Customer *c = cust >= 0 ? &run->customers[cust] : NULL;
+	MemoryContext old;
+	RuleTag    *own;
+	TagSet	   *ts;
+	int			n,
+				i,
+				j;
+
+	if (!JB_ROOT_IS_OBJECT(jb) || JB_ROOT_COUNT(jb) == 0)
+		return 0;
+	if (run->last_tags != NULL && cust == run->last_tags_cust && len == run->last_tags_len &&
+		memcmp(run->last_tags, jb, len) == 0)
+		return run->last_tagset;
+	old = MemoryContextSwitchTo(run->mcxt);
+	if (run->ntagsets == run->cap_tagsets)
+	{
+		run->cap_tagsets = Max(16, run->cap_tagsets * 2);
+		run->tagsets = run->tagsets ?
+			repalloc_huge(run->tagsets, sizeof(TagSet) * (Size) run->cap_tagsets) :
+			palloc(sizeof(TagSet) * (Size) run->cap_tagsets);
+		if (run->ntagsets == 0)
+			run->ntagsets = 1;	/* [0]: no tags of its own */
+	}
+	ts = &run->tagsets[run->ntagsets];
+	n = settle_jsonb_tags(jb, &own);
+	ts->tags = palloc(sizeof(RuleTag) * (n + (c ? c->ntags : 0)));
+	memcpy(ts->tags, own, sizeof(RuleTag) * n);
+	ts->ntags = n;
+	pfree(own);
+	for (i = 0; c != NULL && i < c->ntags; i++)
+	{
+		for (j = 0; j < n; j++)
+			if (ts->tags[j].key.len == c->tags[i].key.len &&
+				memcmp(ts->tags[j].key.s, c->tags[i].key.s, ts->tags[j].key.len) == 0)
+				break;
+		if (j == n)
+			ts->tags[ts->ntags++] = c->tags[i];
+	}
+	if (run->last_tags != NULL)
+		pfree(run->last_tags);
+	run->last_tags = palloc(len);
+	memcpy(run->last_tags, jb, len);
+	run->last_tags_len = len;
+	run->last_tags_cust = cust;
+	run->last_tagset = run->ntagsets++;
+	MemoryContextSwitchTo(old);
+	return run->last_tagset;
+}
+
 /* Columns of one bill line as the engine reads it (take_row's layout). */
 enum
 {
 	R_KEY, R_REVISION, R_CUSTOMER, R_HASH, R_CATEGORY, R_PRODUCT, R_SKU, R_REGION, R_CURRENCY,
 	R_LIST, R_BILLED, R_PAID, R_ORIGINAL, R_DATE, R_START, R_END, R_ITEM, R_PREV, R_INVALID,
-	R__COUNT
+	R_TAGS, R__COUNT
 };
 
 /*
@@ -923,6 +1007,8 @@ take_row(Run *run, const Datum *rowvals, const bool *rownulls)
 
 		l->cust = isnull ? -1 : find_customer(run, DatumGetInt64(c));
 	}
+	if (run->uses_tags && !rownulls[R_TAGS])
+		l->tagset = line_tagset(run, l->cust, rowvals[R_TAGS]);
 	/*
 	 * A line that failed validation (its exception is already open)
 	 * or whose amounts cannot be held exactly earns nothing: never
@@ -1065,7 +1151,7 @@ read_lines_recorded(Run *run)
 								"b.amount_paid, b.original_line_key, %s AS line_date, "
 								"(b.charge_period_start AT TIME ZONE 'UTC')::date, "
 								"(b.charge_period_end AT TIME ZONE 'UTC')::date, b.source_item, %s < '%s'::date AS prev, "
-								"cardinality(b.validation_errors) > 0 AS invalid "
+								"cardinality(b.validation_errors) > 0 AS invalid, b.tags "
 								"FROM settle.settlement_line s JOIN settle.bill_line b "
 								"ON b.reseller_id = s.reseller_id AND b.line_key = s.line_key AND b.revision = s.revision "
 								"WHERE s.reseller_id = $1 AND s.run_id = $2 AND s.kind IN ('c', 'r') "
@@ -1180,7 +1266,7 @@ read_lines_direct(Run *run)
 		"line_key", "revision", "customer_id", "content_hash", "charge_category", "product_code",
 		"sku_id", "region_id", "billing_currency", "list_cost", "billed_cost", "amount_paid",
 		"original_line_key", "billing_period_start", "charge_period_start", "charge_period_end",
-		"source_item", NULL, "validation_errors"
+		"source_item", NULL, "validation_errors", "tags"
 	};
 	Relation	heap = table_open(settle_relid("bill_line"), AccessShareLock);
 	Relation	pk = index_open(RelationGetPrimaryKeyIndex(heap), AccessShareLock);
@@ -1367,6 +1453,11 @@ fill_rule_line(Run *run, Line *l, RuleLine *rl)
 		rl->segment.len = c->segment.len;
 		rl->ntags = c->ntags;
 		rl->tags = c->tags;
+	}
+	if (l->tagset > 0)
+	{
+		rl->ntags = run->tagsets[l->tagset].ntags;
+		rl->tags = run->tagsets[l->tagset].tags;
 	}
 	rl->charge = l->charge;
 	rl->billed_cost = rl->list_cost = rl->amount_paid = l->basis;
@@ -1650,12 +1741,39 @@ add_corrections(Run *run)
 		HeapTuple	t = SPI_tuptable->vals[i];
 		TupleDesc	d = SPI_tuptable->tupdesc;
 		bool		isnull;
-		Line	   *l = new_line(run);
+		Line	   *l;
 		char	   *key = SPI_getvalue(t, d, 1);
 		char	   *ref = SPI_getvalue(t, d, 13);
 		Datum		r;
 		money128	settled;
+		int			a;
 
+		/*
+		 * A revision whose amounts cannot be settled exactly (more than 8
+		 * decimals) is not valued, as in take_row: no correction, and a
+		 * validation problem blocks the run until it is dealt with.
+		 */
+		for (a = 0; !run->verify_run && a < 3; a++)
+		{
+			money128	m;
+			Datum		v = SPI_getbinval(t, d, 7 + a, &isnull);
+
+			if (!isnull && (!numeric_to_money128(v, &m) || m % ((money128) 100000000) != 0))
+				break;
+		}
+		if (!run->verify_run && a < 3)
+		{
+			int32		revision = DatumGetInt32(SPI_getbinval(t, d, 2, &isnull));
+
+			add_problem(run, "validation", psprintf("line:%s", key),
+						psprintf("Revision %d of bill line %s, of a locked period, has amounts that cannot be held exactly: it is not corrected.",
+								 revision, key));
+			fp_str(run->in_fp, key);
+			fp_int(run->in_fp, revision);
+			fp_str(run->in_fp, "not valued");
+			continue;
+		}
+		l = new_line(run);
 		l->kind = KIND_CORRECTION;
 		l->included = true;
 		l->cust = -1;
@@ -1675,14 +1793,14 @@ add_corrections(Run *run)
 		if (isnull)
 		{
 			/* recorded: the basis as written */
-			l->basis = money_col(t, d, 7, "basis");
+			if (!lineage_money(t, d, 7, &l->basis))
+				elog(ERROR, "recorded basis of correction %s out of range", key);
 			l->unrounded = settled;
 		}
 		else
 		{
 			const Rule *rule = settle_rule_compile(r, CurrentMemoryContext);
 			money128	amount[3];
-			int			a;
 			Datum		fx = SPI_getbinval(t, d, 11, &isnull);
 			bool		fxnull = isnull;
 
@@ -1755,14 +1873,26 @@ add_adjustments(Run *run)
 	}
 }
 
+/*
+ * Floors per customer and per reseller: the period's charges' commission
+ * (before refund reversals, corrections and adjustments) is topped up to the
+ * floor of the last rule version in force in the period.  Only customers
+ * (a reseller) with a commissionable amount in the period get a top-up.
+ */
 static void
 add_floors(Run *run)
 {
-	const Rule *rule = run->nversions > 0 ? run->versions[0].rule : NULL;
+	const Rule *rule = NULL;
+	const Version *ver = NULL;
 	int			i;
 
-	if (rule == NULL)
+	/* versions are in effective_from order; the first may end before the period */
+	for (i = run->nversions - 1; i >= 0 && ver == NULL; i--)
+		if (run->versions[i].to > run->start)
+			ver = &run->versions[i];
+	if (ver == NULL)
 		return;
+	rule = ver->rule;
 	if (rule->has_floor[RULE_SCOPE_CUSTOMER])
 	{
 		for (i = 0; i < run->ncustomers; i++)
@@ -1778,7 +1908,7 @@ add_floors(Run *run)
 			l->kind = KIND_FLOOR;
 			l->included = true;
 			l->key = arena_put(run, key, strlen(key));
-			l->version_no = run->versions[0].version;
+			l->version_no = ver->version;
 			l->rate = -1;
 			l->cust = i;
 			l->unrounded = rule->floor[RULE_SCOPE_CUSTOMER] - c->commission;
@@ -1794,7 +1924,7 @@ add_floors(Run *run)
 		l->kind = KIND_FLOOR;
 		l->included = true;
 		l->key = arena_put(run, key, strlen(key));
-		l->version_no = run->versions[0].version;
+		l->version_no = ver->version;
 		l->rate = -1;
 		l->cust = -1;
 		l->unrounded = rule->floor[RULE_SCOPE_RESELLER] - run->reseller_commission;
@@ -2294,7 +2424,8 @@ compare_recorded(Run *run)
 			char	   *key = SPI_getvalue(t, d, 1);
 			char	   *ref = SPI_getvalue(t, d, 12);
 			Line	   *l;
-			money128	rate;
+			money128	rate,
+						m;
 			bool		ratenull;
 			Datum		rd;
 			const char *what = NULL;
@@ -2308,15 +2439,16 @@ compare_recorded(Run *run)
 			}
 			l = &run->lines[run->order[i]];
 			rd = SPI_getbinval(t, d, 8, &ratenull);
-			rate = ratenull ? 0 : datum_money(rd, false, "rate");
+			if (ratenull || !numeric_to_money128(rd, &rate))
+				rate = 0;
 			if (strcmp(key, ARENA(run, l->key)) != 0 ||
 				DatumGetChar(SPI_getbinval(t, d, 2, &isnull)) != l->kind)
 				what = "is not the line derived at this position";
-			else if (money_col(t, d, 11, "rounded") != l->rounded)
+			else if (!lineage_money(t, d, 11, &m) || m != l->rounded)
 				what = "has a different rounded amount";
-			else if (money_col(t, d, 10, "unrounded") != l->unrounded)
+			else if (!lineage_money(t, d, 10, &m) || m != l->unrounded)
 				what = "has a different exact amount";
-			else if (money_col(t, d, 7, "basis") != l->basis)
+			else if (!lineage_money(t, d, 7, &m) || m != l->basis)
 				what = "has a different basis";
 			else if ((l->rate < 0) != ratenull ||
 					 (!ratenull && rate != (money128) l->rate * (MONEY_ONE / RATE_ONE)))
@@ -2455,7 +2587,13 @@ settle_settle_reseller(PG_FUNCTION_ARGS)
 			elog(ERROR, "a run id is required to write a settlement");
 		write_lineage(&run);
 	}
+	/*
+	 * SPI_finish returns to the context that was current at SPI_connect:
+	 * run.mcxt, which is deleted below.  Everything returned is built in the
+	 * caller's context.
+	 */
 	SPI_finish();
+	MemoryContextSwitchTo(old);
 	settle_progress_end();
 
 	memset(nulls, 0, sizeof(nulls));
@@ -2476,7 +2614,7 @@ settle_settle_reseller(PG_FUNCTION_ARGS)
 	values[14] = money128_to_numeric(tot.net, run.minor_unit);
 	values[15] = problems_jsonb(&run);
 	MemoryContextDelete(run.mcxt);
-	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(resdesc, values, nulls)));
+	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(BlessTupleDesc(resdesc), values, nulls)));
 }
 
 /*
