@@ -61,6 +61,7 @@ q $DB "UPDATE settle.connector SET enabled = false WHERE name = 'slow'" >/dev/nu
 
 # ---- kill -9 of a backend running ingest_now
 psql -X -q -d $DB -c "SELECT settle.ingest_now('victim')" >/dev/null 2>&1 &
+victim_psql=$!
 for _ in $(seq 1 100); do
 	vpid=$(q postgres "SELECT pid FROM pg_stat_activity WHERE query LIKE '%ingest_now(''victim'')%' AND pid <> pg_backend_pid()")
 	[ -n "$vpid" ] && break
@@ -68,7 +69,7 @@ for _ in $(seq 1 100); do
 done
 sleep 1
 kill -9 "$vpid"
-wait
+wait $victim_psql
 sleep 1
 wait_up
 check "after the crash, the next pull shows the killed run as failed 57P01" \
