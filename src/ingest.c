@@ -1279,6 +1279,7 @@ pull_scope(RunCtx *rc, const char *action)
 			if (describe)
 			{
 				pass = ingest_pass_create(st->runcxt);
+				st->pass = pass;
 				if (token == NULL)
 					pass->whole = true;
 				else if (pass_first > 0)
@@ -1287,7 +1288,6 @@ pull_scope(RunCtx *rc, const char *action)
 					pass->whole = true;
 					pass->first_page = pass_first;
 				}
-				st->pass = pass;
 			}
 			first = false;
 		}

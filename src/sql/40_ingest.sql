@@ -17,6 +17,11 @@ ALTER TABLE settle.bill_line
 -- A line a complete re-pull of its scope no longer returns is withdrawn: a
 -- new revision with zero amounts and the reason (settle.withdraw_lines).
 ALTER TABLE settle.bill_line ADD COLUMN withdrawal_reason text;
+-- the current-revision view shows the new column too
+CREATE OR REPLACE VIEW settle.bill_line_current AS
+	SELECT DISTINCT ON (line_key) *
+	  FROM settle.bill_line
+	 ORDER BY line_key, revision DESC;
 COMMENT ON COLUMN settle.bill_line.withdrawal_reason IS
 	'Set on a withdrawal revision: the source no longer returns the line (a complete re-pull of its scope did not see it); its amounts are zero.  NULL otherwise.';
 

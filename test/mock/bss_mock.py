@@ -18,7 +18,8 @@ accounts, L lines each: served per BillOwnerId, only the payer's own lines witho
 fault:   ok | e500x<k> | e503x<k> | throttlex<k> | e429x<k> | slowx<k> | resetx<k>
          (the first k requests on that path fail that way, then it recovers)
          | e503always | truncated | ctype | badtoken | repeat | revise | big | trickle
-         | pace (30 ms per page: a slower provider) | drop (from the second pull of the
+         | pace (30 ms per page: a slower provider) | midfailx<k> (the first k requests
+         for a page after the first fail with 503) | drop (from the second pull of the
          month on, item 3 is gone) | droptrunc (the same, and pages after the first are truncated)
 Counters are per path, so each test uses its own path.
 
@@ -240,7 +241,7 @@ def gen_members(spec):
     for k in range(na):
         owner = '13000000000000%02d' % k
         for i in range(nl):
-            items.append(simple_item(MEMBER_PAYER, 'i-m%02d-%05d' % (k, i), 'PayAsYouGoBill',
+            items.append(simple_item(MEMBER_PAYER, 'i-m%s-%02d-%05d' % (spec, k, i), 'PayAsYouGoBill',
                                      Decimal(i + 1) / 100, owner=owner))
     return items
 
@@ -332,6 +333,7 @@ def offset_for(token):
 KEYS = {}
 COUNTS = {}
 PULLS = {}
+MIDFAIL = {}
 COUNT_LOCK = threading.Lock()
 BIG_BODY = None
 
@@ -489,6 +491,12 @@ class Handler(BaseHTTPRequestHandler):
             if fault in ('revise', 'drop', 'droptrunc'):
                 with COUNT_LOCK:
                     PULLS[path] = PULLS.get(path, 0) + 1
+        if fault.startswith('midfailx') and off > 0:
+            with COUNT_LOCK:
+                MIDFAIL[path] = MIDFAIL.get(path, 0) + 1
+                n = MIDFAIL[path]
+            if n <= int(fault[8:]):
+                return self.error(503, 'ServiceUnavailable', 'The request has failed due to a temporary failure of the server.')
         if fault == 'pace':
             time.sleep(0.03)    # a slower provider, for the crash test
         if fault == 'trickle':

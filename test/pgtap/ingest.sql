@@ -46,7 +46,7 @@ CREATE TEMP TABLE focus_rows ("BillingAccountId" text, "BillingPeriodStart" text
 	"ResourceId" text, "SkuId" text, "x_ProductCode" text);
 INSERT INTO focus_rows
 SELECT '4000000000000001', '2026-10-01T00:00:00Z', '2026-10-' || lpad((1 + i % 28)::text, 2, '0') || 'T00:00:00Z',
-       'Usage', (i * 0.001)::text || '00000000000000000001', (i * 0.001)::text, 'USD', 'ECS', 'i-' || i, 'sku', 'ecs'
+       'Usage', (i * 0.001)::text || '00001', (i * 0.001)::text, 'USD', 'ECS', 'i-' || i, 'sku', 'ecs'
   FROM generate_series(1, 1000) i;
 INSERT INTO focus_rows VALUES ('4999999999999999', '2026-10-01T00:00:00Z', '2026-10-02T00:00:00Z', 'Usage',
 	'1', '1', 'USD', 'ECS', 'i-x', 'sku', 'ecs');

@@ -54,6 +54,18 @@ check "dupes revised pull 3: a no-op" "$(counts dupes_rev)" "succeeded|0|0|231"
 check "dupes revised: 231 current lines, 24 at revision 2" \
 	"$(q $DB "SELECT count(*), count(*) FILTER (WHERE revision = 2) FROM settle.bill_line_current b JOIN settle.connector c USING (connector_id) WHERE c.name = 'dupes_rev'")" "231|24"
 
+# a pull that fails after its first page and resumes: the resumed pass
+# re-reads its stored page, so repeated items keep their numbers
+conn mid /m/dupes-3/midfailx1/ 7
+check "mid pull 1: page 2 fails (one attempt), page 1 kept" \
+	"$(q $DB "SET settle.ingest_max_attempts = 1; SELECT status, error_sqlstate, lines_new FROM settle.ingest_now('mid')")" "failed|57P03|7"
+check "mid pull 2: resumes at page 2, the rest is new, nothing withdrawn" \
+	"$(q $DB "SELECT status, lines_new, lines_revised, lines_unchanged, lines_withdrawn FROM settle.ingest_now('mid')")" "succeeded|26|0|0|0"
+check "mid pull 3: a no-op" \
+	"$(q $DB "SELECT status, lines_new, lines_revised, lines_unchanged, lines_withdrawn FROM settle.ingest_now('mid')")" "succeeded|0|0|33|0"
+check "mid: 33 lines, 33 keys, all revision 1" \
+	"$(q $DB "SELECT count(*), count(DISTINCT line_key), max(revision) FROM settle.bill_line b JOIN settle.connector c USING (connector_id) WHERE c.name = 'mid'")" "33|33|1"
+
 # ---- 7. withdrawals
 conn drop /m/small/drop/
 check "drop pull 1: 14 new" "$(counts drop)" "succeeded|14|0|0"

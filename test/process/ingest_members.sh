@@ -13,11 +13,11 @@ psql -X -q -d postgres -c "ALTER SYSTEM SET settle.secret_file = '$SECRET_FILE'"
 sleep 0.5
 M='"1300000000000001", "1300000000000002", "1300000000000003"'
 q $DB "INSERT INTO settle.connector (name, kind, endpoint, secret_name, config) VALUES
-  ('payer', 'alibaba_bss', '$MOCK_URL/m/members-4x30/ok/', 'bss_test', '{\"billing_cycle\": \"2026-10\", \"max_results\": 7}'),
+  ('payer', 'alibaba_bss', '$MOCK_URL/m/members-2x31/ok/', 'bss_test', '{\"billing_cycle\": \"2026-10\", \"max_results\": 7}'),
   ('all', 'alibaba_bss', '$MOCK_URL/m/members-4x30/ok/', 'bss_test', '{\"billing_cycle\": \"2026-10\", \"max_results\": 7, \"member_accounts\": [$M]}')" >/dev/null
 
-check "without member_accounts: the payer's own 30 lines" \
-	"$(q $DB "SELECT count(*), sum(lines_new) FROM settle.ingest_now('payer')")" "1|30"
+check "without member_accounts: the payer's own 31 lines" \
+	"$(q $DB "SELECT count(*), sum(lines_new) FROM settle.ingest_now('payer')")" "1|31"
 check "with member_accounts: one run per account, 30 lines each" \
 	"$(q $DB "SELECT string_agg(coalesce(account_id, 'payer') || ':' || status || ':' || lines_new, ' ' ORDER BY account_id NULLS FIRST) FROM settle.ingest_now('all')")" \
 	"payer:succeeded:30 1300000000000001:succeeded:30 1300000000000002:succeeded:30 1300000000000003:succeeded:30"
