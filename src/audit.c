@@ -18,6 +18,12 @@
  * change itself.  No role but the owner may insert into settle.audit_log, so
  * entries come from this trigger; the head is moved with the owner's
  * privileges.
+ *
+ * Restores: pg_restore loads rows that were audited when they were first
+ * written, together with the audit log that records them.  A superuser's
+ * restore session sets settle.restoring (PGOPTIONS='-c settle.restoring=on'),
+ * and the audit trigger then writes no entry and asks for no reason; the
+ * append-only trigger is not affected (a restore only inserts).
  */
 #include "postgres.h"
 
@@ -56,9 +62,13 @@ PG_FUNCTION_INFO_V1(settle_audit_trigger);
 PG_FUNCTION_INFO_V1(settle_append_only_trigger);
 PG_FUNCTION_INFO_V1(settle_verify_audit);
 PG_FUNCTION_INFO_V1(settle_purge);
+PG_FUNCTION_INFO_V1(settle_restoring_sql);
 
 /* true only while settle_purge() deletes what retention allows */
 static bool purge_in_progress = false;
+
+/* settle.restoring: see settle_restoring_session() */
+static bool settle_restoring = false;
 
 #define HASH_LEN PG_SHA256_DIGEST_LENGTH
 
@@ -145,11 +155,65 @@ chain_subxact_callback(SubXactEvent event, SubTransactionId mySubid,
 		chain.locked = false;
 }
 
+/*
+ * settle.restoring may be turned on for one session only: by the client at
+ * connection (PGOPTIONS) or by SET.  Not in postgresql.conf, ALTER SYSTEM,
+ * ALTER DATABASE/ROLE ... SET or a function's SET clause, where it would
+ * apply to sessions that are not restoring anything.
+ */
+static bool
+check_restoring(bool *newval, void **extra, GucSource source)
+{
+	if (*newval && source != PGC_S_CLIENT && source != PGC_S_SESSION)
+	{
+		GUC_check_errcode(ERRCODE_CANT_CHANGE_RUNTIME_PARAM);
+		GUC_check_errmsg("settle.restoring can only be set for one session");
+		GUC_check_errdetail("It is meant for the session that runs pg_restore, not for a database, role or server.");
+		GUC_check_errhint("Set it for the restore only: PGOPTIONS='-c settle.restoring=on' pg_restore ...");
+		return false;
+	}
+	return true;
+}
+
 void
 settle_audit_init(void)
 {
+	DefineCustomBoolVariable("settle.restoring",
+							 "Set by a superuser's pg_restore session only: loaded rows are not audited again.",
+							 "Rows restored from a dump were audited when they were first written and arrive with their audit log; "
+							 "the audit trigger writes no entry for them and asks for no reason, and rows the install script "
+							 "created are replaced by their dumped versions.  Append-only tables stay append-only.",
+							 &settle_restoring,
+							 false,
+							 PGC_SUSET,
+							 GUC_NOT_IN_SAMPLE | GUC_DISALLOW_IN_FILE,
+							 check_restoring, NULL, NULL);
 	RegisterXactCallback(chain_xact_callback, NULL);
 	RegisterSubXactCallback(chain_subxact_callback, NULL);
+}
+
+/*
+ * Whether this session is restoring a dump: settle.restoring is on and the
+ * session user is a superuser.  PGC_SUSET already keeps other roles from
+ * setting it; the session-user test also covers a value that reached a
+ * session some other way (the SET clause of a function a superuser owns, a
+ * placeholder set before the library was loaded), so only a superuser's own
+ * session is ever exempt from auditing.
+ */
+bool
+settle_restoring_session(void)
+{
+	return settle_restoring && superuser_arg(GetSessionUserId());
+}
+
+/*
+ * settle._restoring() → boolean: settle_restoring_session(), for the WHEN clause of the
+ * restore_merge triggers of tables the install script fills.
+ */
+Datum
+settle_restoring_sql(PG_FUNCTION_ARGS)
+{
+	PG_RETURN_BOOL(settle_restoring_session());
 }
 
 /* ---------- canonical encoding and hashing ---------- */
@@ -492,7 +556,7 @@ append_entry(AuditEntry *e)
  *
  * AFTER INSERT/UPDATE/DELETE FOR EACH ROW or AFTER TRUNCATE FOR EACH
  * STATEMENT.  Records the change; with 'reason_required', refuses it when
- * settle.reason is not set.
+ * settle.reason is not set.  Does nothing in a restore session.
  */
 Datum
 settle_audit_trigger(PG_FUNCTION_ARGS)
@@ -514,6 +578,10 @@ settle_audit_trigger(PG_FUNCTION_ARGS)
 		ereport(ERROR,
 				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
 				 errmsg("settle.audit_trigger() must be fired AFTER the change")));
+
+	/* a restore loads rows that were audited when first written */
+	if (settle_restoring_session())
+		return PointerGetDatum(NULL);
 
 	rel = trigdata->tg_relation;
 	tupdesc = RelationGetDescr(rel);

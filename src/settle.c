@@ -21,6 +21,8 @@
 
 PG_MODULE_MAGIC;
 
+PG_FUNCTION_INFO_V1(settle_engine_version);
+
 char	   *settle_reason = NULL;
 int			settle_swing_threshold = 50;
 char	   *settle_retention = NULL;
@@ -91,4 +93,11 @@ settle_attnum(Relation rel, const char *name)
 	if (att == InvalidAttrNumber)
 		elog(ERROR, "column \"%s\" of settle.%s does not exist", name, RelationGetRelationName(rel));
 	return att;
+}
+
+/* settle.engine_version() → the settlement semantics this library implements */
+Datum
+settle_engine_version(PG_FUNCTION_ARGS)
+{
+	PG_RETURN_INT32(SETTLE_ENGINE_VERSION);
 }

@@ -11,6 +11,8 @@
 
 /* audit.c: the hash-chained audit trail and append-only guards */
 extern void settle_audit_init(void);
+/* audit.c: whether this session is a superuser's restore (settle.restoring) */
+extern bool settle_restoring_session(void);
 
 /* ingest.c: ingestion settings; registers the ingest worker when preloaded */
 extern void settle_ingest_init(void);
@@ -24,6 +26,17 @@ extern char *settle_reason;
 /* settle.c: sanity-check and retention settings */
 extern int	settle_swing_threshold;
 extern char *settle_retention;
+
+/*
+ * The version of the settlement semantics (rules, tiers, limits, refunds,
+ * rounding) settle_settle_reseller implements.  Every run records it and its
+ * fingerprints include it; verify_run re-derives only runs of this version.
+ * Raise it whenever a change would settle any recorded input differently.
+ *   1  settle 0.1.0
+ *   2  settle 0.2.0: bill-line tags in clause conditions; amounts with more
+ *      than eight decimal places
+ */
+#define SETTLE_ENGINE_VERSION 2
 
 /* settle.c: one of settle's own relations and its columns, by name (errors when absent) */
 extern Oid	settle_relid(const char *name);

@@ -353,6 +353,9 @@ fp_start(void)
 	fp->len = 0;
 	if (pg_cryptohash_init(fp->ctx) < 0)
 		elog(ERROR, "could not initialise SHA-256 context");
+	/* the semantics that produced a run are part of what it was made from */
+	fp_str(fp, "settle engine");
+	fp_int(fp, SETTLE_ENGINE_VERSION);
 	return fp;
 }
 

@@ -78,8 +78,8 @@ SELECT settle._audited(t::regclass, t IN ('settle.agreement', 'settle.fx_rate', 
 SELECT settle._append_only(t::regclass)
   FROM unnest(ARRAY['settle.raw_page', 'settle.bill_line', 'settle.fx_rate']) t;
 
--- pg_dump keeps user data of extension tables (rows the script inserted are
--- re-created by CREATE EXTENSION and excluded by the filters).
+-- pg_dump keeps user data of extension tables (every table and sequence is
+-- marked; rows the script inserted are merged on restore: see 99_backup.sql).
 SELECT pg_catalog.pg_extension_config_dump('settle.reseller', '');
 SELECT pg_catalog.pg_extension_config_dump('settle.customer', '');
 SELECT pg_catalog.pg_extension_config_dump('settle.customer_account', '');

@@ -132,6 +132,7 @@ COMMENT ON FUNCTION settle._connector_endpoint_check() IS
 REVOKE EXECUTE ON FUNCTION settle._connector_endpoint_check() FROM PUBLIC;
 CREATE TRIGGER endpoint_check BEFORE INSERT OR UPDATE OF endpoint ON settle.connector
 	FOR EACH ROW EXECUTE FUNCTION settle._connector_endpoint_check();
+ALTER TABLE settle.connector ENABLE ALWAYS TRIGGER endpoint_check;
 COMMENT ON TRIGGER endpoint_check ON settle.connector IS
 	'Refuses endpoints with credentials or a literal internal address (see settle._connector_endpoint_check).';
 
