@@ -270,6 +270,7 @@ COMMENT ON FUNCTION settle._connector_config_check() IS
 REVOKE EXECUTE ON FUNCTION settle._connector_config_check() FROM PUBLIC;
 CREATE TRIGGER config_check BEFORE INSERT OR UPDATE OF config, kind ON settle.connector
 	FOR EACH ROW EXECUTE FUNCTION settle._connector_config_check();
+ALTER TABLE settle.connector ENABLE ALWAYS TRIGGER config_check;
 COMMENT ON TRIGGER config_check ON settle.connector IS
 	'Refuses unknown config keys (see settle._connector_config_check).';
 
