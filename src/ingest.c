@@ -430,18 +430,22 @@ run_update_counts(IngestState *st)
  * Requests to the BSS API
  * --------------------------------------------------------------------- */
 
+/* Sleeps ms milliseconds of wall time (a latch set early does not shorten it). */
 static void
 sleep_ms(long ms)
 {
-	while (ms > 0)
-	{
-		long		chunk = Min(ms, 100);
+	TimestampTz end = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), ms);
 
+	for (;;)
+	{
+		long		left = (long) ((end - GetCurrentTimestamp()) / 1000);
+
+		if (left <= 0)
+			break;
 		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
-						 chunk, PG_WAIT_EXTENSION);
+						 Min(left, 100), PG_WAIT_EXTENSION);
 		ResetLatch(MyLatch);
 		CHECK_FOR_INTERRUPTS();
-		ms -= chunk;
 	}
 }
 
