@@ -1133,11 +1133,13 @@ bss_lines(Connector *c, BssReply *reply)
  * A resumed pass re-reads the pages it stored (from pass_first_page, in
  * order, from settle.raw_page) so that its items claim their lines again:
  * repeated items keep their numbers and the end of the pass knows every
- * line it saw.  Local work only: nothing is fetched or written.
+ * line it saw.  Local work only: nothing is fetched or written.  Returns
+ * false when the first page is gone (purged): the pass is then not whole.
  */
-static void
+static bool
 pass_replay(RunCtx *rc, const char *scope, int64 first_page)
 {
+	bool		whole = false;
 	Oid			t[3] = {INT8OID, INT8OID, TEXTOID};
 	Datum		v[3];
 	SPIPlanPtr	plan;
@@ -1148,7 +1150,7 @@ pass_replay(RunCtx *rc, const char *scope, int64 first_page)
 	v[0] = Int64GetDatum(rc->st->connector_id);
 	v[1] = Int64GetDatum(first_page);
 	v[2] = CStringGetTextDatum(scope);
-	plan = SPI_prepare("SELECT body FROM settle.raw_page WHERE connector_id = $1 AND raw_page_id >= $2"
+	plan = SPI_prepare("SELECT body, raw_page_id FROM settle.raw_page WHERE connector_id = $1 AND raw_page_id >= $2"
 					   " AND request->>'scope' = $3 ORDER BY raw_page_id", 3, t);
 	if (plan == NULL)
 		elog(ERROR, "could not prepare the replay query");
@@ -1166,6 +1168,8 @@ pass_replay(RunCtx *rc, const char *scope, int64 first_page)
 		SPI_cursor_fetch(portal, true, 1);
 		if (SPI_processed == 0)
 			break;
+		if (DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull)) == first_page)
+			whole = true;
 		old = MemoryContextSwitchTo(tmp);
 		body = DatumGetByteaPP(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
 		len = VARSIZE_ANY_EXHDR(body);
@@ -1185,6 +1189,7 @@ pass_replay(RunCtx *rc, const char *scope, int64 first_page)
 	}
 	SPI_cursor_close(portal);
 	MemoryContextDelete(tmp);
+	return whole;
 }
 
 /*
@@ -1288,8 +1293,7 @@ pull_scope(RunCtx *rc, const char *action)
 					pass->whole = true;
 				else if (pass_first > 0)
 				{
-					pass_replay(rc, scope, pass_first);
-					pass->whole = true;
+					pass->whole = pass_replay(rc, scope, pass_first);
 					pass->first_page = pass_first;
 				}
 			}
