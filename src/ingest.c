@@ -40,6 +40,10 @@
 #include "common/jsonapi.h"
 #include "mb/pg_wchar.h"
 #include "utils/hsearch.h"
+#include "utils/array.h"
+#include "utils/fmgrprotos.h"
+#include "storage/fd.h"
+#include "storage/ipc.h"
 
 #include "settle.h"
 #include "ingest.h"
@@ -86,6 +90,7 @@ typedef struct Connector
 	char	   *billing_date;
 	int			max_results;
 	bool		overview;
+	List	   *members;		/* member accounts (char *) pulled with BillOwnerId */
 } Connector;
 
 typedef struct Credentials
@@ -308,6 +313,7 @@ counts_stored(IngestState *st)
 	st->stored.revised = st->lines_revised;
 	st->stored.unchanged = st->lines_unchanged;
 	st->stored.invalid = st->lines_invalid;
+	st->stored.withdrawn = st->lines_withdrawn;
 	st->stored.exceptions = st->exceptions_opened;
 }
 
@@ -320,6 +326,7 @@ counts_restore(IngestState *st)
 	st->lines_revised = st->stored.revised;
 	st->lines_unchanged = st->stored.unchanged;
 	st->lines_invalid = st->stored.invalid;
+	st->lines_withdrawn = st->stored.withdrawn;
 	st->exceptions_opened = st->stored.exceptions;
 }
 
@@ -399,8 +406,8 @@ text_or_null(const char *s, char *nullflag)
 static void
 run_update_counts(IngestState *st)
 {
-	Oid			t[10] = {INT8OID, INT4OID, INT4OID, INT4OID, INT8OID, INT8OID, INT8OID, INT8OID, INT8OID, INT4OID};
-	Datum		v[10];
+	Oid			t[11] = {INT8OID, INT4OID, INT4OID, INT4OID, INT8OID, INT8OID, INT8OID, INT8OID, INT8OID, INT4OID, INT8OID};
+	Datum		v[11];
 
 	v[0] = Int64GetDatum(st->run_id);
 	v[1] = Int32GetDatum(st->requests);
@@ -412,28 +419,33 @@ run_update_counts(IngestState *st)
 	v[7] = Int64GetDatum(st->lines_unchanged);
 	v[8] = Int64GetDatum(st->lines_invalid);
 	v[9] = Int32GetDatum(st->exceptions_opened);
+	v[10] = Int64GetDatum(st->lines_withdrawn);
 	spi_exec("UPDATE settle.ingest_run SET requests = $2, retries = $3, pages = $4,"
 			 " lines_seen = $5, lines_new = $6, lines_revised = $7, lines_unchanged = $8,"
-			 " lines_invalid = $9, exceptions_opened = $10 WHERE ingest_run_id = $1",
-			 10, t, v, NULL, SPI_OK_UPDATE);
+			 " lines_invalid = $9, exceptions_opened = $10, lines_withdrawn = $11 WHERE ingest_run_id = $1",
+			 11, t, v, NULL, SPI_OK_UPDATE);
 }
 
 /* ---------------------------------------------------------------------
  * Requests to the BSS API
  * --------------------------------------------------------------------- */
 
+/* Sleeps ms milliseconds of wall time (a latch set early does not shorten it). */
 static void
 sleep_ms(long ms)
 {
-	while (ms > 0)
-	{
-		long		chunk = Min(ms, 100);
+	TimestampTz end = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), ms);
 
+	for (;;)
+	{
+		long		left = (long) ((end - GetCurrentTimestamp()) / 1000);
+
+		if (left <= 0)
+			break;
 		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
-						 chunk, PG_WAIT_EXTENSION);
+						 Min(left, 100), PG_WAIT_EXTENSION);
 		ResetLatch(MyLatch);
 		CHECK_FOR_INTERRUPTS();
-		ms -= chunk;
 	}
 }
 
@@ -479,6 +491,45 @@ build_query(StringInfo qs, Acs3Pair *q, int n)
 		appendStringInfo(qs, "%s%s=", i ? "&" : "", acs3_pct_encode(q[i].name));
 		appendStringInfoString(qs, acs3_pct_encode(q[i].value));
 	}
+}
+
+/*
+ * A copy of a reply with every byte that is not part of valid UTF-8 replaced
+ * by U+FFFD, so that one bad byte inside a string value spoils only that
+ * value (its line is flagged) and not the page.  *nbad counts replacements.
+ */
+static char *
+repair_utf8(const char *s, size_t len, size_t *outlen, int *nbad)
+{
+	StringInfoData b;
+	const unsigned char *p = (const unsigned char *) s;
+	const unsigned char *end = p + len;
+
+	*nbad = 0;
+	initStringInfo(&b);
+	enlargeStringInfo(&b, (int) len + 16);
+	while (p < end)
+	{
+		int			l;
+
+		if (*p != 0 && *p < 0x80)
+		{
+			appendStringInfoChar(&b, (char) *p++);
+			continue;
+		}
+		l = pg_utf_mblen(p);
+		if (*p != 0 && p + l <= end && pg_utf8_islegal(p, l))
+		{
+			appendBinaryStringInfo(&b, (const char *) p, l);
+			p += l;
+			continue;
+		}
+		appendStringInfoString(&b, "\xEF\xBF\xBD");
+		(*nbad)++;
+		p++;
+	}
+	*outlen = b.len;
+	return b.data;
 }
 
 /*
@@ -566,25 +617,43 @@ bss_call(IngestState *st, HttpClient *client, Connector *c, Credentials *cred,
 		}
 		else
 		{
-			if (!pg_verify_mbstr(PG_UTF8, r->body, (int) r->body_len, true))
-				ereport(ERROR,
-						(errcode(ERRCODE_CHARACTER_NOT_IN_REPERTOIRE),
-						 errmsg("%s reply from \"%s\" is not valid UTF-8", action, c->endpoint)));
-			errdetail_txt = bss_parse_reply(r->body, r->body_len, reply);
+			int			nbad = 0;
+
+			if (pg_verify_mbstr(PG_UTF8, r->body, (int) r->body_len, true))
+				errdetail_txt = bss_parse_reply(r->body, r->body_len, reply);
+			else
+			{
+				size_t		len;
+				char	   *fixed = repair_utf8(r->body, r->body_len, &len, &nbad);
+
+				errdetail_txt = bss_parse_reply(fixed, len, reply);
+			}
+			reply->repaired = (nbad > 0);
 			if (r->status >= 200 && r->status < 300 &&
 				(reply->code == NULL || strcmp(reply->code, "Success") == 0 ||
 				 strcmp(reply->code, "200") == 0))
 			{
-				if (r->content_type == NULL || strstr(r->content_type, "json") == NULL)
+				/* not a bill page (a proxy's page, a cut-off reply): retried, then fails */
+				bool		not_json = (r->content_type == NULL || strstr(r->content_type, "json") == NULL);
+
+				if ((not_json || errdetail_txt) && attempt < settle_ingest_max_attempts)
+				{
+					retry = true;
+					goto backoff;
+				}
+				if (not_json)
 					ereport(ERROR,
 							(errcode(ERRCODE_DATA_EXCEPTION),
 							 errmsg("%s reply from \"%s\" is not JSON", action, c->endpoint),
-							 errdetail("Content-Type was \"%s\".", r->content_type ? r->content_type : "")));
+							 errdetail("Content-Type was \"%s\".", r->content_type ? r->content_type : ""),
+							 attempt > 1 ? errhint("Gave up after %d attempts.", attempt) : 0));
 				if (errdetail_txt)
 					ereport(ERROR,
 							(errcode(ERRCODE_INVALID_TEXT_REPRESENTATION),
 							 errmsg("malformed JSON in %s reply from \"%s\"", action, c->endpoint),
-							 errdetail("%s", errdetail_txt)));
+							 errdetail("%s%s", errdetail_txt,
+									   nbad ? psprintf(" (after replacing %d bytes that are not UTF-8)", nbad) : ""),
+							 attempt > 1 ? errhint("Gave up after %d attempts.", attempt) : 0));
 				if (!reply->has_data)
 					ereport(ERROR,
 							(errcode(ERRCODE_DATA_EXCEPTION),
@@ -626,6 +695,7 @@ bss_call(IngestState *st, HttpClient *client, Connector *c, Credentials *cred,
 						 attempt > 1 ? errhint("Gave up after %d attempts.", attempt) : 0));
 			}
 		}
+backoff:
 		if (retry)
 		{
 			double		delay = (double) settle_ingest_retry_base_ms * (1 << Min(attempt - 1, 10));
@@ -641,7 +711,7 @@ bss_call(IngestState *st, HttpClient *client, Connector *c, Credentials *cred,
 
 /* request parameters as stored with the raw page: never credentials */
 static char *
-request_json(Connector *c, const char *action, Acs3Pair *q, int n)
+request_json(Connector *c, const char *scope, const char *action, Acs3Pair *q, int n)
 {
 	StringInfoData b;
 	int			i;
@@ -649,6 +719,8 @@ request_json(Connector *c, const char *action, Acs3Pair *q, int n)
 	initStringInfo(&b);
 	appendStringInfoString(&b, "{\"action\": ");
 	escape_json(&b, action);
+	appendStringInfoString(&b, ", \"scope\": ");
+	escape_json(&b, scope);
 	appendStringInfoString(&b, ", \"endpoint\": ");
 	escape_json(&b, c->endpoint);
 	appendStringInfoString(&b, ", \"version\": \"2017-12-14\", \"params\": {");
@@ -700,9 +772,12 @@ ingest_insert_raw_page(IngestState *st, const char *request, long status,
  * Checkpoints
  * --------------------------------------------------------------------- */
 
-/* The token to resume from, or NULL to start at the first page. */
+/*
+ * The token to resume from, or NULL to start at the first page; with it the
+ * pages done and the first page of the pass in progress (0 when unknown).
+ */
 static char *
-checkpoint_start(IngestState *st, const char *scope, int *pages_done)
+checkpoint_start(IngestState *st, const char *scope, int *pages_done, int64 *pass_first_page)
 {
 	Oid			t[2] = {INT8OID, TEXTOID};
 	Datum		v[2];
@@ -711,7 +786,8 @@ checkpoint_start(IngestState *st, const char *scope, int *pages_done)
 	v[0] = Int64GetDatum(st->connector_id);
 	v[1] = CStringGetTextDatum(scope);
 	*pages_done = 0;
-	if (SPI_execute_with_args("SELECT next_token, complete, pages_done FROM settle.ingest_checkpoint"
+	*pass_first_page = 0;
+	if (SPI_execute_with_args("SELECT next_token, complete, pages_done, pass_first_page FROM settle.ingest_checkpoint"
 							  " WHERE connector_id = $1 AND scope = $2 FOR UPDATE",
 							  2, t, v, NULL, false, 0) != SPI_OK_SELECT)
 		elog(ERROR, "could not read settle.ingest_checkpoint");
@@ -722,19 +798,25 @@ checkpoint_start(IngestState *st, const char *scope, int *pages_done)
 
 		if (!complete)
 		{
+			Datum		first;
+
 			token = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
 			*pages_done = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 3, &isnull));
+			first = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 4, &isnull);
+			if (!isnull)
+				*pass_first_page = DatumGetInt64(first);
 		}
 	}
 	return token;
 }
 
 static void
-checkpoint_save(IngestState *st, const char *scope, const char *next_token, int pages_done)
+checkpoint_save(IngestState *st, const char *scope, const char *next_token, int pages_done,
+				int64 pass_first_page)
 {
-	Oid			t[5] = {INT8OID, TEXTOID, TEXTOID, INT4OID, INT8OID};
-	Datum		v[5];
-	char		n[5] = "     ";
+	Oid			t[7] = {INT8OID, TEXTOID, TEXTOID, INT4OID, INT8OID, TEXTOID, INT8OID};
+	Datum		v[7];
+	char		n[7] = "       ";
 	bool		complete = (next_token == NULL || next_token[0] == '\0');
 
 	v[0] = Int64GetDatum(st->connector_id);
@@ -744,16 +826,22 @@ checkpoint_save(IngestState *st, const char *scope, const char *next_token, int 
 		n[2] = 'n';
 	v[3] = Int32GetDatum(pages_done);
 	v[4] = Int64GetDatum(st->run_id);
+	v[5] = text_or_null(st->account_id, &n[5]);
+	v[6] = Int64GetDatum(pass_first_page);
+	if (pass_first_page == 0 || complete)
+		n[6] = 'n';
 	spi_exec(complete ?
-			 "INSERT INTO settle.ingest_checkpoint AS k (connector_id, scope, next_token, pages_done, complete, last_run_id)"
-			 " VALUES ($1, $2, $3, $4, true, $5) ON CONFLICT (connector_id, scope) DO UPDATE"
+			 "INSERT INTO settle.ingest_checkpoint AS k (connector_id, scope, next_token, pages_done, complete,"
+			 " last_run_id, account_id, pass_first_page)"
+			 " VALUES ($1, $2, $3, $4, true, $5, $6, $7) ON CONFLICT (connector_id, scope) DO UPDATE"
 			 " SET next_token = NULL, pages_done = $4, complete = true, last_run_id = $5,"
-			 " updated_at = pg_catalog.clock_timestamp()" :
-			 "INSERT INTO settle.ingest_checkpoint AS k (connector_id, scope, next_token, pages_done, complete, last_run_id)"
-			 " VALUES ($1, $2, $3, $4, false, $5) ON CONFLICT (connector_id, scope) DO UPDATE"
+			 " pass_first_page = $7, updated_at = pg_catalog.clock_timestamp()" :
+			 "INSERT INTO settle.ingest_checkpoint AS k (connector_id, scope, next_token, pages_done, complete,"
+			 " last_run_id, account_id, pass_first_page)"
+			 " VALUES ($1, $2, $3, $4, false, $5, $6, $7) ON CONFLICT (connector_id, scope) DO UPDATE"
 			 " SET next_token = $3, pages_done = $4, complete = false, last_run_id = $5,"
-			 " updated_at = pg_catalog.clock_timestamp()",
-			 5, t, v, n, SPI_OK_INSERT);
+			 " pass_first_page = $7, updated_at = pg_catalog.clock_timestamp()",
+			 7, t, v, n, SPI_OK_INSERT);
 }
 
 /* ---------------------------------------------------------------------
@@ -823,7 +911,7 @@ tags_to_json(const char *tag)
 }
 
 static void
-bss_normalize(Connector *c, BssItem *it, NormLine *l)
+bss_normalize(Connector *c, BssItem *it, NormLine *l, bool repaired)
 {
 	StringInfoData content;
 	StringInfoData key;
@@ -848,6 +936,12 @@ bss_normalize(Connector *c, BssItem *it, NormLine *l)
 		appendStringInfoChar(&content, '\x1f');
 	}
 	acs3_sha256(content.data, content.len, l->hash);
+
+	/* bytes that were not UTF-8 (now U+FFFD) spoil the fields they were in */
+	if (repaired)
+		for (f = 0; f < BF__COUNT; f++)
+			if (it->f[f] && it->isstr[f] && strstr(it->f[f], "\xEF\xBF\xBD"))
+				ingest_line_error(l, "invalid_utf8:%s", bss_field_name(f));
 
 	item = fld(it, BF_Item);
 	acct = fld(it, BF_BillAccountID);
@@ -945,9 +1039,9 @@ store_overview(IngestState *st, Connector *c, int64 raw_page_id, BssReply *reply
 	{
 		BssItem    *it = &reply->items[i];
 		NormLine	dummy;
-		Oid			t[16];
-		Datum		v[16];
-		char		n[17];
+		Oid			t[17];
+		Datum		v[17];
+		char		n[18];
 		int			k;
 		static const BssField amts[6] = {BF_PretaxGrossAmount, BF_InvoiceDiscount, BF_DeductedByCoupons,
 		BF_PretaxAmount, BF_PaymentAmount, BF_OutstandingAmount};
@@ -976,12 +1070,14 @@ store_overview(IngestState *st, Connector *c, int64 raw_page_id, BssReply *reply
 			if (!ingest_parse_amount(&dummy, "", it->f[amts[k]], it->isstr[amts[k]], false, &v[10 + k]))
 				n[10 + k] = 'n';
 		}
+		t[16] = TEXTOID;
+		v[16] = text_or_null(st->account_id, &n[16]);
 		spi_exec("INSERT INTO settle.provider_total (connector_id, billing_cycle, raw_page_id, item_no,"
 				 " billing_account_id, product_code, product_type, subscription_type, item, currency,"
 				 " pretax_gross_amount, invoice_discount, deducted_by_coupons, pretax_amount,"
-				 " payment_amount, outstanding_amount)"
-				 " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)",
-				 16, t, v, n, SPI_OK_INSERT);
+				 " payment_amount, outstanding_amount, bill_owner_id)"
+				 " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)",
+				 17, t, v, n, SPI_OK_INSERT);
 	}
 }
 
@@ -1001,7 +1097,153 @@ typedef struct RunCtx
 	char	   *pending_scope;
 	char	   *pending_token;
 	int			pending_pages;
+	int64		pending_first;
 } RunCtx;
+
+/* The scope of a call for the run's cycle and account (checkpoint key). */
+static char *
+scope_name(RunCtx *rc, const char *action)
+{
+	Connector  *c = rc->c;
+	char	   *scope;
+
+	if (strcmp(action, "QueryBillOverview") == 0)
+		scope = psprintf("QueryBillOverview:%s", c->cycle);
+	else
+		scope = psprintf("DescribeInstanceBill:%s:%s%s%s", c->cycle, c->granularity,
+						 c->billing_date ? ":" : "", c->billing_date ? c->billing_date : "");
+	if (rc->st->account_id)
+		scope = psprintf("%s:owner=%s", scope, rc->st->account_id);
+	return scope;
+}
+
+/* Normalizes the items of one DescribeInstanceBill reply. */
+static NormLine *
+bss_lines(Connector *c, BssReply *reply)
+{
+	NormLine   *lines = palloc(sizeof(NormLine) * (reply->nitems + 1));
+	int			i;
+
+	for (i = 0; i < reply->nitems; i++)
+		bss_normalize(c, &reply->items[i], &lines[i], reply->repaired);
+	return lines;
+}
+
+/*
+ * A resumed pass re-reads the pages it stored (from pass_first_page, in
+ * order, from settle.raw_page) so that its items claim their lines again:
+ * repeated items keep their numbers and the end of the pass knows every
+ * line it saw.  Local work only: nothing is fetched or written.  Returns
+ * false when the first page is gone (purged): the pass is then not whole.
+ */
+static bool
+pass_replay(RunCtx *rc, const char *scope, int64 first_page)
+{
+	bool		whole = false;
+	Oid			t[3] = {INT8OID, INT8OID, TEXTOID};
+	Datum		v[3];
+	SPIPlanPtr	plan;
+	Portal		portal;
+	MemoryContext tmp = AllocSetContextCreate(CurrentMemoryContext, "settle ingest replay",
+											  ALLOCSET_DEFAULT_SIZES);
+
+	v[0] = Int64GetDatum(rc->st->connector_id);
+	v[1] = Int64GetDatum(first_page);
+	v[2] = CStringGetTextDatum(scope);
+	plan = SPI_prepare("SELECT body, raw_page_id FROM settle.raw_page WHERE connector_id = $1 AND raw_page_id >= $2"
+					   " AND request->>'scope' = $3 ORDER BY raw_page_id", 3, t);
+	if (plan == NULL)
+		elog(ERROR, "could not prepare the replay query");
+	portal = SPI_cursor_open(NULL, plan, v, NULL, true);
+	for (;;)
+	{
+		MemoryContext old;
+		bytea	   *body;
+		bool		isnull;
+		char	   *text;
+		size_t		len;
+		BssReply	reply;
+		int			nbad = 0;
+
+		SPI_cursor_fetch(portal, true, 1);
+		if (SPI_processed == 0)
+			break;
+		if (DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull)) == first_page)
+			whole = true;
+		old = MemoryContextSwitchTo(tmp);
+		body = DatumGetByteaPP(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+		len = VARSIZE_ANY_EXHDR(body);
+		text = VARDATA_ANY(body);
+		if (!pg_verify_mbstr(PG_UTF8, text, (int) len, true))
+			text = repair_utf8(text, len, &len, &nbad);
+		else
+			text = pnstrdup(text, len);
+		if (bss_parse_reply(text, len, &reply) == NULL)
+		{
+			reply.repaired = (nbad > 0);
+			ingest_replay_lines(rc->st, bss_lines(rc->c, &reply), reply.nitems);
+		}
+		MemoryContextSwitchTo(old);
+		MemoryContextReset(tmp);
+		SPI_freetuptable(SPI_tuptable);
+	}
+	SPI_cursor_close(portal);
+	MemoryContextDelete(tmp);
+	return whole;
+}
+
+/*
+ * The end of a whole pass: every stored line of the scope (its latest
+ * revision written by a page of the scope) that no item of the pass took is
+ * withdrawn (settle.withdraw_lines).
+ */
+static void
+pass_withdraw(RunCtx *rc, const char *scope, int64 raw_page_id)
+{
+	IngestState *st = rc->st;
+	Oid			t[3] = {INT8OID, DATEOID, TEXTOID};
+	Datum		v[3];
+	Datum	   *gone;
+	int			ngone = 0;
+	uint64		i;
+
+	v[0] = Int64GetDatum(st->connector_id);
+	v[1] = DirectFunctionCall1(date_in, CStringGetDatum(psprintf("%s-01", rc->c->cycle)));
+	v[2] = CStringGetTextDatum(scope);
+	if (SPI_execute_with_args("SELECT b.line_key FROM (SELECT DISTINCT ON (l.line_key) l.line_key, l.raw_page_id,"
+							  " l.withdrawal_reason FROM settle.bill_line l"
+							  " WHERE l.connector_id = $1 AND l.billing_period_start = $2"
+							  " ORDER BY l.line_key, l.revision DESC) b"
+							  " JOIN settle.raw_page p ON p.raw_page_id = b.raw_page_id"
+							  " WHERE b.withdrawal_reason IS NULL AND p.request->>'scope' = $3",
+							  3, t, v, NULL, true, 0) != SPI_OK_SELECT)
+		elog(ERROR, "could not read the scope's lines");
+	gone = palloc(sizeof(Datum) * (SPI_processed + 1));
+	for (i = 0; i < SPI_processed; i++)
+	{
+		char	   *key = SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1);
+
+		if (!ingest_pass_claimed(st->pass, key))
+			gone[ngone++] = CStringGetTextDatum(key);
+	}
+	if (ngone > 0)
+	{
+		Oid			t2[5] = {INT8OID, TEXTARRAYOID, TEXTOID, INT8OID, INT8OID};
+		Datum		v2[5];
+		bool		isnull;
+
+		v2[0] = Int64GetDatum(st->connector_id);
+		v2[1] = PointerGetDatum(construct_array(gone, ngone, TEXTOID, -1, false, TYPALIGN_INT));
+		v2[2] = CStringGetTextDatum(psprintf("not returned by a complete pull of %s", scope));
+		v2[3] = Int64GetDatum(st->run_id);
+		v2[4] = Int64GetDatum(raw_page_id);
+		if (SPI_execute_with_args("SELECT settle.withdraw_lines($1, $2, $3, $4, $5)", 5, t2, v2, NULL,
+								  false, 1) != SPI_OK_SELECT)
+			elog(ERROR, "could not withdraw lines");
+		st->lines_withdrawn += DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc,
+														   1, &isnull));
+	}
+}
 
 /*
  * Pulls one scope to its end.  Returns normally when every page is stored;
@@ -1017,19 +1259,17 @@ pull_scope(RunCtx *rc, const char *action)
 	char	   *token = NULL;
 	int			pages_done = 0;
 	bool		first = true;
+	bool		describe = strcmp(action, "DescribeInstanceBill") == 0;
+	IngestPass *pass = NULL;
 
-	if (strcmp(action, "QueryBillOverview") == 0)
-		scope = psprintf("QueryBillOverview:%s", c->cycle);
-	else
-		scope = psprintf("DescribeInstanceBill:%s:%s%s%s", c->cycle, c->granularity,
-						 c->billing_date ? ":" : "", c->billing_date ? c->billing_date : "");
-	scope = MemoryContextStrdup(st->runcxt, scope);
+	scope = MemoryContextStrdup(st->runcxt, scope_name(rc, action));
+	st->pass = NULL;
 
 	for (;;)
 	{
 		PageTx		tx = {rc->worker};
 		MemoryContext old;
-		Acs3Pair	q[8];
+		Acs3Pair	q[9];
 		int			nq = 0;
 		BssReply	reply;
 		HttpResult *r;
@@ -1042,17 +1282,38 @@ pull_scope(RunCtx *rc, const char *action)
 
 		if (first)
 		{
-			token = checkpoint_start(st, scope, &pages_done);
+			int64		pass_first = 0;
+
+			token = checkpoint_start(st, scope, &pages_done, &pass_first);
+			if (describe)
+			{
+				pass = ingest_pass_create(st->runcxt);
+				st->pass = pass;
+				if (token == NULL)
+					pass->whole = true;
+				else if (pass_first > 0)
+				{
+					pass->whole = pass_replay(rc, scope, pass_first);
+					pass->first_page = pass_first;
+				}
+			}
 			first = false;
 		}
 		if (rc->worker)
 			pgstat_report_activity(STATE_RUNNING,
-								   psprintf("settle ingest: %s %s %s page %d",
-											c->name, action, c->cycle, pages_done + 1));
+								   psprintf("settle ingest: %s %s %s%s%s page %d",
+											c->name, action, c->cycle,
+											st->account_id ? " owner " : "",
+											st->account_id ? st->account_id : "", pages_done + 1));
 
 		q[nq].name = "BillingCycle";
 		q[nq++].value = c->cycle;
-		if (strcmp(action, "DescribeInstanceBill") == 0)
+		if (st->account_id)
+		{
+			q[nq].name = "BillOwnerId";
+			q[nq++].value = st->account_id;
+		}
+		if (describe)
 		{
 			q[nq].name = "Granularity";
 			q[nq++].value = c->granularity;
@@ -1072,21 +1333,18 @@ pull_scope(RunCtx *rc, const char *action)
 
 		r = bss_call(st, rc->client, c, &rc->cred, action, q, nq, &reply, &requested_at);
 
-		raw_page_id = ingest_insert_raw_page(st, request_json(c, action, q, nq), r->status,
+		raw_page_id = ingest_insert_raw_page(st, request_json(c, scope, action, q, nq), r->status,
 											 r->body, r->body_len, requested_at);
 		st->pages++;
 		next = NULL;
-		if (strcmp(action, "QueryBillOverview") == 0)
+		if (!describe)
 			store_overview(st, c, raw_page_id, &reply);
 		else
 		{
-			NormLine   *lines = palloc(sizeof(NormLine) * (reply.nitems + 1));
-			int			i;
-
-			for (i = 0; i < reply.nitems; i++)
-				bss_normalize(c, &reply.items[i], &lines[i]);
+			if (pass->first_page == 0)
+				pass->first_page = raw_page_id;
 			ingest_store_lines(st, raw_page_id, psprintf("%s-01", c->cycle), c->cycle,
-							   lines, reply.nitems);
+							   bss_lines(c, &reply), reply.nitems);
 			next = reply.next_token ? ingest_trim(reply.next_token) : NULL;
 			if (next && next[0] == '\0')
 				next = NULL;
@@ -1095,6 +1353,9 @@ pull_scope(RunCtx *rc, const char *action)
 						(errcode(ERRCODE_DATA_EXCEPTION),
 						 errmsg("DescribeInstanceBill at \"%s\" returned the NextToken it was given", c->endpoint),
 						 errdetail("Following it would loop; the page was not stored.")));
+			/* the last page of a whole pass: what it did not see is gone */
+			if (next == NULL && pass->whole)
+				pass_withdraw(rc, scope, raw_page_id);
 		}
 		pages_done++;
 		token = next ? MemoryContextStrdup(st->runcxt, next) : NULL;
@@ -1109,12 +1370,12 @@ pull_scope(RunCtx *rc, const char *action)
 		 */
 		if (rc->worker)
 		{
-			checkpoint_save(st, scope, next, pages_done);
+			checkpoint_save(st, scope, next, pages_done, pass ? pass->first_page : 0);
 			run_update_counts(st);
 		}
 		else if (token == NULL)
 		{
-			checkpoint_save(st, scope, NULL, pages_done);
+			checkpoint_save(st, scope, NULL, pages_done, 0);
 			rc->pending_scope = NULL;
 		}
 		else
@@ -1122,6 +1383,7 @@ pull_scope(RunCtx *rc, const char *action)
 			rc->pending_scope = scope;
 			rc->pending_token = token;
 			rc->pending_pages = pages_done;
+			rc->pending_first = pass ? pass->first_page : 0;
 		}
 
 		MemoryContextSwitchTo(old);
@@ -1132,6 +1394,9 @@ pull_scope(RunCtx *rc, const char *action)
 		if (token == NULL)
 			break;
 	}
+	st->pass = NULL;
+	if (pass)
+		MemoryContextDelete(pass->cxt);
 }
 
 /* ---------------------------------------------------------------------
@@ -1174,6 +1439,24 @@ load_connector(int64 id, Connector *c, MemoryContext cxt)
 	c->max_results = atoi(SPI_getvalue(tup, td, 9));
 	c->overview = strcmp(SPI_getvalue(tup, td, 10), "t") == 0;
 	MemoryContextSwitchTo(old);
+
+	/* member accounts, pulled each with BillOwnerId (checked on insert) */
+	if (SPI_execute_with_args("SELECT m.value FROM settle.connector c,"
+							  " pg_catalog.jsonb_array_elements_text(CASE WHEN"
+							  " pg_catalog.jsonb_typeof(c.config->'member_accounts') = 'array'"
+							  " THEN c.config->'member_accounts' ELSE '[]' END) WITH ORDINALITY m"
+							  " WHERE c.connector_id = $1 ORDER BY m.ordinality",
+							  1, t, v, NULL, false, 0) != SPI_OK_SELECT)
+		elog(ERROR, "could not read settle.connector");
+	c->members = NIL;
+	{
+		uint64		i;
+
+		old = MemoryContextSwitchTo(cxt);
+		for (i = 0; i < SPI_processed; i++)
+			c->members = lappend(c->members, SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1));
+		MemoryContextSwitchTo(old);
+	}
 }
 
 /* The billing cycle to pull by default: the current month in UTC+8. */
@@ -1627,7 +1910,7 @@ ingest_pull_focus_csv(IngestState *st, Connector *c, HttpClient *client, bool wo
 	}
 
 	scope = psprintf("focus_csv:%s", c->endpoint);
-	checkpoint_save(st, scope, NULL, 1);
+	checkpoint_save(st, scope, NULL, 1, 0);
 	run_update_counts(st);
 
 	MemoryContextSwitchTo(old);
@@ -1636,33 +1919,269 @@ ingest_pull_focus_csv(IngestState *st, Connector *c, HttpClient *client, bool wo
 	MemoryContextReset(pagecxt);
 }
 
+/* ---------------------------------------------------------------------
+ * One pull per connector at a time
+ * --------------------------------------------------------------------- */
+
+#define PULL_LOCK_CLASS 0x5E771E00
+
 /*
- * Runs one pull of a connector and returns the ingest run id.  In the worker
- * (from_worker) the run row and every page commit on their own; from SQL
- * everything happens inside the caller's transaction.  Provider, network
- * and data failures end the run as failed and do not raise; cancel and
- * shutdown requests do.
+ * Takes the connector's pull lock without waiting: a transaction-level
+ * advisory lock for settle.ingest_now (held until the caller's transaction
+ * ends, as its pages are), a session-level one for the worker (released
+ * after the pull).
  */
-int64
-ingest_run_connector(int64 connector_id, const char *billing_cycle, bool from_worker)
+static bool
+pull_lock_try(int64 connector_id, bool session)
+{
+	Datum		k1 = Int32GetDatum(PULL_LOCK_CLASS);
+	Datum		k2 = Int32GetDatum((int32) connector_id);
+
+	return DatumGetBool(session ?
+						DirectFunctionCall2(pg_try_advisory_lock_int4, k1, k2) :
+						DirectFunctionCall2(pg_try_advisory_xact_lock_int4, k1, k2));
+}
+
+static void
+pull_lock_release(int64 connector_id)
+{
+	(void) DirectFunctionCall2(pg_advisory_unlock_int4, Int32GetDatum(PULL_LOCK_CLASS),
+							   Int32GetDatum((int32) connector_id));
+}
+
+/* Raises 55P03 naming the connector and the process that pulls it. */
+static void
+pull_lock_refuse(int64 connector_id, const char *name)
+{
+	Oid			t[2] = {INT8OID, INT8OID};
+	Datum		v[2];
+	char	   *holder = NULL;
+
+	v[0] = Int64GetDatum((int64) PULL_LOCK_CLASS);
+	v[1] = Int64GetDatum((int64) (uint32) (int32) connector_id);
+	if (SPI_execute_with_args("SELECT a.pid::text || ' (' || CASE WHEN a.backend_type = 'client backend'"
+							  " THEN 'session of ' || coalesce(a.usename::text, '?') || ', application \"'"
+							  " || coalesce(a.application_name, '') || '\"' ELSE a.backend_type END"
+							  " || ', since ' || coalesce(a.xact_start, a.backend_start)::text || ')'"
+							  " FROM pg_catalog.pg_locks l JOIN pg_catalog.pg_stat_activity a ON a.pid = l.pid"
+							  " WHERE l.locktype = 'advisory' AND l.classid = $1::oid AND l.objid = $2::oid"
+							  " AND l.objsubid = 2 AND l.granted AND l.pid <> pg_catalog.pg_backend_pid() LIMIT 1",
+							  2, t, v, NULL, true, 1) == SPI_OK_SELECT && SPI_processed == 1)
+		holder = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
+	ereport(ERROR,
+			(errcode(ERRCODE_LOCK_NOT_AVAILABLE),
+			 errmsg("connector \"%s\" is being pulled by another process", name),
+			 holder ? errdetail("Process %s holds the connector's pull lock.", holder)
+			 : errdetail("Another process holds the connector's pull lock."),
+			 errhint("One pull per connector runs at a time: wait for that pull to end (see settle.ingest_run), then pull again.")));
+}
+
+/* ---------------------------------------------------------------------
+ * Traces of settle.ingest_now runs
+ *
+ * settle.ingest_now writes its run row in the caller's transaction, which a
+ * killed backend (SIGKILL, a crash) takes with it.  So each run also leaves
+ * a file, pg_settle/run-<id> in the data directory, written before the pull
+ * and removed when the transaction ends normally (commit, or an error the
+ * caller sees).  A file whose backend is gone, and whose run row never
+ * committed, is a pull that died: the next pull (or the worker at start-up)
+ * records it as a failed run with 57P01.
+ * --------------------------------------------------------------------- */
+
+#define TRACE_DIR "pg_settle"
+
+static List *trace_end = NIL;	/* unlinked when the transaction ends */
+static List *trace_commit = NIL;	/* unlinked when it commits */
+static bool trace_registered = false;
+
+static void
+trace_xact_callback(XactEvent event, void *arg)
+{
+	ListCell   *lc;
+
+	switch (event)
+	{
+		case XACT_EVENT_COMMIT:
+		case XACT_EVENT_PARALLEL_COMMIT:
+			foreach(lc, trace_end)
+				(void) unlink((char *) lfirst(lc));
+			foreach(lc, trace_commit)
+				(void) unlink((char *) lfirst(lc));
+			break;
+		case XACT_EVENT_ABORT:
+		case XACT_EVENT_PARALLEL_ABORT:
+			/* a dying backend keeps its traces: its pull did not end */
+			if (!proc_exit_inprogress && !ProcDiePending)
+				foreach(lc, trace_end)
+					(void) unlink((char *) lfirst(lc));
+			break;
+		case XACT_EVENT_PREPARE:
+			break;
+		default:
+			return;
+	}
+	list_free_deep(trace_end);
+	list_free_deep(trace_commit);
+	trace_end = trace_commit = NIL;
+}
+
+static void
+trace_remember(List **list, const char *path)
+{
+	MemoryContext old = MemoryContextSwitchTo(TopMemoryContext);
+
+	if (!trace_registered)
+	{
+		RegisterXactCallback(trace_xact_callback, NULL);
+		trace_registered = true;
+	}
+	*list = lappend(*list, pstrdup(path));
+	MemoryContextSwitchTo(old);
+}
+
+static void
+trace_write(int64 run_id, int64 connector_id, TimestampTz started_at, const char *cycle,
+			const char *account)
+{
+	char		path[MAXPGPATH];
+	FILE	   *f;
+
+	if (mkdir(TRACE_DIR, S_IRWXU) != 0 && errno != EEXIST)
+		ereport(ERROR,
+				(errcode_for_file_access(),
+				 errmsg("could not create directory \"%s\": %m", TRACE_DIR)));
+	snprintf(path, sizeof(path), TRACE_DIR "/run-" INT64_FORMAT, run_id);
+	f = AllocateFile(path, PG_BINARY_W);
+	if (f == NULL)
+		ereport(ERROR,
+				(errcode_for_file_access(),
+				 errmsg("could not create file \"%s\": %m", path)));
+	fprintf(f, INT64_FORMAT " %d " INT64_FORMAT " " INT64_FORMAT " %s %s\n",
+			connector_id, MyProcPid, (int64) MyStartTimestamp, (int64) started_at,
+			cycle, account ? account : "-");
+	if (FreeFile(f) != 0)
+		ereport(ERROR,
+				(errcode_for_file_access(),
+				 errmsg("could not write file \"%s\": %m", path)));
+	trace_remember(&trace_end, path);
+}
+
+/* Records the pulls whose backend died as failed runs (57P01). */
+static void
+trace_collect_orphans(void)
+{
+	DIR		   *dir;
+	struct dirent *de;
+
+	/* one collector at a time; a busy one will do it */
+	if (!DatumGetBool(DirectFunctionCall1(pg_try_advisory_xact_lock_int8,
+										  Int64GetDatum(INT64CONST(5861746186)))))
+		return;
+	dir = AllocateDir(TRACE_DIR);
+	if (dir == NULL)
+		return;
+	while ((de = ReadDir(dir, TRACE_DIR)) != NULL)
+	{
+		char		path[MAXPGPATH];
+		FILE	   *f;
+		int64		run_id;
+		long long	connector_id,
+					backend_start,
+					started_at;
+		int			pid;
+		char		cycle[16];
+		char		account[64];
+		ListCell   *lc;
+		bool		seen = false;
+		Oid			t[8] = {INT4OID, TIMESTAMPTZOID, INT8OID, TIMESTAMPTZOID, INT8OID, TEXTOID, TEXTOID, TEXTOID};
+		Datum		v[8];
+		char		n[8] = "        ";
+		bool		isnull;
+
+		if (strncmp(de->d_name, "run-", 4) != 0)
+			continue;
+		snprintf(path, sizeof(path), TRACE_DIR "/%s", de->d_name);
+		foreach(lc, trace_commit)
+			if (strcmp((char *) lfirst(lc), path) == 0)
+				seen = true;
+		foreach(lc, trace_end)
+			if (strcmp((char *) lfirst(lc), path) == 0)
+				seen = true;
+		if (seen)
+			continue;
+		run_id = strtoi64(de->d_name + 4, NULL, 10);
+		f = AllocateFile(path, PG_BINARY_R);
+		if (f == NULL)
+			continue;
+		if (fscanf(f, "%lld %d %lld %lld %15s %63s", &connector_id, &pid, &backend_start, &started_at,
+				   cycle, account) != 6)
+		{
+			FreeFile(f);
+			continue;
+		}
+		FreeFile(f);
+		v[0] = Int32GetDatum(pid);
+		v[1] = TimestampTzGetDatum((TimestampTz) backend_start);
+		v[2] = Int64GetDatum(run_id);
+		v[3] = TimestampTzGetDatum((TimestampTz) started_at);
+		v[4] = Int64GetDatum((int64) connector_id);
+		v[5] = CStringGetTextDatum(cycle);
+		v[6] = strcmp(account, "-") == 0 ? (n[6] = 'n', (Datum) 0) : CStringGetTextDatum(account);
+		v[7] = CStringGetTextDatum("the ingesting process ended before the run finished (killed or crashed); the next run resumes from the checkpoint");
+		if (SPI_execute_with_args("SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_stat_activity a"
+								  "  WHERE a.pid = $1 AND a.backend_start = $2)",
+								  2, t, v, n, true, 1) != SPI_OK_SELECT)
+			elog(ERROR, "could not read pg_stat_activity");
+		if (DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull)))
+			continue;			/* still running */
+		/* unless its run row committed after all, record the dead pull */
+		if (SPI_execute_with_args("INSERT INTO settle.ingest_run (connector_id, billing_cycle, account_id,"
+								  " triggered_by, status, started_at, finished_at, backend_pid, error_sqlstate,"
+								  " error_message)"
+								  " SELECT $5, $6, $7, 'sql', 'failed', $4, pg_catalog.clock_timestamp(), $1, '57P01', $8"
+								  " WHERE EXISTS (SELECT 1 FROM settle.connector c WHERE c.connector_id = $5)"
+								  " AND NOT EXISTS (SELECT 1 FROM settle.ingest_run r WHERE r.ingest_run_id = $3"
+								  "  AND r.backend_pid = $1 AND r.started_at = $4)"
+								  " AND $2 IS NOT NULL",
+								  8, t, v, n, false, 0) != SPI_OK_INSERT)
+			elog(ERROR, "could not record a dead pull");
+		if (SPI_processed > 0)
+			elog(LOG, "settle ingest: run " INT64_FORMAT " of connector %lld died with its backend (pid %d); recorded as failed",
+				 run_id, connector_id, pid);
+		trace_remember(&trace_commit, path);
+	}
+	FreeDir(dir);
+}
+
+/*
+ * Runs one pull of one account of a connector (the connector's own when
+ * account is NULL, else a member account pulled with BillOwnerId) and
+ * returns the ingest run id.  In the worker (from_worker) the run row and
+ * every page commit on their own; from SQL everything happens inside the
+ * caller's transaction, and a trace file records the run until the
+ * transaction ends (see trace_write).  Provider, network and data failures
+ * end the run as failed and do not raise; cancel and shutdown requests do.
+ */
+static int64
+run_account(Connector *c, const char *account, bool from_worker, MemoryContext parentcxt)
 {
 	MemoryContext runcxt;
 	MemoryContext callercxt = CurrentMemoryContext;
 	RunCtx		rc;
 	IngestState *st;
-	Connector  *c;
+	int64		connector_id = c->id;
 	int64		run_id;
+	TimestampTz started_at;
 	ErrorData  *volatile edata = NULL;
 	volatile bool failed = false;
 	int			base_level = GetCurrentTransactionNestLevel();
 	ResourceOwner base_owner = CurrentResourceOwner;
 
-	runcxt = AllocSetContextCreate(from_worker ? TopMemoryContext : CurrentMemoryContext,
-								   "settle ingest run", ALLOCSET_DEFAULT_SIZES);
+	runcxt = AllocSetContextCreate(parentcxt, "settle ingest run", ALLOCSET_DEFAULT_SIZES);
 	MemoryContextSwitchTo(runcxt);
 	st = palloc0(sizeof(IngestState));
-	c = palloc0(sizeof(Connector));
 	st->runcxt = runcxt;
+	st->account_id = account ? pstrdup(account) : NULL;
 	memset(&rc, 0, sizeof(rc));
 	rc.st = st;
 	rc.c = c;
@@ -1678,38 +2197,27 @@ ingest_run_connector(int64 connector_id, const char *billing_cycle, bool from_wo
 	}
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
-	/* without a worker (not preloaded) nobody else closes runs cut short */
-	if (!from_worker)
-		ingest_fail_orphaned_runs();
-	load_connector(connector_id, c, runcxt);
-	if (billing_cycle)
-		c->cycle = MemoryContextStrdup(runcxt, billing_cycle);
-	else if (c->cycle == NULL)
-		c->cycle = MemoryContextStrdup(runcxt, default_cycle());
-	if (!valid_cycle(c->cycle))
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("invalid billing cycle \"%s\"", c->cycle),
-				 errhint("A billing cycle is written YYYY-MM.")));
-	if (strcmp(c->granularity, "DAILY") == 0 && c->billing_date == NULL)
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("connector \"%s\" has granularity DAILY but no billing_date", c->name)));
 	{
-		Oid			t[4] = {INT8OID, TEXTOID, TEXTOID, INT4OID};
-		Datum		v[4];
+		Oid			t[5] = {INT8OID, TEXTOID, TEXTOID, INT4OID, TEXTOID};
+		Datum		v[5];
+		char		n[5] = "     ";
 		bool		isnull;
 
 		v[0] = Int64GetDatum(connector_id);
 		v[1] = CStringGetTextDatum(c->cycle);
 		v[2] = CStringGetTextDatum(from_worker ? "worker" : "sql");
 		v[3] = Int32GetDatum(MyProcPid);
-		spi_exec("INSERT INTO settle.ingest_run (connector_id, billing_cycle, triggered_by, backend_pid)"
-				 " VALUES ($1, $2, $3, $4) RETURNING ingest_run_id", 4, t, v, NULL,
+		v[4] = text_or_null(st->account_id, &n[4]);
+		spi_exec("INSERT INTO settle.ingest_run (connector_id, billing_cycle, triggered_by, backend_pid, account_id)"
+				 " VALUES ($1, $2, $3, $4, $5) RETURNING ingest_run_id, started_at", 5, t, v, n,
 				 SPI_OK_INSERT_RETURNING);
 		run_id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+		started_at = DatumGetTimestampTz(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull));
 	}
 	SPI_finish();
+	/* a pull inside the caller's transaction leaves a trace a crash cannot roll back */
+	if (!from_worker)
+		trace_write(run_id, connector_id, started_at, c->cycle, st->account_id);
 	if (from_worker)
 	{
 		PopActiveSnapshot();
@@ -1787,7 +2295,7 @@ ingest_run_connector(int64 connector_id, const char *billing_cycle, bool from_wo
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
 	if (rc.pending_scope)
-		checkpoint_save(st, rc.pending_scope, rc.pending_token, rc.pending_pages);
+		checkpoint_save(st, rc.pending_scope, rc.pending_token, rc.pending_pages, rc.pending_first);
 	run_update_counts(st);
 	{
 		Oid			t[8] = {INT8OID, TEXTOID, INT4OID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID};
@@ -1819,7 +2327,8 @@ ingest_run_connector(int64 connector_id, const char *billing_cycle, bool from_wo
 	}
 	if (failed)
 		ereport(from_worker ? LOG : NOTICE,
-				(errmsg("settle ingest of connector \"%s\" failed: %s", c->name, edata->message),
+				(errmsg("settle ingest of connector \"%s\"%s%s failed: %s", c->name,
+						account ? " account " : "", account ? account : "", edata->message),
 				 errdetail("See settle.ingest_run %s.", psprintf(INT64_FORMAT, run_id))));
 	memset(&failure, 0, sizeof(failure));
 	MemoryContextSwitchTo(callercxt);
@@ -1827,7 +2336,106 @@ ingest_run_connector(int64 connector_id, const char *billing_cycle, bool from_wo
 	return run_id;
 }
 
-/* Marks runs whose backend is gone (a crash, a kill) as failed. */
+/*
+ * Pulls a connector: its own account, then each member account, one run
+ * each; returns the number of runs and (when run_ids is not NULL) their
+ * ids.  One pull per connector at a time: settle.ingest_now raises 55P03
+ * when the worker or another session pulls the connector; the worker skips
+ * it (returns 0).
+ */
+int
+ingest_run_connector(int64 connector_id, const char *billing_cycle, bool from_worker,
+					 int64 **run_ids)
+{
+	MemoryContext callercxt = CurrentMemoryContext;
+	MemoryContext cxt;
+	Connector  *c;
+	List	   *accounts;
+	ListCell   *lc;
+	int64	   *ids;
+	int			n = 0;
+
+	cxt = AllocSetContextCreate(from_worker ? TopMemoryContext : CurrentMemoryContext,
+								"settle ingest pull", ALLOCSET_DEFAULT_SIZES);
+	MemoryContextSwitchTo(cxt);
+	c = palloc0(sizeof(Connector));
+	if (from_worker)
+	{
+		SetCurrentStatementStartTimestamp();
+		StartTransactionCommand();
+		PushActiveSnapshot(GetTransactionSnapshot());
+	}
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	/* without a worker (not preloaded) nobody else closes runs cut short */
+	if (!from_worker)
+		ingest_fail_orphaned_runs();
+	load_connector(connector_id, c, cxt);
+	if (!pull_lock_try(connector_id, from_worker))
+	{
+		if (!from_worker)
+			pull_lock_refuse(connector_id, c->name);
+		SPI_finish();
+		PopActiveSnapshot();
+		CommitTransactionCommand();
+		elog(LOG, "settle ingest worker: connector \"%s\" is being pulled by another process; skipped",
+			 c->name);
+		MemoryContextSwitchTo(callercxt);
+		MemoryContextDelete(cxt);
+		if (run_ids)
+			*run_ids = NULL;
+		return 0;
+	}
+	if (billing_cycle)
+		c->cycle = MemoryContextStrdup(cxt, billing_cycle);
+	else if (c->cycle == NULL)
+		c->cycle = MemoryContextStrdup(cxt, default_cycle());
+	if (!valid_cycle(c->cycle))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("invalid billing cycle \"%s\"", c->cycle),
+				 errhint("A billing cycle is written YYYY-MM.")));
+	if (strcmp(c->granularity, "DAILY") == 0 && c->billing_date == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("connector \"%s\" has granularity DAILY but no billing_date", c->name)));
+	SPI_finish();
+	if (from_worker)
+	{
+		PopActiveSnapshot();
+		CommitTransactionCommand();
+	}
+
+	MemoryContextSwitchTo(cxt);
+	accounts = list_make1(NULL);
+	if (strcmp(c->kind, "alibaba_bss") == 0)
+		accounts = list_concat(accounts, c->members);
+	ids = MemoryContextAlloc(callercxt, sizeof(int64) * list_length(accounts));
+	foreach(lc, accounts)
+	{
+		ids[n++] = run_account(c, (const char *) lfirst(lc), from_worker, cxt);
+		MemoryContextSwitchTo(cxt);
+	}
+
+	if (from_worker)
+	{
+		SetCurrentStatementStartTimestamp();
+		StartTransactionCommand();
+		pull_lock_release(connector_id);
+		CommitTransactionCommand();
+	}
+	MemoryContextSwitchTo(callercxt);
+	MemoryContextDelete(cxt);
+	if (run_ids)
+		*run_ids = ids;
+	return n;
+}
+
+/*
+ * Marks runs whose backend is gone (a crash, a kill) as failed: run rows
+ * still 'running' (the worker's, committed before its pages), and the
+ * traces of settle.ingest_now pulls that died with their backend.
+ */
 void
 ingest_fail_orphaned_runs(void)
 {
@@ -1846,6 +2454,7 @@ ingest_fail_orphaned_runs(void)
 		elog(ERROR, "could not mark orphaned ingest runs");
 	if (SPI_processed > 0)
 		elog(LOG, "settle ingest: marked " UINT64_FORMAT " unfinished run(s) as failed", SPI_processed);
+	trace_collect_orphans();
 	SPI_finish();
 }
 
@@ -1887,22 +2496,29 @@ settle_connector_endpoint_check(PG_FUNCTION_ARGS)
 	return PointerGetDatum(tuple);
 }
 
+/* The runs of a pull as the rows of settle.ingest_now. */
 static Datum
-return_run(FunctionCallInfo fcinfo, int64 run_id)
+return_runs(FunctionCallInfo fcinfo, int64 *ids, int n)
 {
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
 	Oid			t[1] = {INT8OID};
-	Datum		v[1];
-	Datum		result;
+	int			i;
 
+	InitMaterializedSRF(fcinfo, 0);
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
-	v[0] = Int64GetDatum(run_id);
-	if (SPI_execute_with_args("SELECT * FROM settle.ingest_run WHERE ingest_run_id = $1",
-							  1, t, v, NULL, false, 1) != SPI_OK_SELECT || SPI_processed != 1)
-		elog(ERROR, "ingest run " INT64_FORMAT " vanished", run_id);
-	result = PointerGetDatum(SPI_returntuple(SPI_tuptable->vals[0], SPI_tuptable->tupdesc));
+	for (i = 0; i < n; i++)
+	{
+		Datum		v[1];
+
+		v[0] = Int64GetDatum(ids[i]);
+		if (SPI_execute_with_args("SELECT * FROM settle.ingest_run WHERE ingest_run_id = $1",
+								  1, t, v, NULL, false, 1) != SPI_OK_SELECT || SPI_processed != 1)
+			elog(ERROR, "ingest run " INT64_FORMAT " vanished", ids[i]);
+		tuplestore_puttuple(rsinfo->setResult, SPI_tuptable->vals[0]);
+	}
 	SPI_finish();
-	PG_RETURN_DATUM(result);
+	return (Datum) 0;
 }
 
 Datum
@@ -1913,6 +2529,8 @@ settle_ingest_now_name(PG_FUNCTION_ARGS)
 	Oid			t[1] = {TEXTOID};
 	Datum		v[1];
 	int64		id;
+	int64	   *ids;
+	int			n;
 	bool		isnull;
 
 	if (PG_ARGISNULL(0))
@@ -1932,17 +2550,21 @@ settle_ingest_now_name(PG_FUNCTION_ARGS)
 				 errmsg("connector \"%s\" does not exist", name)));
 	id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
 	SPI_finish();
-	return return_run(fcinfo, ingest_run_connector(id, cycle, false));
+	n = ingest_run_connector(id, cycle, false, &ids);
+	return return_runs(fcinfo, ids, n);
 }
 
 Datum
 settle_ingest_now_id(PG_FUNCTION_ARGS)
 {
 	char	   *cycle = PG_ARGISNULL(1) ? NULL : text_to_cstring(PG_GETARG_TEXT_PP(1));
+	int64	   *ids;
+	int			n;
 
 	if (PG_ARGISNULL(0))
 		ereport(ERROR,
 				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
 				 errmsg("connector must not be null")));
-	return return_run(fcinfo, ingest_run_connector(PG_GETARG_INT64(0), cycle, false));
+	n = ingest_run_connector(PG_GETARG_INT64(0), cycle, false, &ids);
+	return return_runs(fcinfo, ids, n);
 }

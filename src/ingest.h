@@ -67,8 +67,8 @@ extern int	settle_worker_naptime_ms;
 extern int	settle_worker_retry_after_ms;
 
 /* ingest.c */
-extern int64 ingest_run_connector(int64 connector_id, const char *billing_cycle,
-								  bool from_worker);
+extern int	ingest_run_connector(int64 connector_id, const char *billing_cycle,
+								 bool from_worker, int64 **run_ids);
 extern void ingest_fail_orphaned_runs(void);
 
 /* worker.c */

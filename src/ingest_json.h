@@ -62,6 +62,7 @@ typedef struct BssReply
 	char	   *next_token;
 	char	   *total_count;
 	bool		has_data;
+	bool		repaired;		/* invalid UTF-8 was replaced by U+FFFD */
 	int			nitems;
 	int			maxitems;
 	BssItem    *items;

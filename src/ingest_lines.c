@@ -12,6 +12,7 @@
 #include "postgres.h"
 
 #include "access/genam.h"
+#include "common/cryptohash.h"
 #include "access/heapam.h"
 #include "access/stratnum.h"
 #include "access/table.h"
@@ -141,8 +142,11 @@ valid_decimal(const char *s)
 /*
  * Parses an amount from its source text (a JSON number's exact token or a
  * string, possibly padded with whitespace) into numeric.  Returns false and
- * records the failure on the line when it is missing (and required) or not
- * a decimal.  Never goes through double.
+ * records the failure on the line when it is missing (and required), not a
+ * decimal, or not an amount settle holds exactly: at most 14 integer digits
+ * (below 10^14) and at most 8 significant decimals (trailing zeros aside),
+ * the limits of docs/rules.md.  The raw page keeps the value as sent.
+ * Never goes through double.
  */
 bool
 ingest_parse_amount(NormLine *l, const char *field, char *text, bool isstr,
@@ -161,8 +165,29 @@ ingest_parse_amount(NormLine *l, const char *field, char *text, bool isstr,
 		ingest_line_error(l, "invalid_amount:%s", field);
 		return false;
 	}
-	*out = DirectFunctionCall3(numeric_in, CStringGetDatum(s),
-							   ObjectIdGetDatum(InvalidOid), Int32GetDatum(-1));
+	{
+		static Datum limit = (Datum) 0;
+		Datum		v;
+
+		v = DirectFunctionCall3(numeric_in, CStringGetDatum(s),
+								ObjectIdGetDatum(InvalidOid), Int32GetDatum(-1));
+		if (limit == (Datum) 0)
+		{
+			MemoryContext old = MemoryContextSwitchTo(TopMemoryContext);
+
+			limit = DirectFunctionCall3(numeric_in, CStringGetDatum("100000000000000"),
+										ObjectIdGetDatum(InvalidOid), Int32GetDatum(-1));
+			MemoryContextSwitchTo(old);
+		}
+		if (DatumGetBool(DirectFunctionCall2(numeric_ge,
+											 DirectFunctionCall1(numeric_abs, v), limit)) ||
+			DatumGetInt32(DirectFunctionCall1(numeric_min_scale, v)) > 8)
+		{
+			ingest_line_error(l, "invalid_amount:%s", field);
+			return false;
+		}
+		*out = v;
+	}
 	return true;
 }
 
@@ -349,7 +374,7 @@ enum
 	C_SOURCE_ITEM, C_SOURCE_RECORD, C_BILLING_ACCOUNT, C_SUB_ACCOUNT, C_PERIOD_START,
 	C_CHARGE_START, C_CHARGE_END, C_CATEGORY, C_CLASS, C_PRODUCT, C_SERVICE_NAME,
 	C_SERVICE_CATEGORY, C_SKU, C_REGION, C_RESOURCE, C_CURRENCY, C_LIST_COST, C_DISCOUNT,
-	C_COUPON, C_BILLED, C_PAID, C_ORIGINAL, C_TAGS, C_ERRORS, C_INGESTED_AT, C__COUNT
+	C_COUPON, C_BILLED, C_PAID, C_ORIGINAL, C_TAGS, C_ERRORS, C_INGESTED_AT, C_WITHDRAWAL, C__COUNT
 };
 
 static const char *const col_names[C__COUNT] = {
@@ -358,7 +383,8 @@ static const char *const col_names[C__COUNT] = {
 	"billing_period_start", "charge_period_start", "charge_period_end", "charge_category",
 	"charge_class", "product_code", "service_name", "service_category", "sku_id", "region_id",
 	"resource_id", "billing_currency", "list_cost", "discount", "coupon_deduction", "billed_cost",
-	"amount_paid", "original_line_key", "tags", "validation_errors", "ingested_at"
+	"amount_paid", "original_line_key", "tags", "validation_errors", "ingested_at",
+	"withdrawal_reason"
 };
 
 /* The last input text of a type and its value: lines of a page share dates. */
@@ -589,6 +615,7 @@ write_lines(IngestState *st, int64 raw_page_id, const char *billing_period_start
 		else
 			V(C_ERRORS) = no_errors;
 		V(C_INGESTED_AT) = now;
+		N(C_WITHDRAWAL) = true;
 #undef V
 #undef N
 		slots[j] = MakeSingleTupleTableSlot(desc, &TTSOpsHeapTuple);
@@ -647,6 +674,308 @@ json_errors(NormLine *l)
 	return b.data;
 }
 
+/* ---------------------------------------------------------------------
+ * Line identity within a pass: slots of a natural key
+ * --------------------------------------------------------------------- */
+
+typedef struct SlotInfo
+{
+	int32		revision;		/* latest stored revision, 0: not stored yet */
+	bool		claimed;		/* an item of this pass is this slot */
+	uint8		hash[32];		/* content hash of that revision */
+} SlotInfo;
+
+typedef struct SlotGroup
+{
+	uint8		digest[32];		/* hash key: SHA-256 of the natural key */
+	char	   *natural;		/* the natural key (shortened when long) */
+	int			nslots;
+	int			maxslots;
+	SlotInfo   *slots;
+	bool		complete;		/* every stored slot is known */
+	bool		probing;
+} SlotGroup;
+
+IngestPass *
+ingest_pass_create(MemoryContext parent)
+{
+	MemoryContext cxt = AllocSetContextCreate(parent, "settle ingest pass", ALLOCSET_DEFAULT_SIZES);
+	IngestPass *pass = MemoryContextAllocZero(cxt, sizeof(IngestPass));
+	HASHCTL		ctl;
+
+	pass->cxt = cxt;
+	memset(&ctl, 0, sizeof(ctl));
+	ctl.keysize = 32;
+	ctl.entrysize = sizeof(SlotGroup);
+	ctl.hcxt = cxt;
+	pass->groups = hash_create("settle ingest slots", 1024, &ctl,
+							   HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
+	return pass;
+}
+
+/* The stored key of a group's slot (0-based): the natural key, then "#2", ... */
+static char *
+slot_key(SlotGroup *g, int idx)
+{
+	return idx == 0 ? g->natural : psprintf("%s#%d", g->natural, idx + 1);
+}
+
+static SlotInfo *
+slot_append(IngestPass *pass, SlotGroup *g)
+{
+	if (g->nslots >= g->maxslots)
+	{
+		g->maxslots = g->maxslots ? g->maxslots * 2 : 2;
+		g->slots = g->slots ? repalloc(g->slots, sizeof(SlotInfo) * g->maxslots)
+			: MemoryContextAlloc(pass->cxt, sizeof(SlotInfo) * g->maxslots);
+	}
+	memset(&g->slots[g->nslots], 0, sizeof(SlotInfo));
+	return &g->slots[g->nslots++];
+}
+
+/*
+ * Natural keys as the lines carry them become their digest when too long to
+ * be stored keys with a slot suffix (as any over-long key does).
+ */
+static void
+shorten_key(char **key)
+{
+	if (*key && strlen(*key) >= KEYLEN - 16)
+	{
+		char		hex[65];
+
+		acs3_sha256_hex(*key, strlen(*key), hex);
+		*key = psprintf("sha256:%s", hex);
+	}
+}
+
+/*
+ * How many leading items of this page repeat the whole previous page, item
+ * for item (a provider that served a page twice): those are the same items
+ * again, not new ones.  Pages of one item never count as repeated (two
+ * identical items in a row are two items).  Records this page for the next.
+ */
+static int
+pass_repeated_prefix(IngestPass *pass, NormLine *lines, int nlines)
+{
+	int			skip = 0;
+	pg_cryptohash_ctx *ctx;
+	uint8		sig[32];
+	int			i;
+
+	if (pass->prev_n >= 2 && pass->prev_n <= nlines)
+	{
+		ctx = pg_cryptohash_create(PG_SHA256);
+		if (ctx == NULL || pg_cryptohash_init(ctx) < 0)
+			elog(ERROR, "could not initialize SHA-256");
+		for (i = 0; i < pass->prev_n; i++)
+			if (pg_cryptohash_update(ctx, lines[i].hash, 32) < 0)
+				elog(ERROR, "could not compute SHA-256");
+		if (pg_cryptohash_final(ctx, sig, sizeof(sig)) < 0)
+			elog(ERROR, "could not compute SHA-256");
+		pg_cryptohash_free(ctx);
+		if (memcmp(sig, pass->prev_sig, 32) == 0)
+			skip = pass->prev_n;
+	}
+	ctx = pg_cryptohash_create(PG_SHA256);
+	if (ctx == NULL || pg_cryptohash_init(ctx) < 0)
+		elog(ERROR, "could not initialize SHA-256");
+	for (i = 0; i < nlines; i++)
+		if (pg_cryptohash_update(ctx, lines[i].hash, 32) < 0)
+			elog(ERROR, "could not compute SHA-256");
+	if (pg_cryptohash_final(ctx, pass->prev_sig, sizeof(pass->prev_sig)) < 0)
+		elog(ERROR, "could not compute SHA-256");
+	pg_cryptohash_free(ctx);
+	pass->prev_n = nlines;
+	return skip;
+}
+
+/*
+ * Gives every line of a page its stored key (a slot of its natural key) and
+ * decides new / revised / unchanged.  Unchanged first: an item takes an
+ * unclaimed slot whose latest stored content it equals; then, once every
+ * stored slot of its natural key is known (read slot by slot, one index
+ * probe each), a changed item takes the first unclaimed slot (a revision)
+ * and a new item a new slot.  In replay (a resumed pass re-reading its
+ * stored pages) nothing is counted or written: the slots are only claimed.
+ */
+static void
+assign_slots(IngestState *st, NormLine *lines, int nlines, int32 *revision, bool *insert,
+			 int *ninsert, bool replay)
+{
+	IngestPass *pass = st->pass;
+	SlotGroup **grp = palloc(sizeof(SlotGroup *) * nlines);
+	bool	   *done = palloc0(sizeof(bool) * nlines);
+	char	  **want = palloc(sizeof(char *) * nlines);
+	int			left = nlines;
+	int			i;
+
+	for (i = 0; i < nlines; i++)
+	{
+		uint8		digest[32];
+		bool		found;
+		SlotGroup  *g;
+
+		shorten_key(&lines[i].line_key);
+		acs3_sha256(lines[i].line_key, strlen(lines[i].line_key), digest);
+		g = hash_search(pass->groups, digest, HASH_ENTER, &found);
+		if (!found)
+		{
+			g->natural = MemoryContextStrdup(pass->cxt, lines[i].line_key);
+			g->nslots = g->maxslots = 0;
+			g->slots = NULL;
+			g->complete = g->probing = false;
+		}
+		grp[i] = g;
+	}
+
+	while (left > 0)
+	{
+		HASHCTL		ctl;
+		HTAB	   *keys;
+		int			nwant = 0;
+
+		/* unchanged: an unclaimed slot holding the same content */
+		for (i = 0; i < nlines; i++)
+		{
+			SlotGroup  *g = grp[i];
+			int			k;
+
+			if (done[i])
+				continue;
+			for (k = 0; k < g->nslots; k++)
+				if (!g->slots[k].claimed && g->slots[k].revision > 0 &&
+					memcmp(g->slots[k].hash, lines[i].hash, 32) == 0)
+					break;
+			if (k == g->nslots)
+				continue;
+			g->slots[k].claimed = true;
+			lines[i].line_key = slot_key(g, k);
+			revision[i] = g->slots[k].revision;
+			done[i] = true;
+			left--;
+			if (!replay)
+				st->lines_unchanged++;
+		}
+		/* changed or new, where every stored slot is known */
+		for (i = 0; i < nlines; i++)
+		{
+			SlotGroup  *g = grp[i];
+			SlotInfo   *slot = NULL;
+			int			k;
+
+			if (done[i] || !g->complete)
+				continue;
+			for (k = 0; k < g->nslots; k++)
+				if (!g->slots[k].claimed)
+				{
+					slot = &g->slots[k];
+					break;
+				}
+			if (slot == NULL)
+				slot = slot_append(pass, g);
+			slot->claimed = true;
+			lines[i].line_key = slot_key(g, k);
+			if (!replay)
+			{
+				if (slot->revision > 0)
+					st->lines_revised++;
+				else
+					st->lines_new++;
+				insert[i] = true;
+				(*ninsert)++;
+			}
+			slot->revision++;
+			memcpy(slot->hash, lines[i].hash, 32);
+			revision[i] = slot->revision;
+			done[i] = true;
+			left--;
+		}
+		if (left == 0)
+			break;
+
+		/* read the next stored slot of every natural key still open */
+		for (i = 0; i < nlines; i++)
+			if (!done[i] && !grp[i]->complete && !grp[i]->probing)
+			{
+				grp[i]->probing = true;
+				want[nwant++] = slot_key(grp[i], grp[i]->nslots);
+			}
+		Assert(nwant > 0);
+		memset(&ctl, 0, sizeof(ctl));
+		ctl.keysize = KEYLEN;
+		ctl.entrysize = sizeof(KeyEntry);
+		ctl.hcxt = CurrentMemoryContext;
+		keys = hash_create("settle ingest slot probe", nwant * 2, &ctl,
+						   HASH_ELEM | HASH_STRINGS | HASH_CONTEXT);
+		read_latest_revisions(keys, want, nwant);
+		for (i = 0; i < nlines; i++)
+		{
+			SlotGroup  *g = grp[i];
+			KeyEntry   *e;
+
+			if (done[i] || !g->probing)
+				continue;
+			g->probing = false;
+			e = hash_search(keys, slot_key(g, g->nslots), HASH_FIND, NULL);
+			if (e && e->revision > 0)
+			{
+				SlotInfo   *slot = slot_append(pass, g);
+
+				slot->revision = e->revision;
+				memcpy(slot->hash, e->hash, 32);
+			}
+			else
+				g->complete = true;
+		}
+		hash_destroy(keys);
+	}
+}
+
+/* A resumed pass re-reads a stored page: its items claim their slots again. */
+void
+ingest_replay_lines(IngestState *st, NormLine *lines, int nlines)
+{
+	int32	   *revision;
+	bool	   *insert;
+	int			ninsert = 0;
+	int			skip;
+
+	if (nlines == 0)
+		return;
+	skip = pass_repeated_prefix(st->pass, lines, nlines);
+	revision = palloc0(sizeof(int32) * nlines);
+	insert = palloc0(sizeof(bool) * nlines);
+	assign_slots(st, lines + skip, nlines - skip, revision, insert, &ninsert, true);
+}
+
+/*
+ * Whether an item of the pass took this stored line (a key as stored:
+ * "<natural key>" or "<natural key>#n").
+ */
+bool
+ingest_pass_claimed(IngestPass *pass, const char *line_key)
+{
+	const char *hash = strrchr(line_key, '#');
+	uint8		digest[32];
+	SlotGroup  *g;
+	int			idx = 0;
+
+	if (hash && hash[1] >= '1' && hash[1] <= '9' && strspn(hash + 1, "0123456789") == strlen(hash + 1))
+	{
+		acs3_sha256(line_key, hash - line_key, digest);
+		g = hash_search(pass->groups, digest, HASH_FIND, NULL);
+		if (g)
+		{
+			idx = atoi(hash + 1) - 1;
+			return idx >= 0 && idx < g->nslots && g->slots[idx].claimed;
+		}
+	}
+	acs3_sha256(line_key, strlen(line_key), digest);
+	g = hash_search(pass->groups, digest, HASH_FIND, NULL);
+	return g != NULL && g->nslots > 0 && g->slots[0].claimed;
+}
+
 /*
  * Stores one page of lines.  Caller holds an open transaction and SPI
  * connection; everything written here commits or aborts with the page.
@@ -675,69 +1004,96 @@ ingest_store_lines(IngestState *st, int64 raw_page_id,
 	/* One writer of bill lines at a time: revision numbers stay dense. */
 	(void) DirectFunctionCall1(pg_advisory_xact_lock_int8, Int64GetDatum(INT64CONST(5861746185)));
 
-	/* Latest stored revision of every key on the page (and refund originals). */
+	revision = palloc0(sizeof(int32) * nlines);
+	insert = palloc0(sizeof(bool) * nlines);
+	map = palloc0(sizeof(MapEntry *) * nlines);
 	memset(&ctl, 0, sizeof(ctl));
 	ctl.keysize = KEYLEN;
 	ctl.entrysize = sizeof(KeyEntry);
 	ctl.hcxt = CurrentMemoryContext;
-	for (i = 0; i < nlines; i++)
-	{
-		/* keep keys short enough to be hash keys: long ones become their hash */
-		if (strlen(lines[i].line_key) >= KEYLEN - 1)
-		{
-			char		hex[65];
-
-			acs3_sha256_hex(lines[i].line_key, strlen(lines[i].line_key), hex);
-			lines[i].line_key = psprintf("sha256:%s", hex);
-		}
-		if (lines[i].original_line_key && strlen(lines[i].original_line_key) >= KEYLEN - 1)
-		{
-			char		hex[65];
-
-			acs3_sha256_hex(lines[i].original_line_key, strlen(lines[i].original_line_key), hex);
-			lines[i].original_line_key = psprintf("sha256:%s", hex);
-		}
-	}
 	keys = hash_create("settle ingest keys", nlines * 2, &ctl,
 					   HASH_ELEM | HASH_STRINGS | HASH_CONTEXT);
 	want = palloc(sizeof(char *) * nlines * 2);
-	for (i = 0; i < nlines; i++)
+
+	if (st->pass)
 	{
-		want[nwant++] = lines[i].line_key;
-		if (lines[i].original_line_key)
-			want[nwant++] = lines[i].original_line_key;
+		/* BSS: identity by slots of the natural key across the pass */
+		int			skip = pass_repeated_prefix(st->pass, lines, nlines);
+
+		st->lines_unchanged += skip;
+		lines += skip;
+		nlines -= skip;
+		if (nlines == 0)
+			return;
+		assign_slots(st, lines, nlines, revision, insert, &ninsert, false);
+		for (i = 0; i < nlines; i++)
+		{
+			KeyEntry   *e = hash_search(keys, lines[i].line_key, HASH_ENTER, NULL);
+
+			e->revision = revision[i];
+			shorten_key(&lines[i].original_line_key);
+			if (lines[i].original_line_key)
+				want[nwant++] = lines[i].original_line_key;
+		}
+		/* the refunds' orders: stored before, or on this page */
+		read_latest_revisions(keys, want, nwant);
 	}
-	read_latest_revisions(keys, want, nwant);
-
-	revision = palloc0(sizeof(int32) * nlines);
-	insert = palloc0(sizeof(bool) * nlines);
-	map = palloc0(sizeof(MapEntry *) * nlines);
-	for (i = 0; i < nlines; i++)
+	else
 	{
-		NormLine   *l = &lines[i];
-		KeyEntry   *e;
-		bool		found;
+		/* Latest stored revision of every key on the page (and refund originals). */
+		for (i = 0; i < nlines; i++)
+		{
+			/* keep keys short enough to be hash keys: long ones become their hash */
+			if (strlen(lines[i].line_key) >= KEYLEN - 1)
+			{
+				char		hex[65];
 
-		e = hash_search(keys, l->line_key, HASH_ENTER, &found);
-		if (found && e->revision > 0 && memcmp(e->hash, l->hash, 32) == 0)
-		{
-			st->lines_unchanged++;
-			continue;
+				acs3_sha256_hex(lines[i].line_key, strlen(lines[i].line_key), hex);
+				lines[i].line_key = psprintf("sha256:%s", hex);
+			}
+			if (lines[i].original_line_key && strlen(lines[i].original_line_key) >= KEYLEN - 1)
+			{
+				char		hex[65];
+
+				acs3_sha256_hex(lines[i].original_line_key, strlen(lines[i].original_line_key), hex);
+				lines[i].original_line_key = psprintf("sha256:%s", hex);
+			}
 		}
-		if (found && e->revision > 0)
+		for (i = 0; i < nlines; i++)
 		{
-			revision[i] = e->revision + 1;
-			st->lines_revised++;
+			want[nwant++] = lines[i].line_key;
+			if (lines[i].original_line_key)
+				want[nwant++] = lines[i].original_line_key;
 		}
-		else
+		read_latest_revisions(keys, want, nwant);
+
+		for (i = 0; i < nlines; i++)
 		{
-			revision[i] = 1;
-			st->lines_new++;
+			NormLine   *l = &lines[i];
+			KeyEntry   *e;
+			bool		found;
+
+			e = hash_search(keys, l->line_key, HASH_ENTER, &found);
+			if (found && e->revision > 0 && memcmp(e->hash, l->hash, 32) == 0)
+			{
+				st->lines_unchanged++;
+				continue;
+			}
+			if (found && e->revision > 0)
+			{
+				revision[i] = e->revision + 1;
+				st->lines_revised++;
+			}
+			else
+			{
+				revision[i] = 1;
+				st->lines_new++;
+			}
+			e->revision = revision[i];
+			memcpy(e->hash, l->hash, 32);
+			insert[i] = true;
+			ninsert++;
 		}
-		e->revision = revision[i];
-		memcpy(e->hash, l->hash, 32);
-		insert[i] = true;
-		ninsert++;
 	}
 	if (ninsert == 0)
 		return;

@@ -42,6 +42,24 @@ typedef struct NormLine
 	List	   *errors;			/* validation failures (char *) */
 } NormLine;
 
+/*
+ * One pass over a scope (all pages of a DescribeInstanceBill month, from the
+ * first): which stored line each item is.  Items sharing a natural key are
+ * told apart by slots: the first is stored under the natural key, the n-th
+ * under "<natural key>#n".  An item takes the slot whose stored content it
+ * equals, else (a changed or new item) the first slot no item of the pass
+ * took, else a new slot.  Lives across the pass's pages.
+ */
+typedef struct IngestPass
+{
+	MemoryContext cxt;
+	HTAB	   *groups;			/* natural key digest -> SlotGroup */
+	int			prev_n;			/* items on the previous page */
+	uint8		prev_sig[32];	/* digest of their content hashes */
+	bool		whole;			/* every page since the first was seen */
+	int64		first_page;		/* raw_page_id of the pass's first page */
+} IngestPass;
+
 /* What one run has learnt and counted; lives in the run's memory context. */
 typedef struct IngestState
 {
@@ -63,7 +81,10 @@ typedef struct IngestState
 	int64		lines_revised;
 	int64		lines_unchanged;
 	int64		lines_invalid;
+	int64		lines_withdrawn;
 	int			exceptions_opened;
+	char	   *account_id;		/* member account pulled (BillOwnerId), NULL: own */
+	IngestPass *pass;			/* BSS: the scope's pass, NULL for other sources */
 	/* the counters above as of the last stored page (restored when a page fails) */
 	struct
 	{
@@ -72,7 +93,8 @@ typedef struct IngestState
 					new,
 					revised,
 					unchanged,
-					invalid;
+					invalid,
+					withdrawn;
 		int			exceptions;
 	}			stored;
 } IngestState;
@@ -80,6 +102,9 @@ typedef struct IngestState
 extern void ingest_store_lines(IngestState *st, int64 raw_page_id,
 							   const char *billing_period_start, const char *period,
 							   NormLine *lines, int nlines);
+extern IngestPass *ingest_pass_create(MemoryContext parent);
+extern void ingest_replay_lines(IngestState *st, NormLine *lines, int nlines);
+extern bool ingest_pass_claimed(IngestPass *pass, const char *line_key);
 extern void ingest_line_error(NormLine *l, const char *fmt,...) pg_attribute_printf(2, 3);
 extern bool ingest_parse_amount(NormLine *l, const char *field, char *text, bool isstr,
 								bool required, Datum *out);

@@ -128,7 +128,7 @@ settle_worker_main(Datum main_arg)
 			int64		id = (int64) (intptr_t) lfirst(lc);
 
 			CHECK_FOR_INTERRUPTS();
-			(void) ingest_run_connector(id, NULL, true);
+			(void) ingest_run_connector(id, NULL, true, NULL);
 		}
 		list_free(ids);
 		pgstat_report_stat(true);

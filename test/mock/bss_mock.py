@@ -10,11 +10,17 @@ faults chosen by the request path:
     https://127.0.0.1:PORT/m/<dataset>/<fault>/
 
 dataset: small | demo (test/fixtures/ingest/<dataset>_items.json) | month-<N> (N generated
-lines, seeded) | bench-<N> (same generator, ~1 KB items).
+lines, seeded) | bench-<N> (same generator, ~1 KB items) | refund3 (one order, two refunds of
+one instance) | dupes-<N> (N groups of items sharing a natural key: repeated, partial refunds,
+adjustments, items differing in one field) | absurd (amounts settle cannot hold) | badutf8
+(small with a non-UTF-8 byte in one ProductName) | members-<A>x<L> (a payer and A-1 member
+accounts, L lines each: served per BillOwnerId, only the payer's own lines without it).
 fault:   ok | e500x<k> | e503x<k> | throttlex<k> | e429x<k> | slowx<k> | resetx<k>
          (the first k requests on that path fail that way, then it recovers)
          | e503always | truncated | ctype | badtoken | repeat | revise | big | trickle
-         | pace (30 ms per page: a slower provider)
+         | pace (30 ms per page: a slower provider) | midfailx<k> (the first k requests
+         for a page after the first fail with 503) | drop (from the second pull of the
+         month on, item 3 is gone) | droptrunc (the same, and pages after the first are truncated)
 Counters are per path, so each test uses its own path.
 
 Control: GET /__stats/<path> -> {"requests": n}; GET /__expected/<dataset> ->
@@ -168,12 +174,85 @@ def gen_month(n, cycle='2026-10', seed=42, big=False):
     return items
 
 
+def simple_item(acct, inst, kind, amount, gross=None, owner=None, **extra):
+    """A DescribeInstanceBill item with the fields the connector maps."""
+    gross = amount if gross is None else gross
+    sub = 'Subscription' if kind in ('SubscriptionOrder', 'Refund') else 'PayAsYouGo'
+    it = [('BillAccountID', acct), ('OwnerID', owner or acct), ('ProductCode', 'ecs'),
+          ('ProductName', extra.pop('ProductName', 'ECS')), ('InstanceID', inst), ('Item', kind),
+          ('SubscriptionType', sub), ('BillingItemCode', extra.pop('BillingItemCode', 'compute')),
+          ('Currency', 'CNY'), ('Region', extra.pop('Region', 'cn-hangzhou')),
+          ('Zone', extra.pop('Zone', 'cn-hangzhou-h')), ('PretaxGrossAmount', gross),
+          ('InvoiceDiscount', extra.pop('InvoiceDiscount', Decimal('0.00'))),
+          ('DeductedByCoupons', Decimal('0.00')), ('PretaxAmount', amount), ('PaymentAmount', amount)]
+    it.extend(extra.items())
+    return it
+
+
+def gen_refund3():
+    a = '1100000000000001'
+    return [simple_item(a, 'i-r3', 'SubscriptionOrder', Decimal('100.00')),
+            simple_item(a, 'i-r3', 'Refund', Decimal('-10.00')),
+            simple_item(a, 'i-r3', 'Refund', Decimal('-5.00'))]
+
+
+def gen_dupes(n):
+    """n groups, 11 items each, every group's items sharing natural keys."""
+    a = ACCOUNTS[:5]
+    items = []
+    for g in range(n):
+        acct = a[g % len(a)]
+        inst = 'i-dup%d-%05d' % (n, g)
+        base = Decimal(100 + g)
+        items += [
+            simple_item(acct, inst, 'SubscriptionOrder', base),
+            # repeated identical refunds
+            simple_item(acct, inst, 'Refund', Decimal('-7.00')),
+            simple_item(acct, inst, 'Refund', Decimal('-7.00')),
+            # partial refunds of different sizes
+            simple_item(acct, inst, 'Refund', Decimal('-3.00')),
+            simple_item(acct, inst, 'Refund', Decimal('-4.50')),
+            # adjustments up and down
+            simple_item(acct, inst, 'Adjustment', Decimal('1.25')),
+            simple_item(acct, inst, 'Adjustment', Decimal('-1.25')),
+            # usage differing only in one field each
+            simple_item(acct, inst, 'PayAsYouGoBill', Decimal('2.00'), Zone='cn-hangzhou-h'),
+            simple_item(acct, inst, 'PayAsYouGoBill', Decimal('2.00'), Zone='cn-hangzhou-i'),
+            simple_item(acct, inst, 'PayAsYouGoBill', Decimal('2.00'), ProductName='ECS (spot)'),
+            simple_item(acct, inst, 'PayAsYouGoBill', Decimal('2.01'))]
+    return items
+
+
+def gen_absurd():
+    a = '1100000000000001'
+    return [simple_item(a, 'i-ok', 'PayAsYouGoBill', Decimal('10.00')),
+            simple_item(a, 'i-huge', 'PayAsYouGoBill', Decimal('1e400'), Decimal('1e400')),
+            simple_item(a, 'i-big', 'PayAsYouGoBill', Decimal('100000000000000.00'), Decimal('100000000000000.00')),
+            simple_item(a, 'i-fine', 'PayAsYouGoBill', Decimal('1.123456789'), Decimal('1.123456789')),
+            simple_item(a, 'i-zeros', 'PayAsYouGoBill', Decimal('1.12345678000000'), Decimal('1.12345678000000'))]
+
+
+MEMBER_PAYER = '1300000000000000'
+
+
+def gen_members(spec):
+    na, nl = (int(x) for x in spec.split('x'))
+    items = []
+    for k in range(na):
+        owner = '13000000000000%02d' % k
+        for i in range(nl):
+            items.append(simple_item(MEMBER_PAYER, 'i-m%s-%02d-%05d' % (spec, k, i), 'PayAsYouGoBill',
+                                     Decimal(i + 1) / 100, owner=owner))
+    return items
+
+
 def load_small(name='small'):
     with open(os.path.join(FIXTURES, '%s_items.json' % name), encoding='utf-8') as f:
         raw = json.load(f, parse_float=Decimal, parse_int=Decimal, object_pairs_hook=list)
     return raw
 
 
+BAD_MARK = '@@0xFF@@'     # replaced by a lone 0xFF byte on the wire
 DATASETS = {}
 DS_LOCK = threading.Lock()
 
@@ -187,6 +266,17 @@ def dataset(name):
                 items = gen_month(int(name[6:]))
             elif name.startswith('bench-'):
                 items = gen_month(int(name[6:]), seed=7, big=True)
+            elif name == 'refund3':
+                items = gen_refund3()
+            elif name.startswith('dupes-'):
+                items = gen_dupes(int(name[6:]))
+            elif name == 'absurd':
+                items = gen_absurd()
+            elif name == 'badutf8':
+                items = load_small('small')
+                items[6] = [(k, 'Bad' + BAD_MARK + 'Name' if k == 'ProductName' else v) for k, v in items[6]]
+            elif name.startswith('members-'):
+                items = gen_members(name[8:])
             else:
                 raise KeyError(name)
             DATASETS[name] = {'items': items, 'json': [item_json(i) for i in items], 'pages': {}}
@@ -243,6 +333,7 @@ def offset_for(token):
 KEYS = {}
 COUNTS = {}
 PULLS = {}
+MIDFAIL = {}
 COUNT_LOCK = threading.Lock()
 BIG_BODY = None
 
@@ -370,6 +461,15 @@ class Handler(BaseHTTPRequestHandler):
         except (KeyError, ValueError):
             return self.error(400, 'InvalidParameter', 'Unknown dataset.')
         cycle = query.get('BillingCycle', '')
+        if ds_name.startswith('members-'):
+            # per bill owner: a member's lines with BillOwnerId, else the payer's own
+            owner = query.get('BillOwnerId') or MEMBER_PAYER
+            key = 'owner:' + owner
+            if key not in ds:
+                sel = [i for i, it in enumerate(ds['items']) if dict(it)['OwnerID'] == owner]
+                ds[key] = {'items': [ds['items'][i] for i in sel], 'json': [ds['json'][i] for i in sel],
+                           'pages': {}}
+            ds = ds[key]
         if action == 'QueryBillOverview':
             return self.overview(ds, cycle)
         if action != 'DescribeInstanceBill':
@@ -388,9 +488,15 @@ class Handler(BaseHTTPRequestHandler):
                 return self.error(400, 'InvalidParameter', 'The specified NextToken is invalid.')
         else:
             off = 0
-            if fault == 'revise':
+            if fault in ('revise', 'drop', 'droptrunc'):
                 with COUNT_LOCK:
                     PULLS[path] = PULLS.get(path, 0) + 1
+        if fault.startswith('midfailx') and off > 0:
+            with COUNT_LOCK:
+                MIDFAIL[path] = MIDFAIL.get(path, 0) + 1
+                n = MIDFAIL[path]
+            if n <= int(fault[8:]):
+                return self.error(503, 'ServiceUnavailable', 'The request has failed due to a temporary failure of the server.')
         if fault == 'pace':
             time.sleep(0.03)    # a slower provider, for the crash test
         if fault == 'trickle':
@@ -404,6 +510,9 @@ class Handler(BaseHTTPRequestHandler):
         if fault == 'repeat' and off == maxr:
             # the second page repeats the first page's items before its own
             items_json = ds['json'][0:end]
+        elif fault in ('drop', 'droptrunc'):
+            items_json = [ds['json'][i] for i in range(off, end)
+                          if not (i == 3 and PULLS.get(path, 1) > 1)]
         elif fault == 'revise' and PULLS.get(path, 1) > 1:
             items_json = [item_json(revised(ds['items'][i])) if i % 10 == 0 else ds['json'][i]
                           for i in range(off, end)]
@@ -419,8 +528,8 @@ class Handler(BaseHTTPRequestHandler):
         data = ('{"NextToken":"%s","BillingCycle":"%s","MaxResults":%d,"AccountID":"1100000000000000",'
                 '"TotalCount":%d,"AccountName":"reseller@example.aliyunid.com","Items":[%s]}'
                 % (nxt, cycle, maxr, len(ds['items']), ','.join(items_json)))
-        out = envelope(data)
-        if fault == 'truncated' and off > 0:
+        out = envelope(data).replace(BAD_MARK.encode(), b'\xff')
+        if fault in ('truncated', 'droptrunc') and off > 0 and (fault == 'truncated' or PULLS.get(path, 1) > 1):
             out = out[:len(out) // 2]
         if fault in ('ok', 'pace', 'repeat') or ('x' in fault and fault[-1].isdigit()):
             if not (fault == 'repeat' and off == maxr):

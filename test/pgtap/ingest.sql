@@ -3,7 +3,7 @@
 -- read back through file:// lands with exact counts, sums, revisions and
 -- exceptions.
 BEGIN;
-SELECT plan(23);
+SELECT plan(28);
 
 SELECT has_function('settle', 'acs3_authorization',
 	ARRAY['text', 'text', 'jsonb', 'jsonb', 'bytea', 'text', 'text'], 'acs3_authorization has the SPEC signature');
@@ -46,7 +46,7 @@ CREATE TEMP TABLE focus_rows ("BillingAccountId" text, "BillingPeriodStart" text
 	"ResourceId" text, "SkuId" text, "x_ProductCode" text);
 INSERT INTO focus_rows
 SELECT '4000000000000001', '2026-10-01T00:00:00Z', '2026-10-' || lpad((1 + i % 28)::text, 2, '0') || 'T00:00:00Z',
-       'Usage', (i * 0.001)::text || '00000000000000000001', (i * 0.001)::text, 'USD', 'ECS', 'i-' || i, 'sku', 'ecs'
+       'Usage', (i * 0.001)::text || '00001', (i * 0.001)::text, 'USD', 'ECS', 'i-' || i, 'sku', 'ecs'
   FROM generate_series(1, 1000) i;
 INSERT INTO focus_rows VALUES ('4999999999999999', '2026-10-01T00:00:00Z', '2026-10-02T00:00:00Z', 'Usage',
 	'1', '1', 'USD', 'ECS', 'i-x', 'sku', 'ecs');
@@ -100,6 +100,25 @@ VALUES ('tap_a', 'focus_csv', 'file://' || current_setting('tap.file') || '.a'),
 SELECT is((SELECT (r).lines_new FROM (SELECT settle.ingest_now('tap_a') r) s), 1::bigint, 'the first key is new');
 SELECT is((SELECT (r).lines_new || ' ' || (r).lines_revised FROM (SELECT settle.ingest_now('tap_b') r) s), '1 0',
 	'and so is the second: the probe rechecks the key');
+
+-- withdrawals: the shared helper adds one zero-amount revision with the reason
+SELECT is(settle.withdraw_lines((SELECT connector_id FROM settle.connector WHERE name = 'tap_a'),
+	ARRAY['focus:4000000000000001//2026-10-02T00:00:00Z/c-3277/sku/Usage/#1'], 'tap: gone from the file'),
+	1::bigint, 'withdraw_lines withdraws the line');
+SELECT is((SELECT revision || ' ' || billed_cost || ' ' || list_cost || ' ' || withdrawal_reason
+	FROM settle.bill_line_current WHERE line_key = 'focus:4000000000000001//2026-10-02T00:00:00Z/c-3277/sku/Usage/#1'),
+	'2 0 0 tap: gone from the file', '... as revision 2 with zero amounts and the reason');
+SELECT is(settle.withdraw_lines((SELECT connector_id FROM settle.connector WHERE name = 'tap_a'),
+	ARRAY['focus:4000000000000001//2026-10-02T00:00:00Z/c-3277/sku/Usage/#1'], 'again'),
+	0::bigint, 'a withdrawn line is not withdrawn twice');
+SELECT is(settle.withdraw_lines((SELECT connector_id FROM settle.connector WHERE name = 'tap_b'),
+	ARRAY['focus:4000000000000001//2026-10-02T00:00:00Z/c-3277/sku/Usage/#1'], 'not mine'),
+	0::bigint, 'a connector withdraws only its own lines');
+
+-- connector config: unknown keys are refused, naming the key
+SELECT throws_ok($$INSERT INTO settle.connector (name, kind, endpoint, config)
+	VALUES ('tap_typo', 'focus_csv', 'file:///x.csv', '{"billing_cylce": "2026-10"}')$$,
+	'22023', 'unknown config key "billing_cylce" for a focus_csv connector', 'unknown config keys: 22023 naming the key');
 
 SELECT * FROM finish();
 ROLLBACK;

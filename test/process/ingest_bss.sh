@@ -22,9 +22,9 @@ check "fixture pull succeeds: overview + 3 pages of 5, 14 lines, 7 invalid" "$ou
 q $DB "SELECT error_message FROM settle.ingest_run WHERE status <> 'succeeded'"
 
 check "14 bill lines, all revision 1" "$(q $DB "SELECT count(*), max(revision) FROM settle.bill_line")" "14|1"
-check "exact decimals beyond double precision" \
+check "exact decimals beyond double precision (19 digits, within settle's limits)" \
   "$(q $DB "SELECT list_cost, discount, billed_cost FROM settle.bill_line WHERE resource_id = 'i-small-013'")" \
-  "0.123456789012345678901234567890|0.003456789012345678901234567890|0.12"
+  "98765432109.87654321|98765432109.75654321|0.12"
 check "string amounts with trailing tab parse" \
   "$(q $DB "SELECT billed_cost, list_cost, validation_errors FROM settle.bill_line WHERE resource_id = 'cdn-small-006'")" \
   "12.34|12.34|{}"

@@ -49,6 +49,8 @@ conn truncated /m/small/truncated/
 check "truncated JSON: failed run 22P02" \
 	"$(q $DB "SELECT status, error_sqlstate, pages, lines_seen, http_status FROM settle.ingest_now('truncated')")" "failed|22P02|2|5|200"
 check "truncated: only the whole first page stored" "$(pages_of truncated)" "1"
+check "truncated: the unparsable page was tried 5 times (overview + page 1 + 5 attempts)" \
+	"$(q $DB "SELECT r.retries, r.requests FROM settle.ingest_run r JOIN settle.connector c USING (connector_id) WHERE c.name = 'truncated'")|$(mock_requests /m/small/truncated/)" "4|7|7"
 check "truncated: checkpoint at page 1" \
 	"$(q $DB "SELECT k.pages_done, k.complete, k.next_token IS NOT NULL FROM settle.ingest_checkpoint k JOIN settle.connector c USING (connector_id) WHERE c.name = 'truncated' AND scope LIKE 'Describe%'")" "1|f|t"
 conn ctype /m/small/ctype/

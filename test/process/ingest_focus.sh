@@ -21,7 +21,7 @@ check "a path is refused without settle.allow_insecure_transport" \
 	"$(q $DB "SELECT status, error_sqlstate FROM settle.ingest_now('focus_path')")" "failed|42501"
 out=$(q $DB "SET settle.allow_insecure_transport = on; SELECT status, pages, lines_seen, lines_new, lines_invalid FROM settle.ingest_now('focus_path')")
 check "file imported: 9 rows, 3 invalid" "$out" "succeeded|1|9|9|3"
-check "exact decimal BilledCost" "$(q $DB "SELECT billed_cost FROM settle.bill_line WHERE resource_id = 'i-f-001' ORDER BY line_key LIMIT 1")" "12.345678901234567890"
+check "exact decimal BilledCost (18 digits)" "$(q $DB "SELECT billed_cost FROM settle.bill_line WHERE resource_id = 'i-f-001' ORDER BY line_key LIMIT 1")" "1234567890.12345678"
 check "quoted field with a comma" "$(q $DB "SELECT service_name FROM settle.bill_line WHERE resource_id = 'oss-f-002'")" "Object Storage Service, Standard"
 check "Tags JSON with doubled quotes" "$(q $DB "SELECT tags->>'note' FROM settle.bill_line WHERE resource_id = 'i-f-001' AND tags <> '{}'")" "a, b"
 check "Credit and Correction rows" \
