@@ -41,6 +41,7 @@
 #include "ingest.h"
 #include "settle.h"
 #include "ingest_lines.h"
+#include "money.h"
 
 typedef struct MapEntry
 {
@@ -144,8 +145,9 @@ valid_decimal(const char *s)
  * string, possibly padded with whitespace) into numeric.  Returns false and
  * records the failure on the line when it is missing (and required), not a
  * decimal, or not an amount settle holds exactly: at most 14 integer digits
- * (below 10^14) and at most 8 significant decimals (trailing zeros aside),
- * the limits of docs/rules.md.  The raw page keeps the value as sent.
+ * (below 10^14) and at most 16 significant decimals (trailing zeros aside),
+ * what settle's money arithmetic holds (docs/rules.md; cost exports carry
+ * 11 and more).  The raw page keeps the value as sent.
  * Never goes through double.
  */
 bool
@@ -181,7 +183,7 @@ ingest_parse_amount(NormLine *l, const char *field, char *text, bool isstr,
 		}
 		if (DatumGetBool(DirectFunctionCall2(numeric_ge,
 											 DirectFunctionCall1(numeric_abs, v), limit)) ||
-			DatumGetInt32(DirectFunctionCall1(numeric_min_scale, v)) > 8)
+			DatumGetInt32(DirectFunctionCall1(numeric_min_scale, v)) > MONEY_SCALE)
 		{
 			ingest_line_error(l, "invalid_amount:%s", field);
 			return false;

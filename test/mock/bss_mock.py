@@ -228,7 +228,7 @@ def gen_absurd():
     return [simple_item(a, 'i-ok', 'PayAsYouGoBill', Decimal('10.00')),
             simple_item(a, 'i-huge', 'PayAsYouGoBill', Decimal('1e400'), Decimal('1e400')),
             simple_item(a, 'i-big', 'PayAsYouGoBill', Decimal('100000000000000.00'), Decimal('100000000000000.00')),
-            simple_item(a, 'i-fine', 'PayAsYouGoBill', Decimal('1.123456789'), Decimal('1.123456789')),
+            simple_item(a, 'i-fine', 'PayAsYouGoBill', Decimal('1.12345678901234567'), Decimal('1.12345678901234567')),
             simple_item(a, 'i-zeros', 'PayAsYouGoBill', Decimal('1.12345678000000'), Decimal('1.12345678000000'))]
 
 
