@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Audit-overhead benchmark (issue 2): ratio of audited to unaudited writes.
+# Audit-overhead benchmark: ratio of audited to unaudited writes.
 # Usage (as root): bash bench/audit.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."

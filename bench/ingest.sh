@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Ingestion benchmark (SPEC §3): lines per second end to end from the local
+# Ingestion benchmark: lines per second end to end from the local
 # mock (pages of 300 realistic ~1 KB items: fetch over TLS, stage the raw
 # page, parse exact decimals, normalize, validate, dedup, insert) versus the
 # obvious SQL path on the same pages (COPY the raw pages into a table, then

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Reconciliation benchmark (SPEC §3): the reconciliation aggregates over N
+# Reconciliation benchmark: the reconciliation aggregates over N
 # bill lines (default 5 million) versus a bare sum() ... GROUP BY over the
 # same rows, in one run, on the same table and with the same plan shape
 # (parallel hash aggregation by billing account, product and currency).

@@ -4,7 +4,7 @@
 # one line per account, product and day, provider totals imported from a CSV
 # (exact sums, except every 100th scope 0.50 higher).  Prints the reconcile
 # time next to a bare sum() GROUP BY over settle.bill_line_current, the
-# result counts, and the import time.  Not a test; not the SPEC §3 ratio
+# result counts, and the import time.  Not a test; not the benchmark ratio
 # (that is bench/recon.sh).
 #
 #   bash bench/recon_reconcile.sh            # 1,000,000 lines

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# settle_period benchmark (SPEC §3, issue 4): one script, one run, ratios.
+# settle_period benchmark: one script, one run, ratios.
 #
 #   bash bench/settle.sh            # 5,000,000 bill lines (about 10 minutes)
 #   bash bench/settle.sh 500000     # a quick run

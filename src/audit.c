@@ -1,5 +1,5 @@
 /*
- * audit.c — the hash-chained, append-only audit trail (SPEC §2.8).
+ * audit.c — the hash-chained, append-only audit trail.
  *
  * settle.audit_trigger() appends one entry to settle.audit_log per changed
  * row (or per TRUNCATE).  Each entry's hash is SHA-256 over the previous

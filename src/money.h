@@ -38,7 +38,7 @@ typedef __int128 money128 __attribute__((aligned(8)));
 /* the largest accepted magnitude, 10^14 units, in raw form */
 #define MONEY_MAX_RAW		(((money128) 100000000000000LL) * MONEY_ONE)
 
-/* rounding modes (SPEC §2.3); MONEY_ROUND_HALF_EVEN is the default */
+/* rounding modes; MONEY_ROUND_HALF_EVEN is the default */
 typedef enum MoneyRounding
 {
 	MONEY_ROUND_HALF_EVEN = 0,

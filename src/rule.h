@@ -285,7 +285,7 @@ extern Rule *rule_decode(const uint8_t *data, size_t len, const RuleAllocator *a
 						 RuleError *err);
 
 /*
- * Coverage checks run at publish time (SPEC §2.3): tier bands with gaps or
+ * Coverage checks run at publish time: tier bands with gaps or
  * overlaps (bands must start at 0, meet exactly and end open), caps below
  * floors, equal-specificity clauses that can match the same line.  Calls
  * report(arg, message) once per problem; returns the number of problems.

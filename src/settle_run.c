@@ -1,5 +1,5 @@
 /*
- * settle_run.c — the bulk settlement of one reseller's period (SPEC §2.4).
+ * settle_run.c — the bulk settlement of one reseller's period.
  *
  * settle._settle_reseller() is the engine behind settle.settle_period(): it
  * reads the period's bill line revisions once, in line-key order, evaluates

@@ -1,4 +1,4 @@
--- 01: the audit trail (SPEC §2.8).  Written by the C trigger settle.audit_trigger
+-- 01: the audit trail.  Written by the C trigger settle.audit_trigger
 -- on every audited table; hash-chained; append-only.
 
 CREATE TABLE settle.audit_log (

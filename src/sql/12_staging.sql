@@ -1,4 +1,4 @@
--- 12: connectors, raw staging pages and normalized bill lines (SPEC §2.1, §2.2).
+-- 12: connectors, raw staging pages and normalized bill lines.
 -- raw_page and bill_line are append-only: a change is a new revision.
 
 CREATE TABLE settle.connector (

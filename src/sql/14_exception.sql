@@ -1,4 +1,4 @@
--- 14: the exception queue (SPEC §2.5): everything that needs a person.
+-- 14: the exception queue: everything that needs a person.
 
 CREATE TABLE settle.exception (
 	reseller_id  bigint      NOT NULL,

@@ -1,4 +1,4 @@
--- 30: commission rules (SPEC §2.3) — the settle.rule type, its functions,
+-- 30: commission rules — the settle.rule type, its functions,
 -- and published rule versions per agreement.
 
 CREATE TYPE settle.rule;

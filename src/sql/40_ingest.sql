@@ -1,4 +1,4 @@
--- 40: ingestion (SPEC §2.1, §2.2, §2.9): ingest runs, per-connector checkpoints,
+-- 40: ingestion: ingest runs, per-connector checkpoints,
 -- provider totals, the ACS3 signer, settle.ingest_now and the health view.
 -- The pull itself is C (src/ingest.c); the background worker (src/worker.c)
 -- calls the same code as settle.ingest_now.

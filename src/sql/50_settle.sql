@@ -1,4 +1,4 @@
--- 50: settlement runs (SPEC §2.4): settle_period, lineage, statements,
+-- 50: settlement runs: settle_period, lineage, statements,
 -- run states, verification, diffs, explanations and progress.
 
 CREATE FUNCTION settle.engine_version() RETURNS integer

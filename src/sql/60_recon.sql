@@ -1,4 +1,4 @@
--- 60: reconciliation (SPEC §2.6): the exact aggregates, provider totals
+-- 60: reconciliation: the exact aggregates, provider totals
 -- imported from files, settle.reconcile, its results, the BI views and the
 -- explanation of one scope's delta.  The aggregates are C (src/recon_agg.c);
 -- the checks are set-based SQL over them.

@@ -1,4 +1,4 @@
--- 70: the exception workflow (SPEC §2.5): pending review -> proposed
+-- 70: the exception workflow: pending review -> proposed
 -- adjustment -> finance approved -> correction applied -> settled, or
 -- dismissed with a reason.  Four eyes are enforced by the database: a
 -- trigger refuses illegal transitions and self-approval for every writer.

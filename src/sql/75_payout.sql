@@ -1,4 +1,4 @@
--- 75: payouts and statement documents (SPEC §2.7, §2.8): payee bank details,
+-- 75: payouts and statement documents: payee bank details,
 -- payout batches from locked statements, payout files (CSV and ISO 20022
 -- pain.001.001.03), payout confirmations, and the reseller statement as CSV
 -- and printable HTML.  See docs/payouts.md and docs/statements.md.

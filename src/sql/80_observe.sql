@@ -1,4 +1,4 @@
--- 80: observability (SPEC §2.9) and retention (§2.8): period status, data
+-- 80: observability and retention: period status, data
 -- quality, sanity checks with alerts, what changed since the last run, the
 -- finance summary, and the purge of old raw pages and run logs.
 
@@ -154,7 +154,7 @@ GRANT EXECUTE ON FUNCTION settle.purge(interval) TO settle_admin;
 GRANT SELECT ON settle.period_status, settle.data_quality, settle.sanity_checks, settle.changes_since_last_run,
 	settle.finance_summary TO settle_admin, settle_operator, settle_analyst, settle_finance, settle_auditor;
 
--- Conservation of payouts (SPEC §2.6): every locked statement above the
+-- Conservation of payouts: every locked statement above the
 -- minimum payout is paid exactly once, for exactly its net payout.
 CREATE VIEW settle.payout_reconciliation AS
 	SELECT r.reseller_id, r.period, r.run_id, s.currency, s.net_payout,

@@ -6,7 +6,7 @@ BEGIN;
 SELECT plan(28);
 
 SELECT has_function('settle', 'acs3_authorization',
-	ARRAY['text', 'text', 'jsonb', 'jsonb', 'bytea', 'text', 'text'], 'acs3_authorization has the SPEC signature');
+	ARRAY['text', 'text', 'jsonb', 'jsonb', 'bytea', 'text', 'text'], 'acs3_authorization has its documented signature');
 SELECT function_returns('settle', 'acs3_authorization',
 	ARRAY['text', 'text', 'jsonb', 'jsonb', 'bytea', 'text', 'text'], 'text', '... and returns text');
 SELECT is(

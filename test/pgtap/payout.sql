@@ -1,4 +1,4 @@
--- Payouts (SPEC §2.7, §2.8): payee bank details and who may see them, payout
+-- Payouts: payee bank details and who may see them, payout
 -- batches from locked statements (and every refusal), file hashes and
 -- byte-identical regeneration, confirmations reconciled against the batch,
 -- runs moved to paid, and the statement CSV/HTML documents.

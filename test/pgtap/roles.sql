@@ -1,4 +1,4 @@
--- The role matrix (SPEC §2.8): for each role, every forbidden action fails
+-- The role matrix: for each role, every forbidden action fails
 -- with 42501 and every allowed one succeeds; a reseller login reads only its
 -- own reseller's rows.
 BEGIN;

@@ -1,4 +1,4 @@
--- Commission rules: hand-computed scenarios (SPEC §2.3, issue 3).  Every
+-- Commission rules: hand-computed scenarios.  Every
 -- expected number below is worked out in the comment beside it.
 BEGIN;
 SELECT plan(85);
