@@ -565,6 +565,7 @@ BEGIN
 			WHEN b.line_key IS NOT NULL AND b.billing_currency <> st.currency
 			THEN format('missing: no rate %s to %s dated the period''s last day, so the line earns nothing',
 			            b.billing_currency, st.currency)
+			WHEN b.line_key IS NULL THEN 'none'
 			ELSE 'none: billed in the settlement currency' END),
 		(5, 'rule version', CASE WHEN v.version IS NULL THEN 'none'
 			ELSE format('version %s, in force %s to %s, published by %s: %s', v.version, v.effective_from,
@@ -583,7 +584,7 @@ BEGIN
 			WHEN l.kind = 'f' THEN format('top-up to the floor: %s %s (exact)', l.unrounded, st.currency)
 			WHEN l.kind = 'a' THEN format('approved adjustment: %s %s (exact)', l.unrounded, st.currency)
 			WHEN l.kind = 'x' AND l.rate IS NOT NULL THEN format('%s x %s - %s already settled = %s %s (exact)',
-				l.basis, trim_scale(l.rate), l.basis * l.rate - l.unrounded, l.unrounded, st.currency)
+				l.basis, trim_scale(l.rate), trim_scale(l.basis * l.rate - l.unrounded), l.unrounded, st.currency)
 			WHEN l.kind = 'r' AND l.rate IS NULL THEN
 				format('the original''s fixed amount reversed whole: %s %s (exact)', l.unrounded, st.currency)
 			WHEN l.rate IS NULL THEN format('fixed amount: %s %s (exact)', l.unrounded, st.currency)

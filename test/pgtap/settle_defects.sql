@@ -2,7 +2,7 @@
 -- explain, and the decisions docs/rules.md and docs/settlement.md state for
 -- floors and refund reversals.  Every number is worked out in the comments.
 BEGIN;
-SELECT plan(41);
+SELECT plan(42);
 
 SET LOCAL settle.reason = 'defect regressions';
 
@@ -272,6 +272,13 @@ SELECT results_eq($$SELECT l.line_key COLLATE "default", l.kind::text, l.rule_ve
 SELECT results_eq($$SELECT commission, refunds, adjustments, total FROM settle.statement WHERE run_id = pg_temp.run('flr', '2026-10')$$,
 	$$VALUES (20.00::numeric, -10.00::numeric, 7.00::numeric, 17.00::numeric)$$, 'flr October: 20.00 - 10.00 + 7.00');
 SELECT is((SELECT verified FROM settle.verify_run(pg_temp.run('flr', '2026-10'))), true, 'and it verifies');
+SELECT results_eq($$SELECT value FROM settle.explain(pg_temp.run('flr', '2026-10'),
+                      'floor:customer:' || (SELECT customer_id FROM settle.customer WHERE code = 'b'
+                                              AND reseller_id = settle.reseller_id('flr')))
+                    WHERE item IN ('rule version', 'rate', 'commission') ORDER BY step$$,
+	$$SELECT format('version 2, in force 2026-10-16 to infinity, published by %s: v2', session_user) COLLATE "default"
+	  UNION ALL VALUES ('none'), ('top-up to the floor: 7.00 USD (exact)')$$,
+	'explain: a floor top-up, under the version whose floor it is');
 
 -- flr0: floor 25 per reseller.  October earns 5: a top-up of 20.  November
 -- has no lines: an empty statement, no top-up.
