@@ -130,6 +130,8 @@ SELECT pg_temp.line(code, 'c', code || '/' || lpad(k::text, 2, '0'), '2026-09-12
                     124.648037123, 124.6480371234, 124.64803712345]) WITH ORDINALITY a(amount, k);
 SELECT pg_temp.line(code, 'c', code || '/eur', '2026-09-13', 99.12345678, currency => 'EUR')
   FROM unnest(ARRAY['dec1', 'dec2', 'dec3']) code;
+-- EUR 99.12345678901 x 1.08765432 = 107.8120559899000550232, carried to 8 decimals: 107.81205599
+SELECT pg_temp.line('dec1', 'c', 'dec1/eur11', '2026-09-13', 99.12345678901, currency => 'EUR');
 SELECT is((SELECT count(*) FROM settle.settle_period('2026-09', code)), 1::bigint, 'settles ' || code)
   FROM unnest(ARRAY['dec1', 'dec2', 'dec3']) code;
 -- 124.648037 x 1.5% = 1.869720555 (the amount verify_run could not read);
@@ -143,8 +145,8 @@ SELECT results_eq($$SELECT l.line_key COLLATE "default", l.basis, l.unrounded FR
 	         ('dec1/07', 124.648037, 1.869720555), ('dec1/08', 124.6480371, 1.8697205565),
 	         ('dec1/09', 124.64803712, 1.8697205568), ('dec1/10', 124.648037123, 1.869720556845),
 	         ('dec1/11', 124.6480371234, 1.869720556851), ('dec1/12', 124.64803712345, 1.86972055685175),
-	         ('dec1/eur', 107.81205598, 1.6171808397)$$,
-	'1.5%: exact amounts of up to 11 decimals, each valued exactly');
+	         ('dec1/eur', 107.81205598, 1.6171808397), ('dec1/eur11', 107.81205599, 1.61718083985)$$,
+	'1.5%: exact amounts of up to 11 decimals, each valued exactly, an 11-decimal EUR amount converted to 8');
 SELECT results_eq($$SELECT l.line_key COLLATE "default", l.unrounded FROM settle.settlement_line l
                     WHERE l.run_id = pg_temp.run('dec2', '2026-09') AND l.line_key IN ('dec2/09', 'dec2/eur')
                     ORDER BY l.line_key COLLATE "C"$$,
@@ -157,11 +159,11 @@ SELECT results_eq($$SELECT l.line_key COLLATE "default", l.unrounded FROM settle
 	'0.000001%: 124.64803712 x 0.00000001 and 107.81205598 x 0.00000001');
 SELECT results_eq($$SELECT rs.code COLLATE "default", s.lines, s.commission FROM settle.statement s
                     JOIN settle.reseller rs USING (reseller_id) WHERE rs.code LIKE 'dec%' ORDER BY rs.code$$,
-	$$VALUES ('dec1', 13::bigint, 24.06::numeric), ('dec2', 13::bigint, 87.61::numeric), ('dec3', 13::bigint, 0.00::numeric)$$,
-	'statements: 18.449104458 + 5.60916167054775 = 24.05826612854775 -> 24.06, 87.6142558973... -> 87.61, 0.0000122994... -> 0.00');
+	$$VALUES ('dec1', 14::bigint, 25.68::numeric), ('dec2', 13::bigint, 87.61::numeric), ('dec3', 13::bigint, 0.00::numeric)$$,
+	'statements: 18.449104458 + 5.60916167054775 + 1.61718083985 = 25.67544696839775 -> 25.68, 87.6142558973... -> 87.61, 0.0000122994... -> 0.00');
 SELECT results_eq($$SELECT rs.code COLLATE "default", v.verified, v.lines, v.problem FROM settle.reseller rs,
                     settle.verify_run(pg_temp.run(rs.code, '2026-09')) v WHERE rs.code LIKE 'dec%' ORDER BY rs.code$$,
-	$$VALUES ('dec1', true, 13::bigint, NULL::text), ('dec2', true, 13::bigint, NULL), ('dec3', true, 13::bigint, NULL)$$,
+	$$VALUES ('dec1', true, 14::bigint, NULL::text), ('dec2', true, 13::bigint, NULL), ('dec3', true, 13::bigint, NULL)$$,
 	'verify_run confirms every run, whatever the decimals of its amounts');
 SELECT is((SELECT count(*) FROM settle.exception e WHERE e.kind = 'validation'
             AND e.reseller_id IN (settle.reseller_id('dec1'), settle.reseller_id('dec2'), settle.reseller_id('dec3'))),
