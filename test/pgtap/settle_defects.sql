@@ -2,7 +2,7 @@
 -- explain, and the decisions docs/rules.md and docs/settlement.md state for
 -- floors and refund reversals.  Every number is worked out in the comments.
 BEGIN;
-SELECT plan(46);
+SELECT plan(47);
 
 SET LOCAL settle.reason = 'defect regressions';
 
@@ -176,6 +176,8 @@ SELECT results_eq($$SELECT l.line_key COLLATE "default", l.clause, l.rate, l.unr
 SELECT alike((SELECT e.payload::text FROM settle.exception e WHERE e.reseller_id = settle.reseller_id('dec2')
               AND e.kind = 'validation' AND e.scope_key = 'line:dec2/12'), '%precision%',
 	'the exception names the precision');
+SELECT alike((SELECT value FROM settle.explain(pg_temp.run('dec2', '2026-09'), 'dec2/12') WHERE item = 'commission'),
+	'earns nothing (precision: %', 'explain says why: precision');
 SELECT results_eq($$SELECT status, commission FROM settle.evaluate_rule((SELECT v.rule FROM settle.rule_version v
                     WHERE v.reseller_id = settle.reseller_id('dec2')), charge_category => 'Usage',
                     billed_cost => 124.64803712345)$$,
