@@ -7,8 +7,11 @@
  * MONEY_INPUT_SCALE (8) decimal places and are smaller than MONEY_MAX_UNITS
  * in magnitude; money_parse refuses anything else instead of rounding it.
  * A rate is a fraction (not a percentage) in units of 10^-8 held in an
- * int64, so 7.5% is 7500000.  The product of an input amount and a rate has
- * at most 16 decimal places and is therefore exact at MONEY_SCALE.
+ * int64, so 7.5% is 7500000.  Bill amounts may carry up to MONEY_SCALE (16)
+ * decimal places; the product of such an amount and a rate is formed exactly
+ * at 10^-24 (|amount| < 10^30 raw units and rate <= 10^8 keep it below 10^38,
+ * inside int128), and money_mul_rate_exact says whether it can be held at
+ * MONEY_SCALE.
  *
  * No float or double is used anywhere.  This file does not include
  * postgres.h: the rule core, the fuzz harness and the benchmark link it as
@@ -94,6 +97,26 @@ static inline money128
 money_mul_rate(money128 amount, int64_t rate)
 {
 	return amount * (money128) rate / (money128) RATE_ONE;
+}
+
+/*
+ * amount x rate for an amount of up to MONEY_SCALE places (|amount| below
+ * MONEY_MAX_RAW, 0 <= rate <= RATE_ONE): the product is formed at 10^-24 and
+ * stored in *out when its digits below 10^-16 are zero.  False (and *out 0)
+ * when the exact product cannot be held at MONEY_SCALE.
+ */
+static inline bool
+money_mul_rate_exact(money128 amount, int64_t rate, money128 *out)
+{
+	money128	p = amount * (money128) rate;
+
+	if (p % (money128) RATE_ONE != 0)
+	{
+		*out = 0;
+		return false;
+	}
+	*out = p / (money128) RATE_ONE;
+	return true;
 }
 
 /*

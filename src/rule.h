@@ -362,7 +362,8 @@ typedef enum RuleEvalStatus
 	RULE_EVAL_NOT_ELIGIBLE,		/* charge category not eligible: 0 */
 	RULE_EVAL_NO_MATCH,			/* no clause and no otherwise: 0 */
 	RULE_EVAL_NO_TIER,			/* the tier measure falls in no band: 0 */
-	RULE_EVAL_BAD_PRORATION		/* active/days in month out of range: 0 */
+	RULE_EVAL_BAD_PRORATION,	/* active/days in month out of range: 0 */
+	RULE_EVAL_INEXACT			/* basis x rate not exact at 10^-16: 0 */
 } RuleEvalStatus;
 
 /* which limit changed the commission */

@@ -94,10 +94,12 @@ min128(money128 a, money128 b)
  * interval's last part.
  */
 static money128
-graduated(const RuleTiers *t, money128 lo, money128 hi, int *band, bool *gap)
+graduated(const RuleTiers *t, money128 lo, money128 hi, int *band, bool *gap,
+		  bool *exact)
 {
 	money128	sum = 0;
 	money128	covered = 0;
+	money128	part;
 
 	*band = -1;
 	/* a refund can take the measure below 0: that part is in the first band */
@@ -105,7 +107,8 @@ graduated(const RuleTiers *t, money128 lo, money128 hi, int *band, bool *gap)
 	{
 		money128	z = min128(hi, 0);
 
-		sum += money_mul_rate(z - lo, t->bands[0].rate);
+		*exact &= money_mul_rate_exact(z - lo, t->bands[0].rate, &part);
+		sum += part;
 		covered += z - lo;
 		*band = 0;
 	}
@@ -117,7 +120,8 @@ graduated(const RuleTiers *t, money128 lo, money128 hi, int *band, bool *gap)
 
 		if (z > a)
 		{
-			sum += money_mul_rate(z - a, b->rate);
+			*exact &= money_mul_rate_exact(z - a, b->rate, &part);
+			sum += part;
 			covered += z - a;
 			*band = (int) j;
 		}
@@ -134,6 +138,7 @@ rule_eval(const Rule *rule, const RuleLine *line, const RuleContext *ctx, RuleRe
 	money128	c = 0;
 	money128	mag;
 	bool		neg;
+	bool		exact = true;
 	uint32_t	i;
 
 	memset(res, 0, sizeof(*res));
@@ -185,7 +190,7 @@ rule_eval(const Rule *rule, const RuleLine *line, const RuleContext *ctx, RuleRe
 	{
 		case RULE_PAY_PERCENT:
 			res->rate = cl->rate;
-			c = money_mul_rate(basis, cl->rate);
+			exact = money_mul_rate_exact(basis, cl->rate, &c);
 			break;
 		case RULE_PAY_PER_LINE:
 		case RULE_PAY_PER_MONTH:
@@ -224,7 +229,7 @@ rule_eval(const Rule *rule, const RuleLine *line, const RuleContext *ctx, RuleRe
 						return;
 					}
 					res->rate = t->bands[band].rate;
-					c = money_mul_rate(basis, res->rate);
+					exact = money_mul_rate_exact(basis, res->rate, &c);
 				}
 				else
 				{
@@ -233,9 +238,9 @@ rule_eval(const Rule *rule, const RuleLine *line, const RuleContext *ctx, RuleRe
 					bool		gap;
 
 					if (basis >= 0)
-						c = graduated(t, before, before + basis, &band, &gap);
+						c = graduated(t, before, before + basis, &band, &gap, &exact);
 					else
-						c = -graduated(t, before + basis, before, &band, &gap);
+						c = -graduated(t, before + basis, before, &band, &gap, &exact);
 					if (basis == 0)
 						band = rule_tier_band(t, before);
 					if (gap || band < 0)
@@ -248,6 +253,12 @@ rule_eval(const Rule *rule, const RuleLine *line, const RuleContext *ctx, RuleRe
 				res->tier = band + 1;
 			}
 			break;
+	}
+	if (!exact)
+	{
+		/* more than 16 decimal places: never rounded, the line earns 0 */
+		res->status = RULE_EVAL_INEXACT;
+		return;
 	}
 	res->commission_before_limits = c;
 

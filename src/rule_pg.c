@@ -323,16 +323,17 @@ settle_numeric_to_money(Datum num, const char *what)
 	char	   *s = DatumGetCString(DirectFunctionCall1(numeric_out, num));
 	money128	v = 0;
 
-	switch (money_parse(s, strlen(s), MONEY_INPUT_SCALE, &v))
+	/* bill amounts and period sums may carry up to 16 decimal places */
+	switch (money_parse(s, strlen(s), MONEY_SCALE, &v))
 	{
 		case MONEY_OK:
 			break;
 		case MONEY_TOO_PRECISE:
 			ereport(ERROR,
 					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-					 errmsg("%s %s has more than %d decimal places", what, s, MONEY_INPUT_SCALE),
+					 errmsg("%s %s has more than %d decimal places", what, s, MONEY_SCALE),
 					 errdetail("Amounts are held exactly to %d decimal places; settle never rounds an input silently.",
-							   MONEY_INPUT_SCALE)));
+							   MONEY_SCALE)));
 			break;
 		case MONEY_OUT_OF_RANGE:
 			ereport(ERROR,
@@ -540,7 +541,7 @@ settle_jsonb_tags(Jsonb *jb, RuleTag **out)
 }
 
 static const char *const status_names[] = {
-	"ok", "not_eligible", "no_match", "no_tier", "bad_proration"
+	"ok", "not_eligible", "no_match", "no_tier", "bad_proration", "inexact"
 };
 static const char *const limit_names[] = {
 	NULL, "line_cap", "line_floor", "customer_cap", "reseller_cap"

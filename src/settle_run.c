@@ -455,6 +455,7 @@ intern_col(Run *run, HeapTuple t, TupleDesc d, int col)
 }
 
 static money128 datum_money(Datum d, bool isnull, const char *what);
+static bool amount_ok(Datum d, money128 *out);
 
 /*
  * A recorded lineage amount, as settle_period wrote it: an unrounded
@@ -585,18 +586,58 @@ datum_money(Datum d, bool isnull, const char *what)
 	return v;
 }
 
-/* x * rate (both 10^-16 units), rounded half-even to 10^-FX_SCALE. */
+/*
+ * A bill amount (billed, list or paid cost): up to 16 decimal places and
+ * below 10^14 in magnitude.  False when it cannot be held exactly.
+ */
+static bool
+amount_ok(Datum d, money128 *out)
+{
+	return numeric_to_money128(d, out) && *out < MONEY_MAX_RAW && *out > -MONEY_MAX_RAW;
+}
+
+/* A bill amount as money; an error when it cannot be held exactly. */
+static money128
+datum_amount(Datum d, const char *what)
+{
+	money128	v = 0;
+
+	if (!amount_ok(d, &v))
+		ereport(ERROR,
+				(errcode(ERRCODE_NUMERIC_VALUE_OUT_OF_RANGE),
+				 errmsg("%s %s cannot be held exactly", what,
+						DatumGetCString(DirectFunctionCall1(numeric_out, d))),
+				 errdetail("Bill amounts are settled exactly with at most %d decimal places and below 10^14.",
+						   MONEY_SCALE)));
+	return v;
+}
+
+/*
+ * x * rate (both 10^-16 units; the rate has at most 8 decimal places),
+ * rounded half-even to 10^-FX_SCALE.  x may have 16 decimal places: it is
+ * split at 10^-8 so that every partial product stays exact in int128.
+ */
 static money128
 fx_convert(money128 amount, money128 rate)
 {
-	/* amount has <= 8 places and rate <= 8: the product is exact at 10^-32 */
 	money128	unit = (money128) 100000000;	/* 10^8 */
-	money128	a = amount / unit;	/* exact: 10^-8 units */
-	money128	r = rate / unit;
-	money128	p = a * r;		/* 10^-16 units, exact */
+	bool		neg = amount < 0;
+	money128	a = neg ? -amount : amount;
+	money128	hi = a / unit;	/* 10^-8 units */
+	money128	lo = a % unit;	/* 10^-16 units, below 10^-8 */
+	money128	r = rate / unit;	/* exact: 10^-8 units */
+	money128	low = lo * r;	/* 10^-24 units */
+	money128	p = hi * r + low / unit;	/* 10^-16 units, truncated */
+	money128	rest = low % unit;	/* the 10^-24 digits dropped from p */
+	money128	q = p / unit;	/* 10^-8 units */
+	money128	frac = p % unit;	/* 10^-16 units below q */
+	money128	half = unit / 2;
 
-	/* round to 10^-8 */
-	return money_round(p, FX_SCALE, MONEY_ROUND_HALF_EVEN);
+	/* round to 10^-8, half-even, with the dropped digits as tie-breaker */
+	if (frac > half || (frac == half && (rest > 0 || (q & 1) != 0)))
+		q++;
+	q *= unit;
+	return neg ? -q : q;
 }
 
 /* ---------- loading the context ---------- */
@@ -962,6 +1003,7 @@ static void
 take_row(Run *run, const Datum *rowvals, const bool *rownulls)
 {
 	bool		invalid;
+	bool		list_bad;
 	bool		isnull;
 	text	   *key;
 	int			keylen;
@@ -1015,17 +1057,16 @@ take_row(Run *run, const Datum *rowvals, const bool *rownulls)
 	 * guessed, never fixed.
 	 */
 	invalid = DatumGetBool(rowvals[18]) || rownulls[4] || rownulls[8] || rownulls[10] ||
-		!(rownulls[9] || numeric_to_money128(rowvals[9], &list)) ||
-		!numeric_to_money128(rowvals[10], &billed) ||
-		!(rownulls[11] || numeric_to_money128(rowvals[11], &paid)) ||
-		list % ((money128) 100000000) != 0 || billed % ((money128) 100000000) != 0 ||
-		(!rownulls[11] && paid % ((money128) 100000000) != 0);
+		!amount_ok(rowvals[10], &billed) ||
+		!(rownulls[11] || amount_ok(rowvals[11], &paid));
+	/* a list cost that cannot be held blocks only a rule on list_cost */
+	list_bad = !invalid && !rownulls[9] && !amount_ok(rowvals[9], &list);
 	if (!invalid)
 	{
 		charge = DatumGetTextPP(rowvals[4]);
 		l->charge = rule_charge_category(VARDATA_ANY(charge), VARSIZE_ANY_EXHDR(charge));
 		text_to_cstring_buffer(DatumGetTextPP(rowvals[8]), ccy, sizeof(ccy));
-		if (rownulls[9])
+		if (rownulls[9] || list_bad)
 			list = billed;
 		if (rownulls[11])
 			paid = billed;
@@ -1119,6 +1160,14 @@ take_row(Run *run, const Datum *rowvals, const bool *rownulls)
 
 	ver = &run->versions[l->version];
 	rule = ver->rule;
+	if (list_bad && rule->basis == RULE_BASIS_LIST_COST)
+	{
+		/* the basis itself cannot be held: the line earns nothing */
+		add_problem(run, "validation", psprintf("line:%s", ARENA(run, l->key)),
+					psprintf("Bill line %s has a list cost that cannot be held exactly (more than 16 decimal places or not below 10^14): it earns nothing.",
+							 ARENA(run, l->key)));
+		l->billed = billed = list = paid = 0;
+	}
 	l->basis = rule->basis == RULE_BASIS_LIST_COST ? list :
 		rule->basis == RULE_BASIS_AMOUNT_PAID ? paid : billed;
 	l->eligible = l->charge >= 0 && (rule->eligible & (1u << l->charge)) != 0;
@@ -1515,6 +1564,15 @@ evaluate_charges(Run *run)
 		l->pay = res.pay;
 		if (res.status == RULE_EVAL_OK && (res.pay == RULE_PAY_PERCENT || res.pay == RULE_PAY_TIERS))
 			l->rate = res.rate;
+		if (res.status == RULE_EVAL_INEXACT)
+		{
+			/* valued by no clause, like a line that failed validation */
+			l->clause = 0;
+			l->tier = 0;
+			add_problem(run, "validation", psprintf("line:%s", ARENA(run, l->key)),
+						psprintf("Bill line %s: its commission basis times the rate has more than 16 decimal places and cannot be held exactly (precision): it earns nothing.",
+								 ARENA(run, l->key)));
+		}
 		l->unrounded = res.commission;
 		if (l->eligible)
 		{
@@ -1699,9 +1757,11 @@ evaluate_refunds(Run *run)
 			continue;
 		l->included = true;
 		l->rate = rate;
-		if (rate >= 0)
-			l->unrounded = money_mul_rate(l->basis, rate);
-		else
+		if (rate >= 0 && !money_mul_rate_exact(l->basis, rate, &l->unrounded))
+			add_problem(run, "validation", psprintf("line:%s", ARENA(run, l->key)),
+						psprintf("Refund %s: its basis times the rate has more than 16 decimal places and cannot be held exactly (precision): it reverses nothing.",
+								 ARENA(run, l->key)));
+		else if (rate < 0)
 			l->unrounded = -orig_commission;	/* a fixed amount is reversed whole */
 	}
 }
@@ -1749,16 +1809,17 @@ add_corrections(Run *run)
 		int			a;
 
 		/*
-		 * A revision whose amounts cannot be settled exactly (more than 8
-		 * decimals) is not valued, as in take_row: no correction, and a
-		 * validation problem blocks the run until it is dealt with.
+		 * A revision whose amounts cannot be held exactly (more than 16
+		 * decimals, or not below 10^14) is not valued, as in take_row: no
+		 * correction, and a validation problem blocks the run until it is
+		 * dealt with.
 		 */
 		for (a = 0; !run->verify_run && a < 3; a++)
 		{
 			money128	m;
 			Datum		v = SPI_getbinval(t, d, 7 + a, &isnull);
 
-			if (!isnull && (!numeric_to_money128(v, &m) || m % ((money128) 100000000) != 0))
+			if (!isnull && !amount_ok(v, &m))
 				break;
 		}
 		if (!run->verify_run && a < 3)
@@ -1801,6 +1862,7 @@ add_corrections(Run *run)
 		{
 			const Rule *rule = settle_rule_compile(r, CurrentMemoryContext);
 			money128	amount[3];
+			money128	now = 0;
 			Datum		fx = SPI_getbinval(t, d, 11, &isnull);
 			bool		fxnull = isnull;
 
@@ -1808,13 +1870,20 @@ add_corrections(Run *run)
 			{
 				Datum		v = SPI_getbinval(t, d, 7 + a, &isnull);
 
-				amount[a] = isnull ? amount[0] : datum_money(v, false, "amount");
+				amount[a] = isnull ? amount[0] : datum_amount(v, "amount");
 				if (!fxnull)
 					amount[a] = fx_convert(amount[a], datum_money(fx, false, "FX rate"));
 			}
 			l->basis = rule->basis == RULE_BASIS_LIST_COST ? amount[1] :
 				rule->basis == RULE_BASIS_AMOUNT_PAID ? amount[2] : amount[0];
-			l->unrounded = (l->rate >= 0 ? money_mul_rate(l->basis, l->rate) : 0) - settled;
+			if (l->rate >= 0 && !money_mul_rate_exact(l->basis, l->rate, &now))
+			{
+				add_problem(run, "validation", psprintf("line:%s", key),
+							psprintf("Revision %d of bill line %s, of a locked period: its basis times the rate has more than 16 decimal places and cannot be held exactly (precision): it is not corrected.",
+									 l->revision, key));
+				now = settled;
+			}
+			l->unrounded = (l->rate >= 0 ? now : 0) - settled;
 		}
 		fp_str(run->in_fp, key);
 		fp_int(run->in_fp, l->revision);

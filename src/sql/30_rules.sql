@@ -117,7 +117,7 @@ CREATE FUNCTION settle.evaluate_rule(rule settle.rule,
 COMMENT ON FUNCTION settle.evaluate_rule(settle.rule, text, text, text, text, text, text, jsonb,
 	numeric, numeric, numeric, integer, integer, numeric, numeric, numeric, numeric, numeric,
 	numeric, numeric, integer) IS
-	'Evaluates a rule for one bill line and its period context (docs/rules.md): the clause that matched (1 = most specific) and its text, the tier band reached, the basis, the rate in percent or the fixed amount, the exact commission before and after caps and floors, the limit that applied, the commission rounded to the currency''s minor unit, and for refunds whether the reversal falls in the refund''s period.  status is ok, not_eligible, no_match, no_tier or bad_proration.';
+	'Evaluates a rule for one bill line and its period context (docs/rules.md): the clause that matched (1 = most specific) and its text, the tier band reached, the basis, the rate in percent or the fixed amount, the exact commission before and after caps and floors, the limit that applied, the commission rounded to the currency''s minor unit, and for refunds whether the reversal falls in the refund''s period.  status is ok, not_eligible, no_match, no_tier, bad_proration or inexact (basis x rate has more than 16 decimal places: commission 0).';
 
 -- Published rule versions: immutable, audited, one agreement at a time.
 CREATE TABLE settle.rule_version (

@@ -543,12 +543,23 @@ BEGIN
 		nothing := CASE
 			WHEN cardinality(b.validation_errors) > 0 THEN
 				format('failed validation: %s', array_to_string(b.validation_errors, '; '))
-			WHEN scale(trim_scale(b.billed_cost)) > 8 OR scale(trim_scale(b.list_cost)) > 8
-			  OR scale(trim_scale(coalesce(b.amount_paid, 0))) > 8 THEN
-				'its amounts have more than 8 decimal places and cannot be settled exactly'
+			WHEN scale(trim_scale(b.billed_cost)) > 16 OR scale(trim_scale(coalesce(b.amount_paid, 0))) > 16 THEN
+				'its amounts have more than 16 decimal places and cannot be settled exactly'
 			WHEN v.version IS NULL THEN format('no rule version in force on %s', line_date)
 			WHEN (settle.evaluate_rule(v.rule, charge_category => b.charge_category)).status = 'not_eligible' THEN
 				format('not eligible: charge category %s', b.charge_category)
+			WHEN (settle.evaluate_rule(v.rule, charge_category => b.charge_category)).basis = 'list_cost' AND scale(trim_scale(b.list_cost)) > 16 THEN
+				'its list cost has more than 16 decimal places and cannot be settled exactly'
+			-- only an amount of more than 8 decimals can make basis x rate inexact
+			WHEN (scale(trim_scale(b.billed_cost)) > 8 OR scale(trim_scale(b.list_cost)) > 8
+			      OR scale(trim_scale(coalesce(b.amount_paid, 0))) > 8)
+			 AND (SELECT (settle.evaluate_rule(v.rule, b.product_code, p.category, b.sku_id, b.charge_category,
+			                                   b.region_id, c.segment, coalesce(c.tags, '{}') || b.tags,
+			                                   b.billed_cost, b.list_cost, b.amount_paid)).status
+			        FROM (SELECT 1) one
+			        LEFT JOIN settle.product p ON p.product_code = b.product_code
+			        LEFT JOIN settle.customer c ON c.reseller_id = b.reseller_id AND c.customer_id = b.customer_id) = 'inexact' THEN
+				'precision: its commission basis times the rate has more than 16 decimal places and cannot be held exactly'
 			ELSE 'no clause matched and the rule has no otherwise clause' END;
 	END IF;
 	RETURN QUERY SELECT s.n::int, s.item, s.value FROM (VALUES

@@ -1,7 +1,7 @@
 -- Commission rules: hand-computed scenarios.  Every
 -- expected number below is worked out in the comment beside it.
 BEGIN;
-SELECT plan(85);
+SELECT plan(86);
 
 CREATE TEMP TABLE r (name text PRIMARY KEY, rule settle.rule NOT NULL);
 INSERT INTO r VALUES
@@ -201,8 +201,10 @@ SELECT is((SELECT (status, commission)::text FROM settle.evaluate_rule((SELECT r
 	charge_category => 'Purchase', list_cost => 200)), '(not_eligible,0)', 'purchase not eligible when not listed');
 SELECT is((SELECT commission FROM settle.evaluate_rule((SELECT rule FROM r WHERE name = 'paid'),
 	billed_cost => 80, list_cost => 200, amount_paid => 75.5)), 7.55::numeric, 'amount paid basis: 75.5 x 10% = 7.55');
-SELECT throws_ok($$SELECT * FROM settle.evaluate_rule('currency USD otherwise pay 1%', billed_cost => 1.123456789)$$,
-	'22023', NULL, 'an amount with more than 8 decimals is refused, not rounded');
+SELECT throws_ok($$SELECT * FROM settle.evaluate_rule('currency USD otherwise pay 1%', billed_cost => 1.12345678901234567)$$,
+	'22023', NULL, 'an amount with more than 16 decimals is refused, not rounded');
+SELECT is((SELECT (status, commission)::text FROM settle.evaluate_rule('currency USD otherwise pay 1%',
+	billed_cost => 1.123456789)), '(ok,0.01123456789)', 'an amount of 9 decimals: 1.123456789 x 1% exactly');
 
 -- Refunds: reversed at the rate of the version in force for the original charge
 SET LOCAL settle.reason = 'rules test fixtures';

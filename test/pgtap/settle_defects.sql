@@ -2,7 +2,7 @@
 -- explain, and the decisions docs/rules.md and docs/settlement.md state for
 -- floors and refund reversals.  Every number is worked out in the comments.
 BEGIN;
-SELECT plan(42);
+SELECT plan(48);
 
 SET LOCAL settle.reason = 'defect regressions';
 
@@ -114,8 +114,11 @@ SELECT is((SELECT sum(unrounded) FROM k_lineage), 7 * 12 * 1.50 + 6 * 2.00 + 3 *
 --    resellers at 1.5%, 7.123456% and 0.000001% (a rate of 8 decimals as a
 --    fraction), each with the same amount carried to 0..11 decimals and a
 --    EUR line converted at 1.08765432: unrounded amounts have up to 16
---    decimals.  Amounts with more than 8 decimals cannot be settled exactly:
---    those lines earn nothing and each opens a validation exception.
+--    decimals.  Amounts of up to 16 decimals are settled exactly when
+--    amount x rate fits 16 decimals: at 1.5% (0.015) every one does; at
+--    0.07123456 and 0.00000001 the 9 to 11 decimal amounts give 17 to 19
+--    decimals (124.648037123 x 0.07123456 = 8.87924808...6768, ending in 8):
+--    those six lines earn nothing and each opens a validation exception.
 -- ---------------------------------------------------------------------------
 SELECT settle.add_fx_rate('EUR', 'USD', '2026-09-30', 1.08765432, 'ECB');
 SELECT pg_temp.reseller(code, format(E'currency USD\notherwise pay %s%%', rate))
@@ -127,18 +130,23 @@ SELECT pg_temp.line(code, 'c', code || '/' || lpad(k::text, 2, '0'), '2026-09-12
                     124.648037123, 124.6480371234, 124.64803712345]) WITH ORDINALITY a(amount, k);
 SELECT pg_temp.line(code, 'c', code || '/eur', '2026-09-13', 99.12345678, currency => 'EUR')
   FROM unnest(ARRAY['dec1', 'dec2', 'dec3']) code;
+-- EUR 99.12345678901 x 1.08765432 = 107.8120559899000550232, carried to 8 decimals: 107.81205599
+SELECT pg_temp.line('dec1', 'c', 'dec1/eur11', '2026-09-13', 99.12345678901, currency => 'EUR');
 SELECT is((SELECT count(*) FROM settle.settle_period('2026-09', code)), 1::bigint, 'settles ' || code)
   FROM unnest(ARRAY['dec1', 'dec2', 'dec3']) code;
 -- 124.648037 x 1.5% = 1.869720555 (the amount verify_run could not read);
+-- 124.648037123 x 0.015 = 1.869720556845, 124.6480371234 x 0.015 = 1.869720556851,
+-- 124.64803712345 x 0.015 = 1.86972055685175;
 -- EUR 99.12345678 x 1.08765432 = 107.81205598010..., carried to 8 decimals: 107.81205598
 SELECT results_eq($$SELECT l.line_key COLLATE "default", l.basis, l.unrounded FROM settle.settlement_line l
                     WHERE l.run_id = pg_temp.run('dec1', '2026-09') ORDER BY l.line_key COLLATE "C"$$,
 	$$VALUES ('dec1/01', 125.00, 1.875), ('dec1/02', 124.60, 1.869), ('dec1/03', 124.64, 1.8696),
 	         ('dec1/04', 124.648, 1.86972), ('dec1/05', 124.6481, 1.8697215), ('dec1/06', 124.64803, 1.86972045),
 	         ('dec1/07', 124.648037, 1.869720555), ('dec1/08', 124.6480371, 1.8697205565),
-	         ('dec1/09', 124.64803712, 1.8697205568), ('dec1/10', 0.00, 0.00), ('dec1/11', 0.00, 0.00),
-	         ('dec1/12', 0.00, 0.00), ('dec1/eur', 107.81205598, 1.6171808397)$$,
-	'1.5%: exact amounts of up to 11 decimals; 9 to 11 decimal amounts earn nothing');
+	         ('dec1/09', 124.64803712, 1.8697205568), ('dec1/10', 124.648037123, 1.869720556845),
+	         ('dec1/11', 124.6480371234, 1.869720556851), ('dec1/12', 124.64803712345, 1.86972055685175),
+	         ('dec1/eur', 107.81205598, 1.6171808397), ('dec1/eur11', 107.81205599, 1.61718083985)$$,
+	'1.5%: exact amounts of up to 11 decimals, each valued exactly, an 11-decimal EUR amount converted to 8');
 SELECT results_eq($$SELECT l.line_key COLLATE "default", l.unrounded FROM settle.settlement_line l
                     WHERE l.run_id = pg_temp.run('dec2', '2026-09') AND l.line_key IN ('dec2/09', 'dec2/eur')
                     ORDER BY l.line_key COLLATE "C"$$,
@@ -151,15 +159,29 @@ SELECT results_eq($$SELECT l.line_key COLLATE "default", l.unrounded FROM settle
 	'0.000001%: 124.64803712 x 0.00000001 and 107.81205598 x 0.00000001');
 SELECT results_eq($$SELECT rs.code COLLATE "default", s.lines, s.commission FROM settle.statement s
                     JOIN settle.reseller rs USING (reseller_id) WHERE rs.code LIKE 'dec%' ORDER BY rs.code$$,
-	$$VALUES ('dec1', 13::bigint, 18.45::numeric), ('dec2', 13::bigint, 87.61::numeric), ('dec3', 13::bigint, 0.00::numeric)$$,
-	'statements: 18.449104458 -> 18.45, 87.6142558973... -> 87.61, 0.0000122994... -> 0.00');
+	$$VALUES ('dec1', 14::bigint, 25.68::numeric), ('dec2', 13::bigint, 87.61::numeric), ('dec3', 13::bigint, 0.00::numeric)$$,
+	'statements: 18.449104458 + 5.60916167054775 + 1.61718083985 = 25.67544696839775 -> 25.68, 87.6142558973... -> 87.61, 0.0000122994... -> 0.00');
 SELECT results_eq($$SELECT rs.code COLLATE "default", v.verified, v.lines, v.problem FROM settle.reseller rs,
                     settle.verify_run(pg_temp.run(rs.code, '2026-09')) v WHERE rs.code LIKE 'dec%' ORDER BY rs.code$$,
-	$$VALUES ('dec1', true, 13::bigint, NULL::text), ('dec2', true, 13::bigint, NULL), ('dec3', true, 13::bigint, NULL)$$,
+	$$VALUES ('dec1', true, 14::bigint, NULL::text), ('dec2', true, 13::bigint, NULL), ('dec3', true, 13::bigint, NULL)$$,
 	'verify_run confirms every run, whatever the decimals of its amounts');
 SELECT is((SELECT count(*) FROM settle.exception e WHERE e.kind = 'validation'
             AND e.reseller_id IN (settle.reseller_id('dec1'), settle.reseller_id('dec2'), settle.reseller_id('dec3'))),
-	9::bigint, 'the nine lines with more than 8 decimals are validation exceptions');
+	6::bigint, 'the six lines whose amount x rate has more than 16 decimals are validation exceptions');
+SELECT results_eq($$SELECT l.line_key COLLATE "default", l.clause, l.rate, l.unrounded FROM settle.settlement_line l
+                    WHERE l.run_id = pg_temp.run('dec2', '2026-09') AND l.line_key >= 'dec2/10' AND l.line_key < 'dec2/eur'
+                    ORDER BY l.line_key COLLATE "C"$$,
+	$$VALUES ('dec2/10', NULL::smallint, NULL::numeric, 0::numeric), ('dec2/11', NULL, NULL, 0), ('dec2/12', NULL, NULL, 0)$$,
+	'the inexact lines are valued by no clause and earn 0');
+SELECT alike((SELECT e.payload::text FROM settle.exception e WHERE e.reseller_id = settle.reseller_id('dec2')
+              AND e.kind = 'validation' AND e.scope_key = 'line:dec2/12'), '%precision%',
+	'the exception names the precision');
+SELECT alike((SELECT value FROM settle.explain(pg_temp.run('dec2', '2026-09'), 'dec2/12') WHERE item = 'commission'),
+	'earns nothing (precision: %', 'explain says why: precision');
+SELECT results_eq($$SELECT status, commission FROM settle.evaluate_rule((SELECT v.rule FROM settle.rule_version v
+                    WHERE v.reseller_id = settle.reseller_id('dec2')), charge_category => 'Usage',
+                    billed_cost => 124.64803712345)$$,
+	$$VALUES ('inexact', 0::numeric)$$, 'evaluate_rule agrees: inexact, commission 0');
 
 -- ---------------------------------------------------------------------------
 -- 3. verify_run of a run made only of deferred refunds, for a reseller whose
@@ -318,11 +340,12 @@ SELECT results_eq($$SELECT d.line_key, d.change, d.revision_a, d.revision_b, d.d
 -- 7. A month of 1,210 lines, 1,200 of them with amounts of 11 decimals (as
 --    in the FinOps FOCUS sample): settle_period returned its problems in
 --    memory it had freed and crashed the server (or returned garbage).
---    Amounts of more than 8 decimals cannot be settled exactly: each such
---    line earns nothing and opens a validation exception.  The ten lines of
---    10.00 .. 100.00 earn 5%: 550.00 x 5% = 27.50.
+--    At 12.345678% (0.12345678) an 11-decimal amount times the rate has 19
+--    decimals and cannot be held at 16: each such line earns nothing and
+--    opens a validation exception naming the precision.  The ten lines of
+--    10.00 .. 100.00 earn 550.00 x 0.12345678 = 67.901229 -> 67.90.
 -- ---------------------------------------------------------------------------
-SELECT pg_temp.reseller('big', E'currency USD\notherwise pay 5%');
+SELECT pg_temp.reseller('big', E'currency USD\notherwise pay 12.345678%');
 SELECT settle.add_customer('big', 'c', 'Customer c');
 SELECT count(pg_temp.line('big', 'c', format('big/%s', lpad(g::text, 5, '0')), '2026-09-15', g + 0.12345678901))
   FROM generate_series(1, 1200) g;
@@ -332,8 +355,8 @@ SELECT results_eq($$SELECT lines_in, lines_out FROM settle.settle_period('2026-0
 	$$VALUES (1210::bigint, 1210::bigint)$$, 'settle_period settles the 1,210 lines');
 SELECT results_eq($$SELECT lines, gross_charges, commissionable, commission, total FROM settle.statement
                     WHERE run_id = pg_temp.run('big', '2026-09')$$,
-	$$VALUES (1210::bigint, 550.00::numeric, 550.00::numeric, 27.50::numeric, 27.50::numeric)$$,
-	'the statement: 550.00 commissionable, 27.50 commission');
+	$$VALUES (1210::bigint, 721298.15::numeric, 721298.15::numeric, 67.90::numeric, 67.90::numeric)$$,
+	'the statement: 721298.148146812 commissionable, 67.901229 commission');
 SELECT results_eq($$SELECT count(*), min(scope_key), max(scope_key) FROM settle.exception
                     WHERE reseller_id = settle.reseller_id('big') AND kind = 'validation'$$,
 	$$VALUES (1200::bigint, 'line:big/00001', 'line:big/01200')$$,
@@ -341,10 +364,12 @@ SELECT results_eq($$SELECT count(*), min(scope_key), max(scope_key) FROM settle.
 SELECT is((SELECT verified FROM settle.verify_run(pg_temp.run('big', '2026-09'))), true, 'and the run verifies');
 
 -- ---------------------------------------------------------------------------
--- 8. A late revision of a locked period with 11-decimal amounts is not
---    valued (as a line of the period would not be): no correction, a
---    validation exception.  settle_period raised an error instead, which
---    failed the settlement of every reseller.
+-- 8. A late revision of a locked period with 11-decimal amounts is valued
+--    exactly at 5%: 100.12345678901 x 0.05 = 5.0061728394505, less the 5.00
+--    settled: a correction of 0.0061728394505.  At 12.345678% the product
+--    has 19 decimals: not valued (as a line of the period would not be), no
+--    correction, a validation exception.  settle_period once raised an
+--    error instead, which failed the settlement of every reseller.
 -- ---------------------------------------------------------------------------
 SELECT pg_temp.reseller('late', E'currency USD\notherwise pay 5%');
 SELECT settle.add_customer('late', 'c', 'Customer c');
@@ -354,11 +379,23 @@ SELECT count(*) FROM settle.approve_run(pg_temp.run('late', '2026-09'), 'checked
        settle.lock_run(pg_temp.run('late', '2026-09'), 'closed');
 SELECT pg_temp.line('late', 'c', 'late/1', '2026-09-04', 100.12345678901, revision => 2);
 SELECT results_eq($$SELECT lines_out, blocked FROM settle.settle_period('2026-10', 'late')$$,
-	$$VALUES (0::bigint, true)$$, 'October: no correction for the 11-decimal revision, and the run is blocked');
-SELECT results_eq($$SELECT scope_key, period FROM settle.exception
-                    WHERE reseller_id = settle.reseller_id('late') AND kind = 'validation'$$,
-	$$VALUES ('line:late/1', '2026-10')$$, 'by a validation exception on the line');
+	$$VALUES (1::bigint, false)$$, 'October: a correction for the 11-decimal revision, and the run is not blocked');
+SELECT results_eq($$SELECT kind::text, basis, unrounded FROM settle.settlement_line
+                    WHERE run_id = pg_temp.run('late', '2026-10')$$,
+	$$VALUES ('x', 100.12345678901, 0.0061728394505)$$, 'the correction: 100.12345678901 x 0.05 - 5.00, exact');
 SELECT is((SELECT verified FROM settle.verify_run(pg_temp.run('late', '2026-10'))), true, 'the run verifies');
+SELECT pg_temp.reseller('latex', E'currency USD\notherwise pay 12.345678%');
+SELECT settle.add_customer('latex', 'c', 'Customer c');
+SELECT pg_temp.line('latex', 'c', 'latex/1', '2026-09-04', 100.00);
+SELECT count(*) FROM settle.settle_period('2026-09', 'latex');
+SELECT count(*) FROM settle.approve_run(pg_temp.run('latex', '2026-09'), 'checked'),
+       settle.lock_run(pg_temp.run('latex', '2026-09'), 'closed');
+SELECT pg_temp.line('latex', 'c', 'latex/1', '2026-09-04', 100.12345678901, revision => 2);
+SELECT results_eq($$SELECT blocked FROM settle.settle_period('2026-10', 'latex')$$,
+	$$VALUES (true)$$, 'at 12.345678% the 11-decimal revision cannot be valued exactly: the run is blocked');
+SELECT results_eq($$SELECT scope_key, period FROM settle.exception
+                    WHERE reseller_id = settle.reseller_id('latex') AND kind = 'validation'$$,
+	$$VALUES ('line:latex/1', '2026-10')$$, 'by a validation exception on the line');
 
 SELECT * FROM finish();
 ROLLBACK;
