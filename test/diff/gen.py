@@ -602,7 +602,8 @@ class Gen:
                 if r.random() < 0.2:       # a rate dated another day must not be used
                     self.add_fx(base, quote, last - dt.timedelta(days=1), rate * 2, 'aaa')
                 for s in srcs:
-                    self.add_fx(base, quote, last, rate if s == 'bank' or len(srcs) == 1 else rate * D('1.01'), s)
+                    other = (rate * D('1.01')).quantize(D(1).scaleb(-dec), context=CTX)   # settle holds 8 decimals
+                    self.add_fx(base, quote, last, rate if s == 'bank' or len(srcs) == 1 else other, s)
                     if r.random() < 0.2:   # a corrected version
                         rate2 = (rate * self.dec_between('0.9', '1.1', 4)).quantize(D(1).scaleb(-dec), context=CTX) or rate
                         self.add_fx(base, quote, last, rate2, s)

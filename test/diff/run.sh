@@ -118,7 +118,7 @@ for seed in "$@"; do
 			q -c "DO \$\$BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'diff_alice') THEN CREATE ROLE diff_alice LOGIN PASSWORD 'diff' IN ROLE settle_finance; CREATE ROLE diff_bob LOGIN PASSWORD 'diff' IN ROLE settle_finance; END IF; END\$\$" 2>>"$dir/adj.err"
 			eid=$(q -c "SELECT settle.open_exception($arid, 'manual', 'diff-adjustment-$an', '$arper', '{}', '{\"reason\": \"differential test adjustment $an\"}', 'warning')" 2>>"$dir/adj.err")
 			if PGUSER=diff_alice PGPASSWORD=diff q -c "SELECT settle.propose_adjustment($eid, $aamt, '$arper', 'differential test')" >/dev/null 2>>"$dir/adj.err" &&
-			   PGUSER=diff_bob PGPASSWORD=diff q -c "SELECT settle.approve_adjustment($eid, 'differential test')" >/dev/null 2>>"$dir/adj.err"; then
+			   PGUSER=diff_bob PGPASSWORD=diff q -c "SELECT settle.approve_adjustment($eid, $aamt, settle.settlement_currency($arid, '$arper'), 'differential test')" >/dev/null 2>>"$dir/adj.err"; then
 				echo "$an|$eid" >> "$dir/adjustments.txt"
 			else
 				echo "    note: adjustment $an ($aamt into $arper of reseller $arid) not approved: $(tail -1 "$dir/adj.err")"
