@@ -2,7 +2,7 @@
 -- explain, and the decisions docs/rules.md and docs/settlement.md state for
 -- floors and refund reversals.  Every number is worked out in the comments.
 BEGIN;
-SELECT plan(48);
+SELECT plan(50);
 
 SET LOCAL settle.reason = 'defect regressions';
 
@@ -396,6 +396,38 @@ SELECT results_eq($$SELECT blocked FROM settle.settle_period('2026-10', 'latex')
 SELECT results_eq($$SELECT scope_key, period FROM settle.exception
                     WHERE reseller_id = settle.reseller_id('latex') AND kind = 'validation'$$,
 	$$VALUES ('line:latex/1', '2026-10')$$, 'by a validation exception on the line');
+
+-- ---------------------------------------------------------------------------
+-- 9. verify_run of a run whose period starts with a new rule version.  nv:
+--    version 1 (1%) to 2026-10-01, version 2 (2%, floor 5 per customer per
+--    period) from 2026-10-01.  September: 100.00 and 300.00 earn 1.00 and
+--    3.00.  October: 200.00 earns 4.00 under version 2, the customer is
+--    topped up to the floor, 5.00 - 4.00 = 1.00, and a refund of -50.00 of
+--    the first September line reverses -50.00 x 1% = -0.50.  Re-derivation
+--    must use the same versions: version 2's floor, version 1 for the refund
+--    (verify_run derived more lines than the run recorded).
+-- ---------------------------------------------------------------------------
+SELECT settle.add_reseller('nv', 'Reseller nv');
+SELECT settle.set_agreement('nv', '2026-01-01', 'USD');
+SELECT settle.publish_rule('nv', (SELECT a.agreement_id FROM settle.agreement a WHERE a.reseller_id = settle.reseller_id('nv')),
+	'2026-01-01', E'currency USD\notherwise pay 1%'::settle.rule, 'version 1', '2026-10-01');
+SELECT settle.publish_rule('nv', (SELECT a.agreement_id FROM settle.agreement a WHERE a.reseller_id = settle.reseller_id('nv')),
+	'2026-10-01', E'currency USD\nfloor 5 per customer per period\notherwise pay 2%'::settle.rule, 'version 2');
+SELECT settle.add_customer('nv', 'c1', 'Customer c1');
+SELECT pg_temp.line('nv', 'c1', 'nv/09a', '2026-09-10', 100.00);
+SELECT pg_temp.line('nv', 'c1', 'nv/09b', '2026-09-20', 300.00);
+SELECT pg_temp.line('nv', 'c1', 'nv/10a', '2026-10-10', 200.00);
+SELECT pg_temp.line('nv', 'c1', 'nv/10r', '2026-10-12', -50.00, original => 'nv/09a');
+SELECT count(*) FROM settle.settle_period('2026-09', 'nv');
+SELECT count(*) FROM settle.settle_period('2026-10', 'nv');
+SELECT results_eq($$SELECT l.line_key COLLATE "default", l.kind::text, l.rule_version, l.unrounded FROM settle.settlement_line l
+                    WHERE l.run_id = pg_temp.run('nv', '2026-10') ORDER BY l.line_key COLLATE "C"$$,
+	$$VALUES ('floor:customer:' || (SELECT customer_id FROM settle.customer WHERE code = 'c1'
+	                                AND reseller_id = settle.reseller_id('nv')), 'f', 2, 1.00),
+	         ('nv/10a', 'c', 2, 4.00), ('nv/10r', 'r', 1, -0.50)$$,
+	'October under version 2: 200.00 x 2% = 4.00, top-up 5.00 - 4.00 = 1.00; the refund at version 1: -50.00 x 1% = -0.50');
+SELECT results_eq($$SELECT verified, lines, problem FROM settle.verify_run(pg_temp.run('nv', '2026-10'))$$,
+	$$VALUES (true, 3::bigint, NULL::text)$$, 'verify_run re-derives the three lines of a period that starts with a new version');
 
 SELECT * FROM finish();
 ROLLBACK;
