@@ -73,6 +73,9 @@ PG_FUNCTION_INFO_V1(settle_summarize_lineage);
 #define KIND_FLOOR		'f'			/* period floor top-up */
 #define KIND_ADJUSTMENT 'a'			/* approved manual adjustment */
 
+/* a refund's list cost that cannot be held, as take_row keeps it */
+#define LIST_UNHELD (-((money128) 1 << 120))
+
 #define FX_SCALE 8					/* converted amounts are carried to 10^-8 */
 
 /* one interned attribute string */
@@ -177,6 +180,8 @@ typedef struct Run
 
 	Version    *versions;
 	int			nversions;
+	Version    *older;			/* refunded originals' versions not in versions */
+	int			nolder;
 	Fx		   *fx;
 	int			nfx;
 	Customer   *customers;
@@ -703,9 +708,9 @@ load_versions(Run *run)
 	/*
 	 * Verify mode: the versions the recorded run could use, i.e. those
 	 * published by the time it was made.  Not only those its lines record: a
-	 * refund's basis is read with the version in force on the refund's date
-	 * (its lineage records its original's), and the floors are the last
-	 * version's.  Versions are immutable and never overlap, so a version
+	 * refund needs a version in force on its own date (its lineage records
+	 * its original's, whose basis setting values it), and the floors are the
+	 * last version's.  Versions are immutable and never overlap, so a version
 	 * published later can only cover dates that had none.
 	 */
 	args[4] = Int64GetDatum(run->verify_run);
@@ -1170,6 +1175,16 @@ take_row(Run *run, const Datum *rowvals, const bool *rownulls)
 	}
 	l->basis = rule->basis == RULE_BASIS_LIST_COST ? list :
 		rule->basis == RULE_BASIS_AMOUNT_PAID ? paid : billed;
+	if (l->kind == KIND_REFUND)
+	{
+		/*
+		 * A refund is valued with its original's version (evaluate_refunds),
+		 * whose basis setting may differ: keep list cost and amount paid in
+		 * the amounts evaluate_refunds sets, which nothing reads before.
+		 */
+		l->unrounded = list_bad ? LIST_UNHELD : list;
+		l->rounded = paid;
+	}
 	l->eligible = l->charge >= 0 && (rule->eligible & (1u << l->charge)) != 0;
 	if (l->cust < 0)
 		add_problem(run, "unmapped_customer", psprintf("line:%s", ARENA(run, l->key)),
@@ -1684,6 +1699,49 @@ load_earlier_originals(Run *run, int *n)
 	return o;
 }
 
+/*
+ * The compiled rule of a version of the run's agreement by number: one loaded
+ * for the run's dates, or (the version of an older refunded charge) read and
+ * kept.  NULL if there is none.
+ */
+static const Rule *
+version_rule(Run *run, int32 version_no)
+{
+	Datum		args[3];
+	Oid			types[3] = {INT8OID, INT8OID, INT4OID};
+	MemoryContext old;
+	bool		isnull;
+	Datum		r;
+	int			i;
+
+	for (i = 0; i < run->nversions; i++)
+		if (run->versions[i].version == version_no)
+			return run->versions[i].rule;
+	for (i = 0; i < run->nolder; i++)
+		if (run->older[i].version == version_no)
+			return run->older[i].rule;
+	args[0] = Int64GetDatum(run->reseller_id);
+	args[1] = Int64GetDatum(run->agreement_id);
+	args[2] = Int32GetDatum(version_no);
+	if (SPI_execute_with_args("SELECT v.rule FROM settle.rule_version v WHERE v.reseller_id = $1 "
+							  "AND v.agreement_id = $2 AND v.version = $3",
+							  3, types, args, NULL, true, 1) != SPI_OK_SELECT)
+		elog(ERROR, "could not read rule version %d", version_no);
+	if (SPI_processed == 0)
+		return NULL;
+	r = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+	if (isnull)
+		return NULL;
+	old = MemoryContextSwitchTo(run->mcxt);
+	run->older = run->older ? repalloc(run->older, sizeof(Version) * (run->nolder + 1)) :
+		palloc0(sizeof(Version));
+	MemoryContextSwitchTo(old);
+	memset(&run->older[run->nolder], 0, sizeof(Version));
+	run->older[run->nolder].version = version_no;
+	run->older[run->nolder].rule = settle_rule_compile(r, run->mcxt);
+	return run->older[run->nolder++].rule;
+}
+
 static void
 evaluate_refunds(Run *run)
 {
@@ -1698,11 +1756,18 @@ evaluate_refunds(Run *run)
 		int			j = okey ? line_cmp_key(run, okey) : -1;
 		int64		rate;
 		money128	orig_commission;
+		money128	list,
+					paid;
 		DateADT		orig_date;
 		bool		within;
+		const Rule *orule;
 
 		if (l->kind != KIND_REFUND)
 			continue;
+		/* list cost and amount paid, kept by take_row */
+		list = l->unrounded;
+		paid = l->rounded;
+		l->unrounded = l->rounded = 0;
 		l->rate = -1;
 		if (j >= 0 && run->lines[j].kind == KIND_CHARGE && !run->lines[j].prev)
 		{
@@ -1755,6 +1820,25 @@ evaluate_refunds(Run *run)
 		/* inside the window: its own period; outside: the next adjustment period */
 		if (l->prev == within)
 			continue;
+		/*
+		 * Reversed at the original's terms: its version's basis setting
+		 * (billed cost, list cost or amount paid), not that of the version
+		 * in force on the refund's date.
+		 */
+		if (l->version >= 0 && l->version_no > 0 &&
+			(orule = version_rule(run, l->version_no)) != NULL)
+		{
+			if (orule->basis == RULE_BASIS_LIST_COST && list == LIST_UNHELD)
+			{
+				add_problem(run, "validation", psprintf("line:%s", ARENA(run, l->key)),
+							psprintf("Bill line %s has a list cost that cannot be held exactly (more than 16 decimal places or not below 10^14): it earns nothing.",
+									 ARENA(run, l->key)));
+				l->basis = 0;
+			}
+			else
+				l->basis = orule->basis == RULE_BASIS_LIST_COST ? list :
+					orule->basis == RULE_BASIS_AMOUNT_PAID ? paid : l->billed;
+		}
 		l->included = true;
 		l->rate = rate;
 		if (rate >= 0 && !money_mul_rate_exact(l->basis, rate, &l->unrounded))

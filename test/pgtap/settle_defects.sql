@@ -2,7 +2,7 @@
 -- explain, and the decisions docs/rules.md and docs/settlement.md state for
 -- floors and refund reversals.  Every number is worked out in the comments.
 BEGIN;
-SELECT plan(50);
+SELECT plan(52);
 
 SET LOCAL settle.reason = 'defect regressions';
 
@@ -11,7 +11,7 @@ SET LOCAL settle.reason = 'defect regressions';
 CREATE FUNCTION pg_temp.line(reseller text, customer text, key text, day date, billed numeric,
 	product text DEFAULT 'ecs', sku text DEFAULT 'ecs.g7', region text DEFAULT 'cn-west',
 	charge text DEFAULT NULL, tags jsonb DEFAULT '{}', currency text DEFAULT 'USD',
-	revision integer DEFAULT 1, original text DEFAULT NULL) RETURNS void
+	revision integer DEFAULT 1, original text DEFAULT NULL, list numeric DEFAULT NULL) RETURNS void
 LANGUAGE sql AS $$
 	INSERT INTO settle.bill_line (reseller_id, line_key, revision, customer_id, content_hash, source_item,
 		billing_account_id, billing_period_start, charge_period_start, charge_period_end,
@@ -23,7 +23,7 @@ LANGUAGE sql AS $$
 	       CASE WHEN line.original IS NOT NULL THEN 'Refund' ELSE 'PayAsYouGoBill' END, 'acct-' || line.customer,
 	       date_trunc('month', line.day)::date, line.day, line.day + 1,
 	       coalesce(line.charge, CASE WHEN line.billed < 0 THEN 'Credit' ELSE 'Usage' END), line.product,
-	       line.sku, line.region, line.currency, line.billed, line.billed, line.original, line.tags
+	       line.sku, line.region, line.currency, coalesce(line.list, line.billed), line.billed, line.original, line.tags
 	  FROM settle.reseller r JOIN settle.customer c ON c.reseller_id = r.reseller_id
 	 WHERE r.code = line.reseller AND c.code = line.customer
 $$;
@@ -428,6 +428,35 @@ SELECT results_eq($$SELECT l.line_key COLLATE "default", l.kind::text, l.rule_ve
 	'October under version 2: 200.00 x 2% = 4.00, top-up 5.00 - 4.00 = 1.00; the refund at version 1: -50.00 x 1% = -0.50');
 SELECT results_eq($$SELECT verified, lines, problem FROM settle.verify_run(pg_temp.run('nv', '2026-10'))$$,
 	$$VALUES (true, 3::bigint, NULL::text)$$, 'verify_run re-derives the three lines of a period that starts with a new version');
+
+-- ---------------------------------------------------------------------------
+-- 10. A refund is reversed at its original's terms (docs/rules.md section 7):
+--     the basis setting of the version the original earned under, not that of
+--     the version in force on the refund's date.  rb: version 1 (basis
+--     list_cost, 10%) to 2026-10-01, version 2 (basis billed_cost, 3%) from
+--     2026-10-01.  September: billed 100.00, list 200.00 earns 200.00 x 10% =
+--     20.00.  October: its refund, billed -50.00, list -80.00, reverses
+--     -80.00 x 10% = -8.00 (the engine took version 2's billed cost:
+--     -50.00 x 10% = -5.00).
+-- ---------------------------------------------------------------------------
+SELECT settle.add_reseller('rb', 'Reseller rb');
+SELECT settle.set_agreement('rb', '2026-01-01', 'USD');
+SELECT settle.publish_rule('rb', (SELECT a.agreement_id FROM settle.agreement a WHERE a.reseller_id = settle.reseller_id('rb')),
+	'2026-01-01', E'currency USD\nbasis list_cost\notherwise pay 10%'::settle.rule, 'version 1', '2026-10-01');
+SELECT settle.publish_rule('rb', (SELECT a.agreement_id FROM settle.agreement a WHERE a.reseller_id = settle.reseller_id('rb')),
+	'2026-10-01', E'currency USD\notherwise pay 3%'::settle.rule, 'version 2');
+SELECT settle.add_customer('rb', 'c', 'Customer c');
+SELECT pg_temp.line('rb', 'c', 'rb/09', '2026-09-10', 100.00, list => 200.00);
+SELECT pg_temp.line('rb', 'c', 'rb/10r', '2026-10-05', -50.00, original => 'rb/09', list => -80.00);
+SELECT count(*) FROM settle.settle_period('2026-09', 'rb');
+SELECT count(*) FROM settle.settle_period('2026-10', 'rb');
+SELECT results_eq($$SELECT l.line_key COLLATE "default", l.kind::text, l.rule_version, l.basis, l.rate, l.unrounded
+                    FROM settle.settlement_line l JOIN settle.run r USING (reseller_id, run_id)
+                    WHERE r.reseller_id = settle.reseller_id('rb') AND r.status <> 'superseded'
+                    ORDER BY r.period, l.line_key COLLATE "C"$$,
+	$$VALUES ('rb/09', 'c', 1, 200.00, 0.10000000, 20.00), ('rb/10r', 'r', 1, -80.00, 0.10000000, -8.00)$$,
+	'the refund is valued on list cost, as its original: -80.00 x 10% = -8.00');
+SELECT is((SELECT verified FROM settle.verify_run(pg_temp.run('rb', '2026-10'))), true, 'the refund''s run verifies');
 
 SELECT * FROM finish();
 ROLLBACK;
