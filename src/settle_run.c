@@ -1851,6 +1851,42 @@ evaluate_refunds(Run *run)
 }
 
 /*
+ * What the new revision of a charge that earned a fixed amount (per line, per
+ * month, prorated) earns: the amount its original earned, with the sign of
+ * the new basis (nothing for a zero basis), as a line of that basis would.
+ * The original is the charge line of the run its reference names
+ * (run:<run_id>/<line_key>).
+ */
+static money128
+correction_fixed(Run *run, const char *key, const char *ref, money128 basis)
+{
+	Datum		args[3];
+	Oid			types[3] = {INT8OID, INT8OID, TEXTOID};
+	long long	orig_run;
+	bool		isnull;
+	Datum		d;
+	money128	earned;
+
+	if (basis == 0 || ref == NULL || sscanf(ref, "run:%lld/", &orig_run) != 1)
+		return 0;
+	args[0] = Int64GetDatum(run->reseller_id);
+	args[1] = Int64GetDatum((int64) orig_run);
+	args[2] = CStringGetTextDatum(key);
+	if (SPI_execute_with_args("SELECT s.unrounded FROM settle.settlement_line s WHERE s.reseller_id = $1 "
+							  "AND s.run_id = $2 AND s.line_key = $3 AND s.kind = 'c'",
+							  3, types, args, NULL, true, 1) != SPI_OK_SELECT)
+		elog(ERROR, "could not read the original of correction %s", key);
+	if (SPI_processed == 0)
+		return 0;
+	d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+	if (isnull || !numeric_to_money128(d, &earned))
+		return 0;
+	if (earned < 0)
+		earned = -earned;
+	return basis < 0 ? -earned : earned;
+}
+
+/*
  * Corrections: bill lines of locked periods revised after the lock.  Each
  * becomes a correction line in the first open period after the locked one,
  * at the rate the original earned, for the difference between what the new
@@ -1861,7 +1897,9 @@ add_corrections(Run *run)
 {
 	Datum		args[3];
 	Oid			types[3] = {INT8OID, TEXTOID, INT8OID};
-	uint64		i;
+	uint64		i,
+				n;
+	SPITupleTable *tt;
 
 	args[0] = Int64GetDatum(run->reseller_id);
 	args[1] = CStringGetTextDatum(run->period);
@@ -1879,11 +1917,14 @@ add_corrections(Run *run)
 							  "FROM settle.late_revisions($1, $2) c WHERE $3 = $3 ORDER BY c.line_key COLLATE \"C\"",
 							  3, types, args, NULL, true, 0) != SPI_OK_SELECT)
 		elog(ERROR, "could not read late revisions");
+	/* kept: a fixed amount's correction reads its original */
+	tt = SPI_tuptable;
+	n = SPI_processed;
 	fp_str(run->in_fp, "corrections");
-	for (i = 0; i < SPI_processed; i++)
+	for (i = 0; i < n; i++)
 	{
-		HeapTuple	t = SPI_tuptable->vals[i];
-		TupleDesc	d = SPI_tuptable->tupdesc;
+		HeapTuple	t = tt->vals[i];
+		TupleDesc	d = tt->tupdesc;
 		bool		isnull;
 		Line	   *l;
 		char	   *key = SPI_getvalue(t, d, 1);
@@ -1967,7 +2008,9 @@ add_corrections(Run *run)
 									 l->revision, key));
 				now = settled;
 			}
-			l->unrounded = (l->rate >= 0 ? now : 0) - settled;
+			if (l->rate < 0)
+				now = correction_fixed(run, key, ref, l->basis);
+			l->unrounded = now - settled;
 		}
 		fp_str(run->in_fp, key);
 		fp_int(run->in_fp, l->revision);

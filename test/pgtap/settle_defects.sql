@@ -2,7 +2,7 @@
 -- explain, and the decisions docs/rules.md and docs/settlement.md state for
 -- floors and refund reversals.  Every number is worked out in the comments.
 BEGIN;
-SELECT plan(52);
+SELECT plan(54);
 
 SET LOCAL settle.reason = 'defect regressions';
 
@@ -457,6 +457,31 @@ SELECT results_eq($$SELECT l.line_key COLLATE "default", l.kind::text, l.rule_ve
 	$$VALUES ('rb/09', 'c', 1, 200.00, 0.10000000, 20.00), ('rb/10r', 'r', 1, -80.00, 0.10000000, -8.00)$$,
 	'the refund is valued on list cost, as its original: -80.00 x 10% = -8.00');
 SELECT is((SELECT verified FROM settle.verify_run(pg_temp.run('rb', '2026-10'))), true, 'the refund''s run verifies');
+
+-- ---------------------------------------------------------------------------
+-- 11. A correction of a line that earned a fixed amount is the difference
+--     between what the new revision earns and what was settled
+--     (docs/settlement.md).  fxc: pay 2 per line.  September: fxc/1 and
+--     fxc/2 of 100.00 earn 2.00 each; locked.  Revisions: fxc/1 to 120.00
+--     still earns 2.00 (correction 2.00 - 2.00 = 0.00; the engine reversed
+--     the whole 2.00), fxc/2 to 0.00 earns nothing (correction -2.00).
+-- ---------------------------------------------------------------------------
+SELECT pg_temp.reseller('fxc', E'currency USD\notherwise pay 2 per line');
+SELECT settle.add_customer('fxc', 'c', 'Customer c');
+SELECT pg_temp.line('fxc', 'c', 'fxc/1', '2026-09-04', 100.00);
+SELECT pg_temp.line('fxc', 'c', 'fxc/2', '2026-09-05', 100.00);
+SELECT count(*) FROM settle.settle_period('2026-09', 'fxc');
+SELECT count(*) FROM settle.approve_run(pg_temp.run('fxc', '2026-09'), 'checked'),
+       settle.lock_run(pg_temp.run('fxc', '2026-09'), 'closed');
+SELECT pg_temp.line('fxc', 'c', 'fxc/1', '2026-09-04', 120.00, revision => 2);
+SELECT pg_temp.line('fxc', 'c', 'fxc/2', '2026-09-05', 0.00, revision => 2);
+SELECT count(*) FROM settle.settle_period('2026-10', 'fxc');
+SELECT results_eq($$SELECT l.line_key COLLATE "default", l.kind::text, l.basis, l.unrounded, l.rounded
+                    FROM settle.settlement_line l WHERE l.run_id = pg_temp.run('fxc', '2026-10')
+                    ORDER BY l.line_key COLLATE "C"$$,
+	$$VALUES ('fxc/1', 'x', 120.00, 0.00, 0.00), ('fxc/2', 'x', 0.00, -2.00, -2.00)$$,
+	'corrections: 120.00 still earns 2.00 (2.00 - 2.00 = 0.00); 0.00 earns nothing (0.00 - 2.00 = -2.00)');
+SELECT is((SELECT verified FROM settle.verify_run(pg_temp.run('fxc', '2026-10'))), true, 'the corrections'' run verifies');
 
 SELECT * FROM finish();
 ROLLBACK;
