@@ -402,32 +402,43 @@ SELECT results_eq($$SELECT scope_key, period FROM settle.exception
 --    version 1 (1%) to 2026-10-01, version 2 (2%, floor 5 per customer per
 --    period) from 2026-10-01.  September: 100.00 and 300.00 earn 1.00 and
 --    3.00.  October: 200.00 earns 4.00 under version 2, the customer is
---    topped up to the floor, 5.00 - 4.00 = 1.00, and a refund of -50.00 of
---    the first September line reverses -50.00 x 1% = -0.50.  Re-derivation
---    must use the same versions: version 2's floor, version 1 for the refund
---    (verify_run derived more lines than the run recorded).
+--    topped up to the floor, 5.00 - 4.00 = 1.00.  nvr: the same, and a
+--    refund of -50.00 of the first September line reverses it at version 1:
+--    -50.00 x 1% = -0.50.  Re-derivation must use the same versions as the
+--    run: version 2's floor, version 1 for the refund (verify_run derived more
+--    lines than the run recorded when it loaded only the versions the run's
+--    lines record, while settle_period took the floor of version 1).
 -- ---------------------------------------------------------------------------
-SELECT settle.add_reseller('nv', 'Reseller nv');
-SELECT settle.set_agreement('nv', '2026-01-01', 'USD');
-SELECT settle.publish_rule('nv', (SELECT a.agreement_id FROM settle.agreement a WHERE a.reseller_id = settle.reseller_id('nv')),
-	'2026-01-01', E'currency USD\notherwise pay 1%'::settle.rule, 'version 1', '2026-10-01');
-SELECT settle.publish_rule('nv', (SELECT a.agreement_id FROM settle.agreement a WHERE a.reseller_id = settle.reseller_id('nv')),
-	'2026-10-01', E'currency USD\nfloor 5 per customer per period\notherwise pay 2%'::settle.rule, 'version 2');
-SELECT settle.add_customer('nv', 'c1', 'Customer c1');
-SELECT pg_temp.line('nv', 'c1', 'nv/09a', '2026-09-10', 100.00);
-SELECT pg_temp.line('nv', 'c1', 'nv/09b', '2026-09-20', 300.00);
-SELECT pg_temp.line('nv', 'c1', 'nv/10a', '2026-10-10', 200.00);
-SELECT pg_temp.line('nv', 'c1', 'nv/10r', '2026-10-12', -50.00, original => 'nv/09a');
-SELECT count(*) FROM settle.settle_period('2026-09', 'nv');
-SELECT count(*) FROM settle.settle_period('2026-10', 'nv');
-SELECT results_eq($$SELECT l.line_key COLLATE "default", l.kind::text, l.rule_version, l.unrounded FROM settle.settlement_line l
-                    WHERE l.run_id = pg_temp.run('nv', '2026-10') ORDER BY l.line_key COLLATE "C"$$,
-	$$VALUES ('floor:customer:' || (SELECT customer_id FROM settle.customer WHERE code = 'c1'
-	                                AND reseller_id = settle.reseller_id('nv')), 'f', 2, 1.00),
-	         ('nv/10a', 'c', 2, 4.00), ('nv/10r', 'r', 1, -0.50)$$,
+SELECT settle.add_reseller(code, 'Reseller ' || code) FROM (VALUES ('nv'), ('nvr')) r(code);
+SELECT settle.set_agreement(code, '2026-01-01', 'USD') FROM (VALUES ('nv'), ('nvr')) r(code);
+SELECT settle.publish_rule(code, (SELECT a.agreement_id FROM settle.agreement a WHERE a.reseller_id = settle.reseller_id(code)),
+	'2026-01-01', E'currency USD\notherwise pay 1%'::settle.rule, 'version 1', '2026-10-01') FROM (VALUES ('nv'), ('nvr')) r(code);
+SELECT settle.publish_rule(code, (SELECT a.agreement_id FROM settle.agreement a WHERE a.reseller_id = settle.reseller_id(code)),
+	'2026-10-01', E'currency USD\nfloor 5 per customer per period\notherwise pay 2%'::settle.rule, 'version 2')
+  FROM (VALUES ('nv'), ('nvr')) r(code);
+SELECT settle.add_customer(code, 'c1', 'Customer c1') FROM (VALUES ('nv'), ('nvr')) r(code);
+SELECT pg_temp.line(code, 'c1', code || '/09a', '2026-09-10', 100.00),
+       pg_temp.line(code, 'c1', code || '/09b', '2026-09-20', 300.00),
+       pg_temp.line(code, 'c1', code || '/10a', '2026-10-10', 200.00)
+  FROM (VALUES ('nv'), ('nvr')) r(code);
+SELECT pg_temp.line('nvr', 'c1', 'nvr/10r', '2026-10-12', -50.00, original => 'nvr/09a');
+SELECT count(*) FROM (VALUES ('nv'), ('nvr')) r(code), settle.settle_period('2026-09', code);
+SELECT count(*) FROM (VALUES ('nv'), ('nvr')) r(code), settle.settle_period('2026-10', code);
+SELECT results_eq($$SELECT rs.code COLLATE "default", l.line_key COLLATE "default", l.kind::text, l.rule_version, l.unrounded
+                    FROM settle.settlement_line l JOIN settle.reseller rs USING (reseller_id)
+                    WHERE l.run_id = pg_temp.run(rs.code, '2026-10') AND rs.code IN ('nv', 'nvr')
+                    ORDER BY rs.code, l.line_key COLLATE "C"$$,
+	$$SELECT * FROM (VALUES ('nv', 'floor:customer:' || (SELECT customer_id FROM settle.customer
+	                                                     WHERE code = 'c1' AND reseller_id = settle.reseller_id('nv')), 'f', 2, 1.00),
+	         ('nv', 'nv/10a', 'c', 2, 4.00),
+	         ('nvr', 'floor:customer:' || (SELECT customer_id FROM settle.customer
+	                                       WHERE code = 'c1' AND reseller_id = settle.reseller_id('nvr')), 'f', 2, 1.00),
+	         ('nvr', 'nvr/10a', 'c', 2, 4.00), ('nvr', 'nvr/10r', 'r', 1, -0.50)) v$$,
 	'October under version 2: 200.00 x 2% = 4.00, top-up 5.00 - 4.00 = 1.00; the refund at version 1: -50.00 x 1% = -0.50');
-SELECT results_eq($$SELECT verified, lines, problem FROM settle.verify_run(pg_temp.run('nv', '2026-10'))$$,
-	$$VALUES (true, 3::bigint, NULL::text)$$, 'verify_run re-derives the three lines of a period that starts with a new version');
+SELECT results_eq($$SELECT rs.code COLLATE "default", v.verified, v.lines, v.problem FROM settle.reseller rs,
+                    settle.verify_run(pg_temp.run(rs.code, '2026-10')) v WHERE rs.code IN ('nv', 'nvr') ORDER BY rs.code$$,
+	$$VALUES ('nv', true, 2::bigint, NULL::text), ('nvr', true, 3::bigint, NULL)$$,
+	'verify_run re-derives the lines of a period that starts with a new version');
 
 -- ---------------------------------------------------------------------------
 -- 10. A refund is reversed at its original's terms (docs/rules.md section 7):
