@@ -2,7 +2,7 @@
 -- explain, and the decisions docs/rules.md and docs/settlement.md state for
 -- floors and refund reversals.  Every number is worked out in the comments.
 BEGIN;
-SELECT plan(54);
+SELECT plan(56);
 
 SET LOCAL settle.reason = 'defect regressions';
 
@@ -468,6 +468,25 @@ SELECT results_eq($$SELECT l.line_key COLLATE "default", l.kind::text, l.rule_ve
 	$$VALUES ('rb/09', 'c', 1, 200.00, 0.10000000, 20.00), ('rb/10r', 'r', 1, -80.00, 0.10000000, -8.00)$$,
 	'the refund is valued on list cost, as its original: -80.00 x 10% = -8.00');
 SELECT is((SELECT verified FROM settle.verify_run(pg_temp.run('rb', '2026-10'))), true, 'the refund''s run verifies');
+-- rbo: the same versions, the original in July (version 1 is not among the
+-- versions of August and September): billed 100.00, list 200.00 earns 20.00;
+-- its September refund, billed -50.00, list -80.00, reverses -8.00.
+SELECT settle.add_reseller('rbo', 'Reseller rbo');
+SELECT settle.set_agreement('rbo', '2026-01-01', 'USD');
+SELECT settle.publish_rule('rbo', (SELECT a.agreement_id FROM settle.agreement a WHERE a.reseller_id = settle.reseller_id('rbo')),
+	'2026-01-01', E'currency USD\nbasis list_cost\notherwise pay 10%'::settle.rule, 'version 1', '2026-08-01');
+SELECT settle.publish_rule('rbo', (SELECT a.agreement_id FROM settle.agreement a WHERE a.reseller_id = settle.reseller_id('rbo')),
+	'2026-08-01', E'currency USD\notherwise pay 3%'::settle.rule, 'version 2');
+SELECT settle.add_customer('rbo', 'c', 'Customer c');
+SELECT pg_temp.line('rbo', 'c', 'rbo/07', '2026-07-10', 100.00, list => 200.00);
+SELECT pg_temp.line('rbo', 'c', 'rbo/09r', '2026-09-05', -50.00, original => 'rbo/07', list => -80.00);
+SELECT count(*) FROM settle.settle_period('2026-07', 'rbo');
+SELECT count(*) FROM settle.settle_period('2026-09', 'rbo');
+SELECT results_eq($$SELECT l.line_key COLLATE "default", l.rule_version, l.basis, l.unrounded FROM settle.settlement_line l
+                    WHERE l.run_id = pg_temp.run('rbo', '2026-09')$$,
+	$$VALUES ('rbo/09r', 1, -80.00, -8.00)$$,
+	'a refund of a charge two periods back is valued with its version too: -80.00 x 10% = -8.00');
+SELECT is((SELECT verified FROM settle.verify_run(pg_temp.run('rbo', '2026-09'))), true, 'and its run verifies');
 
 -- ---------------------------------------------------------------------------
 -- 11. A correction of a line that earned a fixed amount is the difference
