@@ -98,6 +98,7 @@ typedef struct Customer
 
 typedef struct Version
 {
+	int64		agreement_id;	/* set for Run.older only */
 	int32		version;
 	DateADT		from,
 				to;				/* [from, to) */
@@ -1616,6 +1617,7 @@ typedef struct Original
 	money128	unrounded;
 	DateADT		date;
 	int64		run_id;
+	int64		agreement_id;	/* of its run */
 } Original;
 
 static int
@@ -1659,7 +1661,7 @@ load_earlier_originals(Run *run, int *n)
 	args[1] = makeArrayResult(keys, CurrentMemoryContext);
 	args[2] = CStringGetTextDatum(run->period);
 	if (SPI_execute_with_args(psprintf(
-									   "SELECT o.key, s.rate, s.rule_version, s.clause, s.tier, s.unrounded, %s, s.run_id "
+									   "SELECT o.key, s.rate, s.rule_version, s.clause, s.tier, s.unrounded, %s, s.run_id, r.agreement_id "
 									   "FROM (SELECT DISTINCT unnest($2) AS key) o "
 									   "JOIN LATERAL (SELECT * FROM settle.bill_line b WHERE b.line_key = o.key "
 									   "  AND b.reseller_id = $1 ORDER BY b.revision DESC LIMIT 1) b ON true "
@@ -1694,18 +1696,19 @@ load_earlier_originals(Run *run, int *n)
 		numeric_to_money128(SPI_getbinval(t, d, 6, &isnull), &o[i].unrounded);
 		o[i].date = DatumGetDateADT(SPI_getbinval(t, d, 7, &isnull));
 		o[i].run_id = DatumGetInt64(SPI_getbinval(t, d, 8, &isnull));
+		o[i].agreement_id = DatumGetInt64(SPI_getbinval(t, d, 9, &isnull));
 	}
 	*n = (int) SPI_processed;
 	return o;
 }
 
 /*
- * The compiled rule of a version of the run's agreement by number: one loaded
- * for the run's dates, or (the version of an older refunded charge) read and
- * kept.  NULL if there is none.
+ * The compiled rule of a version of an agreement by number: one loaded for
+ * the run's dates, or (the version of an older refunded charge, possibly of
+ * an earlier agreement) read and kept.  NULL if there is none.
  */
 static const Rule *
-version_rule(Run *run, int32 version_no)
+version_rule(Run *run, int64 agreement_id, int32 version_no)
 {
 	Datum		args[3];
 	Oid			types[3] = {INT8OID, INT8OID, INT4OID};
@@ -1714,14 +1717,14 @@ version_rule(Run *run, int32 version_no)
 	Datum		r;
 	int			i;
 
-	for (i = 0; i < run->nversions; i++)
+	for (i = 0; agreement_id == run->agreement_id && i < run->nversions; i++)
 		if (run->versions[i].version == version_no)
 			return run->versions[i].rule;
 	for (i = 0; i < run->nolder; i++)
-		if (run->older[i].version == version_no)
+		if (run->older[i].agreement_id == agreement_id && run->older[i].version == version_no)
 			return run->older[i].rule;
 	args[0] = Int64GetDatum(run->reseller_id);
-	args[1] = Int64GetDatum(run->agreement_id);
+	args[1] = Int64GetDatum(agreement_id);
 	args[2] = Int32GetDatum(version_no);
 	if (SPI_execute_with_args("SELECT v.rule FROM settle.rule_version v WHERE v.reseller_id = $1 "
 							  "AND v.agreement_id = $2 AND v.version = $3",
@@ -1737,6 +1740,7 @@ version_rule(Run *run, int32 version_no)
 		palloc0(sizeof(Version));
 	MemoryContextSwitchTo(old);
 	memset(&run->older[run->nolder], 0, sizeof(Version));
+	run->older[run->nolder].agreement_id = agreement_id;
 	run->older[run->nolder].version = version_no;
 	run->older[run->nolder].rule = settle_rule_compile(r, run->mcxt);
 	return run->older[run->nolder++].rule;
@@ -1759,6 +1763,7 @@ evaluate_refunds(Run *run)
 		money128	list,
 					paid;
 		DateADT		orig_date;
+		int64		orig_agreement = run->agreement_id;
 		bool		within;
 		const Rule *orule;
 
@@ -1807,6 +1812,7 @@ evaluate_refunds(Run *run)
 			rate = e->rate;
 			orig_commission = e->unrounded;
 			orig_date = e->date;
+			orig_agreement = e->agreement_id;
 			l->version_no = e->version_no;
 			l->clause = e->clause;
 			l->tier = e->tier;
@@ -1826,7 +1832,7 @@ evaluate_refunds(Run *run)
 		 * in force on the refund's date.
 		 */
 		if (l->version >= 0 && l->version_no > 0 &&
-			(orule = version_rule(run, l->version_no)) != NULL)
+			(orule = version_rule(run, orig_agreement, l->version_no)) != NULL)
 		{
 			if (orule->basis == RULE_BASIS_LIST_COST && list == LIST_UNHELD)
 			{
