@@ -73,6 +73,9 @@ PG_FUNCTION_INFO_V1(settle_summarize_lineage);
 #define KIND_FLOOR		'f'			/* period floor top-up */
 #define KIND_ADJUSTMENT 'a'			/* approved manual adjustment */
 
+/* a refund's list cost that cannot be held, as take_row keeps it */
+#define LIST_UNHELD (-((money128) 1 << 120))
+
 #define FX_SCALE 8					/* converted amounts are carried to 10^-8 */
 
 /* one interned attribute string */
@@ -95,6 +98,7 @@ typedef struct Customer
 
 typedef struct Version
 {
+	int64		agreement_id;	/* set for Run.older only */
 	int32		version;
 	DateADT		from,
 				to;				/* [from, to) */
@@ -177,6 +181,8 @@ typedef struct Run
 
 	Version    *versions;
 	int			nversions;
+	Version    *older;			/* refunded originals' versions not in versions */
+	int			nolder;
 	Fx		   *fx;
 	int			nfx;
 	Customer   *customers;
@@ -703,9 +709,9 @@ load_versions(Run *run)
 	/*
 	 * Verify mode: the versions the recorded run could use, i.e. those
 	 * published by the time it was made.  Not only those its lines record: a
-	 * refund's basis is read with the version in force on the refund's date
-	 * (its lineage records its original's), and the floors are the last
-	 * version's.  Versions are immutable and never overlap, so a version
+	 * refund needs a version in force on its own date (its lineage records
+	 * its original's, whose basis setting values it), and the floors are the
+	 * last version's.  Versions are immutable and never overlap, so a version
 	 * published later can only cover dates that had none.
 	 */
 	args[4] = Int64GetDatum(run->verify_run);
@@ -1170,6 +1176,16 @@ take_row(Run *run, const Datum *rowvals, const bool *rownulls)
 	}
 	l->basis = rule->basis == RULE_BASIS_LIST_COST ? list :
 		rule->basis == RULE_BASIS_AMOUNT_PAID ? paid : billed;
+	if (l->kind == KIND_REFUND)
+	{
+		/*
+		 * A refund is valued with its original's version (evaluate_refunds),
+		 * whose basis setting may differ: keep list cost and amount paid in
+		 * the amounts evaluate_refunds sets, which nothing reads before.
+		 */
+		l->unrounded = list_bad ? LIST_UNHELD : list;
+		l->rounded = paid;
+	}
 	l->eligible = l->charge >= 0 && (rule->eligible & (1u << l->charge)) != 0;
 	if (l->cust < 0)
 		add_problem(run, "unmapped_customer", psprintf("line:%s", ARENA(run, l->key)),
@@ -1601,6 +1617,7 @@ typedef struct Original
 	money128	unrounded;
 	DateADT		date;
 	int64		run_id;
+	int64		agreement_id;	/* of its run */
 } Original;
 
 static int
@@ -1644,7 +1661,7 @@ load_earlier_originals(Run *run, int *n)
 	args[1] = makeArrayResult(keys, CurrentMemoryContext);
 	args[2] = CStringGetTextDatum(run->period);
 	if (SPI_execute_with_args(psprintf(
-									   "SELECT o.key, s.rate, s.rule_version, s.clause, s.tier, s.unrounded, %s, s.run_id "
+									   "SELECT o.key, s.rate, s.rule_version, s.clause, s.tier, s.unrounded, %s, s.run_id, r.agreement_id "
 									   "FROM (SELECT DISTINCT unnest($2) AS key) o "
 									   "JOIN LATERAL (SELECT * FROM settle.bill_line b WHERE b.line_key = o.key "
 									   "  AND b.reseller_id = $1 ORDER BY b.revision DESC LIMIT 1) b ON true "
@@ -1679,9 +1696,54 @@ load_earlier_originals(Run *run, int *n)
 		numeric_to_money128(SPI_getbinval(t, d, 6, &isnull), &o[i].unrounded);
 		o[i].date = DatumGetDateADT(SPI_getbinval(t, d, 7, &isnull));
 		o[i].run_id = DatumGetInt64(SPI_getbinval(t, d, 8, &isnull));
+		o[i].agreement_id = DatumGetInt64(SPI_getbinval(t, d, 9, &isnull));
 	}
 	*n = (int) SPI_processed;
 	return o;
+}
+
+/*
+ * The compiled rule of a version of an agreement by number: one loaded for
+ * the run's dates, or (the version of an older refunded charge, possibly of
+ * an earlier agreement) read and kept.  NULL if there is none.
+ */
+static const Rule *
+version_rule(Run *run, int64 agreement_id, int32 version_no)
+{
+	Datum		args[3];
+	Oid			types[3] = {INT8OID, INT8OID, INT4OID};
+	MemoryContext old;
+	bool		isnull;
+	Datum		r;
+	int			i;
+
+	for (i = 0; agreement_id == run->agreement_id && i < run->nversions; i++)
+		if (run->versions[i].version == version_no)
+			return run->versions[i].rule;
+	for (i = 0; i < run->nolder; i++)
+		if (run->older[i].agreement_id == agreement_id && run->older[i].version == version_no)
+			return run->older[i].rule;
+	args[0] = Int64GetDatum(run->reseller_id);
+	args[1] = Int64GetDatum(agreement_id);
+	args[2] = Int32GetDatum(version_no);
+	if (SPI_execute_with_args("SELECT v.rule FROM settle.rule_version v WHERE v.reseller_id = $1 "
+							  "AND v.agreement_id = $2 AND v.version = $3",
+							  3, types, args, NULL, true, 1) != SPI_OK_SELECT)
+		elog(ERROR, "could not read rule version %d", version_no);
+	if (SPI_processed == 0)
+		return NULL;
+	r = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+	if (isnull)
+		return NULL;
+	old = MemoryContextSwitchTo(run->mcxt);
+	run->older = run->older ? repalloc(run->older, sizeof(Version) * (run->nolder + 1)) :
+		palloc0(sizeof(Version));
+	MemoryContextSwitchTo(old);
+	memset(&run->older[run->nolder], 0, sizeof(Version));
+	run->older[run->nolder].agreement_id = agreement_id;
+	run->older[run->nolder].version = version_no;
+	run->older[run->nolder].rule = settle_rule_compile(r, run->mcxt);
+	return run->older[run->nolder++].rule;
 }
 
 static void
@@ -1698,11 +1760,19 @@ evaluate_refunds(Run *run)
 		int			j = okey ? line_cmp_key(run, okey) : -1;
 		int64		rate;
 		money128	orig_commission;
+		money128	list,
+					paid;
 		DateADT		orig_date;
+		int64		orig_agreement = run->agreement_id;
 		bool		within;
+		const Rule *orule;
 
 		if (l->kind != KIND_REFUND)
 			continue;
+		/* list cost and amount paid, kept by take_row */
+		list = l->unrounded;
+		paid = l->rounded;
+		l->unrounded = l->rounded = 0;
 		l->rate = -1;
 		if (j >= 0 && run->lines[j].kind == KIND_CHARGE && !run->lines[j].prev)
 		{
@@ -1742,6 +1812,7 @@ evaluate_refunds(Run *run)
 			rate = e->rate;
 			orig_commission = e->unrounded;
 			orig_date = e->date;
+			orig_agreement = e->agreement_id;
 			l->version_no = e->version_no;
 			l->clause = e->clause;
 			l->tier = e->tier;
@@ -1755,6 +1826,25 @@ evaluate_refunds(Run *run)
 		/* inside the window: its own period; outside: the next adjustment period */
 		if (l->prev == within)
 			continue;
+		/*
+		 * Reversed at the original's terms: its version's basis setting
+		 * (billed cost, list cost or amount paid), not that of the version
+		 * in force on the refund's date.
+		 */
+		if (l->version >= 0 && l->version_no > 0 &&
+			(orule = version_rule(run, orig_agreement, l->version_no)) != NULL)
+		{
+			if (orule->basis == RULE_BASIS_LIST_COST && list == LIST_UNHELD)
+			{
+				add_problem(run, "validation", psprintf("line:%s", ARENA(run, l->key)),
+							psprintf("Bill line %s has a list cost that cannot be held exactly (more than 16 decimal places or not below 10^14): it earns nothing.",
+									 ARENA(run, l->key)));
+				l->basis = 0;
+			}
+			else
+				l->basis = orule->basis == RULE_BASIS_LIST_COST ? list :
+					orule->basis == RULE_BASIS_AMOUNT_PAID ? paid : l->billed;
+		}
 		l->included = true;
 		l->rate = rate;
 		if (rate >= 0 && !money_mul_rate_exact(l->basis, rate, &l->unrounded))
@@ -1764,6 +1854,42 @@ evaluate_refunds(Run *run)
 		else if (rate < 0)
 			l->unrounded = -orig_commission;	/* a fixed amount is reversed whole */
 	}
+}
+
+/*
+ * What the new revision of a charge that earned a fixed amount (per line, per
+ * month, prorated) earns: the amount its original earned, with the sign of
+ * the new basis (nothing for a zero basis), as a line of that basis would.
+ * The original is the charge line of the run its reference names
+ * (run:<run_id>/<line_key>).
+ */
+static money128
+correction_fixed(Run *run, const char *key, const char *ref, money128 basis)
+{
+	Datum		args[3];
+	Oid			types[3] = {INT8OID, INT8OID, TEXTOID};
+	long long	orig_run;
+	bool		isnull;
+	Datum		d;
+	money128	earned;
+
+	if (basis == 0 || ref == NULL || sscanf(ref, "run:%lld/", &orig_run) != 1)
+		return 0;
+	args[0] = Int64GetDatum(run->reseller_id);
+	args[1] = Int64GetDatum((int64) orig_run);
+	args[2] = CStringGetTextDatum(key);
+	if (SPI_execute_with_args("SELECT s.unrounded FROM settle.settlement_line s WHERE s.reseller_id = $1 "
+							  "AND s.run_id = $2 AND s.line_key = $3 AND s.kind = 'c'",
+							  3, types, args, NULL, true, 1) != SPI_OK_SELECT)
+		elog(ERROR, "could not read the original of correction %s", key);
+	if (SPI_processed == 0)
+		return 0;
+	d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+	if (isnull || !numeric_to_money128(d, &earned))
+		return 0;
+	if (earned < 0)
+		earned = -earned;
+	return basis < 0 ? -earned : earned;
 }
 
 /*
@@ -1777,7 +1903,9 @@ add_corrections(Run *run)
 {
 	Datum		args[3];
 	Oid			types[3] = {INT8OID, TEXTOID, INT8OID};
-	uint64		i;
+	uint64		i,
+				n;
+	SPITupleTable *tt;
 
 	args[0] = Int64GetDatum(run->reseller_id);
 	args[1] = CStringGetTextDatum(run->period);
@@ -1795,11 +1923,14 @@ add_corrections(Run *run)
 							  "FROM settle.late_revisions($1, $2) c WHERE $3 = $3 ORDER BY c.line_key COLLATE \"C\"",
 							  3, types, args, NULL, true, 0) != SPI_OK_SELECT)
 		elog(ERROR, "could not read late revisions");
+	/* kept: a fixed amount's correction reads its original */
+	tt = SPI_tuptable;
+	n = SPI_processed;
 	fp_str(run->in_fp, "corrections");
-	for (i = 0; i < SPI_processed; i++)
+	for (i = 0; i < n; i++)
 	{
-		HeapTuple	t = SPI_tuptable->vals[i];
-		TupleDesc	d = SPI_tuptable->tupdesc;
+		HeapTuple	t = tt->vals[i];
+		TupleDesc	d = tt->tupdesc;
 		bool		isnull;
 		Line	   *l;
 		char	   *key = SPI_getvalue(t, d, 1);
@@ -1883,7 +2014,9 @@ add_corrections(Run *run)
 									 l->revision, key));
 				now = settled;
 			}
-			l->unrounded = (l->rate >= 0 ? now : 0) - settled;
+			if (l->rate < 0)
+				now = correction_fixed(run, key, ref, l->basis);
+			l->unrounded = now - settled;
 		}
 		fp_str(run->in_fp, key);
 		fp_int(run->in_fp, l->revision);

@@ -596,6 +596,9 @@ BEGIN
 			WHEN l.kind = 'a' THEN format('approved adjustment: %s %s (exact)', l.unrounded, st.currency)
 			WHEN l.kind = 'x' AND l.rate IS NOT NULL THEN format('%s x %s - %s already settled = %s %s (exact)',
 				l.basis, trim_scale(l.rate), trim_scale(l.basis * l.rate - l.unrounded), l.unrounded, st.currency)
+			WHEN l.kind = 'x' AND l.rate IS NULL THEN
+				format('the fixed amount the new revision earns (with the sign of its basis %s) - what was settled = %s %s (exact)',
+					l.basis, l.unrounded, st.currency)
 			WHEN l.kind = 'r' AND l.rate IS NULL THEN
 				format('the original''s fixed amount reversed whole: %s %s (exact)', l.unrounded, st.currency)
 			WHEN l.rate IS NULL THEN format('fixed amount: %s %s (exact)', l.unrounded, st.currency)

@@ -2,7 +2,7 @@
 -- explain, and the decisions docs/rules.md and docs/settlement.md state for
 -- floors and refund reversals.  Every number is worked out in the comments.
 BEGIN;
-SELECT plan(48);
+SELECT plan(56);
 
 SET LOCAL settle.reason = 'defect regressions';
 
@@ -11,7 +11,7 @@ SET LOCAL settle.reason = 'defect regressions';
 CREATE FUNCTION pg_temp.line(reseller text, customer text, key text, day date, billed numeric,
 	product text DEFAULT 'ecs', sku text DEFAULT 'ecs.g7', region text DEFAULT 'cn-west',
 	charge text DEFAULT NULL, tags jsonb DEFAULT '{}', currency text DEFAULT 'USD',
-	revision integer DEFAULT 1, original text DEFAULT NULL) RETURNS void
+	revision integer DEFAULT 1, original text DEFAULT NULL, list numeric DEFAULT NULL) RETURNS void
 LANGUAGE sql AS $$
 	INSERT INTO settle.bill_line (reseller_id, line_key, revision, customer_id, content_hash, source_item,
 		billing_account_id, billing_period_start, charge_period_start, charge_period_end,
@@ -23,7 +23,7 @@ LANGUAGE sql AS $$
 	       CASE WHEN line.original IS NOT NULL THEN 'Refund' ELSE 'PayAsYouGoBill' END, 'acct-' || line.customer,
 	       date_trunc('month', line.day)::date, line.day, line.day + 1,
 	       coalesce(line.charge, CASE WHEN line.billed < 0 THEN 'Credit' ELSE 'Usage' END), line.product,
-	       line.sku, line.region, line.currency, line.billed, line.billed, line.original, line.tags
+	       line.sku, line.region, line.currency, coalesce(line.list, line.billed), line.billed, line.original, line.tags
 	  FROM settle.reseller r JOIN settle.customer c ON c.reseller_id = r.reseller_id
 	 WHERE r.code = line.reseller AND c.code = line.customer
 $$;
@@ -396,6 +396,122 @@ SELECT results_eq($$SELECT blocked FROM settle.settle_period('2026-10', 'latex')
 SELECT results_eq($$SELECT scope_key, period FROM settle.exception
                     WHERE reseller_id = settle.reseller_id('latex') AND kind = 'validation'$$,
 	$$VALUES ('line:latex/1', '2026-10')$$, 'by a validation exception on the line');
+
+-- ---------------------------------------------------------------------------
+-- 9. verify_run of a run whose period starts with a new rule version.  nv:
+--    version 1 (1%) to 2026-10-01, version 2 (2%, floor 5 per customer per
+--    period) from 2026-10-01.  September: 100.00 and 300.00 earn 1.00 and
+--    3.00.  October: 200.00 earns 4.00 under version 2, the customer is
+--    topped up to the floor, 5.00 - 4.00 = 1.00.  nvr: the same, and a
+--    refund of -50.00 of the first September line reverses it at version 1:
+--    -50.00 x 1% = -0.50.  Re-derivation must use the same versions as the
+--    run: version 2's floor, version 1 for the refund (verify_run derived more
+--    lines than the run recorded when it loaded only the versions the run's
+--    lines record, while settle_period took the floor of version 1).
+-- ---------------------------------------------------------------------------
+SELECT settle.add_reseller(code, 'Reseller ' || code) FROM (VALUES ('nv'), ('nvr')) r(code);
+SELECT settle.set_agreement(code, '2026-01-01', 'USD') FROM (VALUES ('nv'), ('nvr')) r(code);
+SELECT settle.publish_rule(code, (SELECT a.agreement_id FROM settle.agreement a WHERE a.reseller_id = settle.reseller_id(code)),
+	'2026-01-01', E'currency USD\notherwise pay 1%'::settle.rule, 'version 1', '2026-10-01') FROM (VALUES ('nv'), ('nvr')) r(code);
+SELECT settle.publish_rule(code, (SELECT a.agreement_id FROM settle.agreement a WHERE a.reseller_id = settle.reseller_id(code)),
+	'2026-10-01', E'currency USD\nfloor 5 per customer per period\notherwise pay 2%'::settle.rule, 'version 2')
+  FROM (VALUES ('nv'), ('nvr')) r(code);
+SELECT settle.add_customer(code, 'c1', 'Customer c1') FROM (VALUES ('nv'), ('nvr')) r(code);
+SELECT pg_temp.line(code, 'c1', code || '/09a', '2026-09-10', 100.00),
+       pg_temp.line(code, 'c1', code || '/09b', '2026-09-20', 300.00),
+       pg_temp.line(code, 'c1', code || '/10a', '2026-10-10', 200.00)
+  FROM (VALUES ('nv'), ('nvr')) r(code);
+SELECT pg_temp.line('nvr', 'c1', 'nvr/10r', '2026-10-12', -50.00, original => 'nvr/09a');
+SELECT count(*) FROM (VALUES ('nv'), ('nvr')) r(code), settle.settle_period('2026-09', code);
+SELECT count(*) FROM (VALUES ('nv'), ('nvr')) r(code), settle.settle_period('2026-10', code);
+SELECT results_eq($$SELECT rs.code COLLATE "default", l.line_key COLLATE "default", l.kind::text, l.rule_version, l.unrounded
+                    FROM settle.settlement_line l JOIN settle.reseller rs USING (reseller_id)
+                    WHERE l.run_id = pg_temp.run(rs.code, '2026-10') AND rs.code IN ('nv', 'nvr')
+                    ORDER BY rs.code, l.line_key COLLATE "C"$$,
+	$$SELECT * FROM (VALUES ('nv', 'floor:customer:' || (SELECT customer_id FROM settle.customer
+	                                                     WHERE code = 'c1' AND reseller_id = settle.reseller_id('nv')), 'f', 2, 1.00),
+	         ('nv', 'nv/10a', 'c', 2, 4.00),
+	         ('nvr', 'floor:customer:' || (SELECT customer_id FROM settle.customer
+	                                       WHERE code = 'c1' AND reseller_id = settle.reseller_id('nvr')), 'f', 2, 1.00),
+	         ('nvr', 'nvr/10a', 'c', 2, 4.00), ('nvr', 'nvr/10r', 'r', 1, -0.50)) v$$,
+	'October under version 2: 200.00 x 2% = 4.00, top-up 5.00 - 4.00 = 1.00; the refund at version 1: -50.00 x 1% = -0.50');
+SELECT results_eq($$SELECT rs.code COLLATE "default", v.verified, v.lines, v.problem FROM settle.reseller rs,
+                    settle.verify_run(pg_temp.run(rs.code, '2026-10')) v WHERE rs.code IN ('nv', 'nvr') ORDER BY rs.code$$,
+	$$VALUES ('nv', true, 2::bigint, NULL::text), ('nvr', true, 3::bigint, NULL)$$,
+	'verify_run re-derives the lines of a period that starts with a new version');
+
+-- ---------------------------------------------------------------------------
+-- 10. A refund is reversed at its original's terms (docs/rules.md section 7):
+--     the basis setting of the version the original earned under, not that of
+--     the version in force on the refund's date.  rb: version 1 (basis
+--     list_cost, 10%) to 2026-10-01, version 2 (basis billed_cost, 3%) from
+--     2026-10-01.  September: billed 100.00, list 200.00 earns 200.00 x 10% =
+--     20.00.  October: its refund, billed -50.00, list -80.00, reverses
+--     -80.00 x 10% = -8.00 (the engine took version 2's billed cost:
+--     -50.00 x 10% = -5.00).
+-- ---------------------------------------------------------------------------
+SELECT settle.add_reseller('rb', 'Reseller rb');
+SELECT settle.set_agreement('rb', '2026-01-01', 'USD');
+SELECT settle.publish_rule('rb', (SELECT a.agreement_id FROM settle.agreement a WHERE a.reseller_id = settle.reseller_id('rb')),
+	'2026-01-01', E'currency USD\nbasis list_cost\notherwise pay 10%'::settle.rule, 'version 1', '2026-10-01');
+SELECT settle.publish_rule('rb', (SELECT a.agreement_id FROM settle.agreement a WHERE a.reseller_id = settle.reseller_id('rb')),
+	'2026-10-01', E'currency USD\notherwise pay 3%'::settle.rule, 'version 2');
+SELECT settle.add_customer('rb', 'c', 'Customer c');
+SELECT pg_temp.line('rb', 'c', 'rb/09', '2026-09-10', 100.00, list => 200.00);
+SELECT pg_temp.line('rb', 'c', 'rb/10r', '2026-10-05', -50.00, original => 'rb/09', list => -80.00);
+SELECT count(*) FROM settle.settle_period('2026-09', 'rb');
+SELECT count(*) FROM settle.settle_period('2026-10', 'rb');
+SELECT results_eq($$SELECT l.line_key COLLATE "default", l.kind::text, l.rule_version, l.basis, l.rate, l.unrounded
+                    FROM settle.settlement_line l JOIN settle.run r USING (reseller_id, run_id)
+                    WHERE r.reseller_id = settle.reseller_id('rb') AND r.status <> 'superseded'
+                    ORDER BY r.period, l.line_key COLLATE "C"$$,
+	$$VALUES ('rb/09', 'c', 1, 200.00, 0.10000000, 20.00), ('rb/10r', 'r', 1, -80.00, 0.10000000, -8.00)$$,
+	'the refund is valued on list cost, as its original: -80.00 x 10% = -8.00');
+SELECT is((SELECT verified FROM settle.verify_run(pg_temp.run('rb', '2026-10'))), true, 'the refund''s run verifies');
+-- rbo: the same versions, the original in July (version 1 is not among the
+-- versions of August and September): billed 100.00, list 200.00 earns 20.00;
+-- its September refund, billed -50.00, list -80.00, reverses -8.00.
+SELECT settle.add_reseller('rbo', 'Reseller rbo');
+SELECT settle.set_agreement('rbo', '2026-01-01', 'USD');
+SELECT settle.publish_rule('rbo', (SELECT a.agreement_id FROM settle.agreement a WHERE a.reseller_id = settle.reseller_id('rbo')),
+	'2026-01-01', E'currency USD\nbasis list_cost\notherwise pay 10%'::settle.rule, 'version 1', '2026-08-01');
+SELECT settle.publish_rule('rbo', (SELECT a.agreement_id FROM settle.agreement a WHERE a.reseller_id = settle.reseller_id('rbo')),
+	'2026-08-01', E'currency USD\notherwise pay 3%'::settle.rule, 'version 2');
+SELECT settle.add_customer('rbo', 'c', 'Customer c');
+SELECT pg_temp.line('rbo', 'c', 'rbo/07', '2026-07-10', 100.00, list => 200.00);
+SELECT pg_temp.line('rbo', 'c', 'rbo/09r', '2026-09-05', -50.00, original => 'rbo/07', list => -80.00);
+SELECT count(*) FROM settle.settle_period('2026-07', 'rbo');
+SELECT count(*) FROM settle.settle_period('2026-09', 'rbo');
+SELECT results_eq($$SELECT l.line_key COLLATE "default", l.rule_version, l.basis, l.unrounded FROM settle.settlement_line l
+                    WHERE l.run_id = pg_temp.run('rbo', '2026-09')$$,
+	$$VALUES ('rbo/09r', 1, -80.00, -8.00)$$,
+	'a refund of a charge two periods back is valued with its version too: -80.00 x 10% = -8.00');
+SELECT is((SELECT verified FROM settle.verify_run(pg_temp.run('rbo', '2026-09'))), true, 'and its run verifies');
+
+-- ---------------------------------------------------------------------------
+-- 11. A correction of a line that earned a fixed amount is the difference
+--     between what the new revision earns and what was settled
+--     (docs/settlement.md).  fxc: pay 2 per line.  September: fxc/1 and
+--     fxc/2 of 100.00 earn 2.00 each; locked.  Revisions: fxc/1 to 120.00
+--     still earns 2.00 (correction 2.00 - 2.00 = 0.00; the engine reversed
+--     the whole 2.00), fxc/2 to 0.00 earns nothing (correction -2.00).
+-- ---------------------------------------------------------------------------
+SELECT pg_temp.reseller('fxc', E'currency USD\notherwise pay 2 per line');
+SELECT settle.add_customer('fxc', 'c', 'Customer c');
+SELECT pg_temp.line('fxc', 'c', 'fxc/1', '2026-09-04', 100.00);
+SELECT pg_temp.line('fxc', 'c', 'fxc/2', '2026-09-05', 100.00);
+SELECT count(*) FROM settle.settle_period('2026-09', 'fxc');
+SELECT count(*) FROM settle.approve_run(pg_temp.run('fxc', '2026-09'), 'checked'),
+       settle.lock_run(pg_temp.run('fxc', '2026-09'), 'closed');
+SELECT pg_temp.line('fxc', 'c', 'fxc/1', '2026-09-04', 120.00, revision => 2);
+SELECT pg_temp.line('fxc', 'c', 'fxc/2', '2026-09-05', 0.00, revision => 2);
+SELECT count(*) FROM settle.settle_period('2026-10', 'fxc');
+SELECT results_eq($$SELECT l.line_key COLLATE "default", l.kind::text, l.basis, l.unrounded, l.rounded
+                    FROM settle.settlement_line l WHERE l.run_id = pg_temp.run('fxc', '2026-10')
+                    ORDER BY l.line_key COLLATE "C"$$,
+	$$VALUES ('fxc/1', 'x', 120.00, 0.00, 0.00), ('fxc/2', 'x', 0.00, -2.00, -2.00)$$,
+	'corrections: 120.00 still earns 2.00 (2.00 - 2.00 = 0.00); 0.00 earns nothing (0.00 - 2.00 = -2.00)');
+SELECT is((SELECT verified FROM settle.verify_run(pg_temp.run('fxc', '2026-10'))), true, 'the corrections'' run verifies');
 
 SELECT * FROM finish();
 ROLLBACK;
