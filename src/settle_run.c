@@ -1635,11 +1635,22 @@ load_earlier_originals(Run *run, int *n)
 {
 	ArrayBuildState *keys = NULL;
 	uint32		i;
-	Datum		args[3];
-	Oid			types[3] = {INT8OID, TEXTARRAYOID, TEXTOID};
+	Datum		args[4];
+	Oid			types[4] = {INT8OID, TEXTARRAYOID, TEXTOID, INT8OID};
 	Original   *o;
 	const char *date = run->invoice_basis ? "b.billing_period_start" :
 		"(b.charge_period_start AT TIME ZONE 'UTC')::date";
+
+	/*
+	 * The run of each earlier period that holds the original: the current
+	 * one when settling; when verifying, the one that was current when the
+	 * verified run was made (the latest made before it: a re-settlement
+	 * always makes a new run), not one that superseded it since.
+	 */
+	const char *which = run->verify_run ?
+		"r.run_id = (SELECT max(r2.run_id) FROM settle.run r2 WHERE r2.reseller_id = $1 "
+		"  AND r2.period = r.period AND r2.run_id < $4) " :
+		"r.status <> 'superseded' ";
 
 	for (i = 0; i < run->nlines; i++)
 	{
@@ -1660,17 +1671,18 @@ load_earlier_originals(Run *run, int *n)
 	args[0] = Int64GetDatum(run->reseller_id);
 	args[1] = makeArrayResult(keys, CurrentMemoryContext);
 	args[2] = CStringGetTextDatum(run->period);
+	args[3] = Int64GetDatum(run->verify_run);
 	if (SPI_execute_with_args(psprintf(
 									   "SELECT o.key, s.rate, s.rule_version, s.clause, s.tier, s.unrounded, %s, s.run_id, r.agreement_id "
 									   "FROM (SELECT DISTINCT unnest($2) AS key) o "
 									   "JOIN LATERAL (SELECT * FROM settle.bill_line b WHERE b.line_key = o.key "
 									   "  AND b.reseller_id = $1 ORDER BY b.revision DESC LIMIT 1) b ON true "
-									   "JOIN settle.run r ON r.reseller_id = $1 AND r.status <> 'superseded' "
+									   "JOIN settle.run r ON r.reseller_id = $1 AND %s"
 									   "  AND r.period = to_char(%s, 'YYYY-MM') AND r.period < $3 "
 									   "JOIN settle.settlement_line s ON s.reseller_id = $1 AND s.run_id = r.run_id "
 									   "  AND s.line_key = o.key AND s.kind = 'c' "
-									   "ORDER BY o.key COLLATE \"C\"", date, date),
-							  3, types, args, NULL, true, 0) != SPI_OK_SELECT)
+									   "ORDER BY o.key COLLATE \"C\"", date, which, date),
+							  4, types, args, NULL, true, 0) != SPI_OK_SELECT)
 		elog(ERROR, "could not read the lineage of refunded charges");
 	o = palloc0(sizeof(Original) * Max(1, SPI_processed));
 	for (i = 0; i < SPI_processed; i++)

@@ -2,7 +2,7 @@
 -- explain, and the decisions docs/rules.md and docs/settlement.md state for
 -- floors and refund reversals.  Every number is worked out in the comments.
 BEGIN;
-SELECT plan(56);
+SELECT plan(59);
 
 SET LOCAL settle.reason = 'defect regressions';
 
@@ -512,6 +512,31 @@ SELECT results_eq($$SELECT l.line_key COLLATE "default", l.kind::text, l.basis, 
 	$$VALUES ('fxc/1', 'x', 120.00, 0.00, 0.00), ('fxc/2', 'x', 0.00, -2.00, -2.00)$$,
 	'corrections: 120.00 still earns 2.00 (2.00 - 2.00 = 0.00); 0.00 earns nothing (0.00 - 2.00 = -2.00)');
 SELECT is((SELECT verified FROM settle.verify_run(pg_temp.run('fxc', '2026-10'))), true, 'the corrections'' run verifies');
+
+-- ---------------------------------------------------------------------------
+-- 12. verify_run finds a refund's original in the run that was current when
+--     the verified run was made, not in one that superseded it since (found
+--     by the differential test, seed 7).  rsup: 10%.  September: rsup/1 of
+--     100.00 earns 10.00 (run A).  October: its refund of -20.00 reverses
+--     -2.00, referring to run A.  Then a new September line is settled: run
+--     B supersedes A.  The October run still verifies, with its reference.
+-- ---------------------------------------------------------------------------
+SELECT pg_temp.reseller('rsup', E'currency USD\notherwise pay 10%');
+SELECT settle.add_customer('rsup', 'c', 'Customer c');
+SELECT pg_temp.line('rsup', 'c', 'rsup/1', '2026-09-10', 100.00);
+SELECT count(*) FROM settle.settle_period('2026-09', 'rsup');
+SELECT pg_temp.run('rsup', '2026-09') AS rsup_sep_a \gset
+SELECT pg_temp.line('rsup', 'c', 'rsup/r', '2026-10-05', -20.00, original => 'rsup/1');
+SELECT count(*) FROM settle.settle_period('2026-10', 'rsup');
+SELECT pg_temp.line('rsup', 'c', 'rsup/2', '2026-09-12', 50.00);
+SELECT count(*) FROM settle.settle_period('2026-09', 'rsup');
+SELECT isnt(pg_temp.run('rsup', '2026-09'), :rsup_sep_a::bigint, 'September was settled again: a new run superseded run A');
+SELECT results_eq($$SELECT l.unrounded, l.ref FROM settle.settlement_line l
+                    WHERE l.run_id = pg_temp.run('rsup', '2026-10') AND l.kind = 'r'$$,
+	format($$VALUES (-2.00::numeric, 'run:%s/rsup/1')$$, :rsup_sep_a),
+	'the October reversal refers to the run that held the original when it was made');
+SELECT results_eq(format('SELECT verified, problem FROM settle.verify_run(%s)', pg_temp.run('rsup', '2026-10')),
+	$$VALUES (true, NULL::text)$$, 'and the October run verifies after September was superseded');
 
 SELECT * FROM finish();
 ROLLBACK;
