@@ -102,3 +102,38 @@ SQL
 q() {	# q DB SQL  -> unaligned result
 	psql -X -A -t -q -v ON_ERROR_STOP=1 -d "$1" -c "$2"
 }
+
+# worker_cluster_start DB RETRY_AFTER_MS (after mock_start): a private cluster
+# of its own (settle preloaded, its ingest worker serving DB, retries after
+# RETRY_AFTER_MS), for tests that kill or restart the server; stopped with the
+# mock.  Sets BIN, PGD, PORT and PGHOST/PGPORT/PGUSER, and creates DB with
+# setup_db.
+worker_cluster_start() {
+	local db=$1 retry=$2
+	BIN=$(pg_config --bindir)
+	PGD=$MOCK_DIR/pgdata
+	PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+	install -d -o postgres "$PGD"
+	chown postgres "$MOCK_DIR"
+	su postgres -c "$BIN/initdb -D $PGD -A trust -U postgres" >/dev/null
+	cat >> "$PGD/postgresql.conf" <<CONF
+port = $PORT
+listen_addresses = '127.0.0.1'
+unix_socket_directories = '$MOCK_DIR'
+shared_preload_libraries = 'settle'
+settle.database = '$db'
+settle.worker_naptime_ms = 200
+settle.worker_retry_after_ms = $retry
+settle.secret_file = '$SECRET_FILE'
+settle.ca_file = '$MOCK_CA'
+settle.allow_private_endpoints = on
+settle.ingest_retry_base_ms = 20
+settle.ingest_requests_per_second = 0
+restart_after_crash = on
+logging_collector = off
+CONF
+	su postgres -c "$BIN/pg_ctl -D $PGD -l $MOCK_DIR/server.log -w start" >/dev/null
+	EXTRA_STOP="su postgres -c '$BIN/pg_ctl -D $PGD -m immediate stop' >/dev/null 2>&1"
+	export PGHOST=$MOCK_DIR PGPORT=$PORT PGUSER=postgres
+	setup_db "$db"
+}

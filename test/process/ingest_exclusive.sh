@@ -9,32 +9,7 @@ set -uo pipefail
 cd "$(dirname "$0")/../.."
 . test/mock/lib.sh
 mock_start
-BIN=$(pg_config --bindir)
-PGD=$MOCK_DIR/pgdata
-PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-install -d -o postgres "$PGD"
-chown postgres "$MOCK_DIR"
-su postgres -c "$BIN/initdb -D $PGD -A trust -U postgres" >/dev/null
-cat >> "$PGD/postgresql.conf" <<CONF
-port = $PORT
-listen_addresses = '127.0.0.1'
-unix_socket_directories = '$MOCK_DIR'
-shared_preload_libraries = 'settle'
-settle.database = 'settle_x'
-settle.worker_naptime_ms = 200
-settle.worker_retry_after_ms = 3600000
-settle.secret_file = '$SECRET_FILE'
-settle.ca_file = '$MOCK_CA'
-settle.allow_private_endpoints = on
-settle.ingest_retry_base_ms = 20
-settle.ingest_requests_per_second = 0
-restart_after_crash = on
-logging_collector = off
-CONF
-su postgres -c "$BIN/pg_ctl -D $PGD -l $MOCK_DIR/server.log -w start" >/dev/null
-EXTRA_STOP="su postgres -c '$BIN/pg_ctl -D $PGD -m immediate stop' >/dev/null 2>&1"
-export PGHOST=$MOCK_DIR PGPORT=$PORT PGUSER=postgres
-setup_db settle_x
+worker_cluster_start settle_x 3600000
 DB=settle_x
 wait_up() { for _ in $(seq 1 300); do q $DB "SELECT 1" >/dev/null 2>&1 && return; sleep 0.1; done; }
 
