@@ -6,8 +6,8 @@
  *   run_load.c       load: the agreement, rule versions, FX rates, catalogue
  *   run_read.c       read: the period's bill line revisions, in key order
  *   run_evaluate.c   evaluate: charges, refunds, corrections, adjustments
- *   run_round.c      round: period floors, the statement total and its
- *                    allocation to lines
+ *   run_round.c      round: period floors; the statement total and its
+ *                    allocation to lines, ties in line key order
  *   run_lineage.c    lineage: output order, totals, the settlement lines
  *                    written (or compared, in verify mode)
  *   run_util.c       fingerprints' and buffers' helpers, problems, amounts
@@ -442,7 +442,11 @@ extern void run_read_lines(Run *run);
 /* run_evaluate.c: charges, refund reversals, corrections, adjustments */
 extern void run_evaluate(Run *run);
 
-/* run_round.c: period floors, then the rounded total allocated to lines */
+/*
+ * run_round.c: period floor top-ups (before run_order_lines); the rounded
+ * total allocated to lines (after it: ties go in output order)
+ */
+extern void run_add_floors(Run *run);
 extern void run_round(Run *run);
 
 /* run_lineage.c: output order, statement totals, the lineage written or compared */

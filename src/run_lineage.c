@@ -66,6 +66,7 @@ order_cmp(const void *a, const void *b)
  * The output order: included lines by line key ("C" collation), then kind.
  * Lines read from bill_line are already in key order; only the lines added
  * after them (corrections, floors, adjustments) are sorted, then merged in.
+ * The rounding allocation hands out tied units in this order (run_round).
  * (line_key, kind) identifies a settlement line, and no unique index
  * enforces it (see settle.settlement_line): the order must be strict.
  */

@@ -1,8 +1,8 @@
 /*
  * run_round.c — the round phase of a settlement run: floors per customer and
- * per reseller topped up at period level, then the statement total rounded
- * once and its minor units allocated to lines by largest remainder.  See
- * run.h.
+ * per reseller topped up at period level, then (once the lines are in output
+ * order) the statement total rounded once and its minor units allocated to
+ * lines by largest remainder, ties in line key order.  See run.h.
  */
 #include "postgres.h"
 
@@ -118,10 +118,11 @@ kth_largest(money128 *v, uint32 n, uint32 k)
 /*
  * Rounds the statement total once, in the currency's minor unit and the
  * agreement's mode, and gives each line its floor plus one unit for the k
- * lines with the largest remainders (ties: earlier line first), so that the
- * lines add up to the total exactly.  The k-th largest remainder is found by
- * selection, then one pass in line order hands out the units: no sort.
- * Returns the rounded total.
+ * lines with the largest remainders (ties: line key order, then kind — the
+ * output order, run->order, floor top-ups, corrections and adjustments
+ * included by their keys), so that the lines add up to the total exactly.
+ * The k-th largest remainder is found by selection, then one pass in output
+ * order hands out the units: no sort.  Returns the rounded total.
  */
 static money128
 allocate_rounding(Run *run)
@@ -169,12 +170,12 @@ allocate_rounding(Run *run)
 			if (l->included && l->unrounded - l->rounded > threshold)
 				at_threshold--;
 		}
-		for (i = 0; i < run->nlines; i++)
+		for (i = 0; i < run->norder; i++)
 		{
-			Line	   *l = &run->lines[i];
+			Line	   *l = &run->lines[run->order[i]];
 			money128	rem = l->unrounded - l->rounded;
 
-			if (!l->included || rem < threshold)
+			if (rem < threshold)
 				continue;
 			if (rem == threshold)
 			{
@@ -189,10 +190,16 @@ allocate_rounding(Run *run)
 	return total_rounded;
 }
 
-/* Period floors, then the rounded total allocated to the lines. */
+/* The period's floor top-ups, as lines. */
+void
+run_add_floors(Run *run)
+{
+	add_floors(run);
+}
+
+/* The rounded total allocated to the lines, which are in output order. */
 void
 run_round(Run *run)
 {
-	add_floors(run);
 	allocate_rounding(run);
 }

@@ -128,8 +128,9 @@ settle_settle_reseller(PG_FUNCTION_ARGS)
 	run_load(&run);
 	run_read_lines(&run);
 	run_evaluate(&run);
-	run_round(&run);
+	run_add_floors(&run);
 	run_order_lines(&run);
+	run_round(&run);
 	run_compute_totals(&run, &tot);
 	if (run.verify_run)
 		run_compare_recorded(&run);
