@@ -550,7 +550,6 @@ BEGIN
 	  FROM owner o, settle.recon_tolerance(o.owner_id, p_start) t;
 
 	-- The scopes to explain, with what the explanation needs.
-	DROP TABLE IF EXISTS pg_temp.recon_pt_scope, pg_temp.recon_pt_cause;
 	CREATE TEMP TABLE recon_pt_scope ON COMMIT DROP AS
 		SELECT r.scope_key, r.source, r.billing_account_id, r.product_code, r.currency, r.delta, r.missing_side,
 		       p.taken_at, coalesce(cu.minor_unit, 2) AS minor_unit,
@@ -567,7 +566,7 @@ BEGIN
 	-- lists items, and whether an earlier key of the period holds its record.
 	CREATE TEMP TABLE recon_pt_cause (
 		scope_key text, ord integer, cause text, line_key text, revision integer, record_id text, day date,
-		amount numeric, old_amount numeric, new_amount numeric, detail text);
+		amount numeric, old_amount numeric, new_amount numeric, detail text) ON COMMIT DROP;
 
 	-- lines the source has no total for: each is unmatched
 	INSERT INTO recon_pt_cause
@@ -936,7 +935,6 @@ BEGIN
 	-- The lineage has no index by line key (only BRIN on run_id): the
 	-- refunds and the charge lines of the runs they refer to are each read
 	-- run by run, then matched in one hash join.
-	DROP TABLE IF EXISTS pg_temp.recon_refund;
 	CREATE TEMP TABLE recon_refund ON COMMIT DROP AS
 	WITH refunds AS MATERIALIZED (
 		SELECT ru.run_id, ru.reseller_id, st.currency, cu.minor_unit, l.line_key, l.revision, l.rate, l.basis,
@@ -977,6 +975,7 @@ BEGIN
 	                        settle.recon_amount(f.unrounded, f.minor_unit)) END
 	  FROM recon_refund f
 	 WHERE f.orig_rate IS NULL OR f.rate IS DISTINCT FROM f.orig_rate OR f.unrounded <> f.basis * f.orig_rate;
+	DROP TABLE recon_refund;
 END $$;
 COMMENT ON FUNCTION settle.recon_check_refund_rate(settle.period, date, date, bigint) IS
 	'Reconciliation check refund_rate: every refund reversal of a current run at exactly the rate its original charge earned.';
@@ -990,7 +989,6 @@ BEGIN
 	-- 8. every charge of a run's period is settled at its current revision:
 	-- the current charge lines of each run's reseller dated in the period,
 	-- read from the lines billed the month before to the month after it
-	DROP TABLE IF EXISTS pg_temp.recon_settled_cur;
 	CREATE TEMP TABLE recon_settled_cur ON COMMIT DROP AS
 	SELECT r.run_id, c.reseller_id, c.customer_id, c.line_key, c.revision, c.charge_period_start, c.billed_cost
 	  FROM (SELECT ru.reseller_id, ru.run_id, a.date_basis
@@ -1150,6 +1148,12 @@ BEGIN
 			PERFORM pg_advisory_xact_lock(hashtext('settle.reconcile:reseller'), hashtext(period || '/' || rid));
 		END IF;
 	END IF;
+	IF waited AND current_setting('transaction_isolation') <> 'read committed' THEN
+		-- this snapshot predates the other call's results: neither use nor overwrite them
+		RAISE EXCEPTION 'settle.reconcile(%, %) ran in another session while this one waited', period, v_scope
+			USING ERRCODE = 'serialization_failure',
+			HINT = 'Retry the transaction: it will see (and return) the other session''s results.';
+	END IF;
 	IF waited AND EXISTS (SELECT 1 FROM settle.recon_run u WHERE u.period = reconcile.period AND u.scope IN (v_scope, '*')
 	                       AND u.finished_at > coalesce(seen, '-infinity')) THEN
 		RAISE NOTICE 'settle.reconcile(%, %): another session reconciled it while this call waited; returning its results',
@@ -1162,8 +1166,9 @@ BEGIN
 	END IF;
 
 	DELETE FROM settle.recon_result r WHERE r.period = reconcile.period AND (rid IS NULL OR r.reseller_id = rid);
-	DROP TABLE IF EXISTS pg_temp.recon_line, pg_temp.recon_dup, pg_temp.recon_prov, pg_temp.recon_item,
-		pg_temp.recon_assign;
+	IF to_regclass('pg_temp.recon_line') IS NOT NULL THEN	-- a second call in this transaction
+		DROP TABLE pg_temp.recon_line, pg_temp.recon_dup, pg_temp.recon_prov, pg_temp.recon_item, pg_temp.recon_assign;
+	END IF;
 
 	-- The period's inputs, read once.  recon_line: the current revision of
 	-- every bill line billed in the cycle, read through the index on
