@@ -526,12 +526,13 @@ BEGIN
 		UNION ALL
 		SELECT o.source, o.billing_account_id, o.product_code, o.scope_currency, NULL, (o.mt).lines, (o.mt).total, o.fp, 0
 		  FROM orphan o
+	), account_owner AS (
+		SELECT l.billing_account_id, max(l.reseller_id) AS reseller_id FROM recon_line l GROUP BY l.billing_account_id
 	), owner AS (
-		SELECT sp.*, coalesce(recon_check_provider_total.reseller_id,
-		         (SELECT max(l.reseller_id) FROM recon_line l WHERE l.billing_account_id = sp.billing_account_id),
+		SELECT sp.*, coalesce(recon_check_provider_total.reseller_id, ao.reseller_id,
 		         (SELECT min(m.reseller_id) FROM settle.customer_account m WHERE m.account_id = sp.billing_account_id
 		             AND m.valid_from <= p_start AND p_start < m.valid_to), 0) AS owner_id
-		  FROM scopes sp
+		  FROM scopes sp LEFT JOIN account_owner ao ON ao.billing_account_id = sp.billing_account_id
 	)
 	SELECT recon_check_provider_total.period, 'provider_total',
 	       format('provider:%s/%s/%s/%s@%s', recon_check_provider_total.period, o.billing_account_id, o.product_code, o.currency, o.source),
@@ -662,6 +663,23 @@ BEGIN
 	  FROM prim p JOIN prev v ON v.line_key = p.line_key
 	 WHERE p.amount IS DISTINCT FROM coalesce(v.prev_amount, 0);
 
+	-- For the remainder rows: the days with lines of the scopes to explain,
+	-- and their lines billed off list - discount - coupons (one pass each)
+	CREATE TEMP TABLE recon_pt_day ON COMMIT DROP AS
+		SELECT l.billing_account_id, l.product_code, l.day, string_agg(l.line_key, ', ' ORDER BY l.line_key COLLATE "C") AS keys
+		  FROM recon_line l
+		 WHERE (l.billing_account_id, l.product_code) IN (SELECT s.billing_account_id, s.product_code FROM recon_pt_scope s)
+		 GROUP BY l.billing_account_id, l.product_code, l.day;
+	CREATE TEMP TABLE recon_pt_idn ON COMMIT DROP AS
+		SELECT s.scope_key, string_agg(l.line_key, ', ' ORDER BY l.line_key COLLATE "C") AS keys
+		  FROM recon_pt_scope s JOIN recon_line l
+		    ON l.billing_account_id = s.billing_account_id AND l.product_code = s.product_code AND l.currency = s.currency
+		 WHERE l.list_cost IS NOT NULL AND l.billed_cost <> l.list_cost - l.discount - l.coupon_deduction
+		   AND abs(l.billed_cost - (l.list_cost - l.discount - l.coupon_deduction)) <= s.unit
+		 GROUP BY s.scope_key;
+	CREATE INDEX ON recon_pt_day (billing_account_id, product_code, day);
+	ANALYZE recon_pt_day;
+
 	-- What the lines do not explain, one row per scope: an unnamed FX
 	-- difference when lines were converted without a listing; rounding when
 	-- within one minor unit (the provider rounds its total to the currency's
@@ -695,27 +713,19 @@ BEGIN
 		SELECT count(*) AS n, min(x.line_key) AS line_key,
 		       string_agg(x.line_key, ', ' ORDER BY x.line_key COLLATE "C") AS keys
 		  FROM recon_pt_cause x WHERE x.scope_key = s.scope_key AND x.ord = 4) fx
-	  LEFT JOIN LATERAL (
-		SELECT string_agg(l.line_key, ', ' ORDER BY l.line_key COLLATE "C") AS keys
-		  FROM recon_line l
-		 WHERE l.billing_account_id = s.billing_account_id AND l.product_code = s.product_code AND l.currency = s.currency
-		   AND l.list_cost IS NOT NULL AND l.billed_cost <> l.list_cost - l.discount - l.coupon_deduction
-		   AND abs(l.billed_cost - (l.list_cost - l.discount - l.coupon_deduction)) <= s.unit) idn
-	    ON abs(s.delta - coalesce(c.explained, 0)) <= s.unit
+	  LEFT JOIN recon_pt_idn idn ON idn.scope_key = s.scope_key AND abs(s.delta - coalesce(c.explained, 0)) <= s.unit
 	  LEFT JOIN LATERAL (	-- days without a line of the account and product, between days with lines
 		SELECT min(d.day) AS first_day, string_agg(d.day::text, ', ' ORDER BY d.day) AS days,
-		       (SELECT string_agg(l.line_key, ', ' ORDER BY l.line_key COLLATE "C") FROM recon_line l
-		         WHERE l.billing_account_id = s.billing_account_id AND l.product_code = s.product_code
-		           AND l.day = min(d.day) - 1) AS before,
-		       (SELECT string_agg(l.line_key, ', ' ORDER BY l.line_key COLLATE "C") FROM recon_line l
-		         WHERE l.billing_account_id = s.billing_account_id AND l.product_code = s.product_code
-		           AND l.day = max(d.day) + 1) AS after
+		       (SELECT y.keys FROM recon_pt_day y WHERE y.billing_account_id = s.billing_account_id
+		           AND y.product_code = s.product_code AND y.day = min(d.day) - 1) AS before,
+		       (SELECT y.keys FROM recon_pt_day y WHERE y.billing_account_id = s.billing_account_id
+		           AND y.product_code = s.product_code AND y.day = max(d.day) + 1) AS after
 		  FROM (SELECT g::date AS day
-		          FROM (SELECT min(l.day) AS a, max(l.day) AS b FROM recon_line l
-		                 WHERE l.billing_account_id = s.billing_account_id AND l.product_code = s.product_code) r,
+		          FROM (SELECT min(y.day) AS a, max(y.day) AS b FROM recon_pt_day y
+		                 WHERE y.billing_account_id = s.billing_account_id AND y.product_code = s.product_code) r,
 		               generate_series(r.a, r.b, interval '1 day') g
-		         WHERE NOT EXISTS (SELECT 1 FROM recon_line l WHERE l.billing_account_id = s.billing_account_id
-		                             AND l.product_code = s.product_code AND l.day = g::date)) d
+		         WHERE NOT EXISTS (SELECT 1 FROM recon_pt_day y WHERE y.billing_account_id = s.billing_account_id
+		                             AND y.product_code = s.product_code AND y.day = g::date)) d
 		HAVING count(*) > 0) g ON s.delta - coalesce(c.explained, 0) < -s.unit AND fx.n = 0
 	 WHERE s.missing_side IS DISTINCT FROM 'provider'
 	   AND (s.delta <> coalesce(c.explained, 0) OR fx.n > 0);
@@ -738,7 +748,7 @@ BEGIN
 	       row_number() OVER (PARTITION BY x.scope_key ORDER BY x.ord, x.line_key COLLATE "C", x.record_id COLLATE "C"),
 	       x.cause, x.line_key, x.revision, x.record_id, x.day, x.amount, x.old_amount, x.new_amount, x.detail
 	  FROM recon_pt_cause x;
-	DROP TABLE recon_pt_scope, recon_pt_cause;
+	DROP TABLE recon_pt_scope, recon_pt_cause, recon_pt_day, recon_pt_idn;
 END $$;
 COMMENT ON FUNCTION settle.recon_check_provider_total(settle.period, date, date, bigint) IS
 	'Reconciliation check provider_total: the current bill lines of the billing cycle against the provider''s total, per source, billing account, product and currency; every delta split into causes that add up to it exactly (docs/reconciliation.md).';
@@ -835,14 +845,20 @@ BEGIN
 	PERFORM settle.recon_require_inputs();
 	-- a run of days without lines for an account, with lines on the day
 	-- before and after, in an account with lines on at least half the days
+	CREATE TEMP TABLE recon_gap_acct_day ON COMMIT DROP AS
+		SELECT l.billing_account_id, l.day, max(l.reseller_id) AS reseller_id, count(*) AS lines
+		  FROM recon_line l WHERE l.billing_account_id IS NOT NULL
+		 GROUP BY l.billing_account_id, l.day;
+	CREATE INDEX ON recon_gap_acct_day (billing_account_id, day);
+	ANALYZE recon_gap_acct_day;
 	CREATE TEMP TABLE recon_gap_day ON COMMIT DROP AS
 	SELECT a.billing_account_id, a.reseller_id, a.lines, d.day::date AS day
-	  FROM (SELECT l.billing_account_id, max(l.reseller_id) AS reseller_id, count(*) AS lines,
-	               min(l.day) AS first_day, max(l.day) AS last_day, count(DISTINCT l.day) AS days
-	          FROM recon_line l WHERE l.billing_account_id IS NOT NULL GROUP BY l.billing_account_id) a,
+	  FROM (SELECT x.billing_account_id, max(x.reseller_id) AS reseller_id, sum(x.lines) AS lines,
+	               min(x.day) AS first_day, max(x.day) AS last_day, count(*) AS days
+	          FROM recon_gap_acct_day x GROUP BY x.billing_account_id) a,
 	       generate_series(a.first_day, a.last_day, interval '1 day') AS d(day)
 	 WHERE a.days * 2 >= (p_end - p_start) AND a.days < a.last_day - a.first_day + 1
-	   AND NOT EXISTS (SELECT 1 FROM recon_line l WHERE l.billing_account_id = a.billing_account_id AND l.day = d.day::date);
+	   AND NOT EXISTS (SELECT 1 FROM recon_gap_acct_day x WHERE x.billing_account_id = a.billing_account_id AND x.day = d.day::date);
 	INSERT INTO settle.recon_result (period, check_name, scope_key, reseller_id, billing_account_id,
 		lines, status, missing_side, detail)
 	SELECT recon_check_gap.period, 'gap', format('gap:%s/%s', recon_check_gap.period, g.billing_account_id),
@@ -851,17 +867,25 @@ BEGIN
 	  FROM recon_gap_day g
 	 GROUP BY g.billing_account_id, g.reseller_id, g.lines;
 	INSERT INTO settle.recon_delta_line (period, check_name, scope_key, seq, cause, line_key, day, detail)
-	SELECT recon_check_gap.period, 'gap', format('gap:%s/%s', recon_check_gap.period, g.billing_account_id),
-	       row_number() OVER (PARTITION BY g.billing_account_id ORDER BY g.day), 'unmatched', NULL, g.day,
-	       format('no line of account %s on %s; lines before: %s; after: %s', g.billing_account_id, g.day,
-	              (SELECT string_agg(l.line_key, ', ' ORDER BY l.line_key COLLATE "C") FROM recon_line l
-	                WHERE l.billing_account_id = g.billing_account_id
-	                  AND l.day = (SELECT max(m.day) FROM recon_line m WHERE m.billing_account_id = g.billing_account_id AND m.day < g.day)),
-	              (SELECT string_agg(l.line_key, ', ' ORDER BY l.line_key COLLATE "C") FROM recon_line l
-	                WHERE l.billing_account_id = g.billing_account_id
-	                  AND l.day = (SELECT min(m.day) FROM recon_line m WHERE m.billing_account_id = g.billing_account_id AND m.day > g.day)))
-	  FROM recon_gap_day g;
-	DROP TABLE recon_gap_day;
+	WITH nb AS (	-- each day without lines, with the days with lines before and after it
+		SELECT g.billing_account_id, g.day,
+		       (SELECT max(y.day) FROM recon_gap_acct_day y WHERE y.billing_account_id = g.billing_account_id AND y.day < g.day) AS before_day,
+		       (SELECT min(y.day) FROM recon_gap_acct_day y WHERE y.billing_account_id = g.billing_account_id AND y.day > g.day) AS after_day
+		  FROM recon_gap_day g
+	), keys AS (	-- the lines of those neighbouring days, in one pass
+		SELECT l.billing_account_id, l.day, string_agg(l.line_key, ', ' ORDER BY l.line_key COLLATE "C") AS keys
+		  FROM recon_line l
+		 WHERE (l.billing_account_id, l.day) IN (SELECT nb.billing_account_id, nb.before_day FROM nb
+		                                          UNION SELECT nb.billing_account_id, nb.after_day FROM nb)
+		 GROUP BY l.billing_account_id, l.day
+	)
+	SELECT recon_check_gap.period, 'gap', format('gap:%s/%s', recon_check_gap.period, nb.billing_account_id),
+	       row_number() OVER (PARTITION BY nb.billing_account_id ORDER BY nb.day), 'unmatched', NULL, nb.day,
+	       format('no line of account %s on %s; lines before: %s; after: %s', nb.billing_account_id, nb.day, b.keys, a.keys)
+	  FROM nb
+	  LEFT JOIN keys b ON b.billing_account_id = nb.billing_account_id AND b.day = nb.before_day
+	  LEFT JOIN keys a ON a.billing_account_id = nb.billing_account_id AND a.day = nb.after_day;
+	DROP TABLE recon_gap_day, recon_gap_acct_day;
 END $$;
 COMMENT ON FUNCTION settle.recon_check_gap(settle.period, date, date, bigint) IS
 	'Reconciliation check gap: days without a line of an account between days with lines, for accounts with lines on at least half the days of the month; each day named with its neighbours'' lines.';
