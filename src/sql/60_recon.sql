@@ -509,14 +509,25 @@ BEGIN
 		       count(*) FILTER (WHERE a.converted AND a.amount IS NULL) AS unconvertible
 		  FROM recon_assign a
 		 GROUP BY a.source, a.billing_account_id, a.product_code, a.scope_currency
-	), orphan AS (	-- lines of a source's cycle the source has no total for
-		SELECT s.source, l.billing_account_id, l.product_code, l.currency AS scope_currency,
+	), orphan_group AS (	-- accounts, products and currencies a source has no total for
+		SELECT s.source, g.billing_account_id, g.product_code, g.currency
+		  FROM (SELECT DISTINCT q.source FROM recon_prov q) s
+		 CROSS JOIN (SELECT DISTINCT l.billing_account_id, l.product_code, l.currency FROM recon_line l
+		              WHERE l.billing_account_id IS NOT NULL AND l.product_code IS NOT NULL AND l.currency IS NOT NULL) g
+		 WHERE NOT EXISTS (	-- a line goes to the total of its currency ...
+			SELECT 1 FROM recon_prov p WHERE p.source = s.source AND p.billing_account_id = g.billing_account_id
+			   AND p.product_code = g.product_code AND p.currency = g.currency)
+		   AND NOT EXISTS (	-- ... else to the only one of its account and product
+			SELECT 1 FROM (SELECT q.source, q.billing_account_id, q.product_code FROM recon_prov q
+			                GROUP BY q.source, q.billing_account_id, q.product_code HAVING count(*) = 1) k
+			 WHERE k.source = s.source AND k.billing_account_id = g.billing_account_id AND k.product_code = g.product_code)
+	), orphan AS (	-- their lines
+		SELECT o.source, l.billing_account_id, l.product_code, l.currency AS scope_currency,
 		       settle.money_total(l.billed_cost, l.currency) AS mt,
 		       settle.line_fingerprint(l.line_key, l.billed_cost) AS fp
-		  FROM (SELECT DISTINCT q.source FROM recon_prov q) s CROSS JOIN recon_line l
-		 WHERE l.billing_account_id IS NOT NULL AND l.product_code IS NOT NULL AND l.currency IS NOT NULL
-		   AND NOT EXISTS (SELECT 1 FROM recon_assign a WHERE a.source = s.source AND a.line_key = l.line_key)
-		 GROUP BY s.source, l.billing_account_id, l.product_code, l.currency
+		  FROM orphan_group o JOIN recon_line l ON l.billing_account_id = o.billing_account_id
+		   AND l.product_code = o.product_code AND l.currency = o.currency
+		 GROUP BY o.source, l.billing_account_id, l.product_code, l.currency
 	), scopes AS (
 		SELECT p.source, p.billing_account_id, p.product_code, p.currency, p.amount AS provider_amount,
 		       (s.mt).lines AS lines, (s.mt).total AS lines_total, s.fp, s.unconvertible
@@ -1123,7 +1134,10 @@ INSERT INTO settle.recon_check (check_name, position, scope, function, tolerance
 
 CREATE FUNCTION settle.reconcile(period settle.period, reseller text DEFAULT NULL)
 	RETURNS TABLE (check_name text, status text, scopes bigint, exceptions bigint)
-LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+-- the period's lines are hashed, not sorted (joins, distinct records); the
+-- temporary inputs need only rough statistics
+SET work_mem = '256MB' SET default_statistics_target = 10 AS $$
 DECLARE
 	t0 timestamptz := clock_timestamp();
 	p_start date;
