@@ -10,7 +10,7 @@
 --   acct-c6 ecs  clean; its refund reversal is tampered to 8% (the original earned 5%) and
 --                one of its settlement lines is deleted from the lineage
 BEGIN;
-SELECT plan(39);
+SELECT plan(40);
 
 SET LOCAL settle.reason = 'reconciliation scenario';
 SELECT settle.add_reseller('acme', 'Acme Cloud');
@@ -117,22 +117,26 @@ SELECT results_eq($$SELECT check_name, status, scopes, exceptions FROM settle.re
 SELECT results_eq($$SELECT billing_account_id, product_code, status, lines, lines_total, other_total, delta, causes
                     FROM settle.reconciliation_summary WHERE period = '2026-10' AND check_name = 'provider_total'
                     ORDER BY billing_account_id$$,
-	$$VALUES ('acct-c1', 'ecs', 'mismatched', 30::bigint, 300.00, 340.00, -40.00, '{unmatched}'::text[]),
-	         ('acct-c2', 'ecs', 'mismatched', 3::bigint, 120.00, 70.00, 50.00, '{duplicate}'),
-	         ('acct-c3', 'oss', 'within_tolerance', 2::bigint, 110.01, 110.00, 0.01, '{rounding}'),
-	         ('acct-c4', 'rds', 'mismatched', 3::bigint, 248.00, 248.30, -0.30, '{fx}'),
-	         ('acct-c5', 'ecs', 'mismatched', 1::bigint, 95.00, 80.00, 15.00, '{late_revision}'),
-	         ('acct-c6', 'ecs', 'matched', 3::bigint, 120.00, 120.00, 0.00, '{}')$$,
+	$$VALUES ('acct-c1', 'ecs', 'mismatched', 30::bigint, 300.00, 340.00, -40.00, 'unmatched'),
+	         ('acct-c2', 'ecs', 'mismatched', 3::bigint, 120.00, 70.00, 50.00, 'duplicate'),
+	         ('acct-c3', 'oss', 'within_tolerance', 2::bigint, 110.01, 110.00, 0.01, 'rounding'),
+	         ('acct-c4', 'rds', 'mismatched', 3::bigint, 248.00, 248.30, -0.30, 'fx'),
+	         ('acct-c5', 'ecs', 'mismatched', 1::bigint, 95.00, 80.00, 15.00, 'late_revision'),
+	         ('acct-c6', 'ecs', 'matched', 3::bigint, 120.00, 120.00, 0.00, '')$$,
 	'provider totals: status, both sides, delta and cause of every scope');
 
 SELECT results_eq($$SELECT billing_account_id, cause, line_key, day, amount FROM settle.reconciliation_delta
                     WHERE period = '2026-10' AND check_name = 'provider_total' ORDER BY billing_account_id, seq$$,
 	$$VALUES ('acct-c1', 'unmatched', NULL::text, '2026-10-12'::date, -40.00),
 	         ('acct-c2', 'duplicate', 'c2/ecs/1-dup', '2026-10-05', 50.00),
-	         ('acct-c3', 'rounding', 'c3/oss/1', '2026-10-07', 0.01),
+	         ('acct-c3', 'rounding', NULL, NULL, 0.01),
 	         ('acct-c4', 'fx', 'c4/rds/cny', '2026-10-11', -0.30),
 	         ('acct-c5', 'late_revision', 'c5/ecs/1', '2026-10-13', 15.00)$$,
 	'each provider delta is explained to the cent by the exact line (or the day with no line)');
+SELECT results_eq($$SELECT line_key, revision, old_amount, new_amount, amount FROM settle.reconciliation_delta
+                    WHERE period = '2026-10' AND check_name = 'provider_total' AND cause = 'late_revision'$$,
+	$$VALUES ('c5/ecs/1', 2, 80.00, 95.00, 15.00)$$,
+	'the late revision carries the amount the provider counted and ours');
 SELECT matches((SELECT detail FROM settle.reconciliation_delta WHERE period = '2026-10' AND line_key = 'c4/rds/cny'
                  AND check_name = 'provider_total'),
 	'^700.00 CNY converted at the recorded CNY/USD rate 0.14 of 2026-10-31 = 98.00 USD; the provider''s total differs by -0.30 USD$',
@@ -151,7 +155,7 @@ SELECT results_eq($$SELECT check_name, cause, line_key, day, amount FROM settle.
 	$$VALUES ('currency', 'fx', 'c4/rds/cny', '2026-10-11'::date, 700.00),
 	         ('duplicate', 'duplicate', 'c2/ecs/1-dup', '2026-10-05', 50.00),
 	         ('gap', 'unmatched', NULL, '2026-10-12', NULL),
-	         ('line_identity', 'rounding', 'c3/oss/1', '2026-10-07', 0.01)$$,
+	         ('line_identity', 'rounding', 'c3/oss/1', NULL, 0.01)$$,
 	'duplicates, gaps, currency consistency and line identities name their lines');
 SELECT results_eq($$SELECT scope_key FROM settle.reconciliation_summary WHERE period = '2026-10'
                     AND check_name IN ('duplicate', 'gap', 'currency', 'line_identity') ORDER BY check_name$$,
@@ -202,7 +206,7 @@ SELECT is((SELECT count(*) FROM settle.recon_result WHERE period = '2026-09'), 6
 
 -- Explaining one scope's delta.
 SELECT results_eq($$SELECT step, cause, line_key, amount FROM settle.explain_delta('2026-10', 'provider:2026-10/acct-c2/ecs/USD@connector:bss')$$,
-	$$VALUES (0, NULL::text, NULL::text, 50.00), (1, 'duplicate', 'c2/ecs/1-dup', 50.00), (1000, NULL, NULL, 0.00)$$,
+	$$VALUES (0, NULL::text, NULL::text, 50.00), (1, 'duplicate', 'c2/ecs/1-dup', 50.00), (2, NULL, NULL, 0.00)$$,
 	'explain_delta: the comparison, the line behind it, nothing unexplained');
 SELECT matches((SELECT detail FROM settle.explain_delta('2026-10', 'provider:2026-10/acct-c2/ecs/USD@connector:bss') WHERE step = 0),
 	'^provider_total provider:2026-10/acct-c2/ecs/USD@connector:bss: mismatched, ours 120.00 vs theirs 70.00, delta 50.00 \(tolerance 0.01\)',
