@@ -40,9 +40,8 @@ q $DB "ALTER DATABASE $DB RESET settle.ingest_requests_per_second" >/dev/null
 FAULT=limit${RATE}lat${LAT}
 stats() { curl -s --cacert "$MOCK_CA" "$MOCK_URL/__stats$1" | python3 -c "import json,sys; print(json.load(sys.stdin)['$2'])"; }
 
-cyc=0
-run_shape() {	# run_shape NAME DATASET LINES MEMBERS-JSON: prints one result line
-	local shape=$1 ds=$2 lines=$3 members=$4 k t0 t1
+run_shape() {	# run_shape NAME DATASET LINES MEMBERS-JSON FIRST-CYCLE: prints one result line
+	local shape=$1 ds=$2 lines=$3 members=$4 cyc=$5 k t0 t1
 	for k in $(seq 1 $KEYS); do
 		# a billing cycle per key and run: distinct lines, the same pages
 		cyc=$((cyc + 1))
@@ -70,6 +69,7 @@ run_shape() {	# run_shape NAME DATASET LINES MEMBERS-JSON: prints one result lin
 }
 
 results=()
+cycles=0	# run_shape runs in a subshell: the caller numbers the cycles
 for L in ${PAGE_LINES:-300 100}; do
 	n=$((PAGES * L))
 	# warm the mock's page caches (it builds every page on first use), unlimited
@@ -79,8 +79,10 @@ for L in ${PAGE_LINES:-300 100}; do
 	    \"member_accounts\": [\"1300000000000001\", \"1300000000000002\", \"1300000000000003\"]}', false)" >/dev/null
 	psql -X -q -d $DB -c "SET settle.ingest_requests_per_second = 0" -c "SELECT count(*) FROM settle.ingest_now('warm_s$L')" \
 		-c "SELECT count(*) FROM settle.ingest_now('warm_m$L')" >/dev/null
-	results+=("$(run_shape single_$L bench-$n $L '[]')")
-	results+=("$(run_shape members_$L members-4x$((n / 4)) $L '["1300000000000001", "1300000000000002", "1300000000000003"]')")
+	results+=("$(run_shape single_$L bench-$n $L '[]' $cycles)")
+	cycles=$((cycles + KEYS))
+	results+=("$(run_shape members_$L members-4x$((n / 4)) $L '["1300000000000001", "1300000000000002", "1300000000000003"]' $cycles)")
+	cycles=$((cycles + KEYS))
 done
 python3 - "$LAT" "$RATE" "$KEYS" "$PAGES" "${results[@]}" <<'PY'
 import sys
