@@ -23,6 +23,7 @@
 #include "access/xact.h"
 #include "catalog/pg_type.h"
 #include "commands/trigger.h"
+#include "common/hashfn.h"
 #include "executor/spi.h"
 #include "fmgr.h"
 #include "funcapi.h"
@@ -234,21 +235,25 @@ ingest_run_update_counts(IngestState *st)
 void
 ingest_sleep_ms(long ms)
 {
-	TimestampTz end = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), ms);
+	ingest_sleep_until(TimestampTzPlusMilliseconds(GetCurrentTimestamp(), ms));
+}
 
+/* Sleeps until a time (interrupts are served every 100 ms at most). */
+void
+ingest_sleep_until(TimestampTz end)
+{
 	for (;;)
 	{
-		long		left = (long) ((end - GetCurrentTimestamp()) / 1000);
+		int64		left = end - GetCurrentTimestamp();
 
 		if (left <= 0)
 			break;
 		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
-						 Min(left, 100), PG_WAIT_EXTENSION);
+						 (long) Min((left + 999) / 1000, 100), PG_WAIT_EXTENSION);
 		ResetLatch(MyLatch);
 		CHECK_FOR_INTERRUPTS();
 	}
 }
-
 
 /* Stores a reply as it came (with its SHA-256); returns its raw_page_id. */
 int64
@@ -447,32 +452,56 @@ valid_cycle(const char *s)
 }
 
 /* ---------------------------------------------------------------------
- * One pull per connector at a time
+ * One pull per stream at a time
+ *
+ * A stream is one account of one connector.  settle.ingest_now pulls every
+ * stream of a connector and takes the connector's pull lock exclusively, at
+ * transaction level (held until the caller's transaction ends, as its pages
+ * are).  A pull worker pulls one stream: it takes the connector's lock
+ * shared and the stream's lock exclusively, at session level (released
+ * after the pull).  So pull workers of different streams of a connector run
+ * together, two pulls of one stream never, and settle.ingest_now never runs
+ * beside a pull worker of its connector.  Nobody waits: a lock not granted
+ * at once is a refusal (settle.ingest_now) or a skip (a pull worker).
  * --------------------------------------------------------------------- */
 
 #define PULL_LOCK_CLASS 0x5E771E00
+#define STREAM_LOCK_CLASS 0x5E771E01
 
-/*
- * Takes the connector's pull lock without waiting: a transaction-level
- * advisory lock for settle.ingest_now (held until the caller's transaction
- * ends, as its pages are), a session-level one for the worker (released
- * after the pull).
- */
+/* The stream lock's second key: the connector and the account, hashed. */
+static Datum
+stream_lock_key(int64 connector_id, const char *account)
+{
+	uint32		h = hash_bytes_uint32((uint32) connector_id);
+
+	if (account)
+		h = hash_combine(h, hash_bytes((const unsigned char *) account, strlen(account)));
+	return Int32GetDatum((int32) h);
+}
+
 static bool
-pull_lock_try(int64 connector_id, bool session)
+pull_lock_try(int64 connector_id, bool worker, const char *account)
 {
 	Datum		k1 = Int32GetDatum(PULL_LOCK_CLASS);
 	Datum		k2 = Int32GetDatum((int32) connector_id);
 
-	return DatumGetBool(session ?
-						DirectFunctionCall2(pg_try_advisory_lock_int4, k1, k2) :
-						DirectFunctionCall2(pg_try_advisory_xact_lock_int4, k1, k2));
+	if (!worker)
+		return DatumGetBool(DirectFunctionCall2(pg_try_advisory_xact_lock_int4, k1, k2));
+	if (!DatumGetBool(DirectFunctionCall2(pg_try_advisory_lock_shared_int4, k1, k2)))
+		return false;
+	if (DatumGetBool(DirectFunctionCall2(pg_try_advisory_lock_int4, Int32GetDatum(STREAM_LOCK_CLASS),
+										 stream_lock_key(connector_id, account))))
+		return true;
+	(void) DirectFunctionCall2(pg_advisory_unlock_shared_int4, k1, k2);
+	return false;
 }
 
 static void
-pull_lock_release(int64 connector_id)
+pull_lock_release(int64 connector_id, const char *account)
 {
-	(void) DirectFunctionCall2(pg_advisory_unlock_int4, Int32GetDatum(PULL_LOCK_CLASS),
+	(void) DirectFunctionCall2(pg_advisory_unlock_int4, Int32GetDatum(STREAM_LOCK_CLASS),
+							   stream_lock_key(connector_id, account));
+	(void) DirectFunctionCall2(pg_advisory_unlock_shared_int4, Int32GetDatum(PULL_LOCK_CLASS),
 							   Int32GetDatum((int32) connector_id));
 }
 
@@ -833,16 +862,27 @@ run_account(Connector *c, const char *account, bool from_worker, MemoryContext p
 	return run_id;
 }
 
+static bool
+is_member(Connector *c, const char *account)
+{
+	ListCell   *lc;
+
+	foreach(lc, c->members)
+		if (strcmp((const char *) lfirst(lc), account) == 0)
+			return true;
+	return false;
+}
+
 /*
- * Pulls a connector: its own account, then each member account, one run
- * each; returns the number of runs and (when run_ids is not NULL) their
- * ids.  One pull per connector at a time: settle.ingest_now raises 55P03
- * when the worker or another session pulls the connector; the worker skips
- * it (returns 0).
+ * Pulls a connector: every stream of it (from SQL), or one (a pull worker:
+ * account, NULL for the connector's own).  Returns the number of runs and
+ * (when run_ids is not NULL) their ids; 0 when a pull worker finds the
+ * stream busy or gone.  settle.ingest_now raises 55P03 when a pull worker or
+ * another session pulls the connector.
  */
-int
-ingest_run_connector(int64 connector_id, const char *billing_cycle, bool from_worker,
-					 int64 **run_ids)
+static int
+run_pull(int64 connector_id, const char *billing_cycle, bool from_worker, const char *account,
+		 int64 **run_ids)
 {
 	MemoryContext callercxt = CurrentMemoryContext;
 	MemoryContext cxt;
@@ -851,25 +891,30 @@ ingest_run_connector(int64 connector_id, const char *billing_cycle, bool from_wo
 	ListCell   *lc;
 	int64	   *ids;
 	int			n = 0;
+	const char *skip = NULL;
 
 	cxt = AllocSetContextCreate(from_worker ? TopMemoryContext : CurrentMemoryContext,
 								"settle ingest pull", ALLOCSET_DEFAULT_SIZES);
 	MemoryContextSwitchTo(cxt);
 	c = palloc0(sizeof(Connector));
 	step_begin(from_worker);
-	/* without a worker (not preloaded) nobody else closes runs cut short */
+	/* without a launcher (not preloaded) nobody else closes runs cut short */
 	if (!from_worker)
 		ingest_fail_orphaned_runs();
 	load_connector(connector_id, c, cxt);
-	if (!pull_lock_try(connector_id, from_worker))
+	if (from_worker && account && !is_member(c, account))
+		skip = "is no longer a member account of it";
+	else if (!pull_lock_try(connector_id, from_worker, account))
 	{
 		if (!from_worker)
 			pull_lock_refuse(connector_id, c->name);
-		SPI_finish();
-		PopActiveSnapshot();
-		CommitTransactionCommand();
-		elog(LOG, "settle ingest worker: connector \"%s\" is being pulled by another process; skipped",
-			 c->name);
+		skip = "is being pulled by another process";
+	}
+	if (skip)
+	{
+		step_end(from_worker);
+		elog(LOG, "settle ingest worker: connector \"%s\"%s%s %s; skipped",
+			 c->name, account ? " account " : "", account ? account : "", skip);
 		MemoryContextSwitchTo(callercxt);
 		MemoryContextDelete(cxt);
 		if (run_ids)
@@ -890,7 +935,10 @@ ingest_run_connector(int64 connector_id, const char *billing_cycle, bool from_wo
 	step_end(from_worker);
 
 	MemoryContextSwitchTo(cxt);
-	accounts = list_concat(list_make1(NULL), c->members);
+	if (from_worker)
+		accounts = list_make1((void *) account);
+	else
+		accounts = list_concat(list_make1(NULL), c->members);
 	ids = MemoryContextAlloc(callercxt, sizeof(int64) * list_length(accounts));
 	foreach(lc, accounts)
 	{
@@ -902,7 +950,7 @@ ingest_run_connector(int64 connector_id, const char *billing_cycle, bool from_wo
 	{
 		SetCurrentStatementStartTimestamp();
 		StartTransactionCommand();
-		pull_lock_release(connector_id);
+		pull_lock_release(connector_id, account);
 		CommitTransactionCommand();
 	}
 	MemoryContextSwitchTo(callercxt);
@@ -910,6 +958,27 @@ ingest_run_connector(int64 connector_id, const char *billing_cycle, bool from_wo
 	if (run_ids)
 		*run_ids = ids;
 	return n;
+}
+
+/* settle.ingest_now: every stream of a connector, in the caller's transaction. */
+int
+ingest_run_connector(int64 connector_id, const char *billing_cycle, int64 **run_ids)
+{
+	return run_pull(connector_id, billing_cycle, false, NULL, run_ids);
+}
+
+/*
+ * A pull worker: one stream (account NULL: the connector's own), each page
+ * committed; returns the run id, 0 when the stream was skipped.
+ */
+int64
+ingest_run_stream(int64 connector_id, const char *account)
+{
+	int64	   *ids;
+
+	if (run_pull(connector_id, NULL, true, account, &ids) == 0)
+		return 0;
+	return ids[0];
 }
 
 /*
@@ -1031,7 +1100,7 @@ settle_ingest_now_name(PG_FUNCTION_ARGS)
 				 errmsg("connector \"%s\" does not exist", name)));
 	id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
 	SPI_finish();
-	n = ingest_run_connector(id, cycle, false, &ids);
+	n = ingest_run_connector(id, cycle, &ids);
 	return return_runs(fcinfo, ids, n);
 }
 
@@ -1046,6 +1115,6 @@ settle_ingest_now_id(PG_FUNCTION_ARGS)
 		ereport(ERROR,
 				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
 				 errmsg("connector must not be null")));
-	n = ingest_run_connector(PG_GETARG_INT64(0), cycle, false, &ids);
+	n = ingest_run_connector(PG_GETARG_INT64(0), cycle, &ids);
 	return return_runs(fcinfo, ids, n);
 }

@@ -106,10 +106,11 @@ extern char *ingest_checkpoint_start(IngestState *st, const char *scope, int *pa
 extern void ingest_checkpoint_save(IngestState *st, const char *scope, const char *next_token,
 								   int pages_done, int64 pass_first_page);
 extern void ingest_sleep_ms(long ms);
+extern void ingest_sleep_until(TimestampTz end);
 
 /* ingest.c: runs */
-extern int	ingest_run_connector(int64 connector_id, const char *billing_cycle,
-								 bool from_worker, int64 **run_ids);
+extern int	ingest_run_connector(int64 connector_id, const char *billing_cycle, int64 **run_ids);
+extern int64 ingest_run_stream(int64 connector_id, const char *account);
 extern void ingest_fail_orphaned_runs(void);
 
 /* ingest_settings.c: settings and secrets */
@@ -120,9 +121,14 @@ extern char *settle_secret_file;
 extern char *settle_database;
 extern int	settle_worker_naptime_ms;
 extern int	settle_worker_retry_after_ms;
+extern int	settle_max_pull_workers;
 extern void ingest_secret_lookup(const char *name, Credentials *cred);
 
-/* worker.c */
+/* ingest_rate.c: one request rate per AccessKey, shared by every pull */
+extern void ingest_rate_init(void);
+extern void ingest_rate_wait(const char *access_key_id);
+
+/* worker.c: the launcher and its pull workers */
 extern void settle_worker_register(void);
 
 #endif							/* SETTLE_INGEST_H */

@@ -43,25 +43,9 @@ typedef struct BssOptions
 	bool		overview;		/* pull QueryBillOverview too */
 } BssOptions;
 
-static TimestampTz last_request_at = 0;
-
 /* ---------------------------------------------------------------------
  * Requests
  * --------------------------------------------------------------------- */
-
-static void
-rate_limit(void)
-{
-	if (settle_ingest_requests_per_second > 0 && last_request_at != 0)
-	{
-		long		min_gap = 1000 / settle_ingest_requests_per_second;
-		long		elapsed = (long) ((GetCurrentTimestamp() - last_request_at) / 1000);
-
-		if (elapsed < min_gap)
-			ingest_sleep_ms(min_gap - elapsed);
-	}
-	last_request_at = GetCurrentTimestamp();
-}
 
 static bool
 is_throttling(const char *code)
@@ -170,7 +154,7 @@ bss_call(IngestState *st, HttpClient *client, Connector *c, Credentials *cred,
 		struct pg_tm *tm;
 		char		datebuf[32];
 
-		rate_limit();
+		ingest_rate_wait(cred->access_key_id);
 		now = (pg_time_t) time(NULL);
 		tm = pg_gmtime(&now);
 		pg_strftime(datebuf, sizeof(datebuf), "%Y-%m-%dT%H:%M:%SZ", tm);

@@ -30,6 +30,7 @@ char	   *settle_secret_file = NULL;
 char	   *settle_database = NULL;
 int			settle_worker_naptime_ms = 10000;
 int			settle_worker_retry_after_ms = 300000;
+int			settle_max_pull_workers = 4;
 
 
 /* ---------------------------------------------------------------------
@@ -40,18 +41,18 @@ void
 settle_ingest_init(void)
 {
 	DefineCustomStringVariable("settle.database",
-							   "Database the settle ingest worker serves.",
-							   "The worker starts only when settle is in shared_preload_libraries.",
+							   "Database the settle ingest launcher and its pull workers serve.",
+							   "They start only when settle is in shared_preload_libraries.",
 							   &settle_database, "postgres",
 							   /* PGC_POSTMASTER may only be defined while preloading */
 							   process_shared_preload_libraries_in_progress ? PGC_POSTMASTER : PGC_SIGHUP, 0,
 							   NULL, NULL, NULL);
 	DefineCustomIntVariable("settle.worker_naptime_ms",
-							"How long the ingest worker sleeps between looks for due connectors.",
+							"How long the ingest launcher sleeps between looks for due streams.",
 							NULL, &settle_worker_naptime_ms, 10000, 100, 3600000,
 							PGC_SIGHUP, GUC_UNIT_MS, NULL, NULL, NULL);
 	DefineCustomIntVariable("settle.worker_retry_after_ms",
-							"How long the ingest worker waits before pulling a connector again after a failed run.",
+							"How long the ingest launcher waits before pulling a stream again after a failed run.",
 							NULL, &settle_worker_retry_after_ms, 300000, 0, INT_MAX,
 							PGC_SIGHUP, GUC_UNIT_MS, NULL, NULL, NULL);
 	DefineCustomBoolVariable("settle.allow_insecure_transport",
@@ -88,9 +89,15 @@ settle_ingest_init(void)
 							NULL, &settle_ingest_retry_base_ms, 1000, 0, 600000,
 							PGC_SUSET, GUC_UNIT_MS, NULL, NULL, NULL);
 	DefineCustomIntVariable("settle.ingest_requests_per_second",
-							"Upper bound on provider requests per second per backend (Alibaba allows 10); 0 = no bound.",
-							NULL, &settle_ingest_requests_per_second, 10, 0, 1000,
+							"Provider requests per second per AccessKey, shared by every pull of the server (Alibaba allows 10); 0 = no bound.",
+							"Shared by the pull workers and settle.ingest_now when settle is preloaded; otherwise each backend keeps its own requests to it.",
+							&settle_ingest_requests_per_second, 10, 0, 1000,
 							PGC_SUSET, 0, NULL, NULL, NULL);
+	DefineCustomIntVariable("settle.max_pull_workers",
+							"Most pull workers the ingest launcher runs at a time (one per stream: a connector's own account or a member account).",
+							"Each is a background worker: max_worker_processes must leave room for them.",
+							&settle_max_pull_workers, 4, 1, 64,
+							PGC_SIGHUP, 0, NULL, NULL, NULL);
 	DefineCustomStringVariable("settle.secret_file",
 							   "File holding connector secrets, one \"name=access_key_id:access_key_secret\" per line.",
 							   "Must be readable only by the server's OS user.  Secrets may also come from the server environment as SETTLE_SECRET_<NAME>.",
@@ -98,7 +105,10 @@ settle_ingest_init(void)
 							   NULL, NULL, NULL);
 
 	if (process_shared_preload_libraries_in_progress)
+	{
+		ingest_rate_init();
 		settle_worker_register();
+	}
 }
 
 /* ---------------------------------------------------------------------

@@ -1,8 +1,8 @@
 -- 40: ingestion: ingest runs, per-connector checkpoints,
 -- provider totals, the ACS3 signer, settle.ingest_now and the health view.
 -- The pull itself is C (src/ingest.c and a file per connector kind,
--- src/ingest_bss.c, src/ingest_focus.c); the background worker (src/worker.c)
--- calls the same code as settle.ingest_now.
+-- src/ingest_bss.c, src/ingest_focus.c); the pull workers of the ingest
+-- launcher (src/worker.c) call the same code as settle.ingest_now.
 
 -- A line whose source lacks a required field or carries an unparsable amount
 -- is kept as it came, with its validation errors: these columns are NULL then
@@ -56,7 +56,7 @@ CREATE TABLE settle.ingest_run (
 );
 CREATE INDEX ingest_run_connector_idx ON settle.ingest_run (connector_id, started_at);
 COMMENT ON TABLE settle.ingest_run IS
-	'One pull of one connector (by the worker or settle.ingest_now): status, request/page/line counts, and on failure the HTTP status, SQLSTATE, message and the provider''s Code, Message and RequestId.  One run per account pulled (the connector''s own, then each of its member_accounts).  Runs cut short by a crash or a killed backend are marked failed (57P01) when the worker starts and before every settle.ingest_now.';
+	'One pull of one account of one connector (by a pull worker or settle.ingest_now): status, request/page/line counts, and on failure the HTTP status, SQLSTATE, message and the provider''s Code, Message and RequestId.  One run per account pulled (the connector''s own, then each of its member_accounts).  Runs cut short by a crash or a killed process are marked failed (57P01) by the ingest launcher and before every settle.ingest_now.';
 COMMENT ON COLUMN settle.ingest_run.lines_new IS 'Lines seen for the first time (revision 1).';
 COMMENT ON COLUMN settle.ingest_run.lines_revised IS 'Lines whose content changed: a new revision was added.';
 COMMENT ON COLUMN settle.ingest_run.lines_unchanged IS 'Lines already stored with the same content: no-ops.';
@@ -142,7 +142,7 @@ CREATE FUNCTION settle.ingest_now(connector text, billing_cycle settle.period DE
 AS 'MODULE_PATHNAME', 'settle_ingest_now_name'
 LANGUAGE C VOLATILE PARALLEL UNSAFE SECURITY DEFINER SET search_path = pg_catalog, pg_temp ROWS 1;
 COMMENT ON FUNCTION settle.ingest_now(text, settle.period) IS
-	'Pulls the named connector now (the billing cycle given, else the connector''s configured or the current cycle) and returns its ingest runs: one for the connector''s own account, then one per member account.  SECURITY DEFINER: operators run pulls without write access to the staging tables.  Provider and network failures do not raise: they end the run as failed with the error recorded.  One pull per connector at a time: while another session or the worker pulls it, raises 55P03 at once.  Pages already stored stay; the checkpoint lets the next pull resume.';
+	'Pulls the named connector now (the billing cycle given, else the connector''s configured or the current cycle) and returns its ingest runs: one for the connector''s own account, then one per member account.  SECURITY DEFINER: operators run pulls without write access to the staging tables.  Provider and network failures do not raise: they end the run as failed with the error recorded.  One pull per connector at a time: while another session or a pull worker pulls it, raises 55P03 at once.  Pages already stored stay; the checkpoint lets the next pull resume.';
 
 CREATE FUNCTION settle.ingest_now(connector_id bigint, billing_cycle settle.period DEFAULT NULL)
 	RETURNS SETOF settle.ingest_run

@@ -21,9 +21,17 @@ fault:   ok | e500x<k> | e503x<k> | throttlex<k> | e429x<k> | slowx<k> | resetx<
          | pace (30 ms per page: a slower provider) | midfailx<k> (the first k requests
          for a page after the first fail with 503) | drop (from the second pull of the
          month on, item 3 is gone) | droptrunc (the same, and pages after the first are truncated)
+         | limit<R>lat<ms> (either part alone too): the provider's flow control and
+         round trip.  limit<R>: at most R requests per second per AccessKey, over every
+         path that asks for a limit (a token bucket refilled at R per second that holds
+         at most max(1, R/2) tokens: half a second of slack for requests that arrive
+         bunched, as a gateway's would); a request beyond it fails with 400
+         Throttling.User.  lat<ms>: every reply waits ms milliseconds.
 Counters are per path, so each test uses its own path.
 
-Control: GET /__stats/<path> -> {"requests": n}; GET /__expected/<dataset> ->
+Control: GET /__stats/<path> -> {"requests": n, "throttled": t, "max_inflight": m} (m: most
+requests of the path served at once); GET /__keystats -> {access key id: {"requests": n,
+"throttled": t}} over the limited paths; GET /__expected/<dataset> ->
 CSV account,product,lines,pretax,gross computed from the served items (Decimal).
 
 Also a signer for cross-checks:  bss_mock.py sign METHOD HOST QUERYJSON HEADERSJSON ID SECRET
@@ -34,6 +42,7 @@ import hmac
 import json
 import os
 import random
+import re
 import socket
 import ssl
 import struct
@@ -334,6 +343,11 @@ KEYS = {}
 COUNTS = {}
 PULLS = {}
 MIDFAIL = {}
+THROTTLED = {}
+INFLIGHT = {}
+MAX_INFLIGHT = {}
+BUCKETS = {}            # access key id -> [tokens, time of last refill]
+KEYSTATS = {}           # access key id -> [requests, throttled]
 COUNT_LOCK = threading.Lock()
 BIG_BODY = None
 
@@ -373,7 +387,13 @@ class Handler(BaseHTTPRequestHandler):
         if u.path.startswith('/__stats/'):
             p = u.path[len('/__stats'):]
             with COUNT_LOCK:
-                self.send(200, json.dumps({'requests': COUNTS.get(p, 0)}).encode())
+                self.send(200, json.dumps({'requests': COUNTS.get(p, 0), 'throttled': THROTTLED.get(p, 0),
+                                           'max_inflight': MAX_INFLIGHT.get(p, 0)}).encode())
+            return
+        if u.path == '/__keystats':
+            with COUNT_LOCK:
+                self.send(200, json.dumps({k: {'requests': v[0], 'throttled': v[1]}
+                                           for k, v in KEYSTATS.items()}).encode())
             return
         if u.path.startswith('/files/'):
             name = os.path.basename(u.path)
@@ -391,6 +411,18 @@ class Handler(BaseHTTPRequestHandler):
         self.handle_api()
 
     def handle_api(self):
+        parts = [p for p in urllib.parse.urlsplit(self.path).path.split('/') if p]
+        path = '/' + '/'.join(parts[:3]) + '/'
+        with COUNT_LOCK:
+            INFLIGHT[path] = INFLIGHT.get(path, 0) + 1
+            MAX_INFLIGHT[path] = max(MAX_INFLIGHT.get(path, 0), INFLIGHT[path])
+        try:
+            self.handle_api1()
+        finally:
+            with COUNT_LOCK:
+                INFLIGHT[path] -= 1
+
+    def handle_api1(self):
         u = urllib.parse.urlsplit(self.path)
         n = int(self.headers.get('Content-Length') or 0)
         body = self.rfile.read(n) if n else b''
@@ -424,6 +456,31 @@ class Handler(BaseHTTPRequestHandler):
         action = self.headers.get('x-acs-action', '')
         if self.headers.get('x-acs-version') != '2017-12-14':
             return self.error(400, 'InvalidVersion', 'Specified parameter Version is not valid.')
+
+        # flow control per AccessKey, then the round trip
+        lim = re.fullmatch(r'(?:limit(\d+))?(?:lat(\d+))?', fault)
+        if lim and fault:
+            rate, lat = lim.group(1), lim.group(2)
+            if rate:
+                rate = int(rate)
+                cap = max(1.0, rate / 2.0)
+                with COUNT_LOCK:
+                    now = time.monotonic()
+                    b = BUCKETS.setdefault(cred, [cap, now])
+                    b[0] = min(cap, b[0] + (now - b[1]) * rate)
+                    b[1] = now
+                    ks = KEYSTATS.setdefault(cred, [0, 0])
+                    ks[0] += 1
+                    ok = b[0] >= 1.0
+                    if ok:
+                        b[0] -= 1.0
+                    else:
+                        ks[1] += 1
+                        THROTTLED[path] = THROTTLED.get(path, 0) + 1
+                if not ok:
+                    return self.error(400, 'Throttling.User', 'Request was denied due to user flow control.')
+            if lat:
+                time.sleep(int(lat) / 1000.0)
 
         # counted faults
         k = 0
@@ -518,7 +575,7 @@ class Handler(BaseHTTPRequestHandler):
                           for i in range(off, end)]
         else:
             key = (off, maxr)
-            page = ds['pages'].get(key) if fault in ('ok', 'pace', 'truncated', 'badtoken', 'ctype', 'repeat') or 'x' in fault else None
+            page = ds['pages'].get(key) if fault in ('ok', 'pace', 'truncated', 'badtoken', 'ctype', 'repeat') or 'x' in fault or (lim and fault) else None
             if page is not None and fault not in ('truncated', 'badtoken'):
                 return self.send(200, page)
             items_json = ds['json'][off:end]
@@ -531,7 +588,7 @@ class Handler(BaseHTTPRequestHandler):
         out = envelope(data).replace(BAD_MARK.encode(), b'\xff')
         if fault in ('truncated', 'droptrunc') and off > 0 and (fault == 'truncated' or PULLS.get(path, 1) > 1):
             out = out[:len(out) // 2]
-        if fault in ('ok', 'pace', 'repeat') or ('x' in fault and fault[-1].isdigit()):
+        if fault in ('ok', 'pace', 'repeat') or ('x' in fault and fault[-1].isdigit()) or (lim and fault):
             if not (fault == 'repeat' and off == maxr):
                 ds['pages'][(off, maxr)] = out
         return self.send(200, out)

@@ -24,6 +24,8 @@ finish() {
 
 # mock_start: CA + certificate + keys + secret file + mock server.
 # Sets MOCK_DIR, MOCK_PORT, MOCK_CA, MOCK_URL, SECRET_FILE, AK_ID, AK_SECRET.
+# Besides bss_test (AK_ID) the secret file names four more AccessKeys, bss_k1
+# to bss_k4 (ids LTAI5tMockKeyId1001 to 1004), for tests of several keys.
 mock_start() {
 	MOCK_DIR=$(mktemp -d /tmp/settle-mock.XXXXXX)
 	chmod 755 "$MOCK_DIR"
@@ -51,6 +53,12 @@ mock_start() {
 		echo "bss_test=$AK_ID:$AK_SECRET"
 		echo "bss_wrong=$AK_ID:not-the-secret"
 	} > "$SECRET_FILE"
+	local k s
+	for k in 1 2 3 4; do
+		s="mockSecret$k-$(openssl rand -hex 12)"
+		echo "LTAI5tMockKeyId100$k:$s" >> "$MOCK_DIR/keys"
+		echo "bss_k$k=LTAI5tMockKeyId100$k:$s" >> "$SECRET_FILE"
+	done
 	chown postgres "$SECRET_FILE"
 	chmod 600 "$SECRET_FILE"
 	python3 "$MOCK_HOME/bss_mock.py" --cert "$MOCK_DIR/server.pem" --key "$MOCK_DIR/server.key" \
@@ -103,13 +111,13 @@ q() {	# q DB SQL  -> unaligned result
 	psql -X -A -t -q -v ON_ERROR_STOP=1 -d "$1" -c "$2"
 }
 
-# worker_cluster_start DB RETRY_AFTER_MS (after mock_start): a private cluster
-# of its own (settle preloaded, its ingest worker serving DB, retries after
-# RETRY_AFTER_MS), for tests that kill or restart the server; stopped with the
-# mock.  Sets BIN, PGD, PORT and PGHOST/PGPORT/PGUSER, and creates DB with
-# setup_db.
+# worker_cluster_start DB RETRY_AFTER_MS [SETTINGS] (after mock_start): a
+# private cluster of its own (settle preloaded, its ingest launcher serving
+# DB, retries after RETRY_AFTER_MS, then SETTINGS: more postgresql.conf
+# lines), for tests that kill or restart the server; stopped with the mock.
+# Sets BIN, PGD, PORT and PGHOST/PGPORT/PGUSER, and creates DB with setup_db.
 worker_cluster_start() {
-	local db=$1 retry=$2
+	local db=$1 retry=$2 more=${3:-}
 	BIN=$(pg_config --bindir)
 	PGD=$MOCK_DIR/pgdata
 	PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
@@ -131,6 +139,7 @@ settle.ingest_retry_base_ms = 20
 settle.ingest_requests_per_second = 0
 restart_after_crash = on
 logging_collector = off
+$more
 CONF
 	su postgres -c "$BIN/pg_ctl -D $PGD -l $MOCK_DIR/server.log -w start" >/dev/null
 	EXTRA_STOP="su postgres -c '$BIN/pg_ctl -D $PGD -m immediate stop' >/dev/null 2>&1"

@@ -1,0 +1,104 @@
+#!/usr/bin/env bash
+# Concurrent pulls against the provider's limit.  The mock enforces Alibaba's
+# flow control (10 requests per second per AccessKey, Throttling.User beyond)
+# and answers every call after 150 ms.  Four AccessKeys, 100 pages each
+# (400 pages; of 300 lines, then of 100), pulled by the launcher's pull
+# workers; the wall
+# time is compared with the provider's floor (requests / aggregate limit =
+# 400 / 40 per second = 10 s) and with the bound of sequential NextToken
+# paging (one stream per key: 100 round trips of 150 ms = 15 s).  Two shapes
+# of the same 400 pages:
+#   single:  each key one account: 4 streams of 100 pages
+#   members: each key a payer and 3 member accounts: 16 streams of 25 pages
+# Also reports throttled requests (mock) and retries (settle), which must be
+# zero.  Not part of the tests.
+#
+#   bash bench/ingest_concurrent.sh                  # via the install lock, a cluster of its own
+#   LATENCY_MS=250 bash bench/ingest_concurrent.sh
+#   PAGE_LINES=300 bash bench/ingest_concurrent.sh   # one page size only
+set -euo pipefail
+cd "$(dirname "$0")/.."
+if [ -z "${SETTLE_BENCH_INSIDE:-}" ]; then
+	export SETTLE_BENCH_INSIDE=1
+	exec bash test/dev.sh bash bench/ingest_concurrent.sh
+fi
+. test/mock/lib.sh
+LAT=${LATENCY_MS:-150}
+RATE=10
+KEYS=4
+PAGES=100
+mock_start
+worker_cluster_start settle_bench_c 3600000 "settle.ingest_requests_per_second = $RATE
+settle.max_pull_workers = 16
+settle.worker_naptime_ms = 100
+max_worker_processes = 24
+shared_buffers = 512MB
+max_wal_size = 4GB
+checkpoint_timeout = 30min"
+DB=settle_bench_c
+q $DB "ALTER DATABASE $DB RESET settle.ingest_requests_per_second" >/dev/null
+FAULT=limit${RATE}lat${LAT}
+stats() { curl -s --cacert "$MOCK_CA" "$MOCK_URL/__stats$1" | python3 -c "import json,sys; print(json.load(sys.stdin)['$2'])"; }
+
+run_shape() {	# run_shape NAME DATASET LINES MEMBERS-JSON FIRST-CYCLE: prints one result line
+	local shape=$1 ds=$2 lines=$3 members=$4 cyc=$5 k t0 t1
+	for k in $(seq 1 $KEYS); do
+		# a billing cycle per key and run: distinct lines, the same pages
+		cyc=$((cyc + 1))
+		q $DB "INSERT INTO settle.connector (name, kind, endpoint, secret_name, config, enabled) VALUES
+		  ('$shape$k', 'alibaba_bss', '$MOCK_URL/m/$ds/$FAULT/', 'bss_k$k',
+		   '{\"billing_cycle\": \"$(printf '20%02d-%02d' $((26 + cyc / 12)) $((cyc % 12 + 1)))\", \"max_results\": $lines,
+		     \"overview\": false, \"member_accounts\": $members}', false)" >/dev/null
+	done
+	local streams
+	streams=$(q $DB "SELECT sum(1 + jsonb_array_length(config->'member_accounts')) FROM settle.connector WHERE name LIKE '$shape%'")
+	t0=$(date +%s%N)
+	q $DB "UPDATE settle.connector SET enabled = true WHERE name LIKE '$shape%'" >/dev/null
+	for _ in $(seq 1 6000); do
+		[ "$(q $DB "SELECT count(*) FROM settle.ingest_run r JOIN settle.connector c USING (connector_id) WHERE c.name LIKE '$shape%' AND status <> 'running'")" -ge "$streams" ] && break
+		sleep 0.02
+	done
+	t1=$(date +%s%N)
+	q $DB "UPDATE settle.connector SET enabled = false WHERE name LIKE '$shape%'" >/dev/null
+	local res
+	res=$(q $DB "SELECT count(*) FILTER (WHERE status = 'succeeded'), sum(requests), sum(retries),
+	                    sum(lines_seen) || ' seen, ' || sum(lines_new) || ' new, ' || sum(lines_unchanged) || ' unchanged',
+	                    round(extract(epoch FROM max(finished_at) - min(started_at)) * 1000)
+	               FROM settle.ingest_run r JOIN settle.connector c USING (connector_id) WHERE c.name LIKE '$shape%'")
+	echo "$shape|$lines|$streams|$res|$(( (t1 - t0) / 1000000 ))|$(stats /m/$ds/$FAULT/ throttled)"
+}
+
+results=()
+cycles=0	# run_shape runs in a subshell: the caller numbers the cycles
+for L in ${PAGE_LINES:-300 100}; do
+	n=$((PAGES * L))
+	# warm the mock's page caches (it builds every page on first use), unlimited
+	q $DB "INSERT INTO settle.connector (name, kind, endpoint, secret_name, config, enabled) VALUES
+	  ('warm_s$L', 'alibaba_bss', '$MOCK_URL/m/bench-$n/ok/', 'bss_test', '{\"billing_cycle\": \"2026-01\", \"max_results\": $L, \"overview\": false}', false),
+	  ('warm_m$L', 'alibaba_bss', '$MOCK_URL/m/members-4x$((n / 4))/ok/', 'bss_test', '{\"billing_cycle\": \"2026-01\", \"max_results\": $L, \"overview\": false,
+	    \"member_accounts\": [\"1300000000000001\", \"1300000000000002\", \"1300000000000003\"]}', false)" >/dev/null
+	psql -X -q -d $DB -c "SET settle.ingest_requests_per_second = 0" -c "SELECT count(*) FROM settle.ingest_now('warm_s$L')" \
+		-c "SELECT count(*) FROM settle.ingest_now('warm_m$L')" >/dev/null
+	results+=("$(run_shape single_$L bench-$n $L '[]' $cycles)")
+	cycles=$((cycles + KEYS))
+	results+=("$(run_shape members_$L members-4x$((n / 4)) $L '["1300000000000001", "1300000000000002", "1300000000000003"]' $cycles)")
+	cycles=$((cycles + KEYS))
+done
+python3 - "$LAT" "$RATE" "$KEYS" "$PAGES" "${results[@]}" <<'PY'
+import sys
+lat, rate, keys, pages = (int(x) for x in sys.argv[1:5])
+floor = keys * pages / (keys * rate)
+print("mock: %d requests/s per AccessKey enforced (Throttling.User beyond), %d ms per reply; %d keys x %d pages"
+      % (rate, lat, keys, pages))
+print("provider floor (requests / aggregate limit): %d / %d per s = %.2f s" % (keys * pages, keys * rate, floor))
+for line in sys.argv[5:]:
+    shape, lines, streams, ok, req, retries, nlines, pull_ms, wall_ms, throttled = line.split('|')
+    streams = int(streams)
+    per_stream = keys * pages / streams
+    seq = per_stream * lat / 1000.0
+    print("%-12s %3s lines/page, %2d streams (%3.0f pages each; sequential paging bound %.2f s): %s/%d runs succeeded,"
+          " %s requests, %s lines, %s retries, %s throttled"
+          % (shape.split('_')[0], lines, streams, per_stream, seq, ok, streams, req, nlines, retries, throttled))
+    print("             wall %.2f s = %.2fx the floor (first run start to last run end: %.2f s = %.2fx)"
+          % (int(wall_ms) / 1000.0, int(wall_ms) / 1000.0 / floor, int(pull_ms) / 1000.0, int(pull_ms) / 1000.0 / floor))
+PY
