@@ -299,6 +299,7 @@ COMMENT ON FUNCTION settle.payout_format_check() IS
 	'Keeps the payout format registry usable: the builder takes (bigint) and returns text; names and aliases are unique across formats.';
 CREATE TRIGGER payout_format_check BEFORE INSERT OR UPDATE ON settle.payout_format
 	FOR EACH ROW EXECUTE FUNCTION settle.payout_format_check();
+ALTER TABLE settle.payout_format ENABLE ALWAYS TRIGGER payout_format_check;
 
 CREATE TABLE settle.payout_batch_file (
 	batch_id     bigint  NOT NULL REFERENCES settle.payout_batch,
