@@ -42,10 +42,13 @@ SELECT line_no, reseller_code, amount, currency, end_to_end_id = format('B%s-R%s
 -- the CSV file (batch and run ids replaced by #)
 SELECT regexp_replace(regexp_replace(settle.payout_file(batch_id, 'csv'), '(^|\n)[0-9]+,([A-Z]+-2026-10-EUR-)[0-9]+,([0-9]),B[0-9]+-R[0-9]+-[0-9]+,[0-9]+,([a-z]+),2026-10,[0-9]+,',
                       '\1#,\2#,\3,B#-R#-#,#,\4,2026-10,#,', 'g'), 'run [0-9]+', 'run #', 'g') AS csv FROM b;
--- the pain.001 file (creation time and ids replaced by #)
-SELECT regexp_replace(regexp_replace(regexp_replace(settle.payout_file(batch_id), '<CreDtTm>[^<]*<', '<CreDtTm>#<'),
-                      'EUR-[0-9]+<', 'EUR-#<', 'g'), 'B[0-9]+-R[0-9]+-[0-9]+|run [0-9]+', '#', 'g') AS pain001 FROM b;
-SELECT verified FROM settle.verify_payout_batch((SELECT batch_id FROM b));
+-- the pain.001 file (creation time and ids replaced by #), one element a row (the file has no line breaks)
+SELECT t.pain001 FROM b, regexp_split_to_table(regexp_replace(regexp_replace(regexp_replace(settle.payout_file(batch_id),
+                      '<CreDtTm>[^<]*<', '<CreDtTm>#<'), 'EUR-[0-9]+<', 'EUR-#<', 'g'), 'B[0-9]+-R[0-9]+-[0-9]+|run [0-9]+', '#', 'g'),
+                      '(?<=>)(?=<)') WITH ORDINALITY AS t(pain001, n) ORDER BY t.n;
+SELECT format, verified FROM settle.verify_payout_batch((SELECT batch_id FROM b));
+-- the registered formats
+SELECT format, aliases, builder, content_type, extension FROM settle.payout_format ORDER BY format;
 SELECT settle.payout_file((SELECT batch_id FROM b), 'mt101');
 
 -- confirmations
@@ -74,13 +77,14 @@ SELECT (regexp_matches(settle.statement_html(run_id), '<(?:dd id="reseller"|tr i
 -- every object of this file is documented
 SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
  WHERE n.nspname = 'settle' AND c.relkind IN ('r', 'v')
-   AND c.relname IN ('payout_setting', 'payee', 'payee_change', 'payee_current', 'payout_batch', 'payout')
+   AND c.relname IN ('payout_setting', 'payee', 'payee_change', 'payee_current', 'payout_batch', 'payout',
+                     'payout_format', 'payout_batch_file', 'payout_batch_hashes')
    AND obj_description(c.oid, 'pg_class') IS NULL;
 SELECT p.oid::regprocedure FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
  WHERE n.nspname = 'settle' AND p.proname IN ('xml_escape', 'csv_field', 'format_amount', 'iban_valid', 'iban_mask',
        'set_payout_setting', 'set_payee', 'payout_guard', '_payout_pain001', '_payout_csv', 'payout_file',
        'verify_payout_batch', 'create_payout_batch', 'csv_parse', 'import_payout_confirmations', 'may_read_statement',
        '_readable_run', 'adjustment_reason', 'statement_csv', '_statement_page', '_statement_document',
-       'statement_html', 'statements_html')
+       'statement_html', 'statements_html', '_payout_format', '_payout_build', 'payout_format_check')
    AND obj_description(p.oid, 'pg_proc') IS NULL;
 ROLLBACK;

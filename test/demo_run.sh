@@ -110,15 +110,12 @@ SELECT settle.set_payee('borealis', 'Borealis IT KK', 'FR1420041010050500013M026
 SELECT settle.set_payee('cedar', 'Cedar Digital WLL', 'NL91ABNA0417164300', 'ABNANL2A', 'KW', 'KWD');
 COMMIT;
 SQL
-xsd=../shared/iso20022/pain.001.001.03.xsd
-[ -f "$xsd" ] || xsd=/work/shared/iso20022/pain.001.001.03.xsd
+xsd=test/fixtures/iso20022/pain.001.001.03.xsd	# the official schema (test/fixtures/iso20022/README.md)
 for ccy in USD JPY; do
 	batch=$(val "SELECT batch_id FROM settle.create_payout_batch('2026-10', '$ccy')")
 	val "SELECT encode(convert_to(settle.payout_file($batch, 'csv'), 'UTF8'), 'base64')" | base64 -d > "$out/payout_${batch}_${ccy}.csv"
 	val "SELECT encode(convert_to(settle.payout_file($batch, 'pain.001'), 'UTF8'), 'base64')" | base64 -d > "$out/payout_${batch}_${ccy}.xml"
-	if [ -f "$xsd" ]; then
-		xmllint --noout --schema "$xsd" "$out/payout_${batch}_${ccy}.xml" 2>&1 | sed 's/^/   /'
-	fi
+	xmllint --noout --schema "$xsd" "$out/payout_${batch}_${ccy}.xml" 2>&1 | sed 's/^/   /'
 done
 psql -c "SELECT batch_id, currency, status, (SELECT count(*) FROM settle.payout p WHERE p.batch_id = b.batch_id) AS payouts
            FROM settle.payout_batch b ORDER BY 1"

@@ -321,10 +321,16 @@ BEGIN
 	IF n = 0 AND reseller IS NOT NULL THEN
 		RAISE EXCEPTION 'reseller "%" has no agreement in force in %', reseller, period
 			USING ERRCODE = 'no_data_found';
+	ELSIF n = 0 THEN
+		-- not an error (a month before the first agreement is simply empty),
+		-- but never silent: an empty result usually means a missing setup
+		RAISE WARNING 'no reseller has an agreement in force in %: nothing was settled', period
+			USING ERRCODE = 'no_data_found',
+			      HINT = 'Add resellers and agreements first (settle.add_reseller, settle.set_agreement; docs/finance-guide.md, "Before you start").';
 	END IF;
 END $$;
 COMMENT ON FUNCTION settle.settle_period(settle.period, text) IS
-	'Computes or refreshes the draft settlement of a period (YYYY-MM) for every reseller with an agreement in force, or one, and returns the runs.  Unchanged inputs change nothing; locked periods never change; problems open exceptions and block approval.';
+	'Computes or refreshes the draft settlement of a period (YYYY-MM) for every reseller with an agreement in force, or one, and returns the runs.  Unchanged inputs change nothing; locked periods never change; problems open exceptions and block approval.  No reseller with an agreement in force: a WARNING (P0002) and no rows; a named reseller without one: error P0002.';
 
 CREATE FUNCTION settle.run_of(run_id bigint) RETURNS settle.run
 LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$

@@ -207,19 +207,15 @@ CREATE TABLE settle.payout_batch (
 	debtor_country  char(2)     NOT NULL,
 	payouts         integer     NOT NULL CHECK (payouts > 0),
 	control_sum     numeric     NOT NULL CHECK (control_sum > 0),
-	csv_sha256      bytea       CHECK (octet_length(csv_sha256) = 32),
-	pain001_sha256  bytea       CHECK (octet_length(pain001_sha256) = 32),
 	confirmed_at    timestamptz
 );
 COMMENT ON TABLE settle.payout_batch IS
-	'A payout batch: the locked statements of one period and currency with a net payout, paid in one pain.001 message.  Everything its files are made of is fixed at creation (the creation time to the second, the debtor account, the payee versions), so settle.payout_file regenerates identical bytes; the SHA-256 of each file is recorded.  created -> partially_confirmed -> confirmed as bank confirmations arrive.';
+	'A payout batch: the locked statements of one period and currency with a net payout, paid in one pain.001 message.  Everything its files are made of is fixed at creation (the creation time to the second, the debtor account, the payee versions), so settle.payout_file regenerates identical bytes; the size and SHA-256 of each file, one per registered format, are in settle.payout_batch_file.  created -> partially_confirmed -> confirmed as bank confirmations arrive.';
 COMMENT ON COLUMN settle.payout_batch.msg_id IS 'pain.001 GrpHdr/MsgId: <prefix>-<period>-<currency>-<batch id>.';
 COMMENT ON COLUMN settle.payout_batch.created_at IS 'Creation time, to the second: pain.001 GrpHdr/CreDtTm (UTC).';
 COMMENT ON COLUMN settle.payout_batch.execution_date IS 'pain.001 PmtInf/ReqdExctnDt.';
 COMMENT ON COLUMN settle.payout_batch.debtor_iban IS 'The operator''s paying account at creation (from settle.payout_setting).';
 COMMENT ON COLUMN settle.payout_batch.control_sum IS 'Sum of the payout amounts (pain.001 CtrlSum).';
-COMMENT ON COLUMN settle.payout_batch.csv_sha256 IS 'SHA-256 of settle.payout_file(batch_id, ''csv'') as UTF-8.';
-COMMENT ON COLUMN settle.payout_batch.pain001_sha256 IS 'SHA-256 of settle.payout_file(batch_id, ''pain.001'') as UTF-8.';
 
 CREATE TABLE settle.payout (
 	batch_id         bigint  NOT NULL REFERENCES settle.payout_batch,
@@ -251,6 +247,104 @@ COMMENT ON COLUMN settle.payout.end_to_end_id IS 'pain.001 EndToEndId: B<batch>-
 COMMENT ON COLUMN settle.payout.payee_version IS 'settle.payee version paid to.';
 COMMENT ON COLUMN settle.payout.exception_id IS 'The payout_mismatch exception opened by the last disagreeing confirmation.';
 
+-- ---------------------------------------------------------------------------
+-- Payout file formats: a registry.  A format is one row here and one builder
+-- function (batch_id bigint) RETURNS text that builds the file only from
+-- what the batch fixed at creation.  create_payout_batch records the size and
+-- SHA-256 of every registered format's file in settle.payout_batch_file;
+-- payout_file and verify_payout_batch look the builder up here.  Rows can be
+-- added only by the extension's owner (a builder runs inside the SECURITY
+-- DEFINER payout_file).  Dumped like every table (a site's formats survive a
+-- restore; the shipped rows merge with the installed ones, 99_backup.sql).
+
+CREATE TABLE settle.payout_format (
+	format       text    PRIMARY KEY CHECK (format ~ '^[a-z0-9][a-z0-9._-]{0,31}$'),
+	aliases      text[]  NOT NULL DEFAULT '{}',
+	builder      regprocedure NOT NULL,
+	content_type text    NOT NULL CHECK (content_type ~ '^[a-z]+/[a-z0-9.+-]+$'),
+	extension    text    NOT NULL CHECK (extension ~ '^[a-z0-9]{1,10}$'),
+	description  text    NOT NULL
+);
+COMMENT ON TABLE settle.payout_format IS
+	'The payout file formats: name, other names accepted by payout_file, the builder function (batch_id bigint) RETURNS text, MIME type and file extension.  Adding a format is one builder function and one row (extension owner only); every batch created afterwards records its file.';
+COMMENT ON COLUMN settle.payout_format.builder IS 'settle-owned or site function (batch_id bigint) RETURNS text: the file of a batch, deterministic, from what the batch fixed at creation.';
+COMMENT ON COLUMN settle.payout_format.aliases IS 'Other names settle.payout_file accepts for the format (lower case).';
+
+CREATE FUNCTION settle.payout_format_check() RETURNS trigger
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+	clash text;
+BEGIN
+	IF NOT EXISTS (SELECT 1 FROM pg_proc p
+	                WHERE p.oid = NEW.builder AND p.pronargs = 1 AND p.proargtypes[0] = 'bigint'::regtype
+	                  AND p.prorettype = 'text'::regtype AND NOT p.proretset AND p.prokind = 'f') THEN
+		RAISE EXCEPTION 'the builder of payout format "%" must be a function (batch_id bigint) RETURNS text', NEW.format
+			USING ERRCODE = 'invalid_parameter_value', DETAIL = pg_catalog.format('%s is not.', NEW.builder);
+	END IF;
+	IF EXISTS (SELECT 1 FROM unnest(NEW.aliases) a WHERE a IS NULL OR a <> lower(a) OR a = NEW.format) THEN
+		RAISE EXCEPTION 'aliases of payout format "%" must be lower case, not null and differ from its name', NEW.format
+			USING ERRCODE = 'invalid_parameter_value';
+	END IF;
+	SELECT f.format INTO clash
+	  FROM settle.payout_format f
+	 WHERE f.format <> NEW.format AND (f.format = ANY (NEW.aliases) OR NEW.format = ANY (f.aliases) OR f.aliases && NEW.aliases)
+	 LIMIT 1;
+	IF FOUND THEN
+		RAISE EXCEPTION 'payout format "%" shares a name with payout format "%"', NEW.format, clash
+			USING ERRCODE = 'unique_violation';
+	END IF;
+	RETURN NEW;
+END $$;
+COMMENT ON FUNCTION settle.payout_format_check() IS
+	'Keeps the payout format registry usable: the builder takes (bigint) and returns text; names and aliases are unique across formats.';
+CREATE TRIGGER payout_format_check BEFORE INSERT OR UPDATE ON settle.payout_format
+	FOR EACH ROW EXECUTE FUNCTION settle.payout_format_check();
+ALTER TABLE settle.payout_format ENABLE ALWAYS TRIGGER payout_format_check;
+
+CREATE TABLE settle.payout_batch_file (
+	batch_id     bigint  NOT NULL REFERENCES settle.payout_batch,
+	format       text    NOT NULL REFERENCES settle.payout_format ON UPDATE RESTRICT,
+	size_bytes   bigint  NOT NULL CHECK (size_bytes > 0),
+	sha256       bytea   NOT NULL CHECK (octet_length(sha256) = 32),
+	PRIMARY KEY (batch_id, format)
+);
+COMMENT ON TABLE settle.payout_batch_file IS
+	'One row per file of a payout batch and format, written at creation: its size in bytes and SHA-256 as UTF-8.  The bytes themselves are regenerated on demand by settle.payout_file (they hold bank details; this table holds none).  Append-only.';
+COMMENT ON COLUMN settle.payout_batch_file.sha256 IS 'SHA-256 of convert_to(settle.payout_file(batch_id, format), ''UTF8'').';
+
+-- Names a format given to payout_file: its name or an alias, any case.
+CREATE FUNCTION settle._payout_format(name text) RETURNS settle.payout_format
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+	f settle.payout_format;
+BEGIN
+	SELECT * INTO f FROM settle.payout_format x
+	 WHERE x.format = lower(name) OR lower(name) = ANY (x.aliases);
+	IF NOT FOUND THEN
+		RAISE EXCEPTION 'unknown payout file format "%"', name USING ERRCODE = 'invalid_parameter_value',
+			HINT = pg_catalog.format('The formats are %s (settle.payout_format).',
+				(SELECT string_agg(pg_catalog.format('''%s''', x.format), ', ' ORDER BY x.format) FROM settle.payout_format x));
+	END IF;
+	RETURN f;
+END $$;
+COMMENT ON FUNCTION settle._payout_format(text) IS 'Internal: the registered payout format a name or alias (any case) names; 22023 listing the formats otherwise.';
+
+-- The file of a batch in a format, by its builder.
+CREATE FUNCTION settle._payout_build(f settle.payout_format, batch_id bigint) RETURNS text
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+	body text;
+BEGIN
+	-- the cast picks the (bigint) function even when the builder's name is overloaded
+	EXECUTE pg_catalog.format('SELECT %s($1::bigint)', f.builder::regproc) INTO body USING batch_id;
+	IF body IS NULL OR body = '' THEN
+		RAISE EXCEPTION 'the builder of payout format "%" returned no file for batch %', f.format, batch_id
+			USING ERRCODE = 'data_exception';
+	END IF;
+	RETURN body;
+END $$;
+COMMENT ON FUNCTION settle._payout_build(settle.payout_format, bigint) IS 'Internal: calls a format''s builder for a batch; an empty or NULL file is an error (22000).';
+
 -- What may change on batches and payouts after creation.
 CREATE FUNCTION settle.payout_guard() RETURNS trigger
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
@@ -263,9 +357,7 @@ BEGIN
 		    NEW.operator_name, NEW.debtor_iban, NEW.debtor_bic, NEW.debtor_country, NEW.payouts, NEW.control_sum)
 		   IS DISTINCT FROM
 		   (OLD.batch_id, OLD.period, OLD.currency, OLD.msg_id, OLD.created_at, OLD.created_by, OLD.execution_date,
-		    OLD.operator_name, OLD.debtor_iban, OLD.debtor_bic, OLD.debtor_country, OLD.payouts, OLD.control_sum)
-		   OR (OLD.csv_sha256 IS NOT NULL AND NEW.csv_sha256 IS DISTINCT FROM OLD.csv_sha256)
-		   OR (OLD.pain001_sha256 IS NOT NULL AND NEW.pain001_sha256 IS DISTINCT FROM OLD.pain001_sha256) THEN
+		    OLD.operator_name, OLD.debtor_iban, OLD.debtor_bic, OLD.debtor_country, OLD.payouts, OLD.control_sum) THEN
 			RAISE EXCEPTION 'payout batch % cannot be changed', OLD.batch_id USING ERRCODE = 'insufficient_privilege',
 				DETAIL = 'Only its status moves forward.';
 		END IF;
@@ -289,99 +381,66 @@ BEGIN
 	RETURN NEW;
 END $$;
 COMMENT ON FUNCTION settle.payout_guard() IS
-	'Keeps payout batches and payouts as created: only status, confirmation fields and (once) the file hashes change; nothing is deleted.';
+	'Keeps payout batches and payouts as created: only status and confirmation fields change; nothing is deleted.';
 
--- pain.001 message of a batch.
+-- pain.001 message of a batch, built with SQL/XML: xmlelement/xmlforest
+-- escape every value, so no text reaches the file unescaped.  The credit
+-- transfers are aggregated with string_agg of their serialised elements and
+-- parsed back once (XMLPARSE CONTENT), not with xmlagg: in PostgreSQL 15
+-- xmlagg copies the whole accumulated value at each row (xmlconcat of two),
+-- which is quadratic in the number of payouts.  The final XMLSERIALIZE
+-- (DOCUMENT) parses the message again, so an ill-formed value (say a control
+-- character in a name) is an error at batch creation, never a bad file.
 CREATE FUNCTION settle._payout_pain001(batch_id bigint) RETURNS text
 LANGUAGE plpgsql STABLE STRICT SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
 	b settle.payout_batch;
-	x text;
-	p record;
-	ccy text;
+	txs text;
+	doc xml;
 BEGIN
 	SELECT * INTO b FROM settle.payout_batch pb WHERE pb.batch_id = _payout_pain001.batch_id;
 	IF NOT FOUND THEN
 		RAISE EXCEPTION 'unknown payout batch %', batch_id USING ERRCODE = 'no_data_found';
 	END IF;
-	ccy := b.currency;
-	x := '<?xml version="1.0" encoding="UTF-8"?>' || E'\n'
-	  || '<Document xmlns="urn:iso:std:iso:20022:tech:xsd:pain.001.001.03" xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance">' || E'\n'
-	  || '  <CstmrCdtTrfInitn>' || E'\n'
-	  || '    <GrpHdr>' || E'\n'
-	  || '      <MsgId>' || settle.xml_escape(b.msg_id) || '</MsgId>' || E'\n'
-	  || '      <CreDtTm>' || to_char(b.created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS') || '</CreDtTm>' || E'\n'
-	  || '      <NbOfTxs>' || b.payouts || '</NbOfTxs>' || E'\n'
-	  || '      <CtrlSum>' || settle.format_amount(b.control_sum, ccy) || '</CtrlSum>' || E'\n'
-	  || '      <InitgPty>' || E'\n'
-	  || '        <Nm>' || settle.xml_escape(b.operator_name) || '</Nm>' || E'\n'
-	  || '      </InitgPty>' || E'\n'
-	  || '    </GrpHdr>' || E'\n'
-	  || '    <PmtInf>' || E'\n'
-	  || '      <PmtInfId>' || settle.xml_escape(b.msg_id) || '</PmtInfId>' || E'\n'
-	  || '      <PmtMtd>TRF</PmtMtd>' || E'\n'
-	  || '      <BtchBookg>false</BtchBookg>' || E'\n'
-	  || '      <NbOfTxs>' || b.payouts || '</NbOfTxs>' || E'\n'
-	  || '      <CtrlSum>' || settle.format_amount(b.control_sum, ccy) || '</CtrlSum>' || E'\n'
-	  || '      <ReqdExctnDt>' || to_char(b.execution_date, 'YYYY-MM-DD') || '</ReqdExctnDt>' || E'\n'
-	  || '      <Dbtr>' || E'\n'
-	  || '        <Nm>' || settle.xml_escape(b.operator_name) || '</Nm>' || E'\n'
-	  || '        <PstlAdr>' || E'\n'
-	  || '          <Ctry>' || b.debtor_country || '</Ctry>' || E'\n'
-	  || '        </PstlAdr>' || E'\n'
-	  || '      </Dbtr>' || E'\n'
-	  || '      <DbtrAcct>' || E'\n'
-	  || '        <Id>' || E'\n'
-	  || '          <IBAN>' || b.debtor_iban || '</IBAN>' || E'\n'
-	  || '        </Id>' || E'\n'
-	  || '        <Ccy>' || ccy || '</Ccy>' || E'\n'
-	  || '      </DbtrAcct>' || E'\n'
-	  || '      <DbtrAgt>' || E'\n'
-	  || '        <FinInstnId>' || E'\n'
-	  || '          <BIC>' || b.debtor_bic || '</BIC>' || E'\n'
-	  || '        </FinInstnId>' || E'\n'
-	  || '      </DbtrAgt>' || E'\n';
-	FOR p IN
-		SELECT o.*, e.account_holder, e.iban, e.bic, e.country
-		  FROM settle.payout o
-		  JOIN settle.payee e ON e.reseller_id = o.reseller_id AND e.version = o.payee_version
-		 WHERE o.batch_id = b.batch_id
-		 ORDER BY o.line_no
-	LOOP
-		x := x
-		  || '      <CdtTrfTxInf>' || E'\n'
-		  || '        <PmtId>' || E'\n'
-		  || '          <EndToEndId>' || settle.xml_escape(p.end_to_end_id) || '</EndToEndId>' || E'\n'
-		  || '        </PmtId>' || E'\n'
-		  || '        <Amt>' || E'\n'
-		  || '          <InstdAmt Ccy="' || p.currency || '">' || settle.format_amount(p.amount, p.currency) || '</InstdAmt>' || E'\n'
-		  || '        </Amt>' || E'\n'
-		  || '        <CdtrAgt>' || E'\n'
-		  || '          <FinInstnId>' || E'\n'
-		  || '            <BIC>' || p.bic || '</BIC>' || E'\n'
-		  || '          </FinInstnId>' || E'\n'
-		  || '        </CdtrAgt>' || E'\n'
-		  || '        <Cdtr>' || E'\n'
-		  || '          <Nm>' || settle.xml_escape(p.account_holder) || '</Nm>' || E'\n'
-		  || '          <PstlAdr>' || E'\n'
-		  || '            <Ctry>' || p.country || '</Ctry>' || E'\n'
-		  || '          </PstlAdr>' || E'\n'
-		  || '        </Cdtr>' || E'\n'
-		  || '        <CdtrAcct>' || E'\n'
-		  || '          <Id>' || E'\n'
-		  || '            <IBAN>' || p.iban || '</IBAN>' || E'\n'
-		  || '          </Id>' || E'\n'
-		  || '        </CdtrAcct>' || E'\n'
-		  || '        <RmtInf>' || E'\n'
-		  || '          <Ustrd>' || settle.xml_escape(left(format('Commission %s run %s reseller %s', p.period, p.run_id,
-		                                                         p.reseller_code), 140)) || '</Ustrd>' || E'\n'
-		  || '        </RmtInf>' || E'\n'
-		  || '      </CdtTrfTxInf>' || E'\n';
-	END LOOP;
-	RETURN x || '    </PmtInf>' || E'\n' || '  </CstmrCdtTrfInitn>' || E'\n' || '</Document>' || E'\n';
+	SELECT string_agg(xmlelement(name "CdtTrfTxInf",
+	           xmlelement(name "PmtId", xmlforest(o.end_to_end_id AS "EndToEndId")),
+	           xmlelement(name "Amt", xmlelement(name "InstdAmt", xmlattributes(o.currency AS "Ccy"),
+	                                             settle.format_amount(o.amount, o.currency))),
+	           xmlelement(name "CdtrAgt", xmlelement(name "FinInstnId", xmlforest(e.bic AS "BIC"))),
+	           xmlelement(name "Cdtr", xmlforest(e.account_holder AS "Nm"),
+	                                   xmlelement(name "PstlAdr", xmlforest(e.country AS "Ctry"))),
+	           xmlelement(name "CdtrAcct", xmlelement(name "Id", xmlforest(e.iban AS "IBAN"))),
+	           xmlelement(name "RmtInf", xmlforest(left(format('Commission %s run %s reseller %s', o.period, o.run_id,
+	                                                           o.reseller_code), 140) AS "Ustrd")))::text,
+	                  '' ORDER BY o.line_no)
+	  INTO txs
+	  FROM settle.payout o
+	  JOIN settle.payee e ON e.reseller_id = o.reseller_id AND e.version = o.payee_version
+	 WHERE o.batch_id = b.batch_id;
+	doc := xmlelement(name "Document",
+	         xmlattributes('urn:iso:std:iso:20022:tech:xsd:pain.001.001.03' AS xmlns,
+	                       'http://www.w3.org/2001/XMLSchema-instance' AS "xmlns:xsi"),
+	         xmlelement(name "CstmrCdtTrfInitn",
+	           xmlelement(name "GrpHdr",
+	             xmlforest(b.msg_id AS "MsgId",
+	                       to_char(b.created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS') AS "CreDtTm",
+	                       b.payouts AS "NbOfTxs",
+	                       settle.format_amount(b.control_sum, b.currency) AS "CtrlSum"),
+	             xmlelement(name "InitgPty", xmlforest(b.operator_name AS "Nm"))),
+	           xmlelement(name "PmtInf",
+	             xmlforest(b.msg_id AS "PmtInfId", 'TRF' AS "PmtMtd", 'false' AS "BtchBookg", b.payouts AS "NbOfTxs",
+	                       settle.format_amount(b.control_sum, b.currency) AS "CtrlSum",
+	                       to_char(b.execution_date, 'YYYY-MM-DD') AS "ReqdExctnDt"),
+	             xmlelement(name "Dbtr", xmlforest(b.operator_name AS "Nm"),
+	                                     xmlelement(name "PstlAdr", xmlforest(b.debtor_country AS "Ctry"))),
+	             xmlelement(name "DbtrAcct", xmlelement(name "Id", xmlforest(b.debtor_iban AS "IBAN")),
+	                                         xmlforest(b.currency AS "Ccy")),
+	             xmlelement(name "DbtrAgt", xmlelement(name "FinInstnId", xmlforest(b.debtor_bic AS "BIC"))),
+	             XMLPARSE(CONTENT coalesce(txs, '')))));
+	RETURN '<?xml version="1.0" encoding="UTF-8"?>' || E'\n' || XMLSERIALIZE(DOCUMENT doc AS text) || E'\n';
 END $$;
 COMMENT ON FUNCTION settle._payout_pain001(bigint) IS
-	'Internal: the ISO 20022 pain.001.001.03 credit transfer message of a payout batch, built only from what the batch fixed at creation.';
+	'Internal: the ISO 20022 pain.001.001.03 credit transfer message of a payout batch (builder of format ''pain.001''), built with SQL/XML only from what the batch fixed at creation; linear in the number of payouts.';
 
 CREATE FUNCTION settle._payout_csv(batch_id bigint) RETURNS text
 LANGUAGE sql STABLE STRICT SET search_path = pg_catalog, pg_temp AS $$
@@ -401,39 +460,40 @@ LANGUAGE sql STABLE STRICT SET search_path = pg_catalog, pg_temp AS $$
 $$;
 COMMENT ON FUNCTION settle._payout_csv(bigint) IS 'Internal: the CSV payout file of a batch (columns in docs/payouts.md).';
 
+INSERT INTO settle.payout_format (format, aliases, builder, content_type, extension, description) VALUES
+	('csv', '{}', 'settle._payout_csv(bigint)', 'text/csv', 'csv',
+	 'One record per payout (RFC 4180, LF line ends, header line); columns in docs/payouts.md.'),
+	('pain.001', '{pain001,xml}', 'settle._payout_pain001(bigint)', 'application/xml', 'xml',
+	 'ISO 20022 pain.001.001.03 CustomerCreditTransferInitiation: one payment information block, one credit transfer per payout.');
+
 CREATE FUNCTION settle.payout_file(batch_id bigint, format text DEFAULT 'pain.001') RETURNS text
 LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
 	IF NOT EXISTS (SELECT 1 FROM settle.payout_batch b WHERE b.batch_id = payout_file.batch_id) THEN
 		RAISE EXCEPTION 'unknown payout batch %', batch_id USING ERRCODE = 'no_data_found';
 	END IF;
-	CASE lower(format)
-	WHEN 'pain.001', 'pain001', 'xml' THEN RETURN settle._payout_pain001(batch_id);
-	WHEN 'csv' THEN RETURN settle._payout_csv(batch_id);
-	ELSE
-		RAISE EXCEPTION 'unknown payout file format "%"', format USING ERRCODE = 'invalid_parameter_value',
-			HINT = 'The formats are ''csv'' and ''pain.001''.';
-	END CASE;
+	RETURN settle._payout_build(settle._payout_format(coalesce(format, '')), batch_id);
 END $$;
 COMMENT ON FUNCTION settle.payout_file(bigint, text) IS
-	'The payout file of a batch as text: ''csv'' or ''pain.001'' (ISO 20022 pain.001.001.03 XML).  Regenerating gives identical bytes; sha256(convert_to(text, ''UTF8'')) equals the hash recorded in the batch.  Finance and admin only (holds bank details).';
+	'The payout file of a batch as text, in a format of settle.payout_format (''pain.001'', the ISO 20022 pain.001.001.03 XML, or ''csv'').  Regenerating gives identical bytes; sha256(convert_to(text, ''UTF8'')) equals the hash recorded in settle.payout_batch_file.  Finance and admin only (holds bank details).';
 
-CREATE FUNCTION settle.verify_payout_batch(batch_id bigint,
-	OUT verified boolean, OUT csv_sha256 bytea, OUT pain001_sha256 bytea)
+CREATE FUNCTION settle.verify_payout_batch(batch_id bigint)
+	RETURNS TABLE (format text, verified boolean, recorded_sha256 bytea, sha256 bytea)
 LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
-DECLARE
-	b settle.payout_batch;
 BEGIN
-	SELECT * INTO b FROM settle.payout_batch x WHERE x.batch_id = verify_payout_batch.batch_id;
-	IF NOT FOUND THEN
+	IF NOT EXISTS (SELECT 1 FROM settle.payout_batch x WHERE x.batch_id = verify_payout_batch.batch_id) THEN
 		RAISE EXCEPTION 'unknown payout batch %', batch_id USING ERRCODE = 'no_data_found';
 	END IF;
-	csv_sha256 := sha256(convert_to(settle._payout_csv(b.batch_id), 'UTF8'));
-	pain001_sha256 := sha256(convert_to(settle._payout_pain001(b.batch_id), 'UTF8'));
-	verified := csv_sha256 = b.csv_sha256 AND pain001_sha256 = b.pain001_sha256;
+	RETURN QUERY
+	SELECT bf.format, h.sha = bf.sha256, bf.sha256, h.sha
+	  FROM settle.payout_batch_file bf
+	  JOIN settle.payout_format f ON f.format = bf.format
+	 CROSS JOIN LATERAL (SELECT pg_catalog.sha256(convert_to(settle._payout_build(f, bf.batch_id), 'UTF8')) AS sha) h
+	 WHERE bf.batch_id = verify_payout_batch.batch_id
+	 ORDER BY bf.format;
 END $$;
 COMMENT ON FUNCTION settle.verify_payout_batch(bigint) IS
-	'Regenerates both files of a batch and confirms their SHA-256 equal the recorded ones.';
+	'Regenerates every recorded file of a batch (one row per format) and says whether its SHA-256 equals the one recorded at creation.';
 
 CREATE FUNCTION settle.create_payout_batch(period settle.period, currency text, execution_date date DEFAULT NULL)
 	RETURNS settle.payout_batch
@@ -508,15 +568,16 @@ BEGIN
 	       c.reseller_code, c.run_id, period, c.amount, currency,
 	       format('B%s-R%s-%s', b.batch_id, c.reseller_id, c.run_id), c.payee_version
 	  FROM jsonb_to_recordset(cands) AS c(reseller_id bigint, reseller_code text, run_id bigint, amount numeric, statement_currency text, payee_version integer, payee_currency text);
-	UPDATE settle.payout_batch x
-	   SET csv_sha256 = sha256(convert_to(settle._payout_csv(x.batch_id), 'UTF8')),
-	       pain001_sha256 = sha256(convert_to(settle._payout_pain001(x.batch_id), 'UTF8'))
-	 WHERE x.batch_id = b.batch_id
-	RETURNING * INTO b;
+	-- every registered format's file, built once: its size and hash
+	INSERT INTO settle.payout_batch_file (batch_id, format, size_bytes, sha256)
+	SELECT b.batch_id, f.format, octet_length(t.body), sha256(t.body)
+	  FROM settle.payout_format f
+	 CROSS JOIN LATERAL (SELECT convert_to(settle._payout_build(f, b.batch_id), 'UTF8') AS body) t;
+	SELECT * INTO b FROM settle.payout_batch x WHERE x.batch_id = b.batch_id;
 	RETURN b;
 END $$;
 COMMENT ON FUNCTION settle.create_payout_batch(settle.period, text, date) IS
-	'Finance creates a payout batch of a period and currency from every locked statement with a net payout (above the minimum payout) that is in no batch yet, with the payee bank details in force, and records the SHA-256 of its CSV and pain.001 files.  Refused, with nothing written: nothing to pay (P0002), a reseller without payee (55000), a payee account in another currency (22023), no operator account (55000).';
+	'Finance creates a payout batch of a period and currency from every locked statement with a net payout (above the minimum payout) that is in no batch yet, with the payee bank details in force, and records the size and SHA-256 of its file in every registered format (settle.payout_batch_file).  Refused, with nothing written: nothing to pay (P0002), a reseller without payee (55000), a payee account in another currency (22023), no operator account (55000).';
 
 -- ---------------------------------------------------------------------------
 -- Payout confirmations.
@@ -1014,11 +1075,23 @@ END $$;
 COMMENT ON FUNCTION settle.statements_html(settle.period, integer) IS
 	'Every current statement of a period the session may read, as one printable HTML document with one page per reseller (ordered by reseller code).';
 
+-- The batch as it read before formats were rows (0.1.0 had a hash column per
+-- format): for finance and BI queries written against those columns.  New
+-- formats are read from settle.payout_batch_file, not added here.
+CREATE VIEW settle.payout_batch_hashes AS
+	SELECT b.*,
+	       (SELECT f.sha256 FROM settle.payout_batch_file f WHERE f.batch_id = b.batch_id AND f.format = 'csv') AS csv_sha256,
+	       (SELECT f.sha256 FROM settle.payout_batch_file f WHERE f.batch_id = b.batch_id AND f.format = 'pain.001') AS pain001_sha256
+	  FROM settle.payout_batch b;
+COMMENT ON VIEW settle.payout_batch_hashes IS
+	'Payout batches with the CSV and pain.001 hashes as columns, as settle.payout_batch had them in 0.1.0 (read-only, for existing queries); every format''s hash is in settle.payout_batch_file.';
+
 -- ---------------------------------------------------------------------------
 -- Privileges, audit, append-only.
 
 REVOKE EXECUTE ON FUNCTION settle.set_payout_setting(text, text, text, text, text),
 	settle.set_payee(text, text, text, text, text, text), settle._payout_pain001(bigint), settle._payout_csv(bigint),
+	settle._payout_format(text), settle._payout_build(settle.payout_format, bigint), settle.payout_format_check(),
 	settle.payout_file(bigint, text), settle.verify_payout_batch(bigint), settle.create_payout_batch(settle.period, text, date),
 	settle.import_payout_confirmations(bigint, jsonb), settle.import_payout_confirmations(bigint, text),
 	settle._readable_run(bigint), settle.adjustment_reason("char", text),
@@ -1043,7 +1116,8 @@ GRANT EXECUTE ON FUNCTION settle.payout_guard() TO PUBLIC;
 -- batches and payouts (no payee bank details): staff.
 REVOKE ALL ON settle.payee, settle.payee_current FROM PUBLIC;
 GRANT SELECT ON settle.payee, settle.payee_current TO settle_admin, settle_finance;
-GRANT SELECT ON settle.payout_setting, settle.payee_change, settle.payout_batch, settle.payout
+GRANT SELECT ON settle.payout_setting, settle.payee_change, settle.payout_batch, settle.payout,
+	settle.payout_format, settle.payout_batch_file, settle.payout_batch_hashes
 	TO settle_admin, settle_operator, settle_finance, settle_analyst, settle_auditor;
 
 DO $payout$
@@ -1067,10 +1141,14 @@ $payout$;
 -- changes are audited through settle.payee_change with the IBAN masked.
 SELECT settle._audited(t::regclass, t IN ('settle.payout_setting', 'settle.payee_change'))
   FROM unnest(ARRAY['settle.payout_setting', 'settle.payee_change', 'settle.payout_batch', 'settle.payout']) t;
-SELECT settle._append_only('settle.payee'), settle._append_only('settle.payee_change');
+SELECT settle._append_only('settle.payee'), settle._append_only('settle.payee_change'),
+       settle._append_only('settle.payout_batch_file');
+SELECT settle._audited('settle.payout_batch_file'), settle._audited('settle.payout_format');
 
 SELECT pg_catalog.pg_extension_config_dump('settle.payout_setting', '');
 SELECT pg_catalog.pg_extension_config_dump('settle.payee', '');
 SELECT pg_catalog.pg_extension_config_dump('settle.payee_change', '');
 SELECT pg_catalog.pg_extension_config_dump('settle.payout_batch', '');
+SELECT pg_catalog.pg_extension_config_dump('settle.payout_batch_file', '');
+SELECT pg_catalog.pg_extension_config_dump('settle.payout_format', '');
 SELECT pg_catalog.pg_extension_config_dump('settle.payout', '');

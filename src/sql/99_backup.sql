@@ -11,8 +11,9 @@
 -- out, and test/pgtap/backup.sql checks the catalogue agrees.
 --
 -- Rows the install script itself inserts (currencies, product categories and
--- products, the audit chain head, the default reconciliation tolerances) are
--- dumped too, as they may have been changed since: CREATE EXTENSION creates
+-- products, the payout file formats, the audit chain head, the default
+-- reconciliation tolerances) are dumped too, as they may have been changed
+-- since: CREATE EXTENSION creates
 -- them again on restore, and the restore_merge trigger below lets the dumped
 -- version replace the installed one instead of clashing with it.
 --

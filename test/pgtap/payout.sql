@@ -4,7 +4,7 @@
 -- runs moved to paid, and the statement CSV/HTML documents.
 -- Scenario: test/process/payout_scenario.sql (five resellers, 2026-10, locked).
 BEGIN;
-SELECT plan(99);
+SELECT plan(107);
 \ir ../process/payout_scenario.sql
 
 CREATE ROLE tap_pay_admin IN ROLE settle_admin;
@@ -123,10 +123,17 @@ SELECT results_eq($$SELECT p.reseller_code, p.line_no, p.amount, p.status, p.pay
 	         ('echo', 3, 30.00, 'pending', 2, true)$$,
 	'payouts in reseller order, each with the payee version in force and its end-to-end id');
 SELECT is((SELECT created_at = date_trunc('second', created_at) FROM eur), true, 'the creation time is fixed to the second');
-SELECT is((SELECT csv_sha256 = sha256(convert_to(settle.payout_file(batch_id, 'csv'), 'UTF8')) FROM eur), true,
-	'the recorded CSV hash is the SHA-256 of the CSV file');
-SELECT is((SELECT pain001_sha256 = sha256(convert_to(settle.payout_file(batch_id, 'pain.001'), 'UTF8')) FROM eur), true,
-	'the recorded pain.001 hash is the SHA-256 of the XML file');
+SELECT results_eq($$SELECT f.format, f.sha256 = sha256(convert_to(settle.payout_file(f.batch_id, f.format), 'UTF8')),
+                           f.size_bytes = octet_length(convert_to(settle.payout_file(f.batch_id, f.format), 'UTF8'))
+                      FROM settle.payout_batch_file f JOIN eur USING (batch_id) ORDER BY 1$$,
+	$$VALUES ('csv', true, true), ('pain.001', true, true)$$,
+	'one file per registered format is recorded: its SHA-256 and size are those of the file');
+SELECT is((SELECT (csv_sha256, pain001_sha256)::text FROM settle.payout_batch_hashes JOIN eur USING (batch_id)),
+	(SELECT ((array_agg(sha256) FILTER (WHERE format = 'csv'))[1], (array_agg(sha256) FILTER (WHERE format = 'pain.001'))[1])::text
+	   FROM settle.payout_batch_file JOIN eur USING (batch_id)),
+	'payout_batch_hashes shows the recorded hashes in the columns of 0.1.0');
+SELECT is((SELECT settle.payout_file(batch_id, 'XML') = settle.payout_file(batch_id, 'pain.001') FROM eur), true,
+	'a format may be named by an alias, in any case');
 SELECT is((SELECT settle.payout_file(batch_id) = settle.payout_file(batch_id, 'pain.001') FROM eur), true, 'pain.001 is the default format');
 SELECT throws_ok($$SELECT settle.payout_file((SELECT batch_id FROM eur), 'mt940')$$, '22023', NULL, 'unknown file formats are refused');
 SELECT throws_ok($$SELECT settle.payout_file(987654, 'csv')$$, 'P0002', NULL, 'unknown batches are refused');
@@ -136,7 +143,8 @@ SELECT settle.set_payee('alpha', 'Alpha Renamed', 'DE89370400440532013000', 'COB
 UPDATE settle.reseller SET name = 'Alpha New Name' WHERE code = 'alpha';
 SELECT is((SELECT settle.payout_file(batch_id, 'csv') = f.csv AND settle.payout_file(batch_id) = f.xml FROM eur, files f), true,
 	'regenerating the files gives identical bytes after payee and reseller changes');
-SELECT is((SELECT verified FROM settle.verify_payout_batch((SELECT batch_id FROM eur))), true, 'verify_payout_batch confirms both hashes');
+SELECT results_eq($$SELECT format, verified, recorded_sha256 = sha256 FROM settle.verify_payout_batch((SELECT batch_id FROM eur))$$,
+	$$VALUES ('csv', true, true), ('pain.001', true, true)$$, 'verify_payout_batch regenerates and confirms both files');
 SELECT is((SELECT xml_is_well_formed_document(xml) FROM files), true, 'the pain.001 file is well-formed XML');
 SELECT results_eq($$SELECT (xpath('count(//p:CdtTrfTxInf)', xml::xml, ARRAY[ARRAY['p', 'urn:iso:std:iso:20022:tech:xsd:pain.001.001.03']]))[1]::text,
                            (xpath('/p:Document/p:CstmrCdtTrfInitn/p:GrpHdr/p:CtrlSum/text()', xml::xml, ARRAY[ARRAY['p', 'urn:iso:std:iso:20022:tech:xsd:pain.001.001.03']]))[1]::text,
@@ -159,7 +167,31 @@ SELECT throws_ok($$DELETE FROM settle.payout_batch$$, '42501', NULL, 'payout bat
 SELECT throws_ok($$TRUNCATE settle.payout, settle.payout_batch$$, NULL, NULL, 'payouts cannot be truncated, even by the owner');
 SELECT throws_ok($$SELECT pg_temp.as_role('tap_pay_analyst', 'UPDATE settle.payout SET status = ''confirmed''')$$, '42501', NULL,
 	'no direct writes to payouts');
+-- A new format is one builder function and one registry row.
+CREATE FUNCTION public.tap_payout_lines(batch_id bigint) RETURNS text LANGUAGE sql STABLE AS $$
+	SELECT string_agg(end_to_end_id || ' ' || amount, E'\n' ORDER BY line_no) || E'\n' FROM settle.payout WHERE payout.batch_id = $1
+$$;
+CREATE FUNCTION public.tap_payout_bad(batch_id integer) RETURNS text LANGUAGE sql AS $$ SELECT 'x' $$;
+SELECT throws_ok($$INSERT INTO settle.payout_format VALUES ('bad', '{}', 'public.tap_payout_bad(integer)', 'text/plain', 'txt', 'x')$$,
+	'22023', NULL, 'a builder that does not take (bigint) is refused');
+SELECT throws_ok($$INSERT INTO settle.payout_format VALUES ('lines', '{xml}', 'public.tap_payout_lines(bigint)', 'text/plain', 'txt', 'x')$$,
+	'23505', NULL, 'a format may not take another format''s alias');
+SELECT throws_ok($$SELECT pg_temp.as_role('tap_pay_finance', 'INSERT INTO settle.payout_format VALUES (''lines'', ''{}'', ''public.tap_payout_lines(bigint)'', ''text/plain'', ''txt'', ''x'')')$$,
+	'42501', NULL, 'finance cannot register a format (its builder would run as the extension owner)');
+SELECT lives_ok($$INSERT INTO settle.payout_format VALUES ('lines', '{}', 'public.tap_payout_lines(bigint)', 'text/plain', 'txt', 'end-to-end id and amount per line')$$,
+	'the owner registers a third format');
 SELECT lives_ok($$SELECT settle.create_payout_batch('2026-10', 'USD')$$, 'the USD batch (delta)');
+SELECT results_eq($$SELECT f.format, f.size_bytes FROM settle.payout_batch_file f JOIN settle.payout_batch b USING (batch_id)
+                     WHERE b.currency = 'USD' ORDER BY 1$$,
+	$$SELECT * FROM (VALUES ('csv', (SELECT octet_length(convert_to(settle.payout_file(batch_id, 'csv'), 'UTF8'))::bigint FROM settle.payout_batch WHERE currency = 'USD')),
+	                        ('lines', (SELECT length(end_to_end_id || ' ' || amount)::bigint + 1 FROM settle.payout WHERE currency = 'USD')),
+	                        ('pain.001', (SELECT octet_length(convert_to(settle.payout_file(batch_id), 'UTF8'))::bigint FROM settle.payout_batch WHERE currency = 'USD'))) v(f, n)$$,
+	'a batch created after the registration records the new format''s file too');
+SELECT results_eq($$SELECT format, verified FROM settle.verify_payout_batch((SELECT batch_id FROM settle.payout_batch WHERE currency = 'USD'))$$,
+	$$VALUES ('csv', true), ('lines', true), ('pain.001', true)$$, 'verify_payout_batch covers the new format');
+CREATE OR REPLACE FUNCTION public.tap_payout_lines(batch_id bigint) RETURNS text LANGUAGE sql STABLE AS $$ SELECT 'changed' $$;
+SELECT results_eq($$SELECT format, verified FROM settle.verify_payout_batch((SELECT batch_id FROM settle.payout_batch WHERE currency = 'USD'))$$,
+	$$VALUES ('csv', true), ('lines', false), ('pain.001', true)$$, 'a file that no longer regenerates as recorded fails verification');
 
 -- 4. Confirmations.
 SELECT throws_ok($$SELECT * FROM settle.import_payout_confirmations(987654, '[]'::jsonb)$$, 'P0002', NULL, 'unknown batch refused');

@@ -18,7 +18,9 @@
 --     end-to-end ids B<batch>-R<reseller>-<run> as create_payout_batch writes
 --     them).  The file hashes are left NULL (payout_file is not measured).
 -- Calling it again with another period adds another batch over the same
--- resellers (one locked run per reseller and period).
+-- resellers (one locked run per reseller and period).  With vol_no_batch set
+-- (\set vol_no_batch) it stops before the batch: the locked statements are
+-- left for settle.create_payout_batch (bench/payout.sh).
 -- No BEGIN/COMMIT: pgTAP includes it inside its transaction; the benchmark
 -- runs it with psql --single-transaction.
 SET client_min_messages = warning;
@@ -59,6 +61,9 @@ SELECT x.reseller_id, x.run_id, x.period, 'EUR', 0, x.amount * 10, x.amount * 10
           FROM settle.run u JOIN settle.reseller r ON r.reseller_id = u.reseller_id
          WHERE u.period = :'vol_period' AND r.code LIKE 'vol-%' AND u.status = 'locked') x;
 
+\if :{?vol_no_batch}
+ANALYZE settle.reseller, settle.run, settle.statement, settle.payee;
+\else
 SELECT nextval(pg_get_serial_sequence('settle.payout_batch', 'batch_id')) AS vol_batch \gset
 INSERT INTO settle.payout_batch (batch_id, period, currency, msg_id, created_at, execution_date, operator_name,
 	debtor_iban, debtor_bic, debtor_country, payouts, control_sum)
@@ -74,5 +79,6 @@ SELECT :vol_batch, row_number() OVER (ORDER BY r.code COLLATE "C", s.run_id), s.
   FROM settle.statement s JOIN settle.reseller r ON r.reseller_id = s.reseller_id
  WHERE s.period = :'vol_period' AND r.code LIKE 'vol-%';
 ANALYZE settle.reseller, settle.run, settle.statement, settle.payout_batch, settle.payout;
+\endif
 \o
 RESET client_min_messages;
