@@ -139,6 +139,7 @@ DOC = {
     'no_match': 'rules.md §3 no clause matches: earns nothing',
     'adjustment': 'finance-guide.md §4 / reference.md approve_adjustment: an approved adjustment is a line of kind a in its target period',
     'correction': 'settlement.md corrections: revised after the lock, first open period, at the original rate (kind x)',
+    'precision': 'rules.md §8 / settlement.md nothing guessed: basis x rate beyond 16 decimals earns nothing, validation exception, run blocked',
 }
 
 
@@ -169,6 +170,12 @@ def mul(a, b):
 
 def add(a, b):
     return CTX.add(a, b)
+
+
+def held16(x):
+    """True when an exact amount can be held at 16 decimals (rules.md §8: basis
+    x rate is kept when its digits below 10^-16 are zero, never rounded)."""
+    return x == x.quantize(D('1e-16'), rounding=ROUND_DOWN, context=CTX)
 
 
 def round_money(x, minor, mode):
@@ -284,12 +291,15 @@ def graduated(bands, before, basis):
         lo_, hi_, neg = hi_, lo_, True
     total = ZERO
     touched = []
+    exact = True
     for i, b in enumerate(bands):
         blo, bhi = dec(b['from']), dec(b.get('to'))
         s = max(lo_, blo)
         e = hi_ if bhi is None else min(hi_, bhi)
         if e > s:
-            total = add(total, mul(CTX.subtract(e, s), dec(b['rate']) / 100))
+            part = mul(CTX.subtract(e, s), CTX.divide(dec(b['rate']), D(100)))
+            exact = exact and held16(part)
+            total = add(total, part)
             touched.append(i + 1)
     if basis == 0:
         tier = band_of(bands, before)
@@ -298,7 +308,7 @@ def graduated(bands, before, basis):
     # the lineage rate of a graduated line: the rate of the band reached
     # (rules.md §5 "tier band reached"; a refund reverses at it, settlement.md)
     rate = CTX.divide(dec(bands[tier - 1]['rate']), D(100)) if tier else None
-    return (-total if neg else total), tier, rate, len(touched)
+    return (-total if neg else total), tier, rate, exact
 
 
 # ---------------------------------------------------------------- scenario
@@ -324,6 +334,7 @@ class Model:
         self.results = {}   # (reseller_id, period) -> dict(rows, statement)
         self.lineage = {}   # (reseller_id, line_key) -> the c row that settled it
         self.locked_lineage = {}   # (reseller_id, period) -> {line_key: c row} of a locked run
+        self.refused_corrections = []   # (reseller_id, period, line_key, why): not corrected (rules.md §8)
 
     def load_lines(self, phase):
         """The current revision of every line ingested up to this phase."""
@@ -520,6 +531,7 @@ class Model:
                 row['why'].append('tag condition (%s)' % DOC['tags'])
             pay = cl['pay']
             tier, rate = None, None
+            inexact = None
             t = pay['type']
             if t == 'percent':
                 rate = CTX.divide(dec(pay['rate']), D(100))
@@ -545,7 +557,9 @@ class Model:
                 meas = sched['measure']
                 if sched['mode'] == 'graduated':
                     before = cb if meas == 'customer_spend' else rb
-                    com, tier, rate, nb = graduated(bands, before, basis)
+                    com, tier, rate, exact = graduated(bands, before, basis)
+                    if not exact:
+                        inexact = 'a band of graduated tier %s' % pay['name']
                     row['why'].append('graduated %s before %s, basis %s (%s)' % (meas, before, basis, DOC['tier_grad']))
                 else:
                     tot = {'customer_spend': cust_spend.get(c_id, ZERO), 'reseller_spend': res_spend,
@@ -560,6 +574,18 @@ class Model:
                         meas, tot, tier, DOC['tier_vol'] if meas == 'reseller_volume' else DOC['tier_all']))
             else:
                 raise ValueError(t)
+            if t in ('percent', 'tiers') and inexact is None and rate is not None and not held16(com):
+                inexact = 'basis %s x rate %s' % (basis, rate)
+            if inexact:
+                # rules.md §8: basis x rate that cannot be held at 16 decimals is
+                # never rounded: the line earns nothing, is valued by no clause
+                # (before any limit), opens a validation exception naming the
+                # precision and blocks the run (settlement.md nothing guessed)
+                row['why'].append('%s has more than 16 decimals: earns nothing, validation exception (%s)' % (inexact, DOC['precision']))
+                row.update(unrounded=ZERO, clause=None, tier=None, rate=None, refused=True)
+                blocked = True
+                self.lineage[(rid, ln['line_key'])] = dict(row, _rule=rule, _clause=None, _ver=v, _period=period)
+                continue
             com = self.line_limits(rule, cl, basis, com, row)
             # period caps, line key order, consumed only by positive commission
             if com > 0:
@@ -616,6 +642,12 @@ class Model:
             if o.get('rate') is not None and 'rate' not in o['dc']:
                 com = mul(basis, o['rate'])
                 why.append('basis %s x original rate %s (%s)' % (basis, o['rate'], DOC['refund']))
+                if not held16(com):
+                    # rules.md §8: "the same holds for ... a refund reversed at its original's rate"
+                    why.append('has more than 16 decimals: reverses nothing, validation exception (%s)' % DOC['precision'])
+                    row.update(unrounded=ZERO, refused=True)
+                    blocked = True
+                    continue
             elif o.get('rate') is None and o.get('clause') is not None and o['_clause']['pay']['type'] != 'tiers':
                 com = -o['unrounded']
                 why.append('fixed amount %s reversed whole (%s)' % (o['unrounded'], DOC['refund']))
@@ -632,8 +664,8 @@ class Model:
                 com = self.line_limits(rule, o['_clause'], basis, com, row)
             row['unrounded'] = com
 
-        if self.locked_lineage:
-            self.corrections(rid, period, ag, rows)
+        if self.locked_lineage and self.corrections(rid, period, ag, rows):
+            blocked = True
         for adj in self.adjustments:
             if adj['reseller_id'] == rid and adj['period'] == period:
                 rows.append({'line_key': 'exception:%s' % adj.get('exception_id', '?'), 'kind': 'a', 'customer_id': None,
@@ -808,7 +840,10 @@ class Model:
         """Correction lines (kind x): a bill line of a locked period revised after
         the lock, in the first open period after it, at the rate the original
         earned, for the difference between what the new revision earns and what
-        was settled (settlement.md corrections)."""
+        was settled (settlement.md corrections).  True when a correction
+        cannot be held at 16 decimals: it is not made, and a validation
+        exception blocks the run (settlement.md corrections, rules.md §8)."""
+        refused = False
         for (lrid, lp), lineage in sorted(self.locked_lineage.items()):
             if lrid != rid:
                 continue
@@ -844,7 +879,13 @@ class Model:
                 else:
                     nb = amount
                 if o.get('rate') is not None and 'rate' not in o['dc']:
-                    row['unrounded'] = CTX.subtract(mul(nb, o['rate']), o['unrounded'])
+                    earn = mul(nb, o['rate'])
+                    if not held16(earn):
+                        rows.remove(row)
+                        self.refused_corrections.append((rid, period, key, '%s x original rate %s' % (nb, o['rate'])))
+                        refused = True
+                        continue
+                    row['unrounded'] = CTX.subtract(earn, o['unrounded'])
                     why.append('%s x original rate %s - settled %s' % (nb, o['rate'], o['unrounded']))
                 elif o['_clause']['pay']['type'] in ('per_line', 'per_month', 'prorated') and opt('correction_fixed') == 'reverse_whole':
                     row['unrounded'] = -o['unrounded']
@@ -858,6 +899,7 @@ class Model:
                     row['unrounded'] = ZERO
                     row['dc'] |= {'unrounded'}
                     why.append('fixed amount or tiered original: what the new revision earns is not defined by the docs')
+        return refused
 
 
 # ---------------------------------------------------------------- compare
@@ -935,7 +977,6 @@ def compare(model, lineage_csv, statement_csv, out=sys.stdout, seed=None):
     problems = []
     compared = 0
     tie_orders = set()
-    refused_runs = set()
 
     def report(rid, period, what, field, mv, ev, doc, detail=''):
         key = (rid, period, 'rounding allocation' if what.endswith(' lines') else what, field)
@@ -989,14 +1030,18 @@ def compare(model, lineage_csv, statement_csv, out=sys.stdout, seed=None):
                     report(rid, period, what, 'row', 'present (unrounded %s)' % fmt(row['unrounded']), 'missing',
                            DOC['period'] if row['kind'] == 'c' else DOC['refund_window'], ' | '.join(row['why']))
                     continue
-            if row['kind'] != 'f' and (rid, row['line_key']) in refused:
-                refused_runs.add((rid, period))
-            if row['kind'] != 'f' and (rid, row['line_key']) in refused and (
+            if row.get('refused'):
+                # the model refuses the line (rules.md §8): the engine must say why, naming the precision
+                payload = refused.get((rid, row['line_key']))
+                if payload is None or 'precision' not in payload:
+                    report(rid, period, what, 'exception', 'validation exception naming the precision',
+                           payload[:160] if payload else 'none', DOC['precision'], ' | '.join(row['why']))
+            elif row['kind'] != 'f' and (rid, row['line_key']) in refused and (
                     norm('unrounded', e['unrounded']) != row['unrounded'] or norm('clause', e['clause']) != row.get('clause')):
-                # the engine refused to value the line (a validation exception): one report, not one per field
+                # the engine refused to value a line the model values: one report, not one per field
                 report(rid, period, what, 'valued', '%s (rounded %s)' % (fmt(row['unrounded']), fmt(row['rounded'])),
                        'earns nothing: validation exception ' + refused[(rid, row['line_key'])][:160],
-                       'settlement.md / rules.md §8: money is exact; the docs name no decimal limit for bill amounts',
+                       DOC['precision'] + ' (the model finds basis x rate exact at 16 decimals)',
                        ' | '.join(row['why']))
                 continue
             for fld in ROW_FIELDS:
@@ -1067,6 +1112,11 @@ def compare(model, lineage_csv, statement_csv, out=sys.stdout, seed=None):
             s = add(s, D(r['rounded']))
         if s != D(st['total']):
             report(rid, period, 'statement', 'Σ lineage rounded = total', s, D(st['total']), DOC['statement'])
+    for rid, period, key, why in sorted(set(model.refused_corrections)):
+        payload = refused.get((rid, key))
+        if payload is None or 'precision' not in payload:
+            report(rid, period, 'correction of %s' % key, 'exception', 'validation exception naming the precision (%s)' % why,
+                   payload[:160] if payload else 'none', DOC['precision'])
     notes = []
     for rid, ver, mv, ev, text in sorted(tie_orders, key=str):
         notes.append('NOTE seed=%s reseller=%s rule version %s: clause "%s" is number %s in the engine, %s in the model '
@@ -1074,7 +1124,7 @@ def compare(model, lineage_csv, statement_csv, out=sys.stdout, seed=None):
     extra = set(eng_st) - set(model.results)
     for rid, period in sorted(extra):
         report(rid, period, 'run', 'statement', 'absent', 'present', DOC['statement'])
-    return compared, problems, notes, refused_runs
+    return compared, problems, notes
 
 
 # Readings under which the engine was seen to settle, each a finding of the
@@ -1092,9 +1142,6 @@ KNOWN = [
     ('F3 a refund\'s age for the refund window is measured between the lines\' dates by date_basis '
      '(under invoice_period: billing period starts), not between the charges (rules.md §7 "90 days after its charge")',
      {'refund_age_date': 'basis'}),
-    ('F5 a bill line with an amount of more than 8 decimals (real FOCUS files carry 11) earns nothing: settle_period '
-     'opens a validation exception "amounts that cannot be held exactly" (the docs name no such limit for bill lines; '
-     'settlement.md "money is exact")', None),
     ('F8 residual rounding units tied between floor top-ups do not go in line key order (floor:customer:22 before '
      'floor:customer:9): the engine gives them in the order the top-ups are made (settlement.md rounding "ties: line '
      'key order")', {'tie_order': 'generated'}),
@@ -1111,9 +1158,9 @@ def evaluate(sc, overrides, phase, locked, cdir, seed, adjustments=()):
         m = Model(json.loads(json.dumps(sc)))
         m.run_all(phase=phase, locked=locked, adjustments=adjustments)
         if cdir is None:
-            return m, 0, [], [], set()
-        compared, problems, notes, refused_runs = compare(m, cdir + '/lineage.csv', cdir + '/statement.csv', seed=seed)
-        return m, compared, problems, notes, refused_runs
+            return m, 0, [], []
+        compared, problems, notes = compare(m, cdir + '/lineage.csv', cdir + '/statement.csv', seed=seed)
+        return m, compared, problems, notes
     finally:
         INTERPRETATIONS.clear()
         INTERPRETATIONS.update(saved)
@@ -1184,34 +1231,26 @@ def main():
                     adjustments.append(dict(byn[n], exception_id=eid))
     seed = a.seed or sc.get('seed')
     if a.pgtap:
-        m, _, _, _, _ = evaluate(sc, {}, 1, set(), None, seed)
+        m, _, _, _ = evaluate(sc, {}, 1, set(), None, seed)
         with open(os.path.join(os.path.dirname(os.path.abspath(a.scenario)), 'load.sql')) as f:
             pgtap(m, sc, f.read(), a.pgtap)
         return
-    m, compared, problems, notes, refused_runs = evaluate(sc, {}, a.phase, locked, a.compare, seed, adjustments)
+    m, compared, problems, notes = evaluate(sc, {}, a.phase, locked, a.compare, seed, adjustments)
     if a.compare:
         # attribute disagreements to known findings: those that disappear under the engine's reading
         cause = {}
         if problems and not a.no_explain:
             base = {k for k, _ in problems}
             combined = {}
-            for k in base:
-                if k[3] == 'valued':
-                    cause[k] = 'F5'
             for name, ov in KNOWN:
-                if ov is None:
-                    continue
                 combined.update(ov)
-                _, _, alt, _, _ = evaluate(sc, ov, a.phase, locked, a.compare, seed, adjustments)
+                _, _, alt, _ = evaluate(sc, ov, a.phase, locked, a.compare, seed, adjustments)
                 gone = base - {k for k, _ in alt}
                 for k in gone:
                     cause.setdefault(k, name.split()[0])
-            _, _, alt, _, _ = evaluate(sc, combined, a.phase, locked, a.compare, seed, adjustments)
+            _, _, alt, _ = evaluate(sc, combined, a.phase, locked, a.compare, seed, adjustments)
             for k in base - {k for k, _ in alt}:
                 cause.setdefault(k, 'K*')
-            for k in base:
-                if (k[0], k[1]) in refused_runs:
-                    cause.setdefault(k, 'F5*')
         for k, text in problems:
             print(text + ('\n    known: %s' % cause[k] if k in cause else '\n    UNEXPLAINED'))
         for n in notes:
@@ -1222,8 +1261,6 @@ def main():
                 print('  finding %s' % name)
         if 'K*' in used:
             print('  finding K* = only under the known findings together')
-        if 'F5*' in used:
-            print('  finding F5* = in a run with lines refused under F5 (a consequence of F5 cannot be ruled out)')
         groups = {}
         for k, _ in problems:
             g = (cause.get(k, 'UNEXPLAINED'), 'statement' if k[2] in ('statement', 'run') else 'line', k[3])
