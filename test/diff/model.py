@@ -78,11 +78,12 @@ INTERPRETATIONS = {
     # the rule version that was in force for the original charge").
     # Alternative: 'refund_date' (the version in force on the refund's date).
     'refund_basis_version': 'original',
-    # Which date a refund's age (for the refund window) is measured between:
-    # the charge period starts of the refund and its original (rules.md §7
-    # "a refund 90 days after its charge").  Alternative: 'basis' (the
-    # lines' dates by date_basis).
-    'refund_age_date': 'charge',
+    # Which dates a refund's age (for the refund window) is measured between:
+    # the two lines' dates by the agreement's date_basis (rules.md §7: the
+    # UTC charge period starts under service_month, the billing period starts
+    # under invoice_period; decided as finding F3).  Alternative: 'charge'
+    # (the charge period starts under either date basis).
+    'refund_age_date': 'basis',
     # Which customers a floor per customer per period tops up: the docs do not
     # say.  The model tops up customers with an eligible line of non-zero
     # basis in the period (as the per-line floor applies only to a non-zero
@@ -104,6 +105,15 @@ INTERPRETATIONS = {
     # line's date"; under invoice_period the billing period start).
     # Alternative: 'charge' (the UTC date of the charge period start).
     'version_date': 'basis',
+    # A tier measure below 0 (eligible credits outweigh the charges): the docs
+    # say only that bands start at 0.  The engine was seen to give an
+    # all-units total below 0 no band (evaluate_rule status no_tier: the
+    # clause matches, the line earns nothing and no line cap or floor
+    # applies) and to take the part of a graduated line below 0 at the first
+    # band's rate (which keeps a period's graduated commission independent
+    # of line order).  Finding F9.  Alternative: 'no_band' (nothing below 0
+    # is in a band, line limits still apply).
+    'below_zero': 'engine',
 }
 
 MODES = {'half_even': ROUND_HALF_EVEN, 'half_up': ROUND_HALF_UP, 'down': ROUND_DOWN}
@@ -129,7 +139,7 @@ DOC = {
     'eligible': 'rules.md §2/§7 eligible charge categories (not_eligible earns 0)',
     'fx': 'settlement.md currency: FX dated the last day of the period, first source, latest version, 8 decimals',
     'refund': 'settlement.md refunds: reversed at the rate the original earned; fixed reversed whole',
-    'refund_window': 'rules.md §7 / settlement.md refunds: within the window in its own period, else the next',
+    'refund_window': 'rules.md §7 / settlement.md refunds: within the window (days between the lines\' dates by date_basis) in its own period, else the next',
     'version': 'settlement.md: the rule version in force on each line\'s date',
     'revision': 'settlement.md lines: the current revision of every bill line',
     'period': 'settlement.md lines: dated in the period by date_basis (UTC date of charge start / billing period)',
@@ -292,9 +302,10 @@ def graduated(bands, before, basis):
     total = ZERO
     touched = []
     exact = True
+    lowest = min(dec(b['from']) for b in bands)
     for i, b in enumerate(bands):
         blo, bhi = dec(b['from']), dec(b.get('to'))
-        s = max(lo_, blo)
+        s = lo_ if (blo == lowest and opt('below_zero') == 'engine') else max(lo_, blo)
         e = hi_ if bhi is None else min(hi_, bhi)
         if e > s:
             part = mul(CTX.subtract(e, s), CTX.divide(dec(b['rate']), D(100)))
@@ -334,7 +345,6 @@ class Model:
         self.results = {}   # (reseller_id, period) -> dict(rows, statement)
         self.lineage = {}   # (reseller_id, line_key) -> the c row that settled it
         self.locked_lineage = {}   # (reseller_id, period) -> {line_key: c row} of a locked run
-        self.refused_corrections = []   # (reseller_id, period, line_key, why): not corrected (rules.md §8)
 
     def load_lines(self, phase):
         """The current revision of every line ingested up to this phase."""
@@ -567,6 +577,8 @@ class Model:
                     tier = band_of(bands, tot)
                     if tier is None:
                         com, rate = ZERO, None
+                        if opt('below_zero') == 'engine':
+                            inexact = 'no_tier'
                     else:
                         rate = CTX.divide(dec(bands[tier - 1]['rate']), D(100))
                         com = mul(basis, rate)
@@ -576,6 +588,13 @@ class Model:
                 raise ValueError(t)
             if t in ('percent', 'tiers') and inexact is None and rate is not None and not held16(com):
                 inexact = 'basis %s x rate %s' % (basis, rate)
+            if inexact == 'no_tier':
+                # no band holds the total: the clause matched, the line earns nothing, no line limit (F9)
+                row['why'].append('all-units %s total %s is in no band: earns nothing, no line limits (F9)' % (
+                    sched['measure'], tot))
+                row.update(unrounded=ZERO, clause=clause_no, tier=None, rate=None, clause_text=cl['text'])
+                self.lineage[(rid, ln['line_key'])] = dict(row, _rule=rule, _clause=cl, _ver=v, _period=period)
+                continue
             if inexact:
                 # rules.md §8: basis x rate that cannot be held at 16 decimals is
                 # never rounded: the line earns nothing, is valued by no clause
@@ -841,7 +860,7 @@ class Model:
         the lock, in the first open period after it, at the rate the original
         earned, for the difference between what the new revision earns and what
         was settled (settlement.md corrections).  True when a correction
-        cannot be held at 16 decimals: it is not made, and a validation
+        cannot be held at 16 decimals: it corrects by 0, and a validation
         exception blocks the run (settlement.md corrections, rules.md §8)."""
         refused = False
         for (lrid, lp), lineage in sorted(self.locked_lineage.items()):
@@ -881,8 +900,12 @@ class Model:
                 if o.get('rate') is not None and 'rate' not in o['dc']:
                     earn = mul(nb, o['rate'])
                     if not held16(earn):
-                        rows.remove(row)
-                        self.refused_corrections.append((rid, period, key, '%s x original rate %s' % (nb, o['rate'])))
+                        # rules.md §8 / settlement.md corrections: not corrected -- a correction
+                        # line of 0 (the new revision's basis, the original's rate), a
+                        # validation exception naming the precision, the run blocked
+                        why.append('%s x original rate %s has more than 16 decimals: not corrected, validation exception (%s)'
+                                   % (nb, o['rate'], DOC['precision']))
+                        row.update(unrounded=ZERO, refused=True)
                         refused = True
                         continue
                     row['unrounded'] = CTX.subtract(earn, o['unrounded'])
@@ -1112,11 +1135,6 @@ def compare(model, lineage_csv, statement_csv, out=sys.stdout, seed=None):
             s = add(s, D(r['rounded']))
         if s != D(st['total']):
             report(rid, period, 'statement', 'Σ lineage rounded = total', s, D(st['total']), DOC['statement'])
-    for rid, period, key, why in sorted(set(model.refused_corrections)):
-        payload = refused.get((rid, key))
-        if payload is None or 'precision' not in payload:
-            report(rid, period, 'correction of %s' % key, 'exception', 'validation exception naming the precision (%s)' % why,
-                   payload[:160] if payload else 'none', DOC['precision'])
     notes = []
     for rid, ver, mv, ev, text in sorted(tie_orders, key=str):
         notes.append('NOTE seed=%s reseller=%s rule version %s: clause "%s" is number %s in the engine, %s in the model '
@@ -1139,9 +1157,6 @@ KNOWN = [
     ('F2 a refund\'s basis (billed_cost/list_cost/amount_paid) is taken from the rule version in force on the '
      'refund\'s date, not the original\'s (rules.md §7 "evaluate the refund with the rule version that was in '
      'force for the original charge")', {'refund_basis_version': 'refund_date'}),
-    ('F3 a refund\'s age for the refund window is measured between the lines\' dates by date_basis '
-     '(under invoice_period: billing period starts), not between the charges (rules.md §7 "90 days after its charge")',
-     {'refund_age_date': 'basis'}),
     ('F8 residual rounding units tied between floor top-ups do not go in line key order (floor:customer:22 before '
      'floor:customer:9): the engine gives them in the order the top-ups are made (settlement.md rounding "ties: line '
      'key order")', {'tie_order': 'generated'}),
