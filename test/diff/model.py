@@ -1166,6 +1166,75 @@ KNOWN = [
 ]
 
 
+# What a seed must reach between them for `make test` (test/process/diff_model.sh):
+# each feature the model derives, named by what its derivation says.
+FEATURES = {
+    'clause by tag': lambda row: 'tag condition' in row['w'],
+    'clause not matched': lambda row: 'no clause matches' in row['w'],
+    'not eligible': lambda row: 'not eligible' in row['w'],
+    'percent': lambda row: '% of basis' in row['w'],
+    'per line': lambda row: ' per line (' in row['w'],
+    'per month': lambda row: ' per month (' in row['w'],
+    'prorated': lambda row: 'days (rules.md §4 prorated' in row['w'],
+    'all-units customer spend': lambda row: 'all-units customer_spend' in row['w'],
+    'all-units reseller spend': lambda row: 'all-units reseller_spend' in row['w'],
+    'all-units reseller volume': lambda row: 'all-units reseller_volume' in row['w'],
+    'graduated customer spend': lambda row: 'graduated customer_spend' in row['w'],
+    'graduated reseller spend': lambda row: 'graduated reseller_spend' in row['w'],
+    'line cap': lambda row: 'line cap' in row['w'],
+    'line floor': lambda row: 'line floor' in row['w'],
+    'customer cap': lambda row: 'customer cap' in row['w'],
+    'reseller cap': lambda row: 'reseller cap' in row['w'],
+    'customer floor top-up': lambda row: row['kind'] == 'f' and row['customer_id'] is not None,
+    'reseller floor top-up': lambda row: row['kind'] == 'f' and row['customer_id'] is None,
+    'FX conversion': lambda row: row['kind'] == 'c' and 'FX ' in row['w'],
+    'missing FX rate': lambda row: 'no FX rate' in row['w'],
+    'refund in its period': lambda row: row['kind'] == 'r' and 'deferred' not in row['w'] and 'original rate' in row['w'],
+    'refund deferred': lambda row: row['kind'] == 'r' and 'deferred from' in row['w'],
+    'refund of a fixed amount': lambda row: 'reversed whole' in row['w'] and row['kind'] == 'r',
+    'unlinked refund': lambda row: 'unlinked' in row['w'],
+    'line without a customer': lambda row: 'line without a customer' in row['w'],
+    'correction': lambda row: row['kind'] == 'x' and 'original rate' in row['w'],
+    'correction of a fixed amount': lambda row: row['kind'] == 'x' and 'fixed amount' in row['w'],
+    'approved adjustment': lambda row: row['kind'] == 'a',
+    'residual unit': lambda row: 'residual unit' in row['w'],
+    'refused charge (16 decimals)': lambda row: row['kind'] == 'c' and row.get('refused'),
+    'refused graduated band (16 decimals)': lambda row: row.get('refused') and 'graduated tier' in row['w'],
+    'refused reversal (16 decimals)': lambda row: row['kind'] == 'r' and row.get('refused'),
+    'refused correction (16 decimals)': lambda row: row['kind'] == 'x' and row.get('refused'),
+}
+
+
+def coverage(m):
+    """The features a settled model reached (FEATURES, plus run-level ones)."""
+    got = set()
+    for (rid, period), res in m.results.items():
+        for row in res['rows']:
+            r2 = dict(row, w=' | '.join(row.get('why', [])))
+            got |= {name for name, f in FEATURES.items() if f(r2)}
+        st = res['statement']
+        if st['carry_forward_out'] != 0:
+            got.add('carry-forward')
+        if st['net_payout'] != 0 and st['carry_forward_in'] != 0:
+            got.add('carry-forward paid out')
+        if res['blocked']:
+            got.add('blocked run')
+        got.add('minor unit %d' % m.minor[res['currency']])
+        ag = m.agreement_for(m.resellers[rid], period)
+        got.add('rounding %s' % ag['rounding'])
+        got.add('date basis %s' % ag['date_basis'])
+        first, last = period_bounds(period)
+        if any(first < dt.date.fromisoformat(v['effective_from']) <= last for v in m.resellers[rid]['rule_versions']):
+            got.add('rule version changes mid-period')
+    return got
+
+
+ALL_FEATURES = sorted(set(FEATURES) | {'carry-forward', 'carry-forward paid out', 'blocked run', 'minor unit 0',
+                                        'minor unit 2', 'minor unit 3', 'rounding half_even', 'rounding half_up',
+                                        'rounding down', 'date basis service_month', 'date basis invoice_period',
+                                        'rule version changes mid-period'})
+
+
 def evaluate(sc, overrides, phase, locked, cdir, seed, adjustments=()):
     saved = dict(INTERPRETATIONS)
     INTERPRETATIONS.update(overrides)
@@ -1220,6 +1289,8 @@ def main():
     ap.add_argument('--opt', action='append', default=[], help='interpretation name=value')
     ap.add_argument('--pgtap', metavar='FILE', help='write a pgTAP regression test of phase 1 (needs load.sql next to the scenario)')
     ap.add_argument('--no-explain', action='store_true', dest='no_explain', help='do not attribute disagreements to known findings')
+    ap.add_argument('--coverage', metavar='DIR', help='print the features the scenario reaches (DIR: the seed\'s run.sh '
+                    'directory, for its locks and adjustments; "-": lock the first period\'s unblocked runs, approve every adjustment)')
     a = ap.parse_args()
     for o in a.opt:
         k, v = o.split('=', 1)
@@ -1229,17 +1300,18 @@ def main():
     with open(a.scenario) as f:
         sc = json.load(f)
     locked = set()
-    if a.compare and os.path.exists(os.path.join(a.compare, 'locked.txt')):
-        with open(os.path.join(a.compare, 'locked.txt')) as f:
+    src = a.compare or (a.coverage if a.coverage != '-' else None)
+    if src and os.path.exists(os.path.join(src, 'locked.txt')):
+        with open(os.path.join(src, 'locked.txt')) as f:
             for line in f:
                 if line.strip():
                     rid, p = line.split('|')[:2]
                     locked.add((int(rid), p.strip()))
     adjustments = []
-    if a.compare and os.path.exists(os.path.join(a.compare, 'adjustments.txt')):
+    if src and os.path.exists(os.path.join(src, 'adjustments.txt')):
         # the adjustments run.sh got proposed and approved: n|exception_id
         byn = {str(x['n']): x for x in (sc.get('phase2') or {}).get('adjustments', [])}
-        with open(os.path.join(a.compare, 'adjustments.txt')) as f:
+        with open(os.path.join(src, 'adjustments.txt')) as f:
             for line in f:
                 if line.strip():
                     n, eid = line.strip().split('|')[:2]
@@ -1249,6 +1321,15 @@ def main():
         m, _, _, _ = evaluate(sc, {}, 1, set(), None, seed)
         with open(os.path.join(os.path.dirname(os.path.abspath(a.scenario)), 'load.sql')) as f:
             pgtap(m, sc, f.read(), a.pgtap)
+        return
+    if a.coverage:
+        if a.coverage == '-' and sc.get('phase2'):
+            m1, _, _, _ = evaluate(sc, {}, 1, set(), None, seed)
+            locked = {k for k, res in m1.results.items() if k[1] == sc['settle_order'][0] and not res['blocked']}
+            adjustments = [dict(x, exception_id='?') for x in sc['phase2'].get('adjustments', [])]
+        m, _, _, _ = evaluate(sc, {}, a.phase, locked, None, seed, adjustments)
+        for name in sorted(coverage(m)):
+            print(name)
         return
     m, compared, problems, notes = evaluate(sc, {}, a.phase, locked, a.compare, seed, adjustments)
     if a.compare:
