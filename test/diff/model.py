@@ -114,6 +114,12 @@ INTERPRETATIONS = {
     # of line order).  Finding F9.  Alternative: 'no_band' (nothing below 0
     # is in a band, line limits still apply).
     'below_zero': 'engine',
+    # What a period cap's "commission to date" counts: rules.md §6 "period
+    # caps are consumed only by positive commission" -- the positive
+    # commission of the lines before (line key order).  Alternative: 'net'
+    # (a negative line's commission, e.g. an eligible credit, gives room
+    # back: the engine's reading, finding F10).
+    'cap_todate': 'positive',
 }
 
 MODES = {'half_even': ROUND_HALF_EVEN, 'half_up': ROUND_HALF_UP, 'down': ROUND_DOWN}
@@ -618,6 +624,9 @@ class Model:
                             row['why'].append('%s cap %s, to date %s (%s)' % (scope, cap, todate, DOC[doc]))
                 cust_todate[c_id] = add(cust_todate.get(c_id, ZERO), com)
                 res_todate = add(res_todate, com)
+            elif opt('cap_todate') == 'net':
+                cust_todate[c_id] = add(cust_todate.get(c_id, ZERO), com)
+                res_todate = add(res_todate, com)
             row.update(unrounded=com, clause=clause_no, tier=tier, rate=rate, clause_text=cl['text'])
             self.lineage[(rid, ln['line_key'])] = dict(row, _rule=rule, _clause=cl, _ver=v, _period=period)
 
@@ -1059,9 +1068,10 @@ def compare(model, lineage_csv, statement_csv, out=sys.stdout, seed=None):
                 if payload is None or 'precision' not in payload:
                     report(rid, period, what, 'exception', 'validation exception naming the precision',
                            payload[:160] if payload else 'none', DOC['precision'], ' | '.join(row['why']))
-            elif row['kind'] != 'f' and (rid, row['line_key']) in refused and (
-                    norm('unrounded', e['unrounded']) != row['unrounded'] or norm('clause', e['clause']) != row.get('clause')):
-                # the engine refused to value a line the model values: one report, not one per field
+            elif row['kind'] == 'c' and (rid, row['line_key']) in refused and row.get('clause') is not None and (
+                    norm('clause', e['clause']) is None):
+                # the engine refused to value a line the model values (valued by no clause, a validation
+                # exception of the line; one of an earlier revision may still be open): one report, not one per field
                 report(rid, period, what, 'valued', '%s (rounded %s)' % (fmt(row['unrounded']), fmt(row['rounded'])),
                        'earns nothing: validation exception ' + refused[(rid, row['line_key'])][:160],
                        DOC['precision'] + ' (the model finds basis x rate exact at 16 decimals)',
@@ -1160,6 +1170,9 @@ KNOWN = [
     ('F8 residual rounding units tied between floor top-ups do not go in line key order (floor:customer:22 before '
      'floor:customer:9): the engine gives them in the order the top-ups are made (settlement.md rounding "ties: line '
      'key order")', {'tie_order': 'generated'}),
+    ('F10 a period cap (per customer / per reseller) counts negative commission (an eligible credit) in the '
+     'commission to date, so a credit earlier in line key order gives room back and the capped total depends on '
+     'line order (rules.md §6 "period caps are consumed only by positive commission")', {'cap_todate': 'net'}),
     ('F4 a correction of a line that earned a fixed amount (per line / per month / prorated) reverses the whole '
      'settled amount although the new revision still earns it (settlement.md corrections: "the difference between '
      'what the new revision earns and what was settled")', {'correction_fixed': 'reverse_whole'}),
