@@ -1351,10 +1351,14 @@ def main():
         if problems and not a.no_explain:
             base = {k for k, _ in problems}
             combined = {}
+            gones = []
             for name, ov in KNOWN:
                 combined.update(ov)
                 _, _, alt, _ = evaluate(sc, ov, a.phase, locked, a.compare, seed, adjustments)
-                gone = base - {k for k, _ in alt}
+                gones.append((name, base - {k for k, _ in alt}))
+            # the finding whose reading explains most of them first (a reading that changes many
+            # lines can make a few residue allocations vanish by accident)
+            for name, gone in sorted(gones, key=lambda x: -len(x[1])):
                 for k in gone:
                     cause.setdefault(k, name.split()[0])
             _, _, alt, _ = evaluate(sc, combined, a.phase, locked, a.compare, seed, adjustments)
