@@ -120,6 +120,12 @@ INTERPRETATIONS = {
     # (a negative line's commission, e.g. an eligible credit, gives room
     # back: the engine's reading, finding F10).
     'cap_todate': 'positive',
+    # The sign of a per-line floor: rules.md §6 limits apply to the magnitude,
+    # "a negative basis ... is limited like a charge", so a line of negative
+    # basis is floored to -floor, also when its commission before limits is 0
+    # (pay 0%, pay 0 per line).  Alternative: 'commission' (the sign of the
+    # commission, + for 0: the engine's reading, finding F11).
+    'floor_sign': 'basis',
 }
 
 MODES = {'half_even': ROUND_HALF_EVEN, 'half_up': ROUND_HALF_UP, 'down': ROUND_DOWN}
@@ -832,7 +838,10 @@ class Model:
         cap = dec(cl.get('cap')) if cl.get('cap') is not None else dec(rule.get('cap_line'))
         flo = dec(cl.get('floor')) if cl.get('floor') is not None else dec(rule.get('floor_line'))
         if flo is not None and basis != 0 and abs(com) < flo:
-            com = D(sign(basis)) * flo
+            if opt('floor_sign') == 'commission':
+                com = D(-1 if com < 0 else 1) * flo
+            else:
+                com = D(sign(basis)) * flo
             row['why'].append('line floor %s (%s)' % (flo, DOC['line_floor']))
         if cap is not None and abs(com) > cap:
             com = D(sign(com)) * cap
@@ -1173,6 +1182,9 @@ KNOWN = [
     ('F10 a period cap (per customer / per reseller) counts negative commission (an eligible credit) in the '
      'commission to date, so a credit earlier in line key order gives room back and the capped total depends on '
      'line order (rules.md §6 "period caps are consumed only by positive commission")', {'cap_todate': 'net'}),
+    ('F11 a per-line floor on a line of negative basis whose commission before limits is 0 (pay 0%, pay 0 per line) '
+     'is +floor: a credit earns positive commission (rules.md §6: limits apply to the magnitude, a negative basis '
+     'is limited like a charge; -0.1 is floored to -2, 0 to +2)', {'floor_sign': 'commission'}),
     ('F4 a correction of a line that earned a fixed amount (per line / per month / prorated) reverses the whole '
      'settled amount although the new revision still earns it (settlement.md corrections: "the difference between '
      'what the new revision earns and what was settled")', {'correction_fixed': 'reverse_whole'}),
