@@ -70,8 +70,8 @@ INTERPRETATIONS = {
     # Residual units of the rounding go to the largest remainders, ties in
     # line key order (settlement.md), floor top-ups included by their keys
     # (floor:customer:<id>, floor:reseller: the engine's names; the docs name
-    # none).  Alternative: 'generated' (bill lines first, then top-ups in the
-    # order they are made).
+    # none).  Alternative: 'generated' (charges and reversals in line key
+    # order, then corrections, adjustments and top-ups in the order made).
     'tie_order': 'key',
     # Which rule version's basis setting (billed_cost, list_cost, amount_paid)
     # values a refund: the original's (rules.md §7 "evaluate the refund with
@@ -779,9 +779,10 @@ class Model:
         if opt('tie_order') == 'key':
             order = sorted(range(len(rows)), key=lambda i: (-rows[i]['rem'], rows[i]['line_key'], rows[i]['kind']))
         else:
-            # bill lines in line key order, then the top-ups in the order they were made
-            pos = {i: (rows[i]['kind'] == 'f', rows[i]['line_key'] if rows[i]['kind'] != 'f' else '', i) for i in range(len(rows))}
-            order = sorted(range(len(rows)), key=lambda i: (-rows[i]['rem'], pos[i]))
+            # the period's bill lines (charges and refund reversals) in line key order, then the
+            # corrections, adjustments and floor top-ups in the order they are made
+            late = lambda i: rows[i]['kind'] in 'xaf'
+            order = sorted(range(len(rows)), key=lambda i: (-rows[i]['rem'], late(i), '' if late(i) else rows[i]['line_key'], i))
         for i in order[:n]:
             rows[i]['rounded'] = add(rows[i]['rounded'], unit)
             rows[i]['why'].append('receives a residual unit (%s)' % DOC['rounding'])
@@ -1176,9 +1177,10 @@ KNOWN = [
     ('F2 a refund\'s basis (billed_cost/list_cost/amount_paid) is taken from the rule version in force on the '
      'refund\'s date, not the original\'s (rules.md §7 "evaluate the refund with the rule version that was in '
      'force for the original charge")', {'refund_basis_version': 'refund_date'}),
-    ('F8 residual rounding units tied between floor top-ups do not go in line key order (floor:customer:22 before '
-     'floor:customer:9): the engine gives them in the order the top-ups are made (settlement.md rounding "ties: line '
-     'key order")', {'tie_order': 'generated'}),
+    ('F8 residual rounding units tied between lines of different kinds or between floor top-ups do not go in line '
+     'key order (floor:customer:22 before floor:customer:9, a charge before an earlier-keyed correction): the engine '
+     'gives them to the charges and reversals in line key order, then to corrections, adjustments and top-ups in the '
+     'order they are made (settlement.md rounding "ties: line key order")', {'tie_order': 'generated'}),
     ('F10 a period cap (per customer / per reseller) counts negative commission (an eligible credit) in the '
      'commission to date, so a credit earlier in line key order gives room back and the capped total depends on '
      'line order (rules.md §6 "period caps are consumed only by positive commission")', {'cap_todate': 'net'}),
