@@ -521,6 +521,10 @@ class Model:
             if v is None or it.get('basis') is None:
                 row.update(unrounded=ZERO, rule_version=v['version'] if v else None, fx_rate_id=it.get('fxid'))
                 row['dc'] |= {'clause', 'tier', 'rate', 'basis', 'rule_version', 'fx_rate_id'}
+                if v is not None:
+                    # settled (earning nothing, in a blocked run): a refund of it finds it and
+                    # reverses nothing; it is not an unlinked refund (seed 1709)
+                    self.lineage[(rid, ln['line_key'])] = dict(row, _rule=v['rule'], _clause=None, _ver=v, _period=period)
                 continue
             rule = v['rule']
             basis = it['basis']
