@@ -669,8 +669,9 @@ class Model:
             basis, fxid = self.convert(self.basis_amount(brule, ln), ln, ag, fxp, why)
             row.update(rule_version=o['rule_version'], clause=o.get('clause'), tier=o.get('tier'), clause_text=o.get('clause_text'),
                        rate=o.get('rate'), fx_rate_id=fxid)
-            if 'rate' in o['dc']:
-                row['dc'].add('rate')
+            # what the model does not compare on the original (e.g. the clause of a line that had no
+            # FX rate) it does not compare on the reversal that copies it either
+            row['dc'] |= o['dc'] & {'clause', 'tier', 'rate'}
             if basis is None:
                 row.update(unrounded=ZERO)
                 row['dc'] |= {'basis'}
