@@ -12,7 +12,10 @@ Features (each on by default; --no NAME turns one off): tags, tiers, caps,
 floors, refunds, deferred, versions, fx, proration, minpayout, revisions,
 credits, invoice, quoted, zero, boundary, exponents, fixed, corrections
 (phase 2: lock, late revisions, adjustments), blocking (a line without a
-customer, an unlinked refund, a missing FX rate).
+customer, an unlinked refund, a missing FX rate), precision (refunds and late
+revisions of a third of their original, carried to --decimals: a reversal or
+correction whose basis x rate has more than 16 decimals although its
+original's had not, docs/rules.md section 8).
 """
 import argparse
 import datetime as dt
@@ -27,7 +30,7 @@ CTX = Context(prec=200)
 
 FEATURES = ['tags', 'tiers', 'caps', 'floors', 'refunds', 'deferred', 'versions', 'fx', 'proration',
             'minpayout', 'revisions', 'credits', 'invoice', 'quoted', 'zero', 'boundary', 'exponents', 'fixed',
-            'corrections', 'blocking']
+            'corrections', 'blocking', 'precision']
 
 CURRENCIES = {'USD': 2, 'CNY': 2, 'EUR': 2, 'GBP': 2, 'HKD': 2, 'SGD': 2, 'AUD': 2, 'MYR': 2, 'IDR': 2,
               'THB': 2, 'INR': 2, 'AED': 2, 'SAR': 2, 'PHP': 2, 'CHF': 2, 'JPY': 0, 'KRW': 0, 'VND': 0,
@@ -243,6 +246,8 @@ class Gen:
         if self.on['refunds']:
             charges = [l for l in self.lines if D(l['billed_cost']) > 0 and l['charge_category'] in ('Usage', 'Purchase')]
             r.shuffle(charges)
+            # its own random stream, so that the rest of a seed's scenario stays as it was
+            rp = random.Random(self.a.seed * 7919 + 2)
             for orig in charges[:max(1, len(charges) // 15)]:
                 rs = self.resellers[orig['reseller_id'] - 1]
                 w = rs['agreements'][0]['refund_window_days']
@@ -259,6 +264,8 @@ class Gen:
                 if p not in self.periods:
                     continue
                 frac = r.choice([D(1), D('0.5'), D('0.1'), D('0.333')])
+                if self.on['precision'] and rp.random() < 0.25:
+                    frac = D(1) / 3
                 ln = dict(orig)
                 ln['tags'] = dict(orig['tags'])
                 for f in ('list_cost', 'billed_cost', 'amount_paid'):
@@ -305,6 +312,7 @@ class Gen:
             if k not in latest or l['revision'] > latest[k]['revision']:
                 latest[k] = l
         new = []
+        rp = random.Random(self.a.seed * 7919 + 3)
         for k in sorted(latest):
             l = latest[k]
             if l['original_line_key']:
@@ -316,6 +324,8 @@ class Gen:
                 n['revision'] = l['revision'] + 1
                 n['phase'] = 2
                 f = r.choice([D('1.25'), D('0.5'), D(0), D('1.000001')])
+                if self.on['precision'] and rp.random() < 0.25:
+                    f = D(1) / 3
                 for fld in ('list_cost', 'billed_cost', 'amount_paid'):
                     n[fld] = fmt((D(l[fld]) * f).quantize(D(1).scaleb(-self.a.decimals), context=CTX))
                 new.append(n)

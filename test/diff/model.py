@@ -70,19 +70,20 @@ INTERPRETATIONS = {
     # Residual units of the rounding go to the largest remainders, ties in
     # line key order (settlement.md), floor top-ups included by their keys
     # (floor:customer:<id>, floor:reseller: the engine's names; the docs name
-    # none).  Alternative: 'generated' (bill lines first, then top-ups in the
-    # order they are made).
+    # none).  Alternative: 'generated' (charges and reversals in line key
+    # order, then corrections, adjustments and top-ups in the order made).
     'tie_order': 'key',
     # Which rule version's basis setting (billed_cost, list_cost, amount_paid)
     # values a refund: the original's (rules.md §7 "evaluate the refund with
     # the rule version that was in force for the original charge").
     # Alternative: 'refund_date' (the version in force on the refund's date).
     'refund_basis_version': 'original',
-    # Which date a refund's age (for the refund window) is measured between:
-    # the charge period starts of the refund and its original (rules.md §7
-    # "a refund 90 days after its charge").  Alternative: 'basis' (the
-    # lines' dates by date_basis).
-    'refund_age_date': 'charge',
+    # Which dates a refund's age (for the refund window) is measured between:
+    # the two lines' dates by the agreement's date_basis (rules.md §7: the
+    # UTC charge period starts under service_month, the billing period starts
+    # under invoice_period; decided as finding F3).  Alternative: 'charge'
+    # (the charge period starts under either date basis).
+    'refund_age_date': 'basis',
     # Which customers a floor per customer per period tops up: the docs do not
     # say.  The model tops up customers with an eligible line of non-zero
     # basis in the period (as the per-line floor applies only to a non-zero
@@ -104,6 +105,27 @@ INTERPRETATIONS = {
     # line's date"; under invoice_period the billing period start).
     # Alternative: 'charge' (the UTC date of the charge period start).
     'version_date': 'basis',
+    # A tier measure below 0 (eligible credits outweigh the charges): the docs
+    # say only that bands start at 0.  The engine was seen to give an
+    # all-units total below 0 no band (evaluate_rule status no_tier: the
+    # clause matches, the line earns nothing and no line cap or floor
+    # applies) and to take the part of a graduated line below 0 at the first
+    # band's rate (which keeps a period's graduated commission independent
+    # of line order).  Finding F9.  Alternative: 'no_band' (nothing below 0
+    # is in a band, line limits still apply).
+    'below_zero': 'engine',
+    # What a period cap's "commission to date" counts: rules.md §6 "period
+    # caps are consumed only by positive commission" -- the positive
+    # commission of the lines before (line key order).  Alternative: 'net'
+    # (a negative line's commission, e.g. an eligible credit, gives room
+    # back: the engine's reading, finding F10).
+    'cap_todate': 'positive',
+    # The sign of a per-line floor: rules.md §6 limits apply to the magnitude,
+    # "a negative basis ... is limited like a charge", so a line of negative
+    # basis is floored to -floor, also when its commission before limits is 0
+    # (pay 0%, pay 0 per line).  Alternative: 'commission' (the sign of the
+    # commission, + for 0: the engine's reading, finding F11).
+    'floor_sign': 'basis',
 }
 
 MODES = {'half_even': ROUND_HALF_EVEN, 'half_up': ROUND_HALF_UP, 'down': ROUND_DOWN}
@@ -129,7 +151,7 @@ DOC = {
     'eligible': 'rules.md §2/§7 eligible charge categories (not_eligible earns 0)',
     'fx': 'settlement.md currency: FX dated the last day of the period, first source, latest version, 8 decimals',
     'refund': 'settlement.md refunds: reversed at the rate the original earned; fixed reversed whole',
-    'refund_window': 'rules.md §7 / settlement.md refunds: within the window in its own period, else the next',
+    'refund_window': 'rules.md §7 / settlement.md refunds: within the window (days between the lines\' dates by date_basis) in its own period, else the next',
     'version': 'settlement.md: the rule version in force on each line\'s date',
     'revision': 'settlement.md lines: the current revision of every bill line',
     'period': 'settlement.md lines: dated in the period by date_basis (UTC date of charge start / billing period)',
@@ -139,6 +161,7 @@ DOC = {
     'no_match': 'rules.md §3 no clause matches: earns nothing',
     'adjustment': 'finance-guide.md §4 / reference.md approve_adjustment: an approved adjustment is a line of kind a in its target period',
     'correction': 'settlement.md corrections: revised after the lock, first open period, at the original rate (kind x)',
+    'precision': 'rules.md §8 / settlement.md nothing guessed: basis x rate beyond 16 decimals earns nothing, validation exception, run blocked',
 }
 
 
@@ -169,6 +192,12 @@ def mul(a, b):
 
 def add(a, b):
     return CTX.add(a, b)
+
+
+def held16(x):
+    """True when an exact amount can be held at 16 decimals (rules.md §8: basis
+    x rate is kept when its digits below 10^-16 are zero, never rounded)."""
+    return x == x.quantize(D('1e-16'), rounding=ROUND_DOWN, context=CTX)
 
 
 def round_money(x, minor, mode):
@@ -284,12 +313,16 @@ def graduated(bands, before, basis):
         lo_, hi_, neg = hi_, lo_, True
     total = ZERO
     touched = []
+    exact = True
+    lowest = min(dec(b['from']) for b in bands)
     for i, b in enumerate(bands):
         blo, bhi = dec(b['from']), dec(b.get('to'))
-        s = max(lo_, blo)
+        s = lo_ if (blo == lowest and opt('below_zero') == 'engine') else max(lo_, blo)
         e = hi_ if bhi is None else min(hi_, bhi)
         if e > s:
-            total = add(total, mul(CTX.subtract(e, s), dec(b['rate']) / 100))
+            part = mul(CTX.subtract(e, s), CTX.divide(dec(b['rate']), D(100)))
+            exact = exact and held16(part)
+            total = add(total, part)
             touched.append(i + 1)
     if basis == 0:
         tier = band_of(bands, before)
@@ -298,7 +331,7 @@ def graduated(bands, before, basis):
     # the lineage rate of a graduated line: the rate of the band reached
     # (rules.md §5 "tier band reached"; a refund reverses at it, settlement.md)
     rate = CTX.divide(dec(bands[tier - 1]['rate']), D(100)) if tier else None
-    return (-total if neg else total), tier, rate, len(touched)
+    return (-total if neg else total), tier, rate, exact
 
 
 # ---------------------------------------------------------------- scenario
@@ -488,6 +521,10 @@ class Model:
             if v is None or it.get('basis') is None:
                 row.update(unrounded=ZERO, rule_version=v['version'] if v else None, fx_rate_id=it.get('fxid'))
                 row['dc'] |= {'clause', 'tier', 'rate', 'basis', 'rule_version', 'fx_rate_id'}
+                if v is not None:
+                    # settled (earning nothing, in a blocked run): a refund of it finds it and
+                    # reverses nothing; it is not an unlinked refund (seed 1709)
+                    self.lineage[(rid, ln['line_key'])] = dict(row, _rule=v['rule'], _clause=None, _ver=v, _period=period)
                 continue
             rule = v['rule']
             basis = it['basis']
@@ -520,6 +557,7 @@ class Model:
                 row['why'].append('tag condition (%s)' % DOC['tags'])
             pay = cl['pay']
             tier, rate = None, None
+            inexact = None
             t = pay['type']
             if t == 'percent':
                 rate = CTX.divide(dec(pay['rate']), D(100))
@@ -545,7 +583,9 @@ class Model:
                 meas = sched['measure']
                 if sched['mode'] == 'graduated':
                     before = cb if meas == 'customer_spend' else rb
-                    com, tier, rate, nb = graduated(bands, before, basis)
+                    com, tier, rate, exact = graduated(bands, before, basis)
+                    if not exact:
+                        inexact = 'a band of graduated tier %s' % pay['name']
                     row['why'].append('graduated %s before %s, basis %s (%s)' % (meas, before, basis, DOC['tier_grad']))
                 else:
                     tot = {'customer_spend': cust_spend.get(c_id, ZERO), 'reseller_spend': res_spend,
@@ -553,6 +593,8 @@ class Model:
                     tier = band_of(bands, tot)
                     if tier is None:
                         com, rate = ZERO, None
+                        if opt('below_zero') == 'engine':
+                            inexact = 'no_tier'
                     else:
                         rate = CTX.divide(dec(bands[tier - 1]['rate']), D(100))
                         com = mul(basis, rate)
@@ -560,6 +602,25 @@ class Model:
                         meas, tot, tier, DOC['tier_vol'] if meas == 'reseller_volume' else DOC['tier_all']))
             else:
                 raise ValueError(t)
+            if t in ('percent', 'tiers') and inexact is None and rate is not None and not held16(com):
+                inexact = 'basis %s x rate %s' % (basis, rate)
+            if inexact == 'no_tier':
+                # no band holds the total: the clause matched, the line earns nothing, no line limit (F9)
+                row['why'].append('all-units %s total %s is in no band: earns nothing, no line limits (F9)' % (
+                    sched['measure'], tot))
+                row.update(unrounded=ZERO, clause=clause_no, tier=None, rate=None, clause_text=cl['text'])
+                self.lineage[(rid, ln['line_key'])] = dict(row, _rule=rule, _clause=cl, _ver=v, _period=period)
+                continue
+            if inexact:
+                # rules.md §8: basis x rate that cannot be held at 16 decimals is
+                # never rounded: the line earns nothing, is valued by no clause
+                # (before any limit), opens a validation exception naming the
+                # precision and blocks the run (settlement.md nothing guessed)
+                row['why'].append('%s has more than 16 decimals: earns nothing, validation exception (%s)' % (inexact, DOC['precision']))
+                row.update(unrounded=ZERO, clause=None, tier=None, rate=None, refused=True)
+                blocked = True
+                self.lineage[(rid, ln['line_key'])] = dict(row, _rule=rule, _clause=None, _ver=v, _period=period)
+                continue
             com = self.line_limits(rule, cl, basis, com, row)
             # period caps, line key order, consumed only by positive commission
             if com > 0:
@@ -571,6 +632,9 @@ class Model:
                         if com > room:
                             com = room
                             row['why'].append('%s cap %s, to date %s (%s)' % (scope, cap, todate, DOC[doc]))
+                cust_todate[c_id] = add(cust_todate.get(c_id, ZERO), com)
+                res_todate = add(res_todate, com)
+            elif opt('cap_todate') == 'net':
                 cust_todate[c_id] = add(cust_todate.get(c_id, ZERO), com)
                 res_todate = add(res_todate, com)
             row.update(unrounded=com, clause=clause_no, tier=tier, rate=rate, clause_text=cl['text'])
@@ -605,8 +669,9 @@ class Model:
             basis, fxid = self.convert(self.basis_amount(brule, ln), ln, ag, fxp, why)
             row.update(rule_version=o['rule_version'], clause=o.get('clause'), tier=o.get('tier'), clause_text=o.get('clause_text'),
                        rate=o.get('rate'), fx_rate_id=fxid)
-            if 'rate' in o['dc']:
-                row['dc'].add('rate')
+            # what the model does not compare on the original (e.g. the clause of a line that had no
+            # FX rate) it does not compare on the reversal that copies it either
+            row['dc'] |= o['dc'] & {'clause', 'tier', 'rate'}
             if basis is None:
                 row.update(unrounded=ZERO)
                 row['dc'] |= {'basis'}
@@ -616,6 +681,12 @@ class Model:
             if o.get('rate') is not None and 'rate' not in o['dc']:
                 com = mul(basis, o['rate'])
                 why.append('basis %s x original rate %s (%s)' % (basis, o['rate'], DOC['refund']))
+                if not held16(com):
+                    # rules.md §8: "the same holds for ... a refund reversed at its original's rate"
+                    why.append('has more than 16 decimals: reverses nothing, validation exception (%s)' % DOC['precision'])
+                    row.update(unrounded=ZERO, refused=True)
+                    blocked = True
+                    continue
             elif o.get('rate') is None and o.get('clause') is not None and o['_clause']['pay']['type'] != 'tiers':
                 com = -o['unrounded']
                 why.append('fixed amount %s reversed whole (%s)' % (o['unrounded'], DOC['refund']))
@@ -632,8 +703,8 @@ class Model:
                 com = self.line_limits(rule, o['_clause'], basis, com, row)
             row['unrounded'] = com
 
-        if self.locked_lineage:
-            self.corrections(rid, period, ag, rows)
+        if self.locked_lineage and self.corrections(rid, period, ag, rows):
+            blocked = True
         for adj in self.adjustments:
             if adj['reseller_id'] == rid and adj['period'] == period:
                 rows.append({'line_key': 'exception:%s' % adj.get('exception_id', '?'), 'kind': 'a', 'customer_id': None,
@@ -713,9 +784,10 @@ class Model:
         if opt('tie_order') == 'key':
             order = sorted(range(len(rows)), key=lambda i: (-rows[i]['rem'], rows[i]['line_key'], rows[i]['kind']))
         else:
-            # bill lines in line key order, then the top-ups in the order they were made
-            pos = {i: (rows[i]['kind'] == 'f', rows[i]['line_key'] if rows[i]['kind'] != 'f' else '', i) for i in range(len(rows))}
-            order = sorted(range(len(rows)), key=lambda i: (-rows[i]['rem'], pos[i]))
+            # the period's bill lines (charges and refund reversals) in line key order, then the
+            # corrections, adjustments and floor top-ups in the order they are made
+            late = lambda i: rows[i]['kind'] in 'xaf'
+            order = sorted(range(len(rows)), key=lambda i: (-rows[i]['rem'], late(i), '' if late(i) else rows[i]['line_key'], i))
         for i in order[:n]:
             rows[i]['rounded'] = add(rows[i]['rounded'], unit)
             rows[i]['why'].append('receives a residual unit (%s)' % DOC['rounding'])
@@ -772,7 +844,10 @@ class Model:
         cap = dec(cl.get('cap')) if cl.get('cap') is not None else dec(rule.get('cap_line'))
         flo = dec(cl.get('floor')) if cl.get('floor') is not None else dec(rule.get('floor_line'))
         if flo is not None and basis != 0 and abs(com) < flo:
-            com = D(sign(basis)) * flo
+            if opt('floor_sign') == 'commission':
+                com = D(-1 if com < 0 else 1) * flo
+            else:
+                com = D(sign(basis)) * flo
             row['why'].append('line floor %s (%s)' % (flo, DOC['line_floor']))
         if cap is not None and abs(com) > cap:
             com = D(sign(com)) * cap
@@ -808,7 +883,10 @@ class Model:
         """Correction lines (kind x): a bill line of a locked period revised after
         the lock, in the first open period after it, at the rate the original
         earned, for the difference between what the new revision earns and what
-        was settled (settlement.md corrections)."""
+        was settled (settlement.md corrections).  True when a correction
+        cannot be held at 16 decimals: it corrects by 0, and a validation
+        exception blocks the run (settlement.md corrections, rules.md §8)."""
+        refused = False
         for (lrid, lp), lineage in sorted(self.locked_lineage.items()):
             if lrid != rid:
                 continue
@@ -844,7 +922,17 @@ class Model:
                 else:
                     nb = amount
                 if o.get('rate') is not None and 'rate' not in o['dc']:
-                    row['unrounded'] = CTX.subtract(mul(nb, o['rate']), o['unrounded'])
+                    earn = mul(nb, o['rate'])
+                    if not held16(earn):
+                        # rules.md §8 / settlement.md corrections: not corrected -- a correction
+                        # line of 0 (the new revision's basis, the original's rate), a
+                        # validation exception naming the precision, the run blocked
+                        why.append('%s x original rate %s has more than 16 decimals: not corrected, validation exception (%s)'
+                                   % (nb, o['rate'], DOC['precision']))
+                        row.update(unrounded=ZERO, refused=True)
+                        refused = True
+                        continue
+                    row['unrounded'] = CTX.subtract(earn, o['unrounded'])
                     why.append('%s x original rate %s - settled %s' % (nb, o['rate'], o['unrounded']))
                 elif o['_clause']['pay']['type'] in ('per_line', 'per_month', 'prorated') and opt('correction_fixed') == 'reverse_whole':
                     row['unrounded'] = -o['unrounded']
@@ -858,6 +946,7 @@ class Model:
                     row['unrounded'] = ZERO
                     row['dc'] |= {'unrounded'}
                     why.append('fixed amount or tiered original: what the new revision earns is not defined by the docs')
+        return refused
 
 
 # ---------------------------------------------------------------- compare
@@ -935,7 +1024,6 @@ def compare(model, lineage_csv, statement_csv, out=sys.stdout, seed=None):
     problems = []
     compared = 0
     tie_orders = set()
-    refused_runs = set()
 
     def report(rid, period, what, field, mv, ev, doc, detail=''):
         key = (rid, period, 'rounding allocation' if what.endswith(' lines') else what, field)
@@ -989,14 +1077,19 @@ def compare(model, lineage_csv, statement_csv, out=sys.stdout, seed=None):
                     report(rid, period, what, 'row', 'present (unrounded %s)' % fmt(row['unrounded']), 'missing',
                            DOC['period'] if row['kind'] == 'c' else DOC['refund_window'], ' | '.join(row['why']))
                     continue
-            if row['kind'] != 'f' and (rid, row['line_key']) in refused:
-                refused_runs.add((rid, period))
-            if row['kind'] != 'f' and (rid, row['line_key']) in refused and (
-                    norm('unrounded', e['unrounded']) != row['unrounded'] or norm('clause', e['clause']) != row.get('clause')):
-                # the engine refused to value the line (a validation exception): one report, not one per field
+            if row.get('refused'):
+                # the model refuses the line (rules.md §8): the engine must say why, naming the precision
+                payload = refused.get((rid, row['line_key']))
+                if payload is None or 'precision' not in payload:
+                    report(rid, period, what, 'exception', 'validation exception naming the precision',
+                           payload[:160] if payload else 'none', DOC['precision'], ' | '.join(row['why']))
+            elif row['kind'] == 'c' and (rid, row['line_key']) in refused and row.get('clause') is not None and (
+                    norm('clause', e['clause']) is None):
+                # the engine refused to value a line the model values (valued by no clause, a validation
+                # exception of the line; one of an earlier revision may still be open): one report, not one per field
                 report(rid, period, what, 'valued', '%s (rounded %s)' % (fmt(row['unrounded']), fmt(row['rounded'])),
                        'earns nothing: validation exception ' + refused[(rid, row['line_key'])][:160],
-                       'settlement.md / rules.md §8: money is exact; the docs name no decimal limit for bill amounts',
+                       DOC['precision'] + ' (the model finds basis x rate exact at 16 decimals)',
                        ' | '.join(row['why']))
                 continue
             for fld in ROW_FIELDS:
@@ -1074,7 +1167,7 @@ def compare(model, lineage_csv, statement_csv, out=sys.stdout, seed=None):
     extra = set(eng_st) - set(model.results)
     for rid, period in sorted(extra):
         report(rid, period, 'run', 'statement', 'absent', 'present', DOC['statement'])
-    return compared, problems, notes, refused_runs
+    return compared, problems, notes
 
 
 # Readings under which the engine was seen to settle, each a finding of the
@@ -1089,19 +1182,89 @@ KNOWN = [
     ('F2 a refund\'s basis (billed_cost/list_cost/amount_paid) is taken from the rule version in force on the '
      'refund\'s date, not the original\'s (rules.md §7 "evaluate the refund with the rule version that was in '
      'force for the original charge")', {'refund_basis_version': 'refund_date'}),
-    ('F3 a refund\'s age for the refund window is measured between the lines\' dates by date_basis '
-     '(under invoice_period: billing period starts), not between the charges (rules.md §7 "90 days after its charge")',
-     {'refund_age_date': 'basis'}),
-    ('F5 a bill line with an amount of more than 8 decimals (real FOCUS files carry 11) earns nothing: settle_period '
-     'opens a validation exception "amounts that cannot be held exactly" (the docs name no such limit for bill lines; '
-     'settlement.md "money is exact")', None),
-    ('F8 residual rounding units tied between floor top-ups do not go in line key order (floor:customer:22 before '
-     'floor:customer:9): the engine gives them in the order the top-ups are made (settlement.md rounding "ties: line '
-     'key order")', {'tie_order': 'generated'}),
+    ('F8 residual rounding units tied between lines of different kinds or between floor top-ups do not go in line '
+     'key order (floor:customer:22 before floor:customer:9, a charge before an earlier-keyed correction): the engine '
+     'gives them to the charges and reversals in line key order, then to corrections, adjustments and top-ups in the '
+     'order they are made (settlement.md rounding "ties: line key order")', {'tie_order': 'generated'}),
+    ('F10 a period cap (per customer / per reseller) counts negative commission (an eligible credit) in the '
+     'commission to date, so a credit earlier in line key order gives room back and the capped total depends on '
+     'line order (rules.md §6 "period caps are consumed only by positive commission")', {'cap_todate': 'net'}),
+    ('F11 a per-line floor on a line of negative basis whose commission before limits is 0 (pay 0%, pay 0 per line) '
+     'is +floor: a credit earns positive commission (rules.md §6: limits apply to the magnitude, a negative basis '
+     'is limited like a charge; -0.1 is floored to -2, 0 to +2)', {'floor_sign': 'commission'}),
     ('F4 a correction of a line that earned a fixed amount (per line / per month / prorated) reverses the whole '
      'settled amount although the new revision still earns it (settlement.md corrections: "the difference between '
      'what the new revision earns and what was settled")', {'correction_fixed': 'reverse_whole'}),
 ]
+
+
+# What a seed must reach between them for `make test` (test/process/diff_model.sh):
+# each feature the model derives, named by what its derivation says.
+FEATURES = {
+    'clause by tag': lambda row: 'tag condition' in row['w'],
+    'clause not matched': lambda row: 'no clause matches' in row['w'],
+    'not eligible': lambda row: 'not eligible' in row['w'],
+    'percent': lambda row: '% of basis' in row['w'],
+    'per line': lambda row: ' per line (' in row['w'],
+    'per month': lambda row: ' per month (' in row['w'],
+    'prorated': lambda row: 'days (rules.md §4 prorated' in row['w'],
+    'all-units customer spend': lambda row: 'all-units customer_spend' in row['w'],
+    'all-units reseller spend': lambda row: 'all-units reseller_spend' in row['w'],
+    'all-units reseller volume': lambda row: 'all-units reseller_volume' in row['w'],
+    'graduated customer spend': lambda row: 'graduated customer_spend' in row['w'],
+    'graduated reseller spend': lambda row: 'graduated reseller_spend' in row['w'],
+    'line cap': lambda row: 'line cap' in row['w'],
+    'line floor': lambda row: 'line floor' in row['w'],
+    'customer cap': lambda row: 'customer cap' in row['w'],
+    'reseller cap': lambda row: 'reseller cap' in row['w'],
+    'customer floor top-up': lambda row: row['kind'] == 'f' and row['customer_id'] is not None,
+    'reseller floor top-up': lambda row: row['kind'] == 'f' and row['customer_id'] is None,
+    'FX conversion': lambda row: row['kind'] == 'c' and 'FX ' in row['w'],
+    'missing FX rate': lambda row: 'no FX rate' in row['w'],
+    'refund in its period': lambda row: row['kind'] == 'r' and 'deferred' not in row['w'] and 'original rate' in row['w'],
+    'refund deferred': lambda row: row['kind'] == 'r' and 'deferred from' in row['w'],
+    'refund of a fixed amount': lambda row: 'reversed whole' in row['w'] and row['kind'] == 'r',
+    'unlinked refund': lambda row: 'unlinked' in row['w'],
+    'line without a customer': lambda row: 'line without a customer' in row['w'],
+    'correction': lambda row: row['kind'] == 'x' and 'original rate' in row['w'],
+    'correction of a fixed amount': lambda row: row['kind'] == 'x' and 'fixed amount' in row['w'],
+    'approved adjustment': lambda row: row['kind'] == 'a',
+    'residual unit': lambda row: 'residual unit' in row['w'],
+    'refused charge (16 decimals)': lambda row: row['kind'] == 'c' and row.get('refused'),
+    'refused graduated band (16 decimals)': lambda row: row.get('refused') and 'graduated tier' in row['w'],
+    'refused reversal (16 decimals)': lambda row: row['kind'] == 'r' and row.get('refused'),
+    'refused correction (16 decimals)': lambda row: row['kind'] == 'x' and row.get('refused'),
+}
+
+
+def coverage(m):
+    """The features a settled model reached (FEATURES, plus run-level ones)."""
+    got = set()
+    for (rid, period), res in m.results.items():
+        for row in res['rows']:
+            r2 = dict(row, w=' | '.join(row.get('why', [])))
+            got |= {name for name, f in FEATURES.items() if f(r2)}
+        st = res['statement']
+        if st['carry_forward_out'] != 0:
+            got.add('carry-forward')
+        if st['net_payout'] != 0 and st['carry_forward_in'] != 0:
+            got.add('carry-forward paid out')
+        if res['blocked']:
+            got.add('blocked run')
+        got.add('minor unit %d' % m.minor[res['currency']])
+        ag = m.agreement_for(m.resellers[rid], period)
+        got.add('rounding %s' % ag['rounding'])
+        got.add('date basis %s' % ag['date_basis'])
+        first, last = period_bounds(period)
+        if any(first < dt.date.fromisoformat(v['effective_from']) <= last for v in m.resellers[rid]['rule_versions']):
+            got.add('rule version changes mid-period')
+    return got
+
+
+ALL_FEATURES = sorted(set(FEATURES) | {'carry-forward', 'carry-forward paid out', 'blocked run', 'minor unit 0',
+                                        'minor unit 2', 'minor unit 3', 'rounding half_even', 'rounding half_up',
+                                        'rounding down', 'date basis service_month', 'date basis invoice_period',
+                                        'rule version changes mid-period'})
 
 
 def evaluate(sc, overrides, phase, locked, cdir, seed, adjustments=()):
@@ -1111,9 +1274,9 @@ def evaluate(sc, overrides, phase, locked, cdir, seed, adjustments=()):
         m = Model(json.loads(json.dumps(sc)))
         m.run_all(phase=phase, locked=locked, adjustments=adjustments)
         if cdir is None:
-            return m, 0, [], [], set()
-        compared, problems, notes, refused_runs = compare(m, cdir + '/lineage.csv', cdir + '/statement.csv', seed=seed)
-        return m, compared, problems, notes, refused_runs
+            return m, 0, [], []
+        compared, problems, notes = compare(m, cdir + '/lineage.csv', cdir + '/statement.csv', seed=seed)
+        return m, compared, problems, notes
     finally:
         INTERPRETATIONS.clear()
         INTERPRETATIONS.update(saved)
@@ -1158,6 +1321,8 @@ def main():
     ap.add_argument('--opt', action='append', default=[], help='interpretation name=value')
     ap.add_argument('--pgtap', metavar='FILE', help='write a pgTAP regression test of phase 1 (needs load.sql next to the scenario)')
     ap.add_argument('--no-explain', action='store_true', dest='no_explain', help='do not attribute disagreements to known findings')
+    ap.add_argument('--coverage', metavar='DIR', help='print the features the scenario reaches (DIR: the seed\'s run.sh '
+                    'directory, for its locks and adjustments; "-": lock the first period\'s unblocked runs, approve every adjustment)')
     a = ap.parse_args()
     for o in a.opt:
         k, v = o.split('=', 1)
@@ -1167,51 +1332,57 @@ def main():
     with open(a.scenario) as f:
         sc = json.load(f)
     locked = set()
-    if a.compare and os.path.exists(os.path.join(a.compare, 'locked.txt')):
-        with open(os.path.join(a.compare, 'locked.txt')) as f:
+    src = a.compare or (a.coverage if a.coverage != '-' else None)
+    if src and os.path.exists(os.path.join(src, 'locked.txt')):
+        with open(os.path.join(src, 'locked.txt')) as f:
             for line in f:
                 if line.strip():
                     rid, p = line.split('|')[:2]
                     locked.add((int(rid), p.strip()))
     adjustments = []
-    if a.compare and os.path.exists(os.path.join(a.compare, 'adjustments.txt')):
+    if src and os.path.exists(os.path.join(src, 'adjustments.txt')):
         # the adjustments run.sh got proposed and approved: n|exception_id
         byn = {str(x['n']): x for x in (sc.get('phase2') or {}).get('adjustments', [])}
-        with open(os.path.join(a.compare, 'adjustments.txt')) as f:
+        with open(os.path.join(src, 'adjustments.txt')) as f:
             for line in f:
                 if line.strip():
                     n, eid = line.strip().split('|')[:2]
                     adjustments.append(dict(byn[n], exception_id=eid))
     seed = a.seed or sc.get('seed')
     if a.pgtap:
-        m, _, _, _, _ = evaluate(sc, {}, 1, set(), None, seed)
+        m, _, _, _ = evaluate(sc, {}, 1, set(), None, seed)
         with open(os.path.join(os.path.dirname(os.path.abspath(a.scenario)), 'load.sql')) as f:
             pgtap(m, sc, f.read(), a.pgtap)
         return
-    m, compared, problems, notes, refused_runs = evaluate(sc, {}, a.phase, locked, a.compare, seed, adjustments)
+    if a.coverage:
+        if a.coverage == '-' and sc.get('phase2'):
+            m1, _, _, _ = evaluate(sc, {}, 1, set(), None, seed)
+            locked = {k for k, res in m1.results.items() if k[1] == sc['settle_order'][0] and not res['blocked']}
+            adjustments = [dict(x, exception_id='?') for x in sc['phase2'].get('adjustments', [])]
+        m, _, _, _ = evaluate(sc, {}, a.phase, locked, None, seed, adjustments)
+        for name in sorted(coverage(m)):
+            print(name)
+        return
+    m, compared, problems, notes = evaluate(sc, {}, a.phase, locked, a.compare, seed, adjustments)
     if a.compare:
         # attribute disagreements to known findings: those that disappear under the engine's reading
         cause = {}
         if problems and not a.no_explain:
             base = {k for k, _ in problems}
             combined = {}
-            for k in base:
-                if k[3] == 'valued':
-                    cause[k] = 'F5'
+            gones = []
             for name, ov in KNOWN:
-                if ov is None:
-                    continue
                 combined.update(ov)
-                _, _, alt, _, _ = evaluate(sc, ov, a.phase, locked, a.compare, seed, adjustments)
-                gone = base - {k for k, _ in alt}
+                _, _, alt, _ = evaluate(sc, ov, a.phase, locked, a.compare, seed, adjustments)
+                gones.append((name, base - {k for k, _ in alt}))
+            # the finding whose reading explains most of them first (a reading that changes many
+            # lines can make a few residue allocations vanish by accident)
+            for name, gone in sorted(gones, key=lambda x: -len(x[1])):
                 for k in gone:
                     cause.setdefault(k, name.split()[0])
-            _, _, alt, _, _ = evaluate(sc, combined, a.phase, locked, a.compare, seed, adjustments)
+            _, _, alt, _ = evaluate(sc, combined, a.phase, locked, a.compare, seed, adjustments)
             for k in base - {k for k, _ in alt}:
                 cause.setdefault(k, 'K*')
-            for k in base:
-                if (k[0], k[1]) in refused_runs:
-                    cause.setdefault(k, 'F5*')
         for k, text in problems:
             print(text + ('\n    known: %s' % cause[k] if k in cause else '\n    UNEXPLAINED'))
         for n in notes:
@@ -1222,8 +1393,6 @@ def main():
                 print('  finding %s' % name)
         if 'K*' in used:
             print('  finding K* = only under the known findings together')
-        if 'F5*' in used:
-            print('  finding F5* = in a run with lines refused under F5 (a consequence of F5 cannot be ruled out)')
         groups = {}
         for k, _ in problems:
             g = (cause.get(k, 'UNEXPLAINED'), 'statement' if k[2] in ('statement', 'run') else 'line', k[3])
