@@ -216,6 +216,16 @@ COMMENT ON COLUMN settle.payout_batch.created_at IS 'Creation time, to the secon
 COMMENT ON COLUMN settle.payout_batch.execution_date IS 'pain.001 PmtInf/ReqdExctnDt.';
 COMMENT ON COLUMN settle.payout_batch.debtor_iban IS 'The operator''s paying account at creation (from settle.payout_setting).';
 COMMENT ON COLUMN settle.payout_batch.control_sum IS 'Sum of the payout amounts (pain.001 CtrlSum).';
+COMMENT ON COLUMN settle.payout_batch.batch_id IS 'The batch''s number (the last part of msg_id).';
+COMMENT ON COLUMN settle.payout_batch.period IS 'The settlement period (YYYY-MM) whose locked statements the batch pays.';
+COMMENT ON COLUMN settle.payout_batch.currency IS 'The currency of every payout in the batch (ISO 4217).';
+COMMENT ON COLUMN settle.payout_batch.status IS 'created, partially_confirmed or confirmed, as bank confirmations arrive.';
+COMMENT ON COLUMN settle.payout_batch.created_by IS 'The login that created the batch.';
+COMMENT ON COLUMN settle.payout_batch.operator_name IS 'The paying operator''s name at creation: pain.001 Dbtr/Nm.';
+COMMENT ON COLUMN settle.payout_batch.debtor_bic IS 'The paying bank''s BIC at creation: pain.001 DbtrAgt.';
+COMMENT ON COLUMN settle.payout_batch.debtor_country IS 'The paying operator''s country at creation (ISO 3166 alpha-2).';
+COMMENT ON COLUMN settle.payout_batch.payouts IS 'Number of payouts in the batch (pain.001 NbOfTxs).';
+COMMENT ON COLUMN settle.payout_batch.confirmed_at IS 'When the last payout of the batch was confirmed by the bank; NULL until then.';
 
 CREATE TABLE settle.payout (
 	batch_id         bigint  NOT NULL REFERENCES settle.payout_batch,
@@ -1085,6 +1095,8 @@ CREATE VIEW settle.payout_batch_hashes AS
 	  FROM settle.payout_batch b;
 COMMENT ON VIEW settle.payout_batch_hashes IS
 	'Payout batches with the CSV and pain.001 hashes as columns, as settle.payout_batch had them in 0.1.0 (read-only, for existing queries); every format''s hash is in settle.payout_batch_file.';
+COMMENT ON COLUMN settle.payout_batch_hashes.csv_sha256 IS 'SHA-256 of the batch''s CSV file (settle.payout_batch_file.sha256).';
+COMMENT ON COLUMN settle.payout_batch_hashes.pain001_sha256 IS 'SHA-256 of the batch''s pain.001 file (settle.payout_batch_file.sha256).';
 
 -- ---------------------------------------------------------------------------
 -- Privileges, audit, append-only.

@@ -36,7 +36,8 @@ SELECT is((SELECT count(*) FROM settle.audit_log
 
 -- Tables the install script fills merge restored rows; every trigger is ENABLE ALWAYS.
 SELECT is(ARRAY(SELECT tgrelid::regclass::text FROM pg_trigger WHERE tgname = 'restore_merge' ORDER BY 1),
-	ARRAY['settle.audit_head', 'settle.currency', 'settle.payout_format', 'settle.product', 'settle.product_category', 'settle.recon_default'],
+	ARRAY['settle.audit_head', 'settle.currency', 'settle.payout_format', 'settle.product', 'settle.product_category', 'settle.recon_check',
+	      'settle.recon_default'],
 	'the tables the install script fills have a restore_merge trigger');
 SELECT is(ARRAY(SELECT tgrelid::regclass || '.' || tgname FROM pg_trigger
 	             WHERE NOT tgisinternal AND tgenabled <> 'A'
