@@ -509,7 +509,9 @@ BEGIN
 		       count(*) FILTER (WHERE a.converted AND a.amount IS NULL) AS unconvertible
 		  FROM recon_assign a
 		 GROUP BY a.source, a.billing_account_id, a.product_code, a.scope_currency
-	), orphan_group AS (	-- accounts, products and currencies a source has no total for
+	), orphan_group AS MATERIALIZED (	-- accounts, products and currencies a source has no total for
+		-- (found on the distinct groups first: the period's lines are joined
+		-- to the few orphan groups only, not anti-joined line by line)
 		SELECT s.source, g.billing_account_id, g.product_code, g.currency
 		  FROM (SELECT DISTINCT q.source FROM recon_prov q) s
 		 CROSS JOIN (SELECT DISTINCT l.billing_account_id, l.product_code, l.currency FROM recon_line l
@@ -573,6 +575,7 @@ BEGIN
 		  LEFT JOIN settle.currency cu ON cu.currency_code = r.currency
 		 WHERE r.period = recon_check_provider_total.period AND r.check_name = 'provider_total' AND r.status <> 'matched'
 		   AND (recon_check_provider_total.reseller_id IS NULL OR r.reseller_id = recon_check_provider_total.reseller_id);
+	ANALYZE recon_pt_scope;	-- few scopes: hash them, not the period's assignments
 
 	-- The lines of those scopes, each with its provider item when the source
 	-- lists items, and whether an earlier key of the period holds its record.
@@ -1231,10 +1234,14 @@ BEGIN
 	 WHERE l.line_key = s.line_key AND l.revision < s.revision;
 	ANALYZE recon_line;
 	-- recon_dup: source records (of one item kind) under several keys
+	-- (counted first, the first key taken of the few duplicated records only)
 	CREATE TEMP TABLE recon_dup ON COMMIT DROP AS
 		SELECT l.source_record_id, l.source_item, min(l.line_key COLLATE "C") AS first_key, count(*) AS n
-		  FROM recon_line l WHERE l.source_record_id IS NOT NULL
-		 GROUP BY l.source_record_id, l.source_item HAVING count(*) > 1;
+		  FROM recon_line l
+		 WHERE (l.source_record_id, l.source_item) IN (
+			SELECT x.source_record_id, x.source_item FROM recon_line x WHERE x.source_record_id IS NOT NULL
+			 GROUP BY x.source_record_id, x.source_item HAVING count(*) > 1)
+		 GROUP BY l.source_record_id, l.source_item;
 	-- recon_prov: the provider's totals of the cycle (the reseller's accounts)
 	CREATE TEMP TABLE recon_prov ON COMMIT DROP AS
 		SELECT s.* FROM settle.provider_side s
