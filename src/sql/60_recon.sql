@@ -214,8 +214,9 @@ CREATE VIEW settle.provider_side AS
 	SELECT 'import:' || i.source, i.billing_cycle, i.billing_account_id, i.product_code, i.currency::text,
 	       i.amount, 1, i.imported_at
 	  FROM settle.provider_total_import i
-	 WHERE i.import_id = (SELECT max(j.import_id) FROM settle.provider_total_import j
-	                       WHERE j.source = i.source AND j.billing_cycle = i.billing_cycle);
+	  JOIN (SELECT j.source, j.billing_cycle, max(j.import_id) AS import_id	-- one pass, not one look-up per row
+	          FROM settle.provider_total_import j GROUP BY j.source, j.billing_cycle) m
+	    ON m.source = i.source AND m.billing_cycle = i.billing_cycle AND m.import_id = i.import_id;
 COMMENT ON VIEW settle.provider_side IS
 	'The provider''s totals in force per source, billing cycle, billing account, product and currency: the latest QueryBillOverview snapshot of each connector (pretax amounts of all its rows for the scope) and the latest import of each file source.  taken_at is when the totals were taken.';
 
@@ -774,6 +775,13 @@ CREATE FUNCTION settle.recon_check_line_identity(period settle.period, p_start d
 LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
 	PERFORM settle.recon_require_inputs();
+	-- the lines off the identity, found in one pass (few: both statements below read them only)
+	CREATE TEMP TABLE recon_idn_line ON COMMIT DROP AS
+		SELECT l.*, trim_scale(power(10::numeric, -l.minor_unit)) AS unit,
+		       l.billed_cost - l.list_cost + l.discount + l.coupon_deduction AS d
+		  FROM recon_line l
+		 WHERE l.list_cost IS NOT NULL AND l.billed_cost IS NOT NULL
+		   AND l.billed_cost <> l.list_cost - l.discount - l.coupon_deduction;
 	-- list - discount - coupons = billed, within the currency's rounding
 	INSERT INTO settle.recon_result (period, check_name, scope_key, reseller_id, billing_account_id, currency,
 		lines, lines_total, other_total, delta, tolerance, status, detail)
@@ -785,7 +793,7 @@ BEGIN
 	       CASE WHEN bool_and(abs(x.billed_cost - x.list_cost + x.discount + x.coupon_deduction) <= x.unit)
 	            THEN 'within_tolerance' ELSE 'mismatched' END,
 	       'bill lines whose list cost - discount - coupons differs from the billed cost'
-	  FROM (SELECT l.*, trim_scale(power(10::numeric, -l.minor_unit)) AS unit FROM recon_line l) x
+	  FROM recon_idn_line x
 	 WHERE x.list_cost IS NOT NULL AND x.billed_cost IS NOT NULL
 	   AND x.billed_cost <> x.list_cost - x.discount - x.coupon_deduction
 	 GROUP BY x.billing_account_id, x.currency;
@@ -802,8 +810,7 @@ BEGIN
 		       x.list_cost - x.discount - x.coupon_deduction AS expected, x.billed_cost AS billed,
 		       format('list %s - discount %s - coupons %s = %s, billed %s', x.list_cost, x.discount, x.coupon_deduction,
 		              x.list_cost - x.discount - x.coupon_deduction, x.billed_cost) AS detail
-		  FROM (SELECT l.*, l.billed_cost - l.list_cost + l.discount + l.coupon_deduction AS d,
-		               trim_scale(power(10::numeric, -l.minor_unit)) AS unit FROM recon_line l) x
+		  FROM recon_idn_line x
 		 WHERE x.list_cost IS NOT NULL AND x.billed_cost IS NOT NULL AND x.d <> 0 AND abs(x.d) > x.unit
 		UNION ALL
 		SELECT 2, format('identity:%s/%s/%s', recon_check_line_identity.period, x.billing_account_id, x.currency),
@@ -811,10 +818,10 @@ BEGIN
 		       format('%s line(s) billed within one minor unit of list - discount - coupons: %s%s', count(*),
 		              array_to_string((array_agg(x.line_key ORDER BY x.line_key COLLATE "C"))[1:20], ', '),
 		              CASE WHEN count(*) > 20 THEN ', ...' ELSE '' END)
-		  FROM (SELECT l.*, l.billed_cost - l.list_cost + l.discount + l.coupon_deduction AS d,
-		               trim_scale(power(10::numeric, -l.minor_unit)) AS unit FROM recon_line l) x
+		  FROM recon_idn_line x
 		 WHERE x.list_cost IS NOT NULL AND x.billed_cost IS NOT NULL AND x.d <> 0 AND abs(x.d) <= x.unit
 		 GROUP BY x.billing_account_id, x.currency) y;
+	DROP TABLE recon_idn_line;
 END $$;
 COMMENT ON FUNCTION settle.recon_check_line_identity(settle.period, date, date, bigint) IS
 	'Reconciliation check line_identity: per billing account and currency, the lines whose list cost - discount - coupons differs from the billed cost (each line beyond one minor unit; those within it in one rounding row).';
@@ -914,13 +921,20 @@ BEGIN
 	-- one billing currency per account and cycle
 	INSERT INTO settle.recon_result (period, check_name, scope_key, reseller_id, billing_account_id, currency,
 		lines, status, detail)
+	WITH c AS MATERIALIZED (	-- the accounts with mixed currencies (one hash pass, no sort)
+		SELECT x.* FROM (SELECT l.billing_account_id, max(l.reseller_id) AS reseller_id,
+		                        settle.money_total(l.billed_cost, l.currency) AS mt
+		                   FROM recon_line l WHERE l.billing_account_id IS NOT NULL GROUP BY l.billing_account_id) x
+		 WHERE (x.mt).mixed
+	), m AS (	-- their main currency (mode() sorts the lines of those accounts only)
+		SELECT l.billing_account_id, mode() WITHIN GROUP (ORDER BY l.currency) AS main_currency
+		  FROM recon_line l WHERE l.billing_account_id IN (SELECT c.billing_account_id FROM c)
+		 GROUP BY l.billing_account_id
+	)
 	SELECT recon_check_currency.period, 'currency', format('currency:%s/%s', recon_check_currency.period, c.billing_account_id),
-	       c.reseller_id, c.billing_account_id, c.main_currency, (c.mt).lines, 'mismatched',
+	       c.reseller_id, c.billing_account_id, m.main_currency, (c.mt).lines, 'mismatched',
 	       format('lines in %s currencies: %s', array_length((c.mt).currencies, 1), array_to_string((c.mt).currencies, ' .. '))
-	  FROM (SELECT l.billing_account_id, max(l.reseller_id) AS reseller_id,
-	               settle.money_total(l.billed_cost, l.currency) AS mt, mode() WITHIN GROUP (ORDER BY l.currency) AS main_currency
-	          FROM recon_line l WHERE l.billing_account_id IS NOT NULL GROUP BY l.billing_account_id) c
-	 WHERE (c.mt).mixed;
+	  FROM c JOIN m ON m.billing_account_id = c.billing_account_id;
 	INSERT INTO settle.recon_delta_line (period, check_name, scope_key, seq, cause, line_key, revision, day, amount, detail)
 	SELECT recon_check_currency.period, 'currency', r.scope_key,
 	       row_number() OVER (PARTITION BY r.scope_key ORDER BY l.line_key COLLATE "C"), 'fx', l.line_key, l.revision, l.day,
