@@ -547,6 +547,9 @@ BEGIN
 		         (SELECT min(m.reseller_id) FROM settle.customer_account m WHERE m.account_id = sp.billing_account_id
 		             AND m.valid_from <= p_start AND p_start < m.valid_to), 0) AS owner_id
 		  FROM scopes sp LEFT JOIN account_owner ao ON ao.billing_account_id = sp.billing_account_id
+	), tol AS (	-- the tolerances of each owner, looked up once per owner (not once per scope)
+		SELECT w.owner_id, t.tolerance_abs, t.tolerance_rel
+		  FROM (SELECT DISTINCT x.owner_id FROM owner x) w, settle.recon_tolerance(w.owner_id, p_start) t
 	)
 	SELECT recon_check_provider_total.period, 'provider_total',
 	       format('provider:%s/%s/%s/%s@%s', recon_check_provider_total.period, o.billing_account_id, o.product_code, o.currency, o.source),
@@ -562,7 +565,7 @@ BEGIN
 	       CASE WHEN o.provider_amount IS NULL THEN 'the provider has no total for these lines'
 	            WHEN coalesce(o.lines, 0) = 0 THEN 'no bill lines for the provider''s total'
 	            WHEN o.unconvertible > 0 THEN 'lines in another currency without an FX rate' END
-	  FROM owner o, settle.recon_tolerance(o.owner_id, p_start) t;
+	  FROM owner o JOIN tol t ON t.owner_id = o.owner_id;
 
 	-- The scopes to explain, with what the explanation needs.
 	CREATE TEMP TABLE recon_pt_scope ON COMMIT DROP AS
