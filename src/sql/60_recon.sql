@@ -510,13 +510,16 @@ BEGIN
 		       count(*) FILTER (WHERE a.converted AND a.amount IS NULL) AS unconvertible
 		  FROM recon_assign a
 		 GROUP BY a.source, a.billing_account_id, a.product_code, a.scope_currency
+	), grp AS MATERIALIZED (	-- the lines' accounts, products and currencies with their owner: one pass
+		SELECT l.billing_account_id, l.product_code, l.currency, max(l.reseller_id) AS reseller_id
+		  FROM recon_line l GROUP BY l.billing_account_id, l.product_code, l.currency
 	), orphan_group AS MATERIALIZED (	-- accounts, products and currencies a source has no total for
 		-- (found on the distinct groups first: the period's lines are joined
 		-- to the few orphan groups only, not anti-joined line by line)
 		SELECT s.source, g.billing_account_id, g.product_code, g.currency
 		  FROM (SELECT DISTINCT q.source FROM recon_prov q) s
-		 CROSS JOIN (SELECT DISTINCT l.billing_account_id, l.product_code, l.currency FROM recon_line l
-		              WHERE l.billing_account_id IS NOT NULL AND l.product_code IS NOT NULL AND l.currency IS NOT NULL) g
+		 CROSS JOIN (SELECT x.billing_account_id, x.product_code, x.currency FROM grp x
+		              WHERE x.billing_account_id IS NOT NULL AND x.product_code IS NOT NULL AND x.currency IS NOT NULL) g
 		 WHERE NOT EXISTS (	-- a line goes to the total of its currency ...
 			SELECT 1 FROM recon_prov p WHERE p.source = s.source AND p.billing_account_id = g.billing_account_id
 			   AND p.product_code = g.product_code AND p.currency = g.currency)
@@ -541,7 +544,7 @@ BEGIN
 		SELECT o.source, o.billing_account_id, o.product_code, o.scope_currency, NULL, (o.mt).lines, (o.mt).total, o.fp, 0
 		  FROM orphan o
 	), account_owner AS (
-		SELECT l.billing_account_id, max(l.reseller_id) AS reseller_id FROM recon_line l GROUP BY l.billing_account_id
+		SELECT x.billing_account_id, max(x.reseller_id) AS reseller_id FROM grp x GROUP BY x.billing_account_id
 	), owner AS (
 		SELECT sp.*, coalesce(recon_check_provider_total.reseller_id, ao.reseller_id,
 		         (SELECT min(m.reseller_id) FROM settle.customer_account m WHERE m.account_id = sp.billing_account_id
