@@ -36,11 +36,19 @@ $$;
 CREATE FUNCTION pg_temp.lineage(code text) RETURNS TABLE (period text, line_key text, kind text,
 	rule_version integer, clause integer, tier integer, basis numeric, rate numeric, unrounded numeric)
 LANGUAGE sql AS $$
-	SELECT r.period, l.line_key COLLATE "default", l.kind::text, l.rule_version, l.clause::integer,
-	       l.tier::integer, l.basis, l.rate, l.unrounded
-	  FROM settle.settlement_line l JOIN settle.run r USING (reseller_id, run_id)
-	 WHERE r.reseller_id = settle.reseller_id(code) AND r.status <> 'superseded'
-	 ORDER BY r.period, l.line_key COLLATE "C", l.kind
+	-- a customer's floor top-up is shown by the customer's code, not its id
+	-- (ids depend on what else the database holds)
+	SELECT period, key, kind, rule_version, clause, tier, basis, rate, unrounded
+	  FROM (SELECT r.period, CASE WHEN l.line_key LIKE 'floor:customer:%'
+	                              THEN 'floor:customer:' || (SELECT c.code FROM settle.customer c
+	                                                          WHERE c.reseller_id = l.reseller_id
+	                                                            AND c.customer_id = substr(l.line_key, 16)::bigint)
+	                              ELSE l.line_key COLLATE "default" END AS key,
+	               l.kind::text AS kind, l.rule_version, l.clause::integer AS clause,
+	               l.tier::integer AS tier, l.basis, l.rate, l.unrounded
+	          FROM settle.settlement_line l JOIN settle.run r USING (reseller_id, run_id)
+	         WHERE r.reseller_id = settle.reseller_id(code) AND r.status <> 'superseded') x
+	 ORDER BY period, key COLLATE "C", kind
 $$;
 
 -- ---------------------------------------------------------------------------
@@ -76,9 +84,9 @@ SELECT results_eq($$SELECT line_key, kind, rule_version, clause, tier, basis, ra
 	$$VALUES ('a/1', 'c', 1, NULL, NULL, 60.00000000001, NULL, 0.00),
 	         ('a/2', 'c', 1, 2, 2, 50.00, 0.02123457, 1.0617285),
 	         ('f/1', 'c', 1, NULL, NULL, 150.00000000001, NULL, 0.00),
-	         ('floor:customer:1', 'f', 1, NULL, NULL, 0.00, NULL, 3.9382715),
-	         ('floor:customer:2', 'f', 1, NULL, NULL, 0.00, NULL, 5.00),
-	         ('floor:customer:3', 'f', 1, NULL, NULL, 0.00, NULL, 4.7876543),
+	         ('floor:customer:a', 'f', 1, NULL, NULL, 0.00, NULL, 3.9382715),
+	         ('floor:customer:f', 'f', 1, NULL, NULL, 0.00, NULL, 5.00),
+	         ('floor:customer:g', 'f', 1, NULL, NULL, 0.00, NULL, 4.7876543),
 	         ('g/1', 'c', 1, NULL, NULL, 150.00000000001, NULL, 0.00),
 	         ('g/2', 'c', 1, 1, 2, 10.00, 0.02123457, 0.2123457)$$,
 	'refused lines: rule version and basis kept, no clause, tier or rate, 0; they count in the all-units total, the graduated spend before, and for the floors');
