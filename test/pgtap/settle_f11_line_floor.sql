@@ -1,3 +1,5 @@
+-- (This file is named settle_f11_* so that it runs after precision_limit.sql, whose expected
+-- floor top-up keys name customer ids 1 and 2: sequences are not rolled back.)
 -- Finding F11 of the differential test (test/diff/README.md), seed 1531
 -- (DIFF_LINES=800, 11 decimals), shrunk by hand: a per-line floor on a line
 -- of negative basis whose commission before limits is 0 comes out positive.

@@ -1,3 +1,5 @@
+-- (This file is named settle_f10_* so that it runs after precision_limit.sql, whose expected
+-- floor top-up keys name customer ids 1 and 2: sequences are not rolled back.)
 -- Finding F10 of the differential test (test/diff/README.md), seed 1016
 -- (DIFF_LINES=500, 11 decimals), shrunk by hand: a period cap counts a
 -- negative commission in the commission to date.  It failed (3 of 4) on
