@@ -37,7 +37,8 @@
  *       already counted against the cap in ctx.customer_commission_to_date
  *       (reseller_commission_to_date); the line earns at most the room left
  *       and result.limit says which limit bit.  Add result.commission to
- *       the running figure afterwards.
+ *       the running figure afterwards when it is positive: only positive
+ *       commission consumes a period cap (a credit gives no room back).
  *     - Floors per customer / per reseller per period and the minimum payout
  *       are period totals: after all lines, compare the period's commission
  *       with rule->floor[RULE_SCOPE_CUSTOMER] (has_floor[...]) and

@@ -262,9 +262,13 @@ rule_eval(const Rule *rule, const RuleLine *line, const RuleContext *ctx, RuleRe
 	}
 	res->commission_before_limits = c;
 
-	/* per-line limits apply to the magnitude: a refund reverses like a charge */
-	neg = c < 0;
-	mag = neg ? -c : c;
+	/*
+	 * Per-line limits apply to the magnitude, with the sign of the basis: a
+	 * negative basis is limited like a charge, so a credit that earns 0
+	 * before limits is floored to -floor, never to +floor.
+	 */
+	neg = basis < 0;
+	mag = c < 0 ? -c : c;
 	{
 		bool		has_floor = cl->has_floor || rule->has_floor[RULE_SCOPE_LINE];
 		money128	floor = cl->has_floor ? cl->floor : rule->floor[RULE_SCOPE_LINE];

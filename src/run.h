@@ -60,7 +60,8 @@ typedef struct Customer
 	RuleTag    *tags;
 	money128	spend;			/* period total of the tier measure */
 	money128	spend_before;	/* running, for graduated tiers */
-	money128	commission;		/* running, for per-customer caps */
+	money128	commission;		/* running net, compared with the customer floor */
+	money128	cap_used;		/* running positive commission: the customer cap */
 } Customer;
 
 typedef struct Version
@@ -176,7 +177,8 @@ typedef struct Run
 	money128	reseller_spend,
 				reseller_volume,
 				reseller_spend_before,
-				reseller_commission;
+				reseller_commission,	/* net, compared with the floor */
+				reseller_cap_used;	/* positive commission only: the cap */
 	bool		uses_tags;		/* a rule version has a tag condition */
 	TagSet	   *tagsets;		/* [0] unused: a line without tags of its own */
 	uint32		ntagsets,

@@ -126,8 +126,9 @@ evaluate_charges(Run *run)
 		ctx.reseller_volume = run->reseller_volume;
 		ctx.customer_spend_before = c ? c->spend_before : 0;
 		ctx.reseller_spend_before = run->reseller_spend_before;
-		ctx.customer_commission_to_date = c ? c->commission : 0;
-		ctx.reseller_commission_to_date = run->reseller_commission;
+		/* period caps are consumed by positive commission only (rules.md §6) */
+		ctx.customer_commission_to_date = c ? c->cap_used : 0;
+		ctx.reseller_commission_to_date = run->reseller_cap_used;
 		rule_eval(run->versions[l->version].rule, &rl, &ctx, &res);
 
 		l->clause = (int16) res.clause;
@@ -154,6 +155,12 @@ evaluate_charges(Run *run)
 		if (c)
 			c->commission += res.commission;
 		run->reseller_commission += res.commission;
+		if (res.commission > 0)
+		{
+			if (c)
+				c->cap_used += res.commission;
+			run->reseller_cap_used += res.commission;
+		}
 		if ((i & 0xFFFF) == 0)
 		{
 			CHECK_FOR_INTERRUPTS();

@@ -1,9 +1,10 @@
+-- (This file is named settle_f11_* so that it runs after precision_limit.sql, whose expected
+-- floor top-up keys name customer ids 1 and 2: sequences are not rolled back.)
 -- Finding F11 of the differential test (test/diff/README.md), seed 1531
 -- (DIFF_LINES=800, 11 decimals), shrunk by hand: a per-line floor on a line
 -- of negative basis whose commission before limits is 0 comes out positive.
--- This file FAILS on the engine as it is; it is kept out of `make test` until
--- the coordinator decides (run it: bash test/dev.sh bash test/tap1.sh
--- test/diff/cases/diff_seed1531.sql).
+-- It failed on engine version 2; fixed in engine version 3 (per-line limits
+-- take the sign of the basis, in evaluate_rule and settle_period alike).
 --
 -- docs/rules.md section 6: caps and floors "apply to the magnitude of the
 -- commission evaluate_rule computes, so a negative basis given to it is
