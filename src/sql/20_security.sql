@@ -9,7 +9,8 @@ GRANT EXECUTE ON FUNCTION settle.check_period(text), settle.check_amount(numeric
 -- Read access.
 GRANT SELECT ON ALL TABLES IN SCHEMA settle
 	TO settle_admin, settle_operator, settle_analyst, settle_finance, settle_auditor;
-REVOKE SELECT ON settle.audit_log, settle.audit_head FROM settle_operator, settle_analyst, settle_finance;
+REVOKE SELECT ON settle.audit_log, settle.audit_link, settle.audit_head, settle.audit_anchor
+	FROM settle_operator, settle_analyst, settle_finance;
 GRANT SELECT ON settle.reseller, settle.customer, settle.customer_account, settle.agreement,
 	settle.bill_line, settle.bill_line_current, settle.currency, settle.product,
 	settle.product_category TO settle_reseller;
