@@ -52,6 +52,8 @@ if [ "${1:-}" = "--inside" ]; then
 		CREATE SCHEMA bench;
 		-- every error of every operation, by phase
 		CREATE TABLE bench.errors (phase text, op text, sqlstate text, message text, at timestamptz DEFAULT clock_timestamp());
+		-- lock waits, sampled every 50 ms during a phase: what a waiting operation waits for
+		CREATE TABLE bench.waits (phase text, waiting_for text, op text);
 		-- runs one operation in a subtransaction; an error is recorded, never raised
 		CREATE FUNCTION bench.run(op text, q text) RETURNS text LANGUAGE plpgsql AS $$
 		BEGIN
@@ -172,6 +174,27 @@ if [ "${1:-}" = "--inside" ]; then
 			{ echo "pgbench failed ($phase):"; tail -20 "$work/err.$phase"; exit 1; }
 		grep -E 'aborted|error' "$work/err.$phase" | head -5 || true
 	}
+	# Every 50 ms: each ungranted lock and the operation waiting for it.  The
+	# audit trail's locks are advisory locks with objsubid 21333 (objid
+	# 4294967295: the anchor); settle_period's reseller lock has objsubid 2.
+	sample_waits() {	# $1 = phase, $2 = seconds
+		psqlq -c "DO \$\$
+		DECLARE stop timestamptz := clock_timestamp() + interval '$2 seconds';
+		BEGIN
+			WHILE clock_timestamp() < stop LOOP
+				INSERT INTO bench.waits
+				SELECT '$1', CASE WHEN l.locktype = 'advisory' AND l.objsubid = 21333 AND l.objid = 4294967295 THEN 'audit anchor'
+				                  WHEN l.locktype = 'advisory' AND l.objsubid = 21333 THEN 'audit chain'
+				                  WHEN l.locktype = 'advisory' AND l.objsubid = 2 THEN 'reseller period lock'
+				                  WHEN l.locktype = 'advisory' THEN 'advisory ' || l.objsubid
+				                  ELSE l.locktype || coalesce(' ' || l.relation::regclass::text, '') END,
+				       coalesce(substring(a.query from 'bench.run\(''([a-z_]+)'''), left(a.query, 30))
+				  FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid WHERE NOT l.granted;
+				COMMIT;
+				PERFORM pg_sleep(0.05);
+			END LOOP;
+		END \$\$" >/dev/null
+	}
 	results="$work/results.txt"
 	: >"$results"
 
@@ -188,7 +211,9 @@ if [ "${1:-}" = "--inside" ]; then
 		main=$!
 		pgb "n$c" -c 1 -j 1 -T "$secs" -R 0.1 -f "$work/settle_all.sql@1" -f "$work/reconcile.sql@1" &
 		side=$!
-		wait $main; wait $side
+		sample_waits "c$c" "$secs" &
+		sampler=$!
+		wait $main; wait $side; wait $sampler
 		summarise "c$c" "$secs" "$names" "$work"/c$c.* | tee -a "$results"
 		summarise "c$c" "$secs" settle_all,reconcile "$work"/n$c.* | tee -a "$results"
 	done
@@ -196,6 +221,9 @@ if [ "${1:-}" = "--inside" ]; then
 	echo "== errors by phase, operation and SQLSTATE"
 	psqlq -P footer=off -c "SELECT phase, op, sqlstate, count(*) AS errors, min(message) AS example
 	                          FROM bench.errors GROUP BY 1, 2, 3 ORDER BY 1, 2, 3" | tee "$work/errors.txt"
+
+	echo "== lock waits sampled every 50 ms (samples; one sample ~ 50 ms of one session waiting)"
+	psqlq -P footer=off -c "SELECT phase, waiting_for, op, count(*) AS samples FROM bench.waits GROUP BY 1, 2, 3 ORDER BY 1, 4 DESC"
 
 	echo "== (2) settling the $resellers resellers, each with a new line: 1, 2 and 4 sessions, one transaction each"
 	settle_sessions() {	# $1 = sessions: reseller i goes to session i % sessions
@@ -211,10 +239,24 @@ if [ "${1:-}" = "--inside" ]; then
 		for s in "${pids[@]}"; do wait "$s"; done
 		elapsed "$t" "$(now)"
 	}
+	# Baseline: what two sessions gain on this machine right now, for work
+	# that shares nothing (the same CPU-bound query, 4 times, in 1 or 2 sessions).
+	cpu_sessions() {	# $1 = sessions
+		local s pids=() t
+		t=$(now)
+		for s in $(seq 1 "$1"); do
+			psqlq -Atc "SELECT count(*) FROM generate_series(1, $((12000000 / $1))) g WHERE g % 7 = 3" >/dev/null &
+			pids+=($!)
+		done
+		for s in "${pids[@]}"; do wait "$s"; done
+		elapsed "$t" "$(now)"
+	}
 	for round in 1 2; do
 		t1=$(settle_sessions 1); t2=$(settle_sessions 2); t4=$(settle_sessions 4)
-		awk -v r=$round -v a="$t1" -v b="$t2" -v c="$t4" 'BEGIN {
-			printf "settle round %d: 1 session %.2f s, 2 sessions %.2f s (%.2fx), 4 sessions %.2f s (%.2fx)\n", r, a, b, a / b, c, a / c }' |
+		c1=$(cpu_sessions 1); c2=$(cpu_sessions 2)
+		awk -v r=$round -v a="$t1" -v b="$t2" -v c="$t4" -v x="$c1" -v y="$c2" 'BEGIN {
+			printf "settle round %d: 1 session %.2f s, 2 sessions %.2f s (%.2fx), 4 sessions %.2f s (%.2fx); baseline (CPU only) 1 session %.2f s, 2 sessions %.2f s (%.2fx)\n",
+				r, a, b, a / b, c, a / c, x, y, x / y }' |
 			tee -a "$results"
 	done
 
