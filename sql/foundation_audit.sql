@@ -50,7 +50,8 @@ BEGIN
 	END LOOP;
 	RETURN out;
 END $$;
-SELECT anchor = pg_temp.anchor_of_heads() AS anchor_is_sum_of_heads FROM settle.audit_anchor;
+SELECT settle.audit_anchor_value() = pg_temp.anchor_of_heads() AS anchor_is_sum_of_heads,
+       count(*) AS anchor_rows FROM settle.audit_anchor;
 SELECT * FROM settle.verify_audit();
 
 -- Tampers (triggers disabled, as only a superuser can), reports what
@@ -60,9 +61,11 @@ LANGUAGE plpgsql AS $$
 BEGIN
 	ALTER TABLE settle.audit_log DISABLE TRIGGER ALL;
 	ALTER TABLE settle.audit_link DISABLE TRIGGER ALL;
+	ALTER TABLE settle.audit_anchor DISABLE TRIGGER ALL;
 	EXECUTE q;
 	ALTER TABLE settle.audit_log ENABLE TRIGGER ALL;
 	ALTER TABLE settle.audit_link ENABLE TRIGGER ALL;
+	ALTER TABLE settle.audit_anchor ENABLE TRIGGER ALL;
 	SELECT v.first_broken_id, v.problem INTO first_broken_id, problem FROM settle.verify_audit() v;
 	RAISE EXCEPTION USING ERRCODE = 'P0099';
 EXCEPTION WHEN SQLSTATE 'P0099' THEN
@@ -118,7 +121,8 @@ SELECT * FROM pg_temp.tampered($$
 -- break a link
 SELECT * FROM pg_temp.tampered($$UPDATE settle.audit_link SET prev_hash = sha256('forged') WHERE audit_id = 4$$);
 -- the anchor itself
-SELECT * FROM pg_temp.tampered($$UPDATE settle.audit_anchor SET anchor = sha256('forged')$$);
+SELECT * FROM pg_temp.tampered($$UPDATE settle.audit_anchor SET delta = sha256('forged') WHERE txid = 0$$);
+SELECT * FROM pg_temp.tampered($$DELETE FROM settle.audit_anchor WHERE txid <> 0$$);
 
 -- Every tamper was rolled back: the chains verify again.
 SELECT * FROM settle.verify_audit();

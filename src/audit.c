@@ -9,38 +9,38 @@
  * entry_hash = SHA-256(prev_hash || chain || position || audit_id ||
  * SHA-256(canonical encoding of the entry)), so any edit, deletion,
  * reordering or out-of-band insertion breaks the chain from that entry on.
- * settle.audit_head holds each chain's end; settle.audit_anchor holds the sum
- * modulo 2^256 of SHA-256(chain || position || hash) over every head, so
- * moving a head back or dropping a whole chain (entries, links and head) is
- * detected too.  settle.verify_audit() checks all of it.
+ * settle.audit_head holds each chain's end.  The anchor is the sum modulo
+ * 2^256 of SHA-256(chain || position || hash) over every head
+ * (settle.audit_anchor_value()); settle.audit_anchor holds one row per
+ * committed transaction with the change it made to that sum, and the rows
+ * must add up to it, so moving a head back or dropping a whole chain
+ * (entries, links and head) is detected too.  settle.verify_audit() checks
+ * all of it.
  *
  * Concurrency.  The entry itself is written by the trigger at once (its
  * transaction sees it), but it is linked into its chain only just before
  * commit (a pre-commit callback): the transaction then locks the chains it
  * wrote in ascending chain order, appends the links, moves the heads, and
- * finally locks the anchor and adds the change of its heads to it.  So
+ * inserts its anchor row.  So
  *  - a transaction waits for no audit lock while it works: writers of
  *    different resellers never wait for each other, writers of one reseller
  *    only for each other's commit;
- *  - chain locks are always taken in one order and the anchor last, after
- *    which the transaction only commits: no audit lock can be part of a
- *    deadlock;
- *  - the anchor is the one shared wait: every audited transaction holds it
- *    from its last pre-commit step to the end of its commit.
+ *  - chain locks are always taken in one order, after which the transaction
+ *    only inserts and commits: no audit lock can be part of a deadlock;
+ *  - the anchor is insert-only (sums commute): no shared wait.
  * Positions follow commit order within a chain; audit_id (a sequence) orders
  * entries roughly in time across chains and may have gaps.
  *
- * The locks are heavyweight advisory-class locks of their own (field 4 =
+ * Chain locks are heavyweight advisory-class locks of their own (field 4 =
  * AUDIT_LOCK_CLASS, never used by pg_advisory_lock), held to the end of the
- * transaction; heads and the anchor are read with the latest snapshot after
- * the lock is granted, so REPEATABLE READ writers never fail to serialise on
- * them.
+ * transaction; heads are read with the latest snapshot after the lock is
+ * granted, so REPEATABLE READ writers never fail to serialise on them.
  *
  * Entries and links are inserted directly into the heap and its plain-column
  * indexes, not through the executor: an audited change then costs little more
  * than the change itself.  No role but the owner may insert into
- * settle.audit_log, so entries come from this trigger; links, heads and the
- * anchor are written with the owner's privileges.
+ * settle.audit_log, so entries come from this trigger; links, heads and
+ * anchor rows are written with the owner's privileges.
  *
  * Restores: pg_restore loads rows that were audited when they were first
  * written, together with the audit log that records them.  A superuser's
@@ -87,6 +87,7 @@
 PG_FUNCTION_INFO_V1(settle_audit_trigger);
 PG_FUNCTION_INFO_V1(settle_append_only_trigger);
 PG_FUNCTION_INFO_V1(settle_verify_audit);
+PG_FUNCTION_INFO_V1(settle_audit_anchor_value);
 PG_FUNCTION_INFO_V1(settle_purge);
 PG_FUNCTION_INFO_V1(settle_restoring_sql);
 
@@ -99,13 +100,11 @@ static bool settle_restoring = false;
 #define HASH_LEN PG_SHA256_DIGEST_LENGTH
 
 /*
- * Field 4 of the lock tags of chains and of the anchor: pg_advisory_lock uses
+ * Field 4 of the lock tags of chains: pg_advisory_lock uses
  * 1 and 2, so no user lock can clash with these.  pg_locks shows them as
- * advisory locks with objsubid 21333; the anchor's is classid = objid =
- * 4294967295 (chain -1).
+ * advisory locks with objsubid 21333.
  */
 #define AUDIT_LOCK_CLASS 0x5355
-#define ANCHOR_CHAIN INT64CONST(-1)
 
 /* An entry this transaction wrote and has not linked into its chain yet. */
 typedef struct PendingEntry
@@ -125,8 +124,6 @@ static Oid	log_relid = InvalidOid; /* settle.audit_log, per transaction */
 /* Plans kept across calls (SPI_keepplan). */
 static SPIPlanPtr read_head_plan = NULL;
 static SPIPlanPtr move_head_plan = NULL;
-static SPIPlanPtr read_anchor_plan = NULL;
-static SPIPlanPtr move_anchor_plan = NULL;
 
 static void link_pending(void *arg);
 static void as_audit_owner(void (*fn) (void *), void *arg);
@@ -176,8 +173,8 @@ chain_xact_callback(XactEvent event, void *arg)
 			break;
 		case XACT_EVENT_PRE_PREPARE:
 			/*
-			 * A prepared transaction would hold the anchor until COMMIT
-			 * PREPARED and stop every audited write meanwhile.
+			 * A prepared transaction would hold its chains until COMMIT
+			 * PREPARED and stop their writers meanwhile.
 			 */
 			if (npending > 0)
 				ereport(ERROR,
@@ -512,14 +509,6 @@ prepare_plans(void)
 								   "SET last_seq = excluded.last_seq, last_hash = excluded.last_hash",
 								   3, types);
 	}
-	if (read_anchor_plan == NULL)
-		read_anchor_plan = keep_plan("SELECT anchor FROM settle.audit_anchor", 0, NULL);
-	if (move_anchor_plan == NULL)
-	{
-		Oid			types[1] = {BYTEAOID};
-
-		move_anchor_plan = keep_plan("UPDATE settle.audit_anchor SET anchor = $1", 1, types);
-	}
 }
 
 /* Runs fn(arg) inside SPI with the audit log owner's privileges. */
@@ -602,10 +591,7 @@ insert_direct(Oid relid, Datum *values, bool *nulls)
 	table_close(rel, RowExclusiveLock);
 }
 
-/*
- * The lock of a chain (or of the anchor, ANCHOR_CHAIN), held to the end of
- * the transaction.
- */
+/* The lock of a chain, held to the end of the transaction. */
 static void
 lock_chain(int64 chain_id)
 {
@@ -706,15 +692,14 @@ cmp_pending(const void *a, const void *b)
  * Pre-commit: links this transaction's entries into their chains.  Chains
  * are locked in ascending order, their heads read with the latest snapshot
  * (every earlier writer of the chain has committed by the time the lock is
- * granted), the links appended, the heads moved; then the anchor is locked,
- * last, and moved by the change of this transaction's heads.
+ * granted), the links appended, the heads moved; then the change of this
+ * transaction's heads is inserted into the anchor.
  */
 static void
 link_pending(void *arg)
 {
 	Oid			link_relid = settle_relid("audit_link");
 	uint8		delta[HASH_LEN];
-	uint8		anchor[HASH_LEN];
 	uint8		c[HASH_LEN];
 	int			i = 0;
 	bool		isnull;
@@ -771,19 +756,18 @@ link_pending(void *arg)
 		anchor_add(delta, c, 1);
 	}
 
-	/* the anchor, last: after it this transaction only commits */
-	lock_chain(ANCHOR_CHAIN);
-	if (SPI_execute_snapshot(read_anchor_plan, NULL, NULL, GetLatestSnapshot(), InvalidSnapshot,
-							 true, false, 2) != SPI_OK_SELECT || SPI_processed != 1 ||
-		!spi_hash(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, anchor))
-		elog(ERROR, "settle.audit_anchor must hold exactly one well-formed row");
-	anchor_add(anchor, delta, 1);
+	/*
+	 * The anchor: this transaction's change of the heads' sum, inserted as a
+	 * row of its own.  An insert waits for nobody, and the rows add up to the
+	 * sum of the heads however commits interleave.
+	 */
 	{
-		Datum		v = PointerGetDatum(hash_to_bytea(anchor));
+		Datum		values[2];
+		bool		nulls[2] = {false, false};
 
-		if (SPI_execute_snapshot(move_anchor_plan, &v, NULL, GetLatestSnapshot(), InvalidSnapshot,
-								 false, false, 0) != SPI_OK_UPDATE || SPI_processed != 1)
-			elog(ERROR, "could not move settle.audit_anchor");
+		values[0] = Int64GetDatum((int64) U64FromFullTransactionId(GetTopFullTransactionId()));
+		values[1] = PointerGetDatum(hash_to_bytea(delta));
+		insert_direct(settle_relid("audit_anchor"), values, nulls);
 	}
 }
 
@@ -1228,15 +1212,35 @@ settle_verify_audit(PG_FUNCTION_ARGS)
 		}
 	}
 
-	/* the anchor is the sum of the heads */
+	/* the anchor: its rows add up to the sum of the heads */
 	if (!b.broken)
 	{
 		uint8		anchor[HASH_LEN];
+		bool		malformed = false;
 
-		if (SPI_execute("SELECT anchor FROM settle.audit_anchor", true, 0) != SPI_OK_SELECT ||
-			SPI_processed != 1 ||
-			!spi_hash(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, anchor))
-			set_broken(&b, 0, false, "the anchor (settle.audit_anchor) is missing or malformed");
+		memset(anchor, 0, HASH_LEN);
+		portal = SPI_cursor_open_with_args(NULL, "SELECT delta FROM settle.audit_anchor", 0, NULL, NULL, NULL,
+										   true, 0);
+		for (;;)
+		{
+			uint64		r;
+
+			SPI_cursor_fetch(portal, true, 10000);
+			if (SPI_processed == 0)
+				break;
+			for (r = 0; r < SPI_processed; r++)
+			{
+				uint8		d[HASH_LEN];
+
+				if (!spi_hash(SPI_tuptable->vals[r], SPI_tuptable->tupdesc, 1, d))
+					malformed = true;
+				else
+					anchor_add(anchor, d, 1);
+			}
+		}
+		SPI_cursor_close(portal);
+		if (malformed)
+			set_broken(&b, 0, false, "the anchor (settle.audit_anchor) has a malformed row");
 		else if (memcmp(anchor, sum, HASH_LEN) != 0)
 			set_broken(&b, 0, false, "the anchor (settle.audit_anchor) does not match the chain heads: a head was moved, added or removed");
 	}
@@ -1252,6 +1256,41 @@ settle_verify_audit(PG_FUNCTION_ARGS)
 		result[3] = CStringGetTextDatum(b.problem);
 	}
 	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(resdesc, result, resnull)));
+}
+
+/*
+ * settle.audit_anchor_value() → bytea: the sum modulo 2^256 of the heads'
+ * hashes, one value that commits to every chain: the one to copy outside.
+ */
+Datum
+settle_audit_anchor_value(PG_FUNCTION_ARGS)
+{
+	uint8		sum[HASH_LEN];
+	uint64		r;
+	bytea	   *out;
+
+	memset(sum, 0, HASH_LEN);
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	if (SPI_execute("SELECT chain_id, last_seq, last_hash FROM settle.audit_head", true, 0) != SPI_OK_SELECT)
+		elog(ERROR, "could not read settle.audit_head");
+	for (r = 0; r < SPI_processed; r++)
+	{
+		HeapTuple	tup = SPI_tuptable->vals[r];
+		TupleDesc	desc = SPI_tuptable->tupdesc;
+		bool		isnull;
+		uint8		h[HASH_LEN];
+		uint8		c[HASH_LEN];
+
+		memset(h, 0, HASH_LEN);
+		(void) spi_hash(tup, desc, 3, h);
+		head_contribution(DatumGetInt64(SPI_getbinval(tup, desc, 1, &isnull)),
+						  DatumGetInt64(SPI_getbinval(tup, desc, 2, &isnull)), h, c);
+		anchor_add(sum, c, 1);
+	}
+	SPI_finish();
+	out = hash_to_bytea(sum);
+	PG_RETURN_BYTEA_P(out);
 }
 
 /* ---------- retention ---------- */

@@ -58,15 +58,21 @@ COMMENT ON TABLE settle.audit_head IS
 INSERT INTO settle.audit_head VALUES (0, 0, '\x0000000000000000000000000000000000000000000000000000000000000000');
 
 CREATE TABLE settle.audit_anchor (
-	singleton  boolean PRIMARY KEY DEFAULT true CHECK (singleton),
-	anchor     bytea   NOT NULL CHECK (octet_length(anchor) = 32)
+	txid   bigint PRIMARY KEY,
+	delta  bytea  NOT NULL CHECK (octet_length(delta) = 32)
 );
 COMMENT ON TABLE settle.audit_anchor IS
-	'Commits to every chain head: the sum modulo 2^256 of SHA-256(chain_id, last_seq, last_hash) over settle.audit_head.  A moved, removed or added head changes it.  Keep an outside copy (e.g. in each month''s closing report).';
+	'Commits to every chain head: one row per committed audited transaction, the change it made to the sum modulo 2^256 of SHA-256(chain_id, last_seq, last_hash) over settle.audit_head.  The rows add up to that sum (settle.audit_anchor_value()); a moved, removed or added head breaks the equality.  Insert-only: no transaction waits for another here.';
+COMMENT ON COLUMN settle.audit_anchor.txid IS 'The transaction (0: the installation''s shared chain head).';
 -- the installed shared chain's head, empty
 INSERT INTO settle.audit_anchor
-	SELECT true, pg_catalog.sha256(pg_catalog.int8send(0) || pg_catalog.int8send(0) || last_hash)
+	SELECT 0, pg_catalog.sha256(pg_catalog.int8send(0) || pg_catalog.int8send(0) || last_hash)
 	  FROM settle.audit_head;
+
+CREATE FUNCTION settle.audit_anchor_value() RETURNS bytea
+	AS 'MODULE_PATHNAME', 'settle_audit_anchor_value' LANGUAGE C STABLE STRICT;
+COMMENT ON FUNCTION settle.audit_anchor_value() IS
+	'One value that commits to every audit chain: the sum modulo 2^256 of SHA-256(chain_id, last_seq, last_hash) over the chain heads.  Keep an outside copy (e.g. in each month''s closing report) and compare.';
 
 CREATE FUNCTION settle.audit_trigger() RETURNS trigger
 	AS 'MODULE_PATHNAME', 'settle_audit_trigger' LANGUAGE C;

@@ -35,7 +35,7 @@ GRANT EXECUTE ON FUNCTION
 	settle.end_agreement(text, bigint, date) TO settle_admin, settle_finance;
 GRANT EXECUTE ON FUNCTION settle.add_fx_rate(text, text, date, settle.amount, text)
 	TO settle_admin, settle_operator, settle_finance;
-GRANT EXECUTE ON FUNCTION settle.verify_audit() TO settle_admin, settle_auditor;
+GRANT EXECUTE ON FUNCTION settle.verify_audit(), settle.audit_anchor_value() TO settle_admin, settle_auditor;
 GRANT EXECUTE ON FUNCTION settle.open_exception(bigint, text, text, settle.period, jsonb, jsonb, text)
 	TO settle_admin, settle_operator, settle_analyst, settle_finance;
 -- Trigger functions run in the context of whoever changes the table.

@@ -10,9 +10,9 @@ SELECT plan(19);
 SELECT is((SELECT count(*) FROM settle.audit_log), 0::bigint, 'a new installation has an empty audit log');
 SELECT is((SELECT string_agg(chain_id || ' ' || last_seq, ',') FROM settle.audit_head), '0 0',
 	'a new installation has one chain, the shared one, empty');
-SELECT is((SELECT anchor FROM settle.audit_anchor),
-	sha256(int8send(0) || int8send(0) || decode(repeat('00', 32), 'hex')),
-	'the anchor is the hash of that one empty head');
+SELECT is((SELECT string_agg(txid || ' ' || encode(delta, 'hex'), ',') FROM settle.audit_anchor),
+	'0 ' || encode(sha256(int8send(0) || int8send(0) || decode(repeat('00', 32), 'hex')), 'hex'),
+	'the anchor is one row: the hash of that one empty head');
 SELECT settle.add_reseller('aud-a', 'Audit A');
 SELECT settle.add_reseller('aud-b', 'Audit B');
 SET LOCAL settle.reason = 'contract 17';
@@ -28,7 +28,8 @@ SELECT results_eq($$SELECT table_name, operation, CASE chain_id WHEN 0 THEN 'sha
 	$$VALUES ('reseller'::text, 'INSERT'::text, 'aud-a'::text), ('reseller', 'INSERT', 'aud-b'), ('agreement', 'INSERT', 'aud-a'),
 	         ('agreement', 'UPDATE', 'aud-a'), ('fx_rate', 'INSERT', 'shared'), ('customer', 'INSERT', 'aud-b')$$,
 	'entries in order, each in the chain of its row''s reseller; an FX rate in the shared chain');
-SELECT is((SELECT count(*) FROM settle.audit_link), 0::bigint, 'entries are linked into their chains only at commit');
+SELECT is((SELECT count(*) FROM settle.audit_link) + (SELECT count(*) FROM settle.audit_anchor) - 1, 0::bigint,
+	'entries are linked into their chains, and the anchor moved, only at commit');
 SELECT is((SELECT string_agg(chain_id || ' ' || last_seq, ',') FROM settle.audit_head), '0 0', 'the heads move only at commit');
 SELECT is((SELECT verified FROM settle.verify_audit()), true, 'entries of this transaction, not linked yet, verify');
 SELECT is((SELECT old_row->>'effective_to' || ' -> ' || (new_row->>'effective_to') FROM settle.audit_log
@@ -61,8 +62,8 @@ SELECT results_eq($$SELECT chain_id = 0, row_key->>'reseller_id' FROM settle.aud
 SELECT throws_ok($$SET LOCAL ROLE settle_admin; INSERT INTO settle.audit_link VALUES (0, 1, 1, '\x00', '\x00')$$, '42501', NULL,
 	'an admin cannot forge a link');
 RESET ROLE;
-SELECT throws_ok($$SET LOCAL ROLE settle_admin; UPDATE settle.audit_anchor SET anchor = anchor$$, '42501', NULL,
-	'an admin cannot move the anchor');
+SELECT throws_ok($$SET LOCAL ROLE settle_admin; INSERT INTO settle.audit_anchor VALUES (1, '\x00')$$, '42501', NULL,
+	'an admin cannot add to the anchor');
 RESET ROLE;
 
 SELECT * FROM finish();

@@ -37,7 +37,7 @@ SELECT 'trigger ' || tgrelid::regclass || ' ' || tgname || ' ' || tgenabled::tex
   FROM pg_trigger
  WHERE NOT tgisinternal AND tgrelid IN (SELECT oid FROM pg_class WHERE relnamespace = 'settle'::regnamespace)
  ORDER BY 1;
-SELECT 'audit_head ' || (SELECT encode(anchor, 'hex') FROM settle.audit_anchor) || ' '
+SELECT 'audit_head ' || encode(settle.audit_anchor_value(), 'hex') || ' ' || (SELECT count(*) FROM settle.audit_anchor) || ' '
        || string_agg(chain_id || ':' || last_seq || ':' || encode(last_hash, 'hex'), ' ' ORDER BY chain_id)
   FROM settle.audit_head;
 SELECT 'audit ' || verified || ' ' || entries || ' ' || coalesce(problem, '') FROM settle.verify_audit();
