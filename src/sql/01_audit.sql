@@ -62,7 +62,7 @@ CREATE TABLE settle.audit_anchor (
 	delta  bytea  NOT NULL CHECK (octet_length(delta) = 32)
 );
 COMMENT ON TABLE settle.audit_anchor IS
-	'Commits to every chain head: one row per committed audited transaction, the change it made to the sum modulo 2^256 of SHA-256(chain_id, last_seq, last_hash) over settle.audit_head.  The rows add up to that sum (settle.audit_anchor_value()); a moved, removed or added head breaks the equality.  Insert-only: no transaction waits for another here.';
+	'Commits to every chain head: one row per committed audited transaction, the change it made to the sum modulo 2^256 of SHA-256(chain_id, last_seq, last_hash) over settle.audit_head.  The rows add up to that sum (settle.audit_anchor_value()); a moved, removed or added head breaks the equality.  Transactions only insert here, so none waits for another.';
 COMMENT ON COLUMN settle.audit_anchor.txid IS 'The transaction (0: the installation''s shared chain head).';
 -- the installed shared chain's head, empty
 INSERT INTO settle.audit_anchor
