@@ -762,11 +762,12 @@ link_pending(void *arg)
 	 * sum of the heads however commits interleave.
 	 */
 	{
-		Datum		values[2];
-		bool		nulls[2] = {false, false};
+		Datum		values[3];
+		bool		nulls[3] = {false, false, false};
 
-		values[0] = Int64GetDatum((int64) U64FromFullTransactionId(GetTopFullTransactionId()));
-		values[1] = PointerGetDatum(hash_to_bytea(delta));
+		values[0] = Int64GetDatum(nextval_internal(settle_relid("audit_anchor_id_seq"), false));
+		values[1] = Int64GetDatum((int64) U64FromFullTransactionId(GetTopFullTransactionId()));
+		values[2] = PointerGetDatum(hash_to_bytea(delta));
 		insert_direct(settle_relid("audit_anchor"), values, nulls);
 	}
 }

@@ -57,16 +57,20 @@ COMMENT ON TABLE settle.audit_head IS
 	'The end of each audit chain, moved when a transaction that wrote to it commits; it anchors the chain so that a deleted tail is detected.';
 INSERT INTO settle.audit_head VALUES (0, 0, '\x0000000000000000000000000000000000000000000000000000000000000000');
 
+-- Not a default of anchor_id: rows are inserted without the executor.
+CREATE SEQUENCE settle.audit_anchor_id_seq AS bigint;
 CREATE TABLE settle.audit_anchor (
-	txid   bigint PRIMARY KEY,
-	delta  bytea  NOT NULL CHECK (octet_length(delta) = 32)
+	anchor_id bigint PRIMARY KEY,
+	txid      bigint NOT NULL,
+	delta     bytea  NOT NULL CHECK (octet_length(delta) = 32)
 );
 COMMENT ON TABLE settle.audit_anchor IS
 	'Commits to every chain head: one row per committed audited transaction, the change it made to the sum modulo 2^256 of SHA-256(chain_id, last_seq, last_hash) over settle.audit_head.  The rows add up to that sum (settle.audit_anchor_value()); a moved, removed or added head breaks the equality.  Transactions only insert here, so none waits for another.';
-COMMENT ON COLUMN settle.audit_anchor.txid IS 'The transaction (0: the installation''s shared chain head).';
+COMMENT ON COLUMN settle.audit_anchor.anchor_id IS 'From settle.audit_anchor_id_seq (0: the installation''s shared chain head).';
+COMMENT ON COLUMN settle.audit_anchor.txid IS 'The transaction (txid_current()) that added the row; 0 for the installation''s.';
 -- the installed shared chain's head, empty
 INSERT INTO settle.audit_anchor
-	SELECT 0, pg_catalog.sha256(pg_catalog.int8send(0) || pg_catalog.int8send(0) || last_hash)
+	SELECT 0, 0, pg_catalog.sha256(pg_catalog.int8send(0) || pg_catalog.int8send(0) || last_hash)
 	  FROM settle.audit_head;
 
 CREATE FUNCTION settle.audit_anchor_value() RETURNS bytea

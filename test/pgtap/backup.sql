@@ -94,11 +94,11 @@ RESET session_replication_role;
 -- The shared chain's head and the anchor are merged like any filled table
 -- (last: they move the chains); other chains' heads are plain rows.
 INSERT INTO settle.audit_head VALUES (0, 42, decode(repeat('ab', 32), 'hex')), (41, 3, decode(repeat('cd', 32), 'hex'));
-INSERT INTO settle.audit_anchor VALUES (0, decode(repeat('ef', 32), 'hex')), (77, decode(repeat('12', 32), 'hex'));
+INSERT INTO settle.audit_anchor VALUES (0, 0, decode(repeat('ef', 32), 'hex')), (77, 1234, decode(repeat('12', 32), 'hex'));
 SELECT is((SELECT string_agg(chain_id || ' ' || last_seq || ' ' || left(encode(last_hash, 'hex'), 4), ', ' ORDER BY chain_id)
              FROM settle.audit_head), '0 42 abab, 41 3 cdcd',
 	'the restored shared head replaces the installed one, another chain''s head is added');
-SELECT is((SELECT string_agg(txid || ' ' || left(encode(delta, 'hex'), 4), ', ' ORDER BY txid) FROM settle.audit_anchor),
+SELECT is((SELECT string_agg(anchor_id || ' ' || left(encode(delta, 'hex'), 4), ', ' ORDER BY anchor_id) FROM settle.audit_anchor),
 	'0 efef, 77 1212', 'the restored anchor row of the installation replaces the installed one, the others are added');
 SELECT is((SELECT count(*) FROM settle.audit_anchor), 2::bigint, 'no duplicate');
 
