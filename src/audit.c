@@ -1,23 +1,46 @@
 /*
  * audit.c — the hash-chained, append-only audit trail.
  *
- * settle.audit_trigger() appends one entry to settle.audit_log per changed
- * row (or per TRUNCATE).  Each entry's hash is SHA-256 over the previous
- * entry's hash followed by a canonical, length-prefixed encoding of the entry,
- * so any edit, deletion, reordering or out-of-band insertion breaks the chain
- * from that entry on; settle.verify_audit() finds the first such entry.
+ * settle.audit_trigger() records one entry in settle.audit_log per changed
+ * row (or per TRUNCATE).  Entries belong to chains: one per reseller (every
+ * change of a row whose reseller_id is that reseller) and one for shared data
+ * (chain 0: rows without a reseller, reseller_id 0, TRUNCATE).  Within its
+ * chain an entry has a position 1, 2, 3, ... and a link (settle.audit_link):
+ * entry_hash = SHA-256(prev_hash || chain || position || audit_id ||
+ * SHA-256(canonical encoding of the entry)), so any edit, deletion,
+ * reordering or out-of-band insertion breaks the chain from that entry on.
+ * settle.audit_head holds each chain's end.  The anchor is the sum modulo
+ * 2^256 of SHA-256(chain || position || hash) over every head
+ * (settle.audit_anchor_value()); settle.audit_anchor holds one row per
+ * committed transaction with the change it made to that sum, and the rows
+ * must add up to it, so moving a head back or dropping a whole chain
+ * (entries, links and head) is detected too.  settle.verify_audit() checks
+ * all of it.
  *
- * Concurrency: writers serialise on the row lock of settle.audit_head, taken
- * once per transaction, so entry ids follow commit order and the chain never
- * forks.  The head row itself is moved to the transaction's last entry just
- * before commit (a pre-commit callback), once per transaction rather than
- * once per row.
+ * Concurrency.  The entry itself is written by the trigger at once (its
+ * transaction sees it), but it is linked into its chain only just before
+ * commit (a pre-commit callback): the transaction then locks the chains it
+ * wrote in ascending chain order, appends the links, moves the heads, and
+ * inserts its anchor row.  So
+ *  - a transaction waits for no audit lock while it works: writers of
+ *    different resellers never wait for each other, writers of one reseller
+ *    only for each other's commit;
+ *  - chain locks are always taken in one order, after which the transaction
+ *    only inserts and commits: no audit lock can be part of a deadlock;
+ *  - the anchor is insert-only (sums commute): no shared wait.
+ * Positions follow commit order within a chain; audit_id (a sequence) orders
+ * entries roughly in time across chains and may have gaps.
  *
- * Entries are inserted directly into the heap and its plain-column indexes,
- * not through the executor: an audited change then costs little more than the
- * change itself.  No role but the owner may insert into settle.audit_log, so
- * entries come from this trigger; the head is moved with the owner's
- * privileges.
+ * Chain locks are heavyweight advisory-class locks of their own (field 4 =
+ * AUDIT_LOCK_CLASS, never used by pg_advisory_lock), held to the end of the
+ * transaction; heads are read with the latest snapshot after the lock is
+ * granted, so REPEATABLE READ writers never fail to serialise on them.
+ *
+ * Entries and links are inserted directly into the heap and its plain-column
+ * indexes, not through the executor: an audited change then costs little more
+ * than the change itself.  No role but the owner may insert into
+ * settle.audit_log, so entries come from this trigger; links, heads and
+ * anchor rows are written with the owner's privileges.
  *
  * Restores: pg_restore loads rows that were audited when they were first
  * written, together with the audit log that records them.  A superuser's
@@ -36,6 +59,7 @@
 #include "catalog/pg_class.h"
 #include "catalog/namespace.h"
 #include "catalog/pg_type.h"
+#include "commands/sequence.h"
 #include "commands/trigger.h"
 #include "common/cryptohash.h"
 #include "common/sha2.h"
@@ -45,11 +69,13 @@
 #include "miscadmin.h"
 #include "nodes/makefuncs.h"
 #include "port/pg_bswap.h"
+#include "storage/lock.h"
 #include "utils/builtins.h"
 #include "utils/fmgroids.h"
 #include "utils/guc.h"
 #include "utils/jsonb.h"
 #include "utils/lsyscache.h"
+#include "utils/memutils.h"
 #include "utils/rel.h"
 #include "utils/relcache.h"
 #include "utils/syscache.h"
@@ -61,6 +87,7 @@
 PG_FUNCTION_INFO_V1(settle_audit_trigger);
 PG_FUNCTION_INFO_V1(settle_append_only_trigger);
 PG_FUNCTION_INFO_V1(settle_verify_audit);
+PG_FUNCTION_INFO_V1(settle_audit_anchor_value);
 PG_FUNCTION_INFO_V1(settle_purge);
 PG_FUNCTION_INFO_V1(settle_restoring_sql);
 
@@ -73,34 +100,39 @@ static bool settle_restoring = false;
 #define HASH_LEN PG_SHA256_DIGEST_LENGTH
 
 /*
- * The end of the chain as this transaction knows it.  Valid only while
- * "locked": from the first audited change of a transaction (which takes the
- * head row lock) until the transaction or a subtransaction ends badly.
+ * Field 4 of the lock tags of chains: pg_advisory_lock uses
+ * 1 and 2, so no user lock can clash with these.  pg_locks shows them as
+ * advisory locks with objsubid 21333.
  */
-typedef struct ChainState
-{
-	bool		locked;
-	int64		last_id;
-	uint8		last_hash[HASH_LEN];
-	int64		max_written;	/* highest id this transaction wrote, 0 if none */
-	Oid			relid;			/* settle.audit_log, looked up once per transaction */
-} ChainState;
+#define AUDIT_LOCK_CLASS 0x5355
 
-static ChainState chain;
+/* An entry this transaction wrote and has not linked into its chain yet. */
+typedef struct PendingEntry
+{
+	int64		audit_id;
+	int64		chain_id;
+	SubTransactionId subid;		/* the subtransaction that wrote it */
+	uint8		content[HASH_LEN];	/* SHA-256 of its canonical encoding */
+} PendingEntry;
+
+/* This transaction's pending entries, in TopTransactionContext. */
+static PendingEntry *pending = NULL;
+static int	npending = 0;
+static int	maxpending = 0;
+static Oid	log_relid = InvalidOid; /* settle.audit_log, per transaction */
 
 /* Plans kept across calls (SPI_keepplan). */
-static SPIPlanPtr lock_head_plan = NULL;
-static SPIPlanPtr read_tail_plan = NULL;
-static SPIPlanPtr anchor_plan = NULL;
+static SPIPlanPtr read_head_plan = NULL;
 static SPIPlanPtr move_head_plan = NULL;
 
-static void move_head(void *arg);
+static void link_pending(void *arg);
 static void as_audit_owner(void (*fn) (void *), void *arg);
 
 /* One audit entry, as hashed and stored. */
 typedef struct AuditEntry
 {
 	int64		audit_id;
+	int64		chain_id;
 	const char *table_name;
 	const char *operation;
 	Jsonb	   *row_key;
@@ -116,26 +148,45 @@ typedef struct AuditEntry
 } AuditEntry;
 
 static void
+forget_pending(void)
+{
+	pending = NULL;				/* freed with TopTransactionContext */
+	npending = maxpending = 0;
+	log_relid = InvalidOid;
+}
+
+static void
 chain_xact_callback(XactEvent event, void *arg)
 {
 	switch (event)
 	{
 		case XACT_EVENT_PRE_COMMIT:
-		case XACT_EVENT_PRE_PREPARE:
-			/* anchor the chain at the last entry this transaction wrote */
-			if (chain.max_written > 0)
+			/* link this transaction's entries into their chains */
+			if (npending > 0)
 			{
 				CommandCounterIncrement();
 				PushActiveSnapshot(GetTransactionSnapshot());
-				as_audit_owner(move_head, NULL);
+				as_audit_owner(link_pending, NULL);
 				PopActiveSnapshot();
+				forget_pending();
 			}
+			break;
+		case XACT_EVENT_PRE_PREPARE:
+			/*
+			 * A prepared transaction would hold its chains until COMMIT
+			 * PREPARED and stop their writers meanwhile.
+			 */
+			if (npending > 0)
+				ereport(ERROR,
+						(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+						 errmsg("cannot PREPARE a transaction that changed audited tables"),
+						 errdetail("Its audit entries are linked into their chains at commit.")));
 			break;
 		case XACT_EVENT_COMMIT:
 		case XACT_EVENT_ABORT:
 		case XACT_EVENT_PREPARE:
 		case XACT_EVENT_PARALLEL_ABORT:
-			memset(&chain, 0, sizeof(chain));
+			forget_pending();
 			break;
 		default:
 			break;
@@ -147,20 +198,22 @@ chain_subxact_callback(SubXactEvent event, SubTransactionId mySubid,
 					   SubTransactionId parentSubid, void *arg)
 {
 	/*
-	 * Entries and the head lock of an aborted subtransaction are gone; read
-	 * the tail again on next use.  max_written stays: it only bounds which
-	 * entries this transaction may anchor.
+	 * Entries of an aborted subtransaction are gone: forget them.  Every
+	 * subtransaction still open when mySubid aborts was started inside it,
+	 * so its id is larger.
 	 */
 	if (event == SUBXACT_EVENT_ABORT_SUB)
-		chain.locked = false;
+	{
+		int			i,
+					n = 0;
+
+		for (i = 0; i < npending; i++)
+			if (pending[i].subid < mySubid)
+				pending[n++] = pending[i];
+		npending = n;
+	}
 }
 
-/*
- * settle.restoring may be turned on for one session only: by the client at
- * connection (PGOPTIONS) or by SET.  Not in postgresql.conf, ALTER SYSTEM,
- * ALTER DATABASE/ROLE ... SET or a function's SET clause, where it would
- * apply to sessions that are not restoring anything.
- */
 static bool
 check_restoring(bool *newval, void **extra, GucSource source)
 {
@@ -215,7 +268,6 @@ settle_restoring_sql(PG_FUNCTION_ARGS)
 {
 	PG_RETURN_BOOL(settle_restoring_session());
 }
-
 /* ---------- canonical encoding and hashing ---------- */
 
 static void
@@ -251,19 +303,35 @@ hash_jsonb(pg_cryptohash_ctx *ctx, Jsonb *j)
 	hash_text(ctx, j ? JsonbToCString(NULL, &j->root, VARSIZE(j)) : NULL);
 }
 
-/*
- * entry_hash = SHA-256(prev_hash || encoding(entry)).  The encoding covers
- * every column except the two hashes, in table order.
- */
-static void
-audit_entry_hash(const uint8 *prev_hash, const AuditEntry *e, uint8 *out)
+static pg_cryptohash_ctx *
+hash_start(void)
 {
 	pg_cryptohash_ctx *ctx = pg_cryptohash_create(PG_SHA256);
 
 	if (pg_cryptohash_init(ctx) < 0)
 		elog(ERROR, "could not initialise SHA-256 context: %s", pg_cryptohash_error(ctx));
-	hash_bytes(ctx, prev_hash, HASH_LEN);
+	return ctx;
+}
+
+static void
+hash_finish(pg_cryptohash_ctx *ctx, uint8 *out)
+{
+	if (pg_cryptohash_final(ctx, out, HASH_LEN) < 0)
+		elog(ERROR, "could not finalise SHA-256 context: %s", pg_cryptohash_error(ctx));
+	pg_cryptohash_free(ctx);
+}
+
+/*
+ * The content hash of an entry: SHA-256 of the canonical encoding of every
+ * column of settle.audit_log, in table order.
+ */
+static void
+audit_content_hash(const AuditEntry *e, uint8 *out)
+{
+	pg_cryptohash_ctx *ctx = hash_start();
+
 	hash_int64(ctx, e->audit_id);
+	hash_int64(ctx, e->chain_id);
 	hash_text(ctx, e->table_name);
 	hash_text(ctx, e->operation);
 	hash_jsonb(ctx, e->row_key);
@@ -276,9 +344,51 @@ audit_entry_hash(const uint8 *prev_hash, const AuditEntry *e, uint8 *out)
 	hash_int64(ctx, e->txid);
 	hash_int64(ctx, e->xact_time);
 	hash_int64(ctx, e->statement_time);
-	if (pg_cryptohash_final(ctx, out, HASH_LEN) < 0)
-		elog(ERROR, "could not finalise SHA-256 context: %s", pg_cryptohash_error(ctx));
-	pg_cryptohash_free(ctx);
+	hash_finish(ctx, out);
+}
+
+/* entry_hash = SHA-256(prev_hash || chain || position || audit_id || content hash) */
+static void
+audit_link_hash(const uint8 *prev, int64 chain_id, int64 seq, int64 audit_id,
+				const uint8 *content, uint8 *out)
+{
+	pg_cryptohash_ctx *ctx = hash_start();
+
+	hash_bytes(ctx, prev, HASH_LEN);
+	hash_int64(ctx, chain_id);
+	hash_int64(ctx, seq);
+	hash_int64(ctx, audit_id);
+	hash_bytes(ctx, content, HASH_LEN);
+	hash_finish(ctx, out);
+}
+
+/* A head's share of the anchor: SHA-256(chain || position || hash). */
+static void
+head_contribution(int64 chain_id, int64 seq, const uint8 *hash, uint8 *out)
+{
+	pg_cryptohash_ctx *ctx = hash_start();
+
+	hash_int64(ctx, chain_id);
+	hash_int64(ctx, seq);
+	hash_bytes(ctx, hash, HASH_LEN);
+	hash_finish(ctx, out);
+}
+
+/* acc += v (sign 1) or acc -= v (sign -1), as 256-bit big-endian integers mod 2^256 */
+static void
+anchor_add(uint8 *acc, const uint8 *v, int sign)
+{
+	int			i;
+	int			carry = 0;
+
+	for (i = HASH_LEN - 1; i >= 0; i--)
+	{
+		int			x = sign > 0 ? (int) acc[i] + (int) v[i] + carry
+			: (int) acc[i] - (int) v[i] + carry;
+
+		carry = x < 0 ? -1 : x > 255 ? 1 : 0;
+		acc[i] = (uint8) (x & 0xFF);
+	}
 }
 
 static bytea *
@@ -289,6 +399,23 @@ hash_to_bytea(const uint8 *h)
 	SET_VARSIZE(b, VARHDRSZ + HASH_LEN);
 	memcpy(VARDATA(b), h, HASH_LEN);
 	return b;
+}
+
+/* A 32-byte hash from a bytea column of an SPI row; false when NULL or malformed. */
+static bool
+spi_hash(HeapTuple tup, TupleDesc desc, int col, uint8 *out)
+{
+	bool		isnull;
+	Datum		d = SPI_getbinval(tup, desc, col, &isnull);
+	bytea	   *b;
+
+	if (isnull)
+		return false;
+	b = DatumGetByteaPP(d);
+	if (VARSIZE_ANY_EXHDR(b) != HASH_LEN)
+		return false;
+	memcpy(out, VARDATA_ANY(b), HASH_LEN);
+	return true;
 }
 
 /* ---------- rows as jsonb ---------- */
@@ -350,7 +477,7 @@ row_key_jsonb(Relation rel, Jsonb *row)
 	return JsonbValueToJsonb(res);
 }
 
-/* ---------- the chain ---------- */
+/* ---------- the chains ---------- */
 
 static SPIPlanPtr
 keep_plan(const char *sql, int nargs, Oid *argtypes)
@@ -366,60 +493,22 @@ keep_plan(const char *sql, int nargs, Oid *argtypes)
 static void
 prepare_plans(void)
 {
-	if (lock_head_plan == NULL)
-		lock_head_plan = keep_plan("SELECT last_id FROM settle.audit_head FOR UPDATE", 0, NULL);
-	if (read_tail_plan == NULL)
-		read_tail_plan = keep_plan("SELECT audit_id, entry_hash FROM settle.audit_log "
-								   "ORDER BY audit_id DESC LIMIT 1", 0, NULL);
-	if (anchor_plan == NULL)
+	if (read_head_plan == NULL)
 	{
 		Oid			types[1] = {INT8OID};
 
-		anchor_plan = keep_plan("SELECT audit_id, entry_hash FROM settle.audit_log "
-								"WHERE audit_id <= $1 ORDER BY audit_id DESC LIMIT 1", 1, types);
+		read_head_plan = keep_plan("SELECT last_seq, last_hash FROM settle.audit_head WHERE chain_id = $1",
+								   1, types);
 	}
 	if (move_head_plan == NULL)
 	{
-		Oid			types[2] = {INT8OID, BYTEAOID};
+		Oid			types[3] = {INT8OID, INT8OID, BYTEAOID};
 
-		move_head_plan = keep_plan("UPDATE settle.audit_head SET last_id = $1, last_hash = $2", 2, types);
+		move_head_plan = keep_plan("INSERT INTO settle.audit_head AS h (chain_id, last_seq, last_hash) "
+								   "VALUES ($1, $2, $3) ON CONFLICT (chain_id) DO UPDATE "
+								   "SET last_seq = excluded.last_seq, last_hash = excluded.last_hash",
+								   3, types);
 	}
-}
-
-/*
- * Take the head lock (once per transaction) and learn the tail of the chain,
- * including entries this transaction already wrote.  Must run inside SPI, as
- * the audit log's owner.
- */
-static void
-chain_acquire(void)
-{
-	if (chain.locked)
-		return;
-	if (SPI_execute_plan(lock_head_plan, NULL, NULL, false, 1) != SPI_OK_SELECT ||
-		SPI_processed != 1)
-		elog(ERROR, "settle.audit_head must hold exactly one row");
-	if (SPI_execute_plan(read_tail_plan, NULL, NULL, false, 1) != SPI_OK_SELECT)
-		elog(ERROR, "could not read the tail of settle.audit_log");
-	if (SPI_processed == 0)
-	{
-		chain.last_id = 0;
-		memset(chain.last_hash, 0, HASH_LEN);
-	}
-	else
-	{
-		bool		isnull;
-		HeapTuple	tup = SPI_tuptable->vals[0];
-		TupleDesc	desc = SPI_tuptable->tupdesc;
-		bytea	   *h;
-
-		chain.last_id = DatumGetInt64(SPI_getbinval(tup, desc, 1, &isnull));
-		h = DatumGetByteaPP(SPI_getbinval(tup, desc, 2, &isnull));
-		if (VARSIZE_ANY_EXHDR(h) != HASH_LEN)
-			elog(ERROR, "audit entry %lld has a malformed hash", (long long) chain.last_id);
-		memcpy(chain.last_hash, VARDATA_ANY(h), HASH_LEN);
-	}
-	chain.locked = true;
 }
 
 /* Runs fn(arg) inside SPI with the audit log owner's privileges. */
@@ -456,20 +545,18 @@ as_audit_owner(void (*fn) (void *), void *arg)
 }
 
 /*
- * Inserts one row into settle.audit_log and its indexes without the executor.
+ * Inserts one row into an audit table and its indexes without the executor.
  * The indexes must be plain column indexes (no expressions, no predicates).
  */
 static void
-insert_audit_row(Datum *values, bool *nulls)
+insert_direct(Oid relid, Datum *values, bool *nulls)
 {
 	Relation	rel;
 	HeapTuple	tup;
 	List	   *indexes;
 	ListCell   *lc;
 
-	if (!OidIsValid(chain.relid))
-		chain.relid = settle_relid("audit_log");
-	rel = table_open(chain.relid, RowExclusiveLock);
+	rel = table_open(relid, RowExclusiveLock);
 	tup = heap_form_tuple(RelationGetDescr(rel), values, nulls);
 	indexes = RelationGetIndexList(rel);
 
@@ -485,9 +572,9 @@ insert_audit_row(Datum *values, bool *nulls)
 		if (ii->ii_Expressions != NIL || ii->ii_Predicate != NIL)
 			ereport(ERROR,
 					(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
-					 errmsg("index \"%s\" on settle.audit_log is not supported",
-							RelationGetRelationName(idx)),
-					 errdetail("Indexes on the audit log must be plain column indexes.")));
+					 errmsg("index \"%s\" on settle.%s is not supported",
+							RelationGetRelationName(idx), RelationGetRelationName(rel)),
+					 errdetail("Indexes on the audit trail must be plain column indexes.")));
 		for (k = 0; k < ii->ii_NumIndexAttrs; k++)
 		{
 			AttrNumber	att = ii->ii_IndexAttrNumbers[k];
@@ -504,60 +591,187 @@ insert_audit_row(Datum *values, bool *nulls)
 	table_close(rel, RowExclusiveLock);
 }
 
+/* The lock of a chain, held to the end of the transaction. */
 static void
-lock_chain(void *arg)
+lock_chain(int64 chain_id)
 {
-	chain_acquire();
-}
+	LOCKTAG		tag;
 
-/* Appends entry e at the end of the chain. */
-static void
-append_entry(AuditEntry *e)
-{
-	uint8		hash[HASH_LEN];
-	Datum		values[15];
-	bool		nulls[15];
-
-	if (!chain.locked)
-		as_audit_owner(lock_chain, NULL);
-	e->audit_id = chain.last_id + 1;
-	audit_entry_hash(chain.last_hash, e, hash);
-
-	memset(nulls, 0, sizeof(nulls));
-	values[0] = Int64GetDatum(e->audit_id);
-	values[1] = PointerGetDatum(hash_to_bytea(chain.last_hash));
-	values[2] = PointerGetDatum(hash_to_bytea(hash));
-	values[3] = CStringGetTextDatum(e->table_name);
-	values[4] = CStringGetTextDatum(e->operation);
-	values[5] = PointerGetDatum(e->row_key);
-	values[6] = PointerGetDatum(e->old_row);
-	values[7] = PointerGetDatum(e->new_row);
-	values[8] = e->reason ? CStringGetTextDatum(e->reason) : (Datum) 0;
-	values[9] = DirectFunctionCall1(namein, CStringGetDatum(e->session_user_name));
-	values[10] = DirectFunctionCall1(namein, CStringGetDatum(e->current_user_name));
-	values[11] = CStringGetTextDatum(e->application_name);
-	values[12] = Int64GetDatum(e->txid);
-	values[13] = TimestampTzGetDatum(e->xact_time);
-	values[14] = TimestampTzGetDatum(e->statement_time);
-	nulls[5] = e->row_key == NULL;
-	nulls[6] = e->old_row == NULL;
-	nulls[7] = e->new_row == NULL;
-	nulls[8] = e->reason == NULL;
-
-	insert_audit_row(values, nulls);
-
-	chain.last_id = e->audit_id;
-	memcpy(chain.last_hash, hash, HASH_LEN);
-	chain.max_written = e->audit_id;
+	SET_LOCKTAG_ADVISORY(tag, MyDatabaseId, (uint32) (((uint64) chain_id) >> 32),
+						 (uint32) chain_id, AUDIT_LOCK_CLASS);
+	(void) LockAcquire(&tag, ExclusiveLock, false, false);
 }
 
 /*
- * settle.audit_trigger(['reason_required'])
- *
- * AFTER INSERT/UPDATE/DELETE FOR EACH ROW or AFTER TRUNCATE FOR EACH
- * STATEMENT.  Records the change; with 'reason_required', refuses it when
- * settle.reason is not set.  Does nothing in a restore session.
+ * The chain a changed row belongs to: its reseller_id (a bigint column of
+ * that name) when it has one above 0, else the shared chain 0.
  */
+static int64
+row_chain(Relation rel, HeapTuple tuple)
+{
+	TupleDesc	desc = RelationGetDescr(rel);
+	AttrNumber	att = get_attnum(RelationGetRelid(rel), "reseller_id");
+	bool		isnull;
+	Datum		d;
+	int64		v;
+
+	if (att == InvalidAttrNumber || tuple == NULL || TupleDescAttr(desc, att - 1)->atttypid != INT8OID)
+		return 0;
+	d = heap_getattr(tuple, att, desc, &isnull);
+	if (isnull)
+		return 0;
+	v = DatumGetInt64(d);
+	return v > 0 ? v : 0;
+}
+
+/* Writes entry e into settle.audit_log and remembers it for linking at commit. */
+static void
+append_entry(AuditEntry *e)
+{
+	Datum		values[14];
+	bool		nulls[14];
+	PendingEntry *p;
+
+	if (!OidIsValid(log_relid))
+		log_relid = settle_relid("audit_log");
+	e->audit_id = nextval_internal(settle_relid("audit_id_seq"), false);
+
+	if (npending == maxpending)
+	{
+		int			n = maxpending == 0 ? 16 : maxpending * 2;
+
+		pending = pending == NULL
+			? MemoryContextAlloc(TopTransactionContext, n * sizeof(PendingEntry))
+			: repalloc(pending, n * sizeof(PendingEntry));
+		maxpending = n;
+	}
+	p = &pending[npending];
+	p->audit_id = e->audit_id;
+	p->chain_id = e->chain_id;
+	p->subid = GetCurrentSubTransactionId();
+	audit_content_hash(e, p->content);
+
+	memset(nulls, 0, sizeof(nulls));
+	values[0] = Int64GetDatum(e->audit_id);
+	values[1] = Int64GetDatum(e->chain_id);
+	values[2] = CStringGetTextDatum(e->table_name);
+	values[3] = CStringGetTextDatum(e->operation);
+	values[4] = PointerGetDatum(e->row_key);
+	values[5] = PointerGetDatum(e->old_row);
+	values[6] = PointerGetDatum(e->new_row);
+	values[7] = e->reason ? CStringGetTextDatum(e->reason) : (Datum) 0;
+	values[8] = DirectFunctionCall1(namein, CStringGetDatum(e->session_user_name));
+	values[9] = DirectFunctionCall1(namein, CStringGetDatum(e->current_user_name));
+	values[10] = CStringGetTextDatum(e->application_name);
+	values[11] = Int64GetDatum(e->txid);
+	values[12] = TimestampTzGetDatum(e->xact_time);
+	values[13] = TimestampTzGetDatum(e->statement_time);
+	nulls[4] = e->row_key == NULL;
+	nulls[5] = e->old_row == NULL;
+	nulls[6] = e->new_row == NULL;
+	nulls[7] = e->reason == NULL;
+
+	insert_direct(log_relid, values, nulls);
+	npending++;					/* only once the row is written */
+}
+
+static int
+cmp_pending(const void *a, const void *b)
+{
+	const PendingEntry *x = a;
+	const PendingEntry *y = b;
+
+	if (x->chain_id != y->chain_id)
+		return x->chain_id < y->chain_id ? -1 : 1;
+	if (x->audit_id != y->audit_id)
+		return x->audit_id < y->audit_id ? -1 : 1;
+	return 0;
+}
+
+/*
+ * Pre-commit: links this transaction's entries into their chains.  Chains
+ * are locked in ascending order, their heads read with the latest snapshot
+ * (every earlier writer of the chain has committed by the time the lock is
+ * granted), the links appended, the heads moved; then the change of this
+ * transaction's heads is inserted into the anchor.
+ */
+static void
+link_pending(void *arg)
+{
+	Oid			link_relid = settle_relid("audit_link");
+	uint8		delta[HASH_LEN];
+	uint8		c[HASH_LEN];
+	int			i = 0;
+	bool		isnull;
+
+	memset(delta, 0, HASH_LEN);
+	qsort(pending, npending, sizeof(PendingEntry), cmp_pending);
+	while (i < npending)
+	{
+		int64		chain_id = pending[i].chain_id;
+		int64		seq = 0;
+		uint8		hash[HASH_LEN];
+		Datum		key = Int64GetDatum(chain_id);
+		Datum		head[3];
+
+		lock_chain(chain_id);
+		if (SPI_execute_snapshot(read_head_plan, &key, NULL, GetLatestSnapshot(), InvalidSnapshot,
+								 true, false, 1) != SPI_OK_SELECT)
+			elog(ERROR, "could not read the head of audit chain %lld", (long long) chain_id);
+		memset(hash, 0, HASH_LEN);
+		if (SPI_processed == 1)
+		{
+			HeapTuple	tup = SPI_tuptable->vals[0];
+			TupleDesc	desc = SPI_tuptable->tupdesc;
+
+			seq = DatumGetInt64(SPI_getbinval(tup, desc, 1, &isnull));
+			if (!spi_hash(tup, desc, 2, hash))
+				elog(ERROR, "the head of audit chain %lld has a malformed hash", (long long) chain_id);
+			head_contribution(chain_id, seq, hash, c);
+			anchor_add(delta, c, -1);
+		}
+		for (; i < npending && pending[i].chain_id == chain_id; i++)
+		{
+			uint8		next[HASH_LEN];
+			Datum		values[5];
+			bool		nulls[5] = {false, false, false, false, false};
+
+			seq++;
+			audit_link_hash(hash, chain_id, seq, pending[i].audit_id, pending[i].content, next);
+			values[0] = Int64GetDatum(chain_id);
+			values[1] = Int64GetDatum(seq);
+			values[2] = Int64GetDatum(pending[i].audit_id);
+			values[3] = PointerGetDatum(hash_to_bytea(hash));
+			values[4] = PointerGetDatum(hash_to_bytea(next));
+			insert_direct(link_relid, values, nulls);
+			memcpy(hash, next, HASH_LEN);
+		}
+		head[0] = Int64GetDatum(chain_id);
+		head[1] = Int64GetDatum(seq);
+		head[2] = PointerGetDatum(hash_to_bytea(hash));
+		if (SPI_execute_snapshot(move_head_plan, head, NULL, GetLatestSnapshot(), InvalidSnapshot,
+								 false, false, 0) != SPI_OK_INSERT || SPI_processed != 1)
+			elog(ERROR, "could not move the head of audit chain %lld", (long long) chain_id);
+		head_contribution(chain_id, seq, hash, c);
+		anchor_add(delta, c, 1);
+	}
+
+	/*
+	 * The anchor: this transaction's change of the heads' sum, inserted as a
+	 * row of its own.  An insert waits for nobody, and the rows add up to the
+	 * sum of the heads however commits interleave.
+	 */
+	{
+		Datum		values[3];
+		bool		nulls[3] = {false, false, false};
+
+		values[0] = Int64GetDatum(nextval_internal(settle_relid("audit_anchor_id_seq"), false));
+		values[1] = Int64GetDatum((int64) U64FromFullTransactionId(GetTopFullTransactionId()));
+		values[2] = PointerGetDatum(hash_to_bytea(delta));
+		insert_direct(settle_relid("audit_anchor"), values, nulls);
+	}
+}
+
 Datum
 settle_audit_trigger(PG_FUNCTION_ARGS)
 {
@@ -609,7 +823,7 @@ settle_audit_trigger(PG_FUNCTION_ARGS)
 	memset(&e, 0, sizeof(e));
 	e.table_name = RelationGetRelationName(rel);
 	if (TRIGGER_FIRED_BY_TRUNCATE(trigdata->tg_event))
-		e.operation = "TRUNCATE";
+		e.operation = "TRUNCATE";	/* of every reseller's rows: shared chain */
 	else if (!TRIGGER_FIRED_FOR_ROW(trigdata->tg_event))
 		ereport(ERROR,
 				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
@@ -617,12 +831,14 @@ settle_audit_trigger(PG_FUNCTION_ARGS)
 	else if (TRIGGER_FIRED_BY_INSERT(trigdata->tg_event))
 	{
 		e.operation = "INSERT";
+		e.chain_id = row_chain(rel, trigdata->tg_trigtuple);
 		e.new_row = row_to_jsonb(trigdata->tg_trigtuple, tupdesc);
 		e.row_key = row_key_jsonb(rel, e.new_row);
 	}
 	else if (TRIGGER_FIRED_BY_UPDATE(trigdata->tg_event))
 	{
 		e.operation = "UPDATE";
+		e.chain_id = row_chain(rel, trigdata->tg_newtuple);
 		e.old_row = row_to_jsonb(trigdata->tg_trigtuple, tupdesc);
 		e.new_row = row_to_jsonb(trigdata->tg_newtuple, tupdesc);
 		e.row_key = row_key_jsonb(rel, e.new_row);
@@ -630,6 +846,7 @@ settle_audit_trigger(PG_FUNCTION_ARGS)
 	else
 	{
 		e.operation = "DELETE";
+		e.chain_id = row_chain(rel, trigdata->tg_trigtuple);
 		e.old_row = row_to_jsonb(trigdata->tg_trigtuple, tupdesc);
 		e.row_key = row_key_jsonb(rel, e.old_row);
 	}
@@ -647,29 +864,6 @@ settle_audit_trigger(PG_FUNCTION_ARGS)
 
 	return PointerGetDatum(NULL);
 }
-
-/*
- * Moves settle.audit_head to the last entry this transaction wrote through the
- * trigger (entries of aborted subtransactions are gone; entries inserted any
- * other way are never anchored, which verify_audit reports).
- */
-static void
-move_head(void *arg)
-{
-	Datum		values[2];
-	Datum		bound = Int64GetDatum(chain.max_written);
-
-	chain_acquire();
-	if (SPI_execute_plan(anchor_plan, &bound, NULL, false, 1) != SPI_OK_SELECT)
-		elog(ERROR, "could not read the audit chain");
-	if (SPI_processed == 0)
-		return;
-	values[0] = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &(bool){false});
-	values[1] = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &(bool){false});
-	if (SPI_execute_plan(move_head_plan, values, NULL, false, 0) != SPI_OK_UPDATE)
-		elog(ERROR, "could not move settle.audit_head");
-}
-
 /*
  * settle.append_only_trigger(): BEFORE UPDATE OR DELETE row trigger or
  * BEFORE TRUNCATE statement trigger that refuses the change.  Installed
@@ -734,26 +928,94 @@ datum_jsonb_or_null(HeapTuple tup, TupleDesc desc, int col)
 	return isnull ? NULL : DatumGetJsonbP(d);
 }
 
-static bool
-hash_equals(HeapTuple tup, TupleDesc desc, int col, const uint8 *h)
+static const char *
+chain_name(int64 chain_id)
 {
-	bool		isnull;
-	Datum		d = SPI_getbinval(tup, desc, col, &isnull);
-	bytea	   *b;
+	return chain_id == 0 ? "the shared chain" : psprintf("the chain of reseller %lld", (long long) chain_id);
+}
 
-	if (isnull)
-		return false;
-	b = DatumGetByteaPP(d);
-	return VARSIZE_ANY_EXHDR(b) == HASH_LEN && memcmp(VARDATA_ANY(b), h, HASH_LEN) == 0;
+/* A chain's head as verify_audit reads it. */
+typedef struct HeadRow
+{
+	int64		chain_id;
+	int64		seq;
+	bool		ok;				/* its hash is well formed */
+	uint8		hash[HASH_LEN];
+} HeadRow;
+
+/* Where verification stopped, if it did. */
+typedef struct Broken
+{
+	bool		broken;
+	bool		has_id;
+	int64		audit_id;
+	char		problem[300];
+} Broken;
+
+static void
+set_broken(Broken *b, int64 audit_id, bool has_id, const char *fmt,...) pg_attribute_printf(4, 5);
+
+static void
+set_broken(Broken *b, int64 audit_id, bool has_id, const char *fmt,...)
+{
+	va_list		ap;
+
+	b->broken = true;
+	b->has_id = has_id;
+	b->audit_id = audit_id;
+	va_start(ap, fmt);
+	vsnprintf(b->problem, sizeof(b->problem), fmt, ap);
+	va_end(ap);
+}
+
+/* A head with no links must be a chain's start (position 0). */
+static void
+check_unlinked_head(const HeadRow *h, Broken *b)
+{
+	if (!h->ok)
+		set_broken(b, 0, false, "the head of %s is malformed", chain_name(h->chain_id));
+	else if (h->seq != 0)
+		set_broken(b, 0, false, "%s has no entries, but its head is at position %lld: the chain was removed",
+				   chain_name(h->chain_id), (long long) h->seq);
+}
+
+/* The end of a chain's links (last position, hash) against its head. */
+static void
+check_chain_end(int64 chain_id, int64 last, const uint8 *hash, const HeadRow *h, Broken *b)
+{
+	if (h == NULL)
+		set_broken(b, 0, false, "%s has no head (settle.audit_head)", chain_name(chain_id));
+	else if (!h->ok)
+		set_broken(b, 0, false, "the head of %s is malformed", chain_name(chain_id));
+	else if (h->seq > last)
+		set_broken(b, 0, false, "position %lld and any after it of %s are missing: its head is at %lld",
+				   (long long) (last + 1), chain_name(chain_id), (long long) h->seq);
+	else if (h->seq < last)
+		set_broken(b, 0, false, "position %lld of %s was appended out of band: its head is at %lld",
+				   (long long) (h->seq + 1), chain_name(chain_id), (long long) h->seq);
+	else if (memcmp(h->hash, hash, HASH_LEN) != 0)
+		set_broken(b, 0, false, "position %lld of %s does not match its head", (long long) last,
+				   chain_name(chain_id));
+}
+
+static int
+cmp_int64(const void *a, const void *b)
+{
+	int64		x = *(const int64 *) a;
+	int64		y = *(const int64 *) b;
+
+	return x < y ? -1 : x > y ? 1 : 0;
 }
 
 /*
  * settle.verify_audit() → (verified, entries, first_broken_id, problem)
  *
- * Reads the chain in id order in batches (memory stays bounded) and checks
- * that ids run 1, 2, 3, ..., that each entry links to the previous hash, that
- * each stored hash matches a recomputation, and that the head anchors the
- * last entry.  Stops at the first entry that fails.
+ * Walks every chain in position order in batches (memory stays bounded) and
+ * checks that positions run 1, 2, 3, ..., that each link names the hash of
+ * the one before, that each entry's content and place match its link's hash,
+ * and that each chain ends at its head.  Then that every entry is in a chain
+ * (this transaction's own entries are linked at commit) and that the anchor
+ * is the sum of the heads.  Stops at the first problem.
  */
 Datum
 settle_verify_audit(PG_FUNCTION_ARGS)
@@ -763,145 +1025,273 @@ settle_verify_audit(PG_FUNCTION_ARGS)
 	bool		resnull[4] = {false, false, true, true};
 	Portal		portal;
 	SPIPlanPtr	plan;
-	uint8		prev[HASH_LEN];
+	HeadRow    *heads;
+	int			nheads;
+	int			hi = 0;
+	int64		entries = 0;
+	bool		have_chain = false;
+	int64		cur = 0;
 	int64		expected = 1;
-	int64		broken = 0;
-	char		problem[200];
+	uint8		prev[HASH_LEN];
+	uint8		sum[HASH_LEN];
+	Broken		b;
+	int64	   *own;
+	int			i;
 	MemoryContext batchcxt;
 	MemoryContext oldcxt;
 
 	if (get_call_result_type(fcinfo, NULL, &resdesc) != TYPEFUNC_COMPOSITE)
 		elog(ERROR, "return type must be a row type");
 	resdesc = BlessTupleDesc(resdesc);
-
+	memset(&b, 0, sizeof(b));
+	memset(sum, 0, HASH_LEN);
 	memset(prev, 0, HASH_LEN);
+
+	/* this transaction's own entries, not linked until it commits */
+	own = palloc(sizeof(int64) * Max(npending, 1));
+	for (i = 0; i < npending; i++)
+		own[i] = pending[i].audit_id;
+	qsort(own, npending, sizeof(int64), cmp_int64);
+
 	batchcxt = AllocSetContextCreate(CurrentMemoryContext, "verify_audit batch",
 									 ALLOCSET_DEFAULT_SIZES);
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
-	plan = SPI_prepare("SELECT audit_id, prev_hash, entry_hash, table_name, operation, row_key, "
-					   "old_row, new_row, reason, session_user_name, current_user_name, "
-					   "application_name, txid, xact_time, statement_time "
-					   "FROM settle.audit_log ORDER BY audit_id", 0, NULL);
+
+	/* the heads, in chain order, and their sum */
+	if (SPI_execute("SELECT chain_id, last_seq, last_hash FROM settle.audit_head ORDER BY chain_id",
+					true, 0) != SPI_OK_SELECT)
+		elog(ERROR, "could not read settle.audit_head");
+	nheads = (int) SPI_processed;
+	heads = palloc0(sizeof(HeadRow) * Max(nheads, 1));
+	for (i = 0; i < nheads; i++)
+	{
+		HeapTuple	tup = SPI_tuptable->vals[i];
+		TupleDesc	desc = SPI_tuptable->tupdesc;
+		bool		isnull;
+		uint8		c[HASH_LEN];
+
+		heads[i].chain_id = DatumGetInt64(SPI_getbinval(tup, desc, 1, &isnull));
+		heads[i].seq = DatumGetInt64(SPI_getbinval(tup, desc, 2, &isnull));
+		heads[i].ok = spi_hash(tup, desc, 3, heads[i].hash);
+		head_contribution(heads[i].chain_id, heads[i].seq, heads[i].hash, c);
+		anchor_add(sum, c, 1);
+	}
+
+	plan = SPI_prepare("SELECT l.chain_id, l.chain_seq, l.audit_id, l.prev_hash, l.entry_hash, "
+					   "a.audit_id, a.chain_id, a.table_name, a.operation, a.row_key, a.old_row, a.new_row, "
+					   "a.reason, a.session_user_name, a.current_user_name, a.application_name, a.txid, "
+					   "a.xact_time, a.statement_time "
+					   "FROM settle.audit_link l LEFT JOIN settle.audit_log a ON a.audit_id = l.audit_id "
+					   "ORDER BY l.chain_id, l.chain_seq", 0, NULL);
 	if (plan == NULL)
 		elog(ERROR, "SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
 	portal = SPI_cursor_open(NULL, plan, NULL, NULL, true);
 
-	while (broken == 0)
+	while (!b.broken)
 	{
-		uint64		i;
+		uint64		r;
 
 		SPI_cursor_fetch(portal, true, 1000);
 		if (SPI_processed == 0)
 			break;
 		oldcxt = MemoryContextSwitchTo(batchcxt);
-		for (i = 0; i < SPI_processed && broken == 0; i++)
+		for (r = 0; r < SPI_processed && !b.broken; r++)
 		{
-			HeapTuple	tup = SPI_tuptable->vals[i];
+			HeapTuple	tup = SPI_tuptable->vals[r];
 			TupleDesc	desc = SPI_tuptable->tupdesc;
-			AuditEntry	e;
 			bool		isnull;
+			int64		chain_id = DatumGetInt64(SPI_getbinval(tup, desc, 1, &isnull));
+			int64		seq = DatumGetInt64(SPI_getbinval(tup, desc, 2, &isnull));
+			int64		link_id = DatumGetInt64(SPI_getbinval(tup, desc, 3, &isnull));
+			uint8		link_prev[HASH_LEN];
+			uint8		link_hash[HASH_LEN];
+			uint8		content[HASH_LEN];
 			uint8		h[HASH_LEN];
+			AuditEntry	e;
 
-			e.audit_id = DatumGetInt64(SPI_getbinval(tup, desc, 1, &isnull));
-			e.table_name = datum_text_or_null(tup, desc, 4);
-			e.operation = datum_text_or_null(tup, desc, 5);
-			e.row_key = datum_jsonb_or_null(tup, desc, 6);
-			e.old_row = datum_jsonb_or_null(tup, desc, 7);
-			e.new_row = datum_jsonb_or_null(tup, desc, 8);
-			e.reason = datum_text_or_null(tup, desc, 9);
-			e.session_user_name = datum_text_or_null(tup, desc, 10);
-			e.current_user_name = datum_text_or_null(tup, desc, 11);
-			e.application_name = datum_text_or_null(tup, desc, 12);
-			e.txid = DatumGetInt64(SPI_getbinval(tup, desc, 13, &isnull));
-			e.xact_time = DatumGetTimestampTz(SPI_getbinval(tup, desc, 14, &isnull));
-			e.statement_time = DatumGetTimestampTz(SPI_getbinval(tup, desc, 15, &isnull));
-
-			if (e.audit_id != expected)
+			if (!have_chain || chain_id != cur)
 			{
-				broken = e.audit_id > expected ? expected : e.audit_id;
-				snprintf(problem, sizeof(problem), e.audit_id > expected ?
-								   "entry %lld is missing" : "entry %lld is out of order",
-								   (long long) broken);
+				if (have_chain)
+				{
+					check_chain_end(cur, expected - 1, prev,
+									hi < nheads && heads[hi].chain_id == cur ? &heads[hi] : NULL, &b);
+					if (hi < nheads && heads[hi].chain_id == cur)
+						hi++;
+				}
+				while (!b.broken && hi < nheads && heads[hi].chain_id < chain_id)
+					check_unlinked_head(&heads[hi++], &b);
+				if (b.broken)
+					break;
+				have_chain = true;
+				cur = chain_id;
+				expected = 1;
+				memset(prev, 0, HASH_LEN);
+			}
+			if (seq != expected)
+			{
+				set_broken(&b, link_id, true, seq > expected ? "position %lld of %s is missing"
+						   : "position %lld of %s is out of order",
+						   (long long) (seq > expected ? expected : seq), chain_name(chain_id));
 				break;
 			}
-			if (!hash_equals(tup, desc, 2, prev))
+			if (!spi_hash(tup, desc, 4, link_prev) ||
+				memcmp(link_prev, prev, HASH_LEN) != 0)
 			{
-				broken = e.audit_id;
-				snprintf(problem, sizeof(problem), "entry %lld does not link to the hash of entry %lld",
-								   (long long) e.audit_id, (long long) (e.audit_id - 1));
+				set_broken(&b, link_id, true, "entry %lld (position %lld of %s) does not link to the entry before it",
+						   (long long) link_id, (long long) seq, chain_name(chain_id));
 				break;
 			}
-			audit_entry_hash(prev, &e, h);
-			if (!hash_equals(tup, desc, 3, h))
+			(void) SPI_getbinval(tup, desc, 6, &isnull);
+			if (isnull)
 			{
-				broken = e.audit_id;
-				snprintf(problem, sizeof(problem), "entry %lld was altered: its content does not match its hash",
-								   (long long) e.audit_id);
+				set_broken(&b, link_id, true, "entry %lld (position %lld of %s) is missing",
+						   (long long) link_id, (long long) seq, chain_name(chain_id));
+				break;
+			}
+			e.audit_id = DatumGetInt64(SPI_getbinval(tup, desc, 6, &isnull));
+			e.chain_id = DatumGetInt64(SPI_getbinval(tup, desc, 7, &isnull));
+			e.table_name = datum_text_or_null(tup, desc, 8);
+			e.operation = datum_text_or_null(tup, desc, 9);
+			e.row_key = datum_jsonb_or_null(tup, desc, 10);
+			e.old_row = datum_jsonb_or_null(tup, desc, 11);
+			e.new_row = datum_jsonb_or_null(tup, desc, 12);
+			e.reason = datum_text_or_null(tup, desc, 13);
+			e.session_user_name = datum_text_or_null(tup, desc, 14);
+			e.current_user_name = datum_text_or_null(tup, desc, 15);
+			e.application_name = datum_text_or_null(tup, desc, 16);
+			e.txid = DatumGetInt64(SPI_getbinval(tup, desc, 17, &isnull));
+			e.xact_time = DatumGetTimestampTz(SPI_getbinval(tup, desc, 18, &isnull));
+			e.statement_time = DatumGetTimestampTz(SPI_getbinval(tup, desc, 19, &isnull));
+			audit_content_hash(&e, content);
+			audit_link_hash(prev, chain_id, seq, link_id, content, h);
+			if (!spi_hash(tup, desc, 5, link_hash) ||
+				memcmp(link_hash, h, HASH_LEN) != 0)
+			{
+				set_broken(&b, link_id, true, "entry %lld (position %lld of %s) was altered: its content does not match its hash",
+						   (long long) link_id, (long long) seq, chain_name(chain_id));
 				break;
 			}
 			memcpy(prev, h, HASH_LEN);
 			expected++;
+			entries++;
 		}
 		MemoryContextSwitchTo(oldcxt);
 		MemoryContextReset(batchcxt);
 	}
 	SPI_cursor_close(portal);
 
-	if (broken == 0)
+	if (!b.broken && have_chain)
 	{
-		/* The head must anchor the last entry. */
-		int64		head_id;
-		bool		isnull;
+		check_chain_end(cur, expected - 1, prev,
+						hi < nheads && heads[hi].chain_id == cur ? &heads[hi] : NULL, &b);
+		if (hi < nheads && heads[hi].chain_id == cur)
+			hi++;
+	}
+	while (!b.broken && hi < nheads)
+		check_unlinked_head(&heads[hi++], &b);
 
-		if (SPI_execute("SELECT last_id, last_hash FROM settle.audit_head", true, 0) != SPI_OK_SELECT ||
-			SPI_processed != 1)
-		{
-			broken = expected;
-			snprintf(problem, sizeof(problem), "the chain head (settle.audit_head) is missing");
-		}
-		else
-		{
-			head_id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
-			if (head_id > expected - 1)
-			{
-				broken = expected;
-				snprintf(problem, sizeof(problem), "entry %lld and any after it are missing: the chain head is at %lld",
-								   (long long) expected, (long long) head_id);
-			}
-			else if (head_id < expected - 1 && chain.max_written < expected - 1)
-			{
-				/*
-				 * Entries past the head are fine only when this transaction
-				 * wrote them (the head moves at commit); anything after those
-				 * came from elsewhere.
-				 */
-				int64		anchored = Max(head_id, chain.max_written);
+	/* every entry is in a chain, but this transaction's own (linked at commit) */
+	if (!b.broken)
+	{
+		uint64		r;
 
-				broken = anchored + 1;
-				snprintf(problem, sizeof(problem), "entry %lld was inserted out of band: the chain head is at %lld",
-						 (long long) broken, (long long) anchored);
-			}
-			else if (head_id < expected - 1)
-				;				/* written by this transaction, anchored at commit */
-			else if (!hash_equals(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, prev))
+		if (SPI_execute("SELECT a.audit_id FROM settle.audit_log a WHERE NOT EXISTS "
+						"(SELECT 1 FROM settle.audit_link l WHERE l.audit_id = a.audit_id) ORDER BY a.audit_id",
+						true, 0) != SPI_OK_SELECT)
+			elog(ERROR, "could not read settle.audit_log");
+		for (r = 0; r < SPI_processed; r++)
+		{
+			bool		isnull;
+			int64		id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[r], SPI_tuptable->tupdesc, 1, &isnull));
+
+			if (bsearch(&id, own, npending, sizeof(int64), cmp_int64) == NULL)
 			{
-				broken = head_id;
-				snprintf(problem, sizeof(problem), "entry %lld does not match the chain head", (long long) head_id);
+				set_broken(&b, id, true, "entry %lld is in no chain: it was inserted out of band", (long long) id);
+				break;
 			}
 		}
+	}
+
+	/* the anchor: its rows add up to the sum of the heads */
+	if (!b.broken)
+	{
+		uint8		anchor[HASH_LEN];
+		bool		malformed = false;
+
+		memset(anchor, 0, HASH_LEN);
+		portal = SPI_cursor_open_with_args(NULL, "SELECT delta FROM settle.audit_anchor", 0, NULL, NULL, NULL,
+										   true, 0);
+		for (;;)
+		{
+			uint64		r;
+
+			SPI_cursor_fetch(portal, true, 10000);
+			if (SPI_processed == 0)
+				break;
+			for (r = 0; r < SPI_processed; r++)
+			{
+				uint8		d[HASH_LEN];
+
+				if (!spi_hash(SPI_tuptable->vals[r], SPI_tuptable->tupdesc, 1, d))
+					malformed = true;
+				else
+					anchor_add(anchor, d, 1);
+			}
+		}
+		SPI_cursor_close(portal);
+		if (malformed)
+			set_broken(&b, 0, false, "the anchor (settle.audit_anchor) has a malformed row");
+		else if (memcmp(anchor, sum, HASH_LEN) != 0)
+			set_broken(&b, 0, false, "the anchor (settle.audit_anchor) does not match the chain heads: a head was moved, added or removed");
 	}
 
 	SPI_finish();
-	result[0] = BoolGetDatum(broken == 0);
-	result[1] = Int64GetDatum(expected - 1);
-	if (broken != 0)
+	result[0] = BoolGetDatum(!b.broken);
+	result[1] = Int64GetDatum(entries);
+	if (b.broken)
 	{
-		resnull[2] = resnull[3] = false;
-		result[2] = Int64GetDatum(broken);
-		result[3] = CStringGetTextDatum(problem);
+		resnull[2] = !b.has_id;
+		result[2] = Int64GetDatum(b.audit_id);
+		resnull[3] = false;
+		result[3] = CStringGetTextDatum(b.problem);
 	}
 	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(resdesc, result, resnull)));
+}
+
+/*
+ * settle.audit_anchor_value() → bytea: the sum modulo 2^256 of the heads'
+ * hashes, one value that commits to every chain: the one to copy outside.
+ */
+Datum
+settle_audit_anchor_value(PG_FUNCTION_ARGS)
+{
+	uint8		sum[HASH_LEN];
+	uint64		r;
+	bytea	   *out;
+
+	memset(sum, 0, HASH_LEN);
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	if (SPI_execute("SELECT chain_id, last_seq, last_hash FROM settle.audit_head", true, 0) != SPI_OK_SELECT)
+		elog(ERROR, "could not read settle.audit_head");
+	for (r = 0; r < SPI_processed; r++)
+	{
+		HeapTuple	tup = SPI_tuptable->vals[r];
+		TupleDesc	desc = SPI_tuptable->tupdesc;
+		bool		isnull;
+		uint8		h[HASH_LEN];
+		uint8		c[HASH_LEN];
+
+		memset(h, 0, HASH_LEN);
+		(void) spi_hash(tup, desc, 3, h);
+		head_contribution(DatumGetInt64(SPI_getbinval(tup, desc, 1, &isnull)),
+						  DatumGetInt64(SPI_getbinval(tup, desc, 2, &isnull)), h, c);
+		anchor_add(sum, c, 1);
+	}
+	SPI_finish();
+	out = hash_to_bytea(sum);
+	PG_RETURN_BYTEA_P(out);
 }
 
 /* ---------- retention ---------- */

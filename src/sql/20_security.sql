@@ -9,7 +9,8 @@ GRANT EXECUTE ON FUNCTION settle.check_period(text), settle.check_amount(numeric
 -- Read access.
 GRANT SELECT ON ALL TABLES IN SCHEMA settle
 	TO settle_admin, settle_operator, settle_analyst, settle_finance, settle_auditor;
-REVOKE SELECT ON settle.audit_log, settle.audit_head FROM settle_operator, settle_analyst, settle_finance;
+REVOKE SELECT ON settle.audit_log, settle.audit_link, settle.audit_head, settle.audit_anchor
+	FROM settle_operator, settle_analyst, settle_finance;
 GRANT SELECT ON settle.reseller, settle.customer, settle.customer_account, settle.agreement,
 	settle.bill_line, settle.bill_line_current, settle.currency, settle.product,
 	settle.product_category TO settle_reseller;
@@ -34,7 +35,7 @@ GRANT EXECUTE ON FUNCTION
 	settle.end_agreement(text, bigint, date) TO settle_admin, settle_finance;
 GRANT EXECUTE ON FUNCTION settle.add_fx_rate(text, text, date, settle.amount, text)
 	TO settle_admin, settle_operator, settle_finance;
-GRANT EXECUTE ON FUNCTION settle.verify_audit() TO settle_admin, settle_auditor;
+GRANT EXECUTE ON FUNCTION settle.verify_audit(), settle.audit_anchor_value() TO settle_admin, settle_auditor;
 GRANT EXECUTE ON FUNCTION settle.open_exception(bigint, text, text, settle.period, jsonb, jsonb, text)
 	TO settle_admin, settle_operator, settle_analyst, settle_finance;
 -- Trigger functions run in the context of whoever changes the table.

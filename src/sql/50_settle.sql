@@ -216,6 +216,7 @@ DECLARE
 	prob record;
 	n int := 0;
 	written bigint := 0;
+	settled bigint[] := '{}';
 BEGIN
 	IF period IS NULL THEN
 		RAISE EXCEPTION 'a period is required' USING ERRCODE = 'null_value_not_allowed',
@@ -229,8 +230,11 @@ BEGIN
 		 ORDER BY a.reseller_id
 	LOOP
 		n := n + 1;
-		-- one settlement of a reseller's period at a time; approvals wait too
+		-- One settlement of a reseller's period at a time; approvals wait too.
+		-- The lock order (docs/settlement.md): this lock first, resellers in
+		-- reseller_id order; then only this reseller's rows.
 		PERFORM pg_advisory_xact_lock(pg_catalog.hashtext('settle.run'), pg_catalog.hashtext(rid || '/' || period));
+		settled := settled || rid;
 		SELECT * INTO cur FROM settle.run r
 		 WHERE r.reseller_id = rid AND r.period = settle_period.period AND r.status <> 'superseded';
 		IF cur.status IN ('locked', 'paid') THEN
@@ -270,11 +274,23 @@ BEGIN
 		 WHERE e.reseller_id = rid AND e.target_period = settle_period.period AND e.state = 'correction_applied'
 		   AND e.applied_run IS DISTINCT FROM new_id;
 		IF cur.run_id IS NOT NULL THEN
+			-- An approved run whose inputs changed is superseded all the same
+			-- (late data must reach the statement), but never silently: the
+			-- approval is withdrawn in the audit trail (the status change
+			-- approved -> superseded, with this reason), by NOTIFY
+			-- settle_alerts and by a notice; the new draft needs approval.
 			IF cur.status = 'approved' THEN
 				RAISE NOTICE 'the inputs of approved run % changed: it is superseded by draft run % and needs approval again',
-					cur.run_id, new_id;
+					cur.run_id, new_id
+					USING DETAIL = format('The approval by %s is withdrawn (settle_alerts: approval_withdrawn).', cur.approved_by);
+				PERFORM set_config('settle.reason', format('superseded by run %s: its inputs changed; the approval by %s is withdrawn',
+					new_id, cur.approved_by), true);
+				PERFORM pg_notify('settle_alerts', jsonb_build_object('alert', 'approval_withdrawn', 'run_id', cur.run_id,
+					'superseded_by', new_id, 'reseller_id', rid, 'period', period,
+					'approved_by', cur.approved_by)::text);
+			ELSE
+				PERFORM set_config('settle.reason', 'superseded by run ' || new_id, true);
 			END IF;
-			PERFORM set_config('settle.reason', 'superseded by run ' || new_id, true);
 			UPDATE settle.run r SET status = 'superseded' WHERE r.reseller_id = rid AND r.run_id = cur.run_id;
 		END IF;
 		BEGIN
@@ -317,7 +333,8 @@ BEGIN
 			END IF;
 		END IF;
 	END IF;
-	PERFORM settle.check_sanity(period);
+	-- the sanity checks of what this call settled, and nothing else
+	PERFORM settle.check_sanity(period, settled);
 	IF n = 0 AND reseller IS NOT NULL THEN
 		RAISE EXCEPTION 'reseller "%" has no agreement in force in %', reseller, period
 			USING ERRCODE = 'no_data_found';

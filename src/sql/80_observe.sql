@@ -72,13 +72,17 @@ CREATE VIEW settle.sanity_checks AS
 COMMENT ON VIEW settle.sanity_checks IS
 	'Sanity checks on every current run: negative commission totals, a total that swings more than settle.swing_threshold_percent against the previous period, runs blocked by exceptions, reconciliation deltas beyond tolerance.  ok = false is an alarm.';
 
-CREATE FUNCTION settle.check_sanity(period settle.period) RETURNS integer
+CREATE FUNCTION settle.check_sanity(period settle.period, resellers bigint[] DEFAULT NULL) RETURNS integer
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
 	c record;
 	n integer := 0;
 BEGIN
+	-- Reseller by reseller, in reseller_id order (the lock order of
+	-- docs/settlement.md); only the resellers asked for: settle_period passes
+	-- the ones it settled, so it never writes another settlement's rows.
 	FOR c IN SELECT * FROM settle.sanity_checks s WHERE s.period = check_sanity.period AND NOT s.ok
+	           AND (check_sanity.resellers IS NULL OR s.reseller_id = ANY (check_sanity.resellers))
 	         ORDER BY s.reseller_id, s.check_name
 	LOOP
 		n := n + 1;
@@ -91,8 +95,8 @@ BEGIN
 	END LOOP;
 	RETURN n;
 END $$;
-COMMENT ON FUNCTION settle.check_sanity(settle.period) IS
-	'Runs the sanity checks of a period: each failure sends NOTIFY settle_alerts with a JSON payload and opens (or refreshes) a warning exception.  settle_period calls it.  Returns the number of failed checks.';
+COMMENT ON FUNCTION settle.check_sanity(settle.period, bigint[]) IS
+	'Runs the sanity checks of a period, for every reseller or the ones listed: each failure sends NOTIFY settle_alerts with a JSON payload and opens (or refreshes) a warning exception.  settle_period calls it for the resellers it settled.  Returns the number of failed checks.';
 
 CREATE VIEW settle.changes_since_last_run AS
 	SELECT r.reseller_id, rs.code AS reseller, r.period, r.run_id, r.created_at AS run_at,
@@ -148,8 +152,8 @@ END $$;
 COMMENT ON FUNCTION settle.purge(interval) IS
 	'Retention: deletes raw pages older than the retention (settle.retention, default 400 days) that no bill line revision, provider total or open exception refers to (re-pulls that changed nothing, empty and failed pages), and finished ingest runs nothing refers to.  Never touches lines, lineage, statements or the audit trail.';
 
-REVOKE EXECUTE ON FUNCTION settle.check_sanity(settle.period), settle._purge(timestamptz), settle.purge(interval) FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION settle.check_sanity(settle.period) TO settle_admin, settle_analyst, settle_finance;
+REVOKE EXECUTE ON FUNCTION settle.check_sanity(settle.period, bigint[]), settle._purge(timestamptz), settle.purge(interval) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION settle.check_sanity(settle.period, bigint[]) TO settle_admin, settle_analyst, settle_finance;
 GRANT EXECUTE ON FUNCTION settle.purge(interval) TO settle_admin;
 GRANT SELECT ON settle.period_status, settle.data_quality, settle.sanity_checks, settle.changes_since_last_run,
 	settle.finance_summary TO settle_admin, settle_operator, settle_analyst, settle_finance, settle_auditor;

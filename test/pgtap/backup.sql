@@ -1,7 +1,7 @@
 -- Backup and restore: what pg_dump keeps and how a restore session loads it.
 -- (The whole dump and restore of a settled month: test/process/backup_restore.sh.)
 BEGIN;
-SELECT plan(26);
+SELECT plan(27);
 
 -- Every table and sequence of schema settle is marked for pg_dump, or listed
 -- here with the reason it is left out.  An upgrade script that adds a table
@@ -36,8 +36,8 @@ SELECT is((SELECT count(*) FROM settle.audit_log
 
 -- Tables the install script fills merge restored rows; every trigger is ENABLE ALWAYS.
 SELECT is(ARRAY(SELECT tgrelid::regclass::text FROM pg_trigger WHERE tgname = 'restore_merge' ORDER BY 1),
-	ARRAY['settle.audit_head', 'settle.currency', 'settle.payout_format', 'settle.product', 'settle.product_category', 'settle.recon_check',
-	      'settle.recon_default'],
+	ARRAY['settle.audit_anchor', 'settle.audit_head', 'settle.currency', 'settle.payout_format', 'settle.product', 'settle.product_category',
+	      'settle.recon_check', 'settle.recon_default'],
 	'the tables the install script fills have a restore_merge trigger');
 SELECT is(ARRAY(SELECT tgrelid::regclass || '.' || tgname FROM pg_trigger
 	             WHERE NOT tgisinternal AND tgenabled <> 'A'
@@ -92,11 +92,16 @@ SELECT throws_ok($$SET LOCAL session_replication_role = replica; DELETE FROM set
 	'settle.audit_log is append-only', 'the audit log stays append-only in a restore session, also as a replica');
 RESET session_replication_role;
 
--- The chain head is merged like any filled table (last: it moves the chain).
-INSERT INTO settle.audit_head VALUES (true, 42, decode(repeat('ab', 32), 'hex'));
-SELECT is((SELECT last_id || ' ' || left(encode(last_hash, 'hex'), 4) FROM settle.audit_head), '42 abab',
-	'the restored chain head replaces the installed one');
-SELECT is((SELECT count(*) FROM settle.audit_head), 1::bigint, 'one head');
+-- The shared chain's head and the anchor are merged like any filled table
+-- (last: they move the chains); other chains' heads are plain rows.
+INSERT INTO settle.audit_head VALUES (0, 42, decode(repeat('ab', 32), 'hex')), (41, 3, decode(repeat('cd', 32), 'hex'));
+INSERT INTO settle.audit_anchor VALUES (0, 0, decode(repeat('ef', 32), 'hex')), (77, 1234, decode(repeat('12', 32), 'hex'));
+SELECT is((SELECT string_agg(chain_id || ' ' || last_seq || ' ' || left(encode(last_hash, 'hex'), 4), ', ' ORDER BY chain_id)
+             FROM settle.audit_head), '0 42 abab, 41 3 cdcd',
+	'the restored shared head replaces the installed one, another chain''s head is added');
+SELECT is((SELECT string_agg(anchor_id || ' ' || left(encode(delta, 'hex'), 4), ', ' ORDER BY anchor_id) FROM settle.audit_anchor),
+	'0 efef, 77 1212', 'the restored anchor row of the installation replaces the installed one, the others are added');
+SELECT is((SELECT count(*) FROM settle.audit_anchor), 2::bigint, 'no duplicate');
 
 SELECT * FROM finish();
 ROLLBACK;

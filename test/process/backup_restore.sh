@@ -37,7 +37,9 @@ SELECT 'trigger ' || tgrelid::regclass || ' ' || tgname || ' ' || tgenabled::tex
   FROM pg_trigger
  WHERE NOT tgisinternal AND tgrelid IN (SELECT oid FROM pg_class WHERE relnamespace = 'settle'::regnamespace)
  ORDER BY 1;
-SELECT 'audit_head ' || last_id || ' ' || encode(last_hash, 'hex') FROM settle.audit_head;
+SELECT 'audit_head ' || encode(settle.audit_anchor_value(), 'hex') || ' ' || (SELECT count(*) FROM settle.audit_anchor) || ' '
+       || string_agg(chain_id || ':' || last_seq || ':' || encode(last_hash, 'hex'), ' ' ORDER BY chain_id)
+  FROM settle.audit_head;
 SELECT 'audit ' || verified || ' ' || entries || ' ' || coalesce(problem, '') FROM settle.verify_audit();
 SQL
 }
@@ -151,10 +153,11 @@ target | target_without_preload)
 	check "DELETE on audit_log under session_replication_role = replica is refused" \
 		"$(psql -d $db -c "SET session_replication_role = replica" -c "DELETE FROM settle.audit_log WHERE audit_id = 1" 2>&1 |
 			grep -o 'settle.audit_log is append-only')" "settle.audit_log is append-only"
+	max_aid=$(q $db "SELECT max(audit_id) FROM settle.audit_log")
 	check "a replica-mode change to an audited table is still audited" \
 		"$(psql -At -d $db -c "SET session_replication_role = replica" \
 			-c "UPDATE settle.connector SET enabled = false" \
-			-c "SELECT count(*) FROM settle.audit_log WHERE table_name = 'connector' AND operation = 'UPDATE' AND application_name = 'psql' AND audit_id > $entries" 2>&1)" \
+			-c "SELECT count(*) FROM settle.audit_log WHERE table_name = 'connector' AND operation = 'UPDATE' AND application_name = 'psql' AND audit_id > $max_aid" 2>&1)" \
 		"$(q $db "SELECT count(*) FROM settle.connector")"
 	check "a non-superuser cannot set settle.restoring" \
 		"$(psql -d $db -c "SET ROLE settle_admin" -c "SET settle.restoring = on" 2>&1 | grep -o 'permission denied to set parameter "settle.restoring"')" \

@@ -181,7 +181,7 @@ for role in settle_operator settle_analyst settle_finance; do
 	check "$role reads everything but the audit trail and bank details" \
 		"$(q $DB "SELECT string_agg(c.relname, ',' ORDER BY c.relname) FROM pg_class c WHERE c.relnamespace = 'settle'::regnamespace
 		            AND c.relkind IN ('r', 'v', 'm', 'p') AND NOT has_table_privilege('$role', c.oid, 'SELECT')")" \
-		"audit_head,audit_log$([ $role = settle_finance ] || echo ,payee,payee_current)"
+		"audit_anchor,audit_head,audit_link,audit_log$([ $role = settle_finance ] || echo ,payee,payee_current)"
 done
 
 # --- 3. Money arguments refuse what settle cannot hold -------------------------
