@@ -121,6 +121,13 @@ LANGUAGE C IMMUTABLE PARALLEL SAFE;
 COMMENT ON FUNCTION settle.acs3_authorization(text, text, jsonb, jsonb, bytea, text, text) IS
 	'The Authorization header value of an Alibaba Cloud V3 (ACS3-HMAC-SHA256) request: canonical URI "/", query = business parameters, headers = the x-acs-* headers (action, version, date, nonce, ...); host and x-acs-content-sha256 are added from the arguments.';
 
+CREATE FUNCTION settle.sigv4_authorization(method text, path text, query jsonb, headers jsonb,
+	payload_sha256 text, access_key_id text, secret text, region text, service text) RETURNS text
+AS 'MODULE_PATHNAME', 'settle_sigv4_authorization'
+LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
+COMMENT ON FUNCTION settle.sigv4_authorization(text, text, jsonb, jsonb, text, text, text, text, text) IS
+	'The Authorization header value of an AWS Signature Version 4 request (AWS4-HMAC-SHA256, as S3 and S3-compatible stores such as Alibaba OSS accept it): path unencoded (each segment is encoded once, "/" kept), query = parameters unencoded, headers = every header to sign, which must include host and x-amz-date (YYYYMMDDTHHMMSSZ); payload_sha256 = hex SHA-256 of the body or UNSIGNED-PAYLOAD.  The object-storage connector signs with the same function.';
+
 -- Connector endpoints: credentials in the URL are refused always (never
 -- stored), a literal internal address unless settle.allow_private_endpoints
 -- is on; names are checked on their resolved addresses when pulled.
@@ -278,8 +285,10 @@ COMMENT ON TRIGGER config_check ON settle.connector IS
 GRANT SELECT ON settle.ingest_run, settle.ingest_checkpoint, settle.provider_total,
 	settle.provider_total_current, settle.ingest_health
 	TO settle_admin, settle_operator, settle_analyst, settle_finance, settle_auditor;
-GRANT EXECUTE ON FUNCTION settle.acs3_authorization(text, text, jsonb, jsonb, bytea, text, text)
+GRANT EXECUTE ON FUNCTION settle.acs3_authorization(text, text, jsonb, jsonb, bytea, text, text),
+	settle.sigv4_authorization(text, text, jsonb, jsonb, text, text, text, text, text)
 	TO settle_admin, settle_operator;
+REVOKE EXECUTE ON FUNCTION settle.sigv4_authorization(text, text, jsonb, jsonb, text, text, text, text, text) FROM PUBLIC;
 -- (created after 20_security.sql revoked what existed then from PUBLIC)
 REVOKE EXECUTE ON FUNCTION settle.ingest_now(text, settle.period), settle.ingest_now(bigint, settle.period),
 	settle.ingest_reset(text) FROM PUBLIC;
