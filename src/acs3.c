@@ -17,8 +17,7 @@
 #include "utils/formatting.h"
 #include "utils/jsonb.h"
 
-#include "ingest.h"
-#include "sigv4.h"
+#include "acs3.h"
 
 PG_FUNCTION_INFO_V1(settle_acs3_authorization);
 

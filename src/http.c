@@ -29,10 +29,11 @@
 #include <sys/socket.h>
 #include <curl/curl.h>
 
+#include "lib/stringinfo.h"
 #include "miscadmin.h"
 #include "utils/memutils.h"
 
-#include "ingest.h"
+#include "http.h"
 
 struct HttpClient
 {

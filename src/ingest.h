@@ -1,63 +1,118 @@
 /*
- * ingest.h — declarations shared by the ingestion modules: the ACS3 signer
- * (acs3.c), the libcurl client (http.c), the bill page reader
- * (ingest_json.c), the pull itself (ingest.c) and the background worker
- * (worker.c).
+ * ingest.h — the interface between the ingestion orchestrator (ingest.c:
+ * runs, pages, checkpoints, the pull lock), the connectors (one file per
+ * kind: ingest_bss.c, ingest_focus.c), the settings and secrets
+ * (ingest_settings.c) and the background worker (worker.c).
+ *
+ * A connector kind is one row of the table in ingest.c: its name (a value
+ * of settle.connector.kind's CHECK), whether it needs a secret, an optional
+ * function that reads its config keys, and the function that pulls one
+ * account.  A pull stores each page with ingest_page_begin/ingest_page_end
+ * around it (a committed transaction in the worker, a subtransaction in
+ * settle.ingest_now), its raw copy with ingest_insert_raw_page, its lines
+ * with ingest_store_lines and its progress with ingest_checkpoint_save.
  */
 #ifndef SETTLE_INGEST_H
 #define SETTLE_INGEST_H
 
-#include "lib/stringinfo.h"
+#include "nodes/pg_list.h"
+#include "utils/resowner.h"
+#include "utils/timestamp.h"
 
-/* acs3.c */
-typedef struct Acs3Pair
+#include "http.h"
+#include "ingest_lines.h"
+
+/* What a failed request left behind, for the run row. */
+typedef struct IngestFailure
 {
+	long		http_status;
+	char	   *code;
+	char	   *message;
+	char	   *request_id;
+} IngestFailure;
+
+extern IngestFailure ingest_failure;
+
+typedef struct ConnectorKind ConnectorKind;
+
+typedef struct Connector
+{
+	int64		id;
 	char	   *name;
-	char	   *value;
-} Acs3Pair;
+	const ConnectorKind *kind;
+	char	   *endpoint;
+	char	   *secret_name;
+	char	   *cycle;			/* billing cycle of this run */
+	List	   *members;		/* member accounts (char *), each pulled as a run of its own */
+	void	   *opts;			/* the kind's settings, read by its configure function */
+} Connector;
 
-extern void acs3_sha256_hex(const char *data, size_t len, char *hex);
-extern void acs3_sha256(const char *data, size_t len, uint8 *out);
-extern char *acs3_pct_encode(const char *s);
-extern char *acs3_sign(const char *method, const char *host,
-					   Acs3Pair *query, int nquery,
-					   Acs3Pair *headers, int nheaders,
-					   const char *body, size_t bodylen,
-					   const char *access_key_id, const char *access_key_secret);
-
-/* http.c */
-typedef struct HttpClient HttpClient;
-
-typedef struct HttpResult
+typedef struct Credentials
 {
-	int			curl_code;		/* CURLcode; 0 when the transfer completed */
-	long		status;			/* HTTP status, 0 when none */
-	char	   *body;			/* palloc'd copy, NUL-terminated */
-	size_t		body_len;
-	char	   *content_type;	/* palloc'd, or NULL */
-	char	   *request_id;		/* x-acs-request-id header, or NULL */
-	bool		too_large;		/* aborted: over settle.http_max_response_bytes */
-	bool		aborted;		/* aborted by a cancel or shutdown request */
-	bool		refused;		/* an internal address was refused, none connected */
-	char		errbuf[256];	/* curl's message */
-} HttpResult;
+	char	   *access_key_id;
+	char	   *access_key_secret;
+} Credentials;
 
-extern HttpClient *http_client_create(void);
-extern void http_check_url(const char *url);
-extern void http_check_endpoint(const char *url, bool literal_address);
-extern char *http_scrub_userinfo(const char *text);
-extern void http_get(HttpClient *client, const char *url, const char **headers,
-					 int nheaders, bool post, HttpResult *result);
-extern void http_raise(const char *url, HttpResult *result) pg_attribute_noreturn();
-extern bool http_retryable(HttpResult *result);
+/* One run: one account of one connector. */
+typedef struct RunCtx
+{
+	IngestState *st;
+	Connector  *c;
+	Credentials cred;			/* when the kind needs a secret */
+	HttpClient *client;
+	bool		worker;			/* pages commit on their own */
+	MemoryContext pagecxt;		/* reset after every page */
+	/* settle.ingest_now: the checkpoint to write when the run ends */
+	char	   *pending_scope;
+	char	   *pending_token;
+	int			pending_pages;
+	int64		pending_first;
+} RunCtx;
 
-/* GUCs (ingest.c) */
-extern bool settle_allow_insecure_transport;
-extern bool settle_allow_private_endpoints;
-extern char *settle_ca_file;
-extern int	settle_http_connect_timeout_ms;
-extern int	settle_http_timeout_ms;
-extern int	settle_http_max_response_bytes;
+struct ConnectorKind
+{
+	const char *name;			/* settle.connector.kind */
+	bool		needs_secret;	/* looks secret_name up before pulling */
+	/* reads and checks the kind's config keys into c->opts (SPI connected) */
+	void		(*configure) (Connector *c, MemoryContext cxt);
+	/* pulls one account (rc->st->account_id, NULL: the connector's own) */
+	void		(*pull) (RunCtx *rc);
+};
+
+/* the connectors */
+extern void bss_configure(Connector *c, MemoryContext cxt);
+extern void bss_pull(RunCtx *rc);
+extern void focus_csv_pull(RunCtx *rc);
+
+/* One page's transaction, and its memory context while it is open. */
+typedef struct PageTx
+{
+	MemoryContext oldcxt;
+	ResourceOwner oldowner;
+	MemoryContext callercxt;
+} PageTx;
+
+/* ingest.c: what connectors use */
+extern void ingest_page_begin(RunCtx *rc, PageTx *tx);
+extern void ingest_page_end(RunCtx *rc, PageTx *tx);
+extern void ingest_spi_exec(const char *sql, int nargs, Oid *types, Datum *vals,
+							const char *nulls, int expect);
+extern Datum ingest_text_or_null(const char *s, char *nullflag);
+extern void ingest_run_update_counts(IngestState *st);
+extern int64 ingest_insert_raw_page(IngestState *st, const char *request, long status,
+									const char *body, size_t len, TimestampTz requested_at);
+extern char *ingest_checkpoint_start(IngestState *st, const char *scope, int *pages_done,
+									 int64 *pass_first_page);
+extern void ingest_checkpoint_save(IngestState *st, const char *scope, const char *next_token,
+								   int pages_done, int64 pass_first_page);
+extern void ingest_sleep_ms(long ms);
+
+/* ingest.c: runs */
+extern int	ingest_run_connector(int64 connector_id, const char *billing_cycle,
+								 bool from_worker, int64 **run_ids);
+extern void ingest_fail_orphaned_runs(void);
+
+/* ingest_settings.c: settings and secrets */
 extern int	settle_ingest_max_attempts;
 extern int	settle_ingest_retry_base_ms;
 extern int	settle_ingest_requests_per_second;
@@ -65,11 +120,7 @@ extern char *settle_secret_file;
 extern char *settle_database;
 extern int	settle_worker_naptime_ms;
 extern int	settle_worker_retry_after_ms;
-
-/* ingest.c */
-extern int	ingest_run_connector(int64 connector_id, const char *billing_cycle,
-								 bool from_worker, int64 **run_ids);
-extern void ingest_fail_orphaned_runs(void);
+extern void ingest_secret_lookup(const char *name, Credentials *cred);
 
 /* worker.c */
 extern void settle_worker_register(void);

@@ -38,7 +38,7 @@
 #include "utils/memutils.h"
 #include "utils/numeric.h"
 
-#include "ingest.h"
+#include "acs3.h"
 #include "settle.h"
 #include "ingest_lines.h"
 #include "money.h"

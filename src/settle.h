@@ -14,7 +14,7 @@ extern void settle_audit_init(void);
 /* audit.c: whether this session is a superuser's restore (settle.restoring) */
 extern bool settle_restoring_session(void);
 
-/* ingest.c: ingestion settings; registers the ingest worker when preloaded */
+/* ingest_settings.c: ingestion settings; registers the ingest worker when preloaded */
 extern void settle_ingest_init(void);
 
 /* csv.c: the settle.csv_max_bytes setting (settle.csv_parse) */

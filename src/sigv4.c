@@ -25,7 +25,6 @@
 #include "utils/formatting.h"
 #include "utils/jsonb.h"
 
-#include "ingest.h"
 #include "sigv4.h"
 
 PG_FUNCTION_INFO_V1(settle_sigv4_authorization);

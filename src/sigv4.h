@@ -5,11 +5,7 @@
 #ifndef SETTLE_SIGV4_H
 #define SETTLE_SIGV4_H
 
-#include "ingest.h"
-#include "utils/jsonb.h"
-
-/* acs3.c: a jsonb object of scalars as name/value pairs */
-extern Acs3Pair *acs3_jsonb_pairs(Jsonb *jb, const char *what, int *n);
+#include "acs3.h"
 
 extern char *sigv4_sign(const char *method, const char *path,
 						Acs3Pair *query, int nquery,

@@ -1,6 +1,7 @@
 -- 40: ingestion: ingest runs, per-connector checkpoints,
 -- provider totals, the ACS3 signer, settle.ingest_now and the health view.
--- The pull itself is C (src/ingest.c); the background worker (src/worker.c)
+-- The pull itself is C (src/ingest.c and a file per connector kind,
+-- src/ingest_bss.c, src/ingest_focus.c); the background worker (src/worker.c)
 -- calls the same code as settle.ingest_now.
 
 -- A line whose source lacks a required field or carries an unparsable amount
