@@ -362,7 +362,7 @@ ingest_checkpoint_save(IngestState *st, const char *scope, const char *next_toke
 static const ConnectorKind connector_kinds[] = {
 	/* name, needs a secret, reads its config, pulls one account */
 	{"alibaba_bss", true, bss_configure, bss_pull},
-	{"focus_csv", false, NULL, focus_csv_pull},
+	{"focus_csv", false, focus_csv_configure, focus_csv_pull},
 };
 
 static const ConnectorKind *

@@ -82,7 +82,11 @@ struct ConnectorKind
 /* the connectors */
 extern void bss_configure(Connector *c, MemoryContext cxt);
 extern void bss_pull(RunCtx *rc);
+extern void focus_csv_configure(Connector *c, MemoryContext cxt);
 extern void focus_csv_pull(RunCtx *rc);
+extern List *focus_null_tokens(int64 connector_id, MemoryContext cxt);
+extern void focus_load(IngestState *st, List *null_tokens, const char *source,
+					   const char *body, size_t len, int64 raw_page_id);
 
 /* One page's transaction, and its memory context while it is open. */
 typedef struct PageTx

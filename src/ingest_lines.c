@@ -269,6 +269,8 @@ load_catalogue(IngestState *st)
 	st->catalogue_loaded = true;
 }
 
+static char *product_category(IngestState *st, const char *code);
+
 /* The product finance mapped a SkuId or ServiceName to, or NULL. */
 static char *
 mapped_product(IngestState *st, const char *field, const char *value)
@@ -314,6 +316,9 @@ resolve_products(IngestState *st, NormLine *lines, int nlines)
 			code = mapped_product(st, "SkuId", l->sku_id);
 		if (code == NULL && l->service_name)
 			code = mapped_product(st, "ServiceName", l->service_name);
+		/* a name that is itself a catalogue product code is that product */
+		if (code == NULL && product_category(st, l->product_code) != NULL)
+			continue;
 		if (code == NULL)
 		{
 			ingest_line_error(l, "unmapped_product:%s", l->service_name ? l->service_name : l->sku_id);

@@ -251,6 +251,7 @@ DECLARE
 	allowed text[] := CASE NEW.kind
 		WHEN 'alibaba_bss' THEN ARRAY['billing_cycle', 'granularity', 'billing_date', 'max_results',
 		                              'overview', 'member_accounts']
+		WHEN 'focus_csv' THEN ARRAY['null_tokens']
 		ELSE ARRAY[]::text[] END;
 BEGIN
 	FOR k IN SELECT pg_catalog.jsonb_object_keys(NEW.config) LOOP
@@ -270,11 +271,18 @@ BEGIN
 			USING ERRCODE = '22023',
 			      DETAIL = 'Write it as ["1234567890123456", ...]: the member accounts'' ids as strings of digits.';
 	END IF;
+	IF NEW.config ? 'null_tokens' AND (pg_catalog.jsonb_typeof(NEW.config->'null_tokens') <> 'array'
+	   OR EXISTS (SELECT 1 FROM pg_catalog.jsonb_array_elements(NEW.config->'null_tokens') e
+	               WHERE pg_catalog.jsonb_typeof(e.value) <> 'string' OR e.value #>> '{}' = '')) THEN
+		RAISE EXCEPTION 'config key "null_tokens" must be an array of non-empty strings'
+			USING ERRCODE = '22023',
+			      DETAIL = 'Write it as ["NULL"] (the default), [] or ["NULL", "N/A"]: field values read as null besides the empty field.';
+	END IF;
 	RETURN NEW;
 END
 $$;
 COMMENT ON FUNCTION settle._connector_config_check() IS
-	'Trigger of settle.connector: refuses config keys the connector''s kind does not read (22023 naming the key), and a member_accounts that is not an array of account ids.';
+	'Trigger of settle.connector: refuses config keys the connector''s kind does not read (22023 naming the key), a member_accounts that is not an array of account ids and a null_tokens that is not an array of non-empty strings.';
 REVOKE EXECUTE ON FUNCTION settle._connector_config_check() FROM PUBLIC;
 CREATE TRIGGER config_check BEFORE INSERT OR UPDATE OF config, kind ON settle.connector
 	FOR EACH ROW EXECUTE FUNCTION settle._connector_config_check();
