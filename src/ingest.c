@@ -363,6 +363,7 @@ static const ConnectorKind connector_kinds[] = {
 	/* name, needs a secret, reads its config, pulls one account */
 	{"alibaba_bss", true, bss_configure, bss_pull},
 	{"focus_csv", false, focus_csv_configure, focus_csv_pull},
+	{"focus_bucket", true, bucket_configure, bucket_pull},
 };
 
 static const ConnectorKind *
@@ -850,6 +851,7 @@ ingest_run_connector(int64 connector_id, const char *billing_cycle, bool from_wo
 	List	   *accounts;
 	ListCell   *lc;
 	int64	   *ids;
+	int64		first;
 	int			n = 0;
 
 	cxt = AllocSetContextCreate(from_worker ? TopMemoryContext : CurrentMemoryContext,
@@ -890,9 +892,13 @@ ingest_run_connector(int64 connector_id, const char *billing_cycle, bool from_wo
 	step_end(from_worker);
 
 	MemoryContextSwitchTo(cxt);
+	/* the connector's own run first: it may add the runs that follow (focus_bucket) */
+	first = run_account(c, NULL, from_worker, cxt);
+	MemoryContextSwitchTo(cxt);
 	accounts = list_concat(list_make1(NULL), c->members);
 	ids = MemoryContextAlloc(callercxt, sizeof(int64) * list_length(accounts));
-	foreach(lc, accounts)
+	ids[n++] = first;
+	for_each_from(lc, accounts, 1)
 	{
 		ids[n++] = run_account(c, (const char *) lfirst(lc), from_worker, cxt);
 		MemoryContextSwitchTo(cxt);

@@ -252,6 +252,7 @@ DECLARE
 		WHEN 'alibaba_bss' THEN ARRAY['billing_cycle', 'granularity', 'billing_date', 'max_results',
 		                              'overview', 'member_accounts']
 		WHEN 'focus_csv' THEN ARRAY['null_tokens']
+		WHEN 'focus_bucket' THEN ARRAY['prefix', 'region', 'max_keys', 'null_tokens']
 		ELSE ARRAY[]::text[] END;
 BEGIN
 	FOR k IN SELECT pg_catalog.jsonb_object_keys(NEW.config) LOOP
