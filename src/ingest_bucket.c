@@ -273,7 +273,7 @@ bucket_list(RunCtx *rc)
 			key = xml_next(cs, ce, "Key", NULL);
 			etag = xml_next(cs, ce, "ETag", NULL);
 			p = ce + 11;
-			if (key == NULL || etag == NULL || key[strlen(key) - 1] == '/')
+			if (key == NULL || etag == NULL || key[0] == '\0' || key[strlen(key) - 1] == '/')
 				continue;		/* a "folder" marker holds no file */
 			if (!object_imported(rc->st, psprintf("object:%s@%s", key, etag)))
 			{
@@ -372,7 +372,8 @@ bucket_object(RunCtx *rc)
 	forboth(lk, c->members, le, o->etags)
 		if (strcmp((char *) lfirst(lk), key) == 0)
 			etag = lfirst(le);
-	Assert(etag != NULL);
+	if (etag == NULL)
+		elog(ERROR, "object \"%s\" was not listed by this pull", key);
 
 	ingest_page_begin(rc, &tx);
 	if (rc->worker)

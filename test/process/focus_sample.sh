@@ -5,8 +5,8 @@
 # clouds) are imported with the focus_csv connector and no preparation of the
 # file, for one reseller whose rule is "otherwise pay 5%";
 # settle.settle_period settles September 2024 (every row is charged in it;
-# one is billed in October) and the numbers are checked against the file itself, summed here with Python's decimal
-# module: the billed total to the last digit, the commission exactly 5% of
+# one is billed in October) and the numbers are checked against the file
+# itself, summed here with Python's decimal module: the billed total to the last digit, the commission exactly 5% of
 # every eligible line (Usage and Purchase: the Credit and Adjustment rows
 # earn nothing), the statements rounded once to the cent, verify_run true.
 #
