@@ -6,9 +6,10 @@
 # file, for one reseller whose rule is "otherwise pay 5%";
 # settle.settle_period settles September 2024 (every row is charged in it;
 # one is billed in October) and the numbers are checked against the file
-# itself, summed here with Python's decimal module: the billed total to the last digit, the commission exactly 5% of
-# every eligible line (Usage and Purchase: the Credit and Adjustment rows
-# earn nothing), the statements rounded once to the cent, verify_run true.
+# itself, summed here with Python's decimal module: the billed total to the
+# last digit, the commission exactly 5% of every eligible line (Usage and
+# Purchase: the Credit and Adjustment rows earn nothing), the statement
+# rounded once to the cent, verify_run true.
 #
 # What finance sets up, as a user would: each ServiceName mapped to a
 # product (settle.map_product; a code made of the name in lower case, other
