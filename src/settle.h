@@ -35,8 +35,11 @@ extern char *settle_retention;
  *   1  settle 0.1.0
  *   2  settle 0.2.0: bill-line tags in clause conditions; amounts with more
  *      than eight decimal places
+ *   3  residual rounding units tied between lines go in line key order for
+ *      every line (version 2 gave them to bill lines first, then to
+ *      corrections, adjustments and floor top-ups in the order they were made)
  */
-#define SETTLE_ENGINE_VERSION 2
+#define SETTLE_ENGINE_VERSION 3
 
 /* settle.c: one of settle's own relations and its columns, by name (errors when absent) */
 extern Oid	settle_relid(const char *name);

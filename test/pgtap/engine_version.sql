@@ -22,7 +22,7 @@ SELECT settle.reseller_id('ev'), 'ev/1', 1, c.customer_id, sha256('ev/1'), 'PayA
 SELECT run_id AS run FROM settle.settle_period('2026-10', 'ev') \gset
 SELECT is((SELECT engine_version FROM settle.run WHERE run_id = :run), settle.engine_version(),
 	'the run records the engine version that made it');
-SELECT is(settle.engine_version(), 2, 'this is engine version 2');
+SELECT is(settle.engine_version(), 3, 'this is engine version 3');
 SELECT results_eq(format('SELECT verified, problem FROM settle.verify_run(%s)', :run),
 	$$VALUES (true, NULL::text)$$, 'a run of this engine verifies');
 
@@ -31,7 +31,7 @@ ALTER TABLE settle.run DISABLE TRIGGER USER;
 UPDATE settle.run SET engine_version = 1 WHERE run_id = :run;
 ALTER TABLE settle.run ENABLE TRIGGER USER;
 SELECT results_eq(format('SELECT verified, lines, problem FROM settle.verify_run(%s)', :run),
-	format($$VALUES (NULL::boolean, 1::bigint, 'run %s was made by settlement engine version 1; this server runs version 2 and cannot re-derive it')$$, :run),
+	format($$VALUES (NULL::boolean, 1::bigint, 'run %s was made by settlement engine version 1; this server runs version 3 and cannot re-derive it')$$, :run),
 	'a run of another engine version is not called different: verified is NULL and the problem says why');
 SELECT isnt((SELECT run_id FROM settle.settle_period('2026-10', 'ev')), :run::bigint,
 	'settling again with this engine makes a new run (the engine is one of its inputs)');

@@ -2,7 +2,7 @@
 -- explain, and the decisions docs/rules.md and docs/settlement.md state for
 -- floors and refund reversals.  Every number is worked out in the comments.
 BEGIN;
-SELECT plan(59);
+SELECT plan(62);
 
 SET LOCAL settle.reason = 'defect regressions';
 
@@ -537,6 +537,39 @@ SELECT results_eq($$SELECT l.unrounded, l.ref FROM settle.settlement_line l
 	'the October reversal refers to the run that held the original when it was made');
 SELECT results_eq(format('SELECT verified, problem FROM settle.verify_run(%s)', pg_temp.run('rsup', '2026-10')),
 	$$VALUES (true, NULL::text)$$, 'and the October run verifies after September was superseded');
+
+-- ---------------------------------------------------------------------------
+-- 13. Residual rounding units tied between lines go in line key order, for
+--     floor top-ups too (docs/settlement.md, rounding; found by the
+--     differential test as F8: they went to bill lines first, then to the
+--     top-ups in the order they were made, by customer id).  tie: 1%, floor
+--     10.005 per customer per period, USD half_even.  Customers 999999999
+--     and 1000000000 (top-ups are made in customer id order; in line key
+--     order floor:customer:1000000000 comes first) each earn 100.00 x 1% = 1.00
+--     and are topped up by 9.005; a third earns 1000.50 x 1% = 10.005, at
+--     the floor.  Total 1.00 + 1.00 + 10.005 + 9.005 + 9.005 = 30.015 ->
+--     30.02; the lines rounded down add to 30.00, so 2 units go to the
+--     largest remainders, three tied at 0.005: in key order the two top-ups
+--     (floor:customer:1000000000, floor:customer:999999999) get them, tie/c
+--     does not.  (In the order made: tie/c and floor:customer:999999999.)
+-- ---------------------------------------------------------------------------
+SELECT pg_temp.reseller('tie', E'currency USD\nfloor 10.005 per customer per period\notherwise pay 1%');
+INSERT INTO settle.customer (reseller_id, customer_id, code, name)
+VALUES (settle.reseller_id('tie'), 999999999, 'c9', 'Customer c9'),
+       (settle.reseller_id('tie'), 1000000000, 'c10', 'Customer c10');
+SELECT settle.add_customer('tie', 'c3', 'Customer c3');
+SELECT pg_temp.line('tie', 'c9', 'tie/a', '2026-10-05', 100.00),
+       pg_temp.line('tie', 'c10', 'tie/b', '2026-10-06', 100.00),
+       pg_temp.line('tie', 'c3', 'tie/c', '2026-10-07', 1000.50);
+SELECT count(*) FROM settle.settle_period('2026-10', 'tie');
+SELECT results_eq($$SELECT l.line_key COLLATE "default", l.kind::text, l.unrounded, l.rounded FROM settle.settlement_line l
+                    WHERE l.run_id = pg_temp.run('tie', '2026-10') ORDER BY l.line_key COLLATE "C", l.kind$$,
+	$$VALUES ('floor:customer:1000000000', 'f', 9.005, 9.01), ('floor:customer:999999999', 'f', 9.005, 9.01),
+	         ('tie/a', 'c', 1.00, 1.00), ('tie/b', 'c', 1.00, 1.00), ('tie/c', 'c', 10.005, 10.00)$$,
+	'rounding ties go in line key order: both floor top-ups before tie/c, floor:customer:1000000000 first');
+SELECT results_eq($$SELECT commission, adjustments, total FROM settle.statement WHERE run_id = pg_temp.run('tie', '2026-10')$$,
+	$$VALUES (12.00::numeric, 18.02::numeric, 30.02::numeric)$$, 'tie October: 12.00 + 18.02 = 30.02');
+SELECT is((SELECT verified FROM settle.verify_run(pg_temp.run('tie', '2026-10'))), true, 'and it verifies');
 
 SELECT * FROM finish();
 ROLLBACK;
