@@ -44,11 +44,11 @@ INSERT INTO settle.connector (name, kind, endpoint) VALUES
 		'B1,2024-09-01T00:00:00Z,2024-09-02T00:00:00Z,Usage,1,1,ecs'])),
 	('ff_noprod', 'focus_csv', pg_temp.file('noprod', ARRAY['BillingAccountId,BillingPeriodStart,ChargePeriodStart,ChargeCategory,BilledCost,ListCost,BillingCurrency',
 		'B1,2024-09-01T00:00:00Z,2024-09-02T00:00:00Z,Usage,1,1,USD']));
-SELECT like((SELECT (r).status || ' ' || (r).error_sqlstate || ' ' || (r).error_message FROM (SELECT settle.ingest_now('ff_noacct') r) s),
+SELECT alike((SELECT (r).status || ' ' || (r).error_sqlstate || ' ' || (r).error_message FROM (SELECT settle.ingest_now('ff_noacct') r) s),
 	'failed 42703 FOCUS file "%" has no column "BillingAccountId"%', 'no BillingAccountId column (a FOCUS 1.1 example): 42703 naming it');
-SELECT like((SELECT (r).status || ' ' || (r).error_sqlstate || ' ' || (r).error_message FROM (SELECT settle.ingest_now('ff_nocur') r) s),
+SELECT alike((SELECT (r).status || ' ' || (r).error_sqlstate || ' ' || (r).error_message FROM (SELECT settle.ingest_now('ff_nocur') r) s),
 	'failed 42703 FOCUS file "%" has no column "BillingCurrency"%', 'no BillingCurrency column: 42703 naming it');
-SELECT like((SELECT (r).status || ' ' || (r).error_sqlstate || ' ' || (r).error_message FROM (SELECT settle.ingest_now('ff_noprod') r) s),
+SELECT alike((SELECT (r).status || ' ' || (r).error_sqlstate || ' ' || (r).error_message FROM (SELECT settle.ingest_now('ff_noprod') r) s),
 	'failed 42703 FOCUS file "%" has no column "ServiceName"%', 'neither ServiceName nor x_ProductCode: 42703 naming ServiceName');
 SELECT is((SELECT count(*) FROM settle.raw_page p JOIN settle.connector c USING (connector_id) WHERE c.name LIKE 'ff_no%'),
 	0::bigint, 'a refused file leaves nothing stored');
