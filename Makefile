@@ -26,7 +26,7 @@ ISOLATION_OPTS = --inputdir=test --outputdir=test/output_iso
 
 PG_CONFIG   ?= pg_config
 PG_CPPFLAGS  = -Isrc -Wall -Wextra -Werror -Wno-unused-parameter -Wno-missing-field-initializers -Wno-sign-compare
-SHLIB_LINK   = $(shell curl-config --libs)
+SHLIB_LINK   = $(shell curl-config --libs) -lz
 EXTRA_CLEAN  = test/output_iso results regression.diffs regression.out
 
 PGXS := $(shell $(PG_CONFIG) --pgxs)

@@ -185,9 +185,9 @@ acs3_sign(const char *method, const char *host,
 					access_key_id, signed_headers.data, sig_hex);
 }
 
-/* Flatten a jsonb object of scalars into name/value pairs. */
-static Acs3Pair *
-jsonb_to_pairs(Jsonb *jb, const char *what, int *n)
+/* Flatten a jsonb object of scalars into name/value pairs (also sigv4.c). */
+Acs3Pair *
+acs3_jsonb_pairs(Jsonb *jb, const char *what, int *n)
 {
 	JsonbIterator *it;
 	JsonbValue	v;
@@ -272,8 +272,8 @@ settle_acs3_authorization(PG_FUNCTION_ARGS)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("method and host must not be empty")));
-	q = jsonb_to_pairs(query, "query", &nq);
-	h = jsonb_to_pairs(headers, "headers", &nh);
+	q = acs3_jsonb_pairs(query, "query", &nq);
+	h = acs3_jsonb_pairs(headers, "headers", &nh);
 
 	PG_RETURN_TEXT_P(cstring_to_text(acs3_sign(method, host, q, nq, h, nh,
 											   body ? VARDATA_ANY(body) : NULL,

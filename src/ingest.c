@@ -367,7 +367,8 @@ ingest_checkpoint_save(IngestState *st, const char *scope, const char *next_toke
 static const ConnectorKind connector_kinds[] = {
 	/* name, needs a secret, reads its config, pulls one account */
 	{"alibaba_bss", true, bss_configure, bss_pull},
-	{"focus_csv", false, NULL, focus_csv_pull},
+	{"focus_csv", false, focus_csv_configure, focus_csv_pull},
+	{"focus_bucket", true, bucket_configure, bucket_pull},
 };
 
 static const ConnectorKind *
@@ -890,6 +891,8 @@ run_pull(int64 connector_id, const char *billing_cycle, bool from_worker, const 
 	List	   *accounts;
 	ListCell   *lc;
 	int64	   *ids;
+	int64		first;
+	int			nconfigured;
 	int			n = 0;
 	const char *skip = NULL;
 
@@ -935,12 +938,20 @@ run_pull(int64 connector_id, const char *billing_cycle, bool from_worker, const 
 	step_end(from_worker);
 
 	MemoryContextSwitchTo(cxt);
-	if (from_worker)
-		accounts = list_make1((void *) account);
-	else
-		accounts = list_concat(list_make1(NULL), c->members);
+	/*
+	 * The stream's own run first: the connector's own (account NULL) may add
+	 * runs that follow (focus_bucket lists the objects to import).  A pull
+	 * worker then pulls only those it added; settle.ingest_now every member.
+	 */
+	nconfigured = list_length(c->members);
+	first = run_account(c, from_worker ? account : NULL, from_worker, cxt);
+	MemoryContextSwitchTo(cxt);
+	accounts = list_concat(list_make1(NULL),
+						   from_worker ? (account ? NIL : list_copy_tail(c->members, nconfigured))
+						   : c->members);
 	ids = MemoryContextAlloc(callercxt, sizeof(int64) * list_length(accounts));
-	foreach(lc, accounts)
+	ids[n++] = first;
+	for_each_from(lc, accounts, 1)
 	{
 		ids[n++] = run_account(c, (const char *) lfirst(lc), from_worker, cxt);
 		MemoryContextSwitchTo(cxt);

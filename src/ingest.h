@@ -43,7 +43,8 @@ typedef struct Connector
 	char	   *endpoint;
 	char	   *secret_name;
 	char	   *cycle;			/* billing cycle of this run */
-	List	   *members;		/* member accounts (char *), each pulled as a run of its own */
+	List	   *members;		/* member accounts (char *), each pulled as a run of its own;
+								 * focus_bucket: the objects its listing run found */
 	void	   *opts;			/* the kind's settings, read by its configure function */
 } Connector;
 
@@ -82,7 +83,13 @@ struct ConnectorKind
 /* the connectors */
 extern void bss_configure(Connector *c, MemoryContext cxt);
 extern void bss_pull(RunCtx *rc);
+extern void focus_csv_configure(Connector *c, MemoryContext cxt);
 extern void focus_csv_pull(RunCtx *rc);
+extern void bucket_configure(Connector *c, MemoryContext cxt);
+extern void bucket_pull(RunCtx *rc);
+extern List *focus_null_tokens(int64 connector_id, MemoryContext cxt);
+extern void focus_load(IngestState *st, List *null_tokens, const char *source,
+					   const char *body, size_t len, int64 raw_page_id);
 
 /* One page's transaction, and its memory context while it is open. */
 typedef struct PageTx

@@ -9,11 +9,15 @@
  */
 #include "postgres.h"
 
+#include "catalog/pg_type.h"
 #include "common/jsonapi.h"
+#include "executor/spi.h"
 #include "mb/pg_wchar.h"
 #include "miscadmin.h"
 #include "pgstat.h"
+#include "utils/array.h"
 #include "utils/builtins.h"
+#include "utils/date.h"
 #include "utils/hsearch.h"
 #include "utils/json.h"
 #include "utils/timestamp.h"
@@ -134,57 +138,71 @@ csv_split(char *buf, size_t len, CsvRow **rows_out)
 	return nrows;
 }
 
-static bool
-valid_timestamp_text(const char *s)
+/*
+ * A FOCUS date/time as settle stores it, or NULL when it is not one.  FOCUS
+ * writes ISO 8601 in UTC: YYYY-MM-DDTHH:mm:ssZ; exports also write a space
+ * for the T, leave out the seconds or the Z, or give a date alone.  A value
+ * without a zone is UTC (as FOCUS specifies), never the server's TimeZone;
+ * a date alone is its midnight.  Anything else is refused.
+ */
+static char *
+focus_timestamp(const char *s)
 {
-	/* YYYY-MM-DD, optionally followed by [T ]HH:MM[:SS[.fff]][Z|+hh:mm] */
 	const char *p;
+	char		d[11];
 
 	if (s == NULL || strlen(s) < 10)
-		return false;
-	{
-		char		d[11];
-
-		memcpy(d, s, 10);
-		d[10] = '\0';
-		if (!ingest_valid_date(d))
-			return false;
-	}
+		return NULL;
+	memcpy(d, s, 10);
+	d[10] = '\0';
+	if (!ingest_valid_date(d))
+		return NULL;
 	p = s + 10;
 	if (*p == '\0')
-		return true;
+		return psprintf("%sT00:00:00Z", d);
 	if (*p != 'T' && *p != ' ')
-		return false;
+		return NULL;
 	p++;
 	if (!(isdigit((unsigned char) p[0]) && isdigit((unsigned char) p[1]) && p[2] == ':' &&
 		  isdigit((unsigned char) p[3]) && isdigit((unsigned char) p[4])))
-		return false;
+		return NULL;
 	if ((p[0] - '0') * 10 + (p[1] - '0') > 23 || (p[3] - '0') * 10 + (p[4] - '0') > 59)
-		return false;
+		return NULL;
 	p += 5;
 	if (*p == ':')
 	{
 		p++;
 		if (!(isdigit((unsigned char) p[0]) && isdigit((unsigned char) p[1])) ||
 			(p[0] - '0') * 10 + (p[1] - '0') > 60)
-			return false;
+			return NULL;
 		p += 2;
 		if (*p == '.')
 		{
 			p++;
+			if (!isdigit((unsigned char) *p))
+				return NULL;
 			while (isdigit((unsigned char) *p))
 				p++;
 		}
 	}
-	if (*p == 'Z')
-		p++;
-	else if (*p == '+' || *p == '-')
+	if (*p == '\0')
+		return psprintf("%sZ", s);
+	if (*p == 'Z' && p[1] == '\0')
+		return pstrdup(s);
+	if (*p == '+' || *p == '-')
 	{
+		/* +HH, +HHMM or +HH:MM */
 		p++;
-		while (isdigit((unsigned char) *p) || *p == ':')
+		if (!(isdigit((unsigned char) p[0]) && isdigit((unsigned char) p[1])))
+			return NULL;
+		p += 2;
+		if (*p == ':')
 			p++;
+		if (*p != '\0' && !(isdigit((unsigned char) p[0]) && isdigit((unsigned char) p[1]) && p[2] == '\0'))
+			return NULL;
+		return pstrdup(s);
 	}
-	return *p == '\0';
+	return NULL;
 }
 
 static bool
@@ -214,69 +232,153 @@ static const char *const focus_names[FC__COUNT] = {
 	"BillingCurrency", "Tags", "x_ProductCode"
 };
 
-/* Pulls the file: one page, stored whole or not at all. */
-void
-focus_csv_pull(RunCtx *rc)
+/*
+ * The columns settle needs, mandatory in FOCUS 1.0, 1.1 and 1.2 alike (a
+ * product also needs ServiceName or x_ProductCode).  Every other column of
+ * any version (1.2's InvoiceId, BillingAccountType, SubAccountType,
+ * PricingCurrency..., providers' x_ columns) is read past.
+ */
+static const int focus_required[] = {
+	FC_BilledCost, FC_ListCost, FC_ChargeCategory, FC_ChargePeriodStart, FC_BillingPeriodStart,
+	FC_BillingAccountId, FC_BillingCurrency
+};
+
+/*
+ * Reads a FOCUS connector's null_tokens config key: the field values that
+ * mean null besides the empty field (default ["NULL"], as database exports
+ * such as the FinOps Foundation's sample write it).
+ */
+List *
+focus_null_tokens(int64 connector_id, MemoryContext cxt)
 {
-	IngestState *st = rc->st;
-	Connector  *c = rc->c;
-	PageTx		tx;
-	char	   *url = c->endpoint;
-	HttpResult	r;
-	TimestampTz requested_at;
+	Oid			t[1] = {INT8OID};
+	Datum		v[1];
+	List	   *tokens = NIL;
+	uint64		i;
+	MemoryContext old;
+
+	v[0] = Int64GetDatum(connector_id);
+	if (SPI_execute_with_args("SELECT e FROM settle.connector c,"
+							  " pg_catalog.jsonb_array_elements_text(coalesce(c.config->'null_tokens', '[\"NULL\"]')) e"
+							  " WHERE c.connector_id = $1",
+							  1, t, v, NULL, false, 0) != SPI_OK_SELECT)
+		elog(ERROR, "could not read settle.connector");
+	old = MemoryContextSwitchTo(cxt);
+	for (i = 0; i < SPI_processed; i++)
+		tokens = lappend(tokens, pstrdup(SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1)));
+	MemoryContextSwitchTo(old);
+	return tokens;
+}
+
+void
+focus_csv_configure(Connector *c, MemoryContext cxt)
+{
+	c->opts = focus_null_tokens(c->id, cxt);
+}
+
+static bool
+null_token(List *tokens, const char *v)
+{
+	ListCell   *lc;
+
+	foreach(lc, tokens)
+		if (strcmp((char *) lfirst(lc), v) == 0)
+			return true;
+	return false;
+}
+
+/*
+ * A complete re-import of a source: every stored line of the billing period
+ * whose latest revision came from this source (its raw page's url) and
+ * that the file no longer holds is withdrawn (settle.withdraw_lines, as the
+ * BSS connector withdraws what a complete pull no longer returns).
+ */
+static void
+withdraw_missing(IngestState *st, const char *source, const char *period_start,
+				 HTAB *keys, int64 raw_page_id)
+{
+	Oid			t[3] = {INT8OID, DATEOID, TEXTOID};
+	Datum		v[3];
+	Datum	   *gone;
+	int			ngone = 0;
+	uint64		i;
+
+	v[0] = Int64GetDatum(st->connector_id);
+	v[1] = DirectFunctionCall1(date_in, CStringGetDatum(period_start));
+	v[2] = CStringGetTextDatum(source);
+	if (SPI_execute_with_args("SELECT b.line_key FROM (SELECT DISTINCT ON (l.line_key) l.line_key, l.raw_page_id,"
+							  " l.withdrawal_reason FROM settle.bill_line l"
+							  " WHERE l.connector_id = $1 AND l.billing_period_start = $2"
+							  " ORDER BY l.line_key, l.revision DESC) b"
+							  " JOIN settle.raw_page p ON p.raw_page_id = b.raw_page_id"
+							  " WHERE b.withdrawal_reason IS NULL AND p.request->>'url' = $3",
+							  3, t, v, NULL, true, 0) != SPI_OK_SELECT)
+		elog(ERROR, "could not read the source's lines");
+	gone = palloc(sizeof(Datum) * (SPI_processed + 1));
+	for (i = 0; i < SPI_processed; i++)
+	{
+		char	   *key = SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1);
+
+		if (hash_search(keys, key, HASH_FIND, NULL) == NULL)
+			gone[ngone++] = CStringGetTextDatum(key);
+	}
+	if (ngone > 0)
+	{
+		Oid			t2[5] = {INT8OID, TEXTARRAYOID, TEXTOID, INT8OID, INT8OID};
+		Datum		v2[5];
+		bool		isnull;
+
+		v2[0] = Int64GetDatum(st->connector_id);
+		v2[1] = PointerGetDatum(construct_array(gone, ngone, TEXTOID, -1, false, TYPALIGN_INT));
+		v2[2] = CStringGetTextDatum(psprintf("not in a complete re-import of %s", source));
+		v2[3] = Int64GetDatum(st->run_id);
+		v2[4] = Int64GetDatum(raw_page_id);
+		if (SPI_execute_with_args("SELECT settle.withdraw_lines($1, $2, $3, $4, $5)", 5, t2, v2, NULL,
+								  false, 1) != SPI_OK_SELECT)
+			elog(ERROR, "could not withdraw lines");
+		st->lines_withdrawn += DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc,
+														   1, &isnull));
+	}
+}
+
+/*
+ * Normalizes and stores one FOCUS file (its raw page already written):
+ * lines grouped by billing period, each period then withdrawing what the
+ * source no longer holds.  Raises for a file that is not FOCUS CSV (not
+ * UTF-8: 22021, unbalanced quotes: 22P04, a required column missing:
+ * 42703 naming it); a bad row fails only itself, its field named.
+ */
+void
+focus_load(IngestState *st, List *null_tokens, const char *source,
+		   const char *body, size_t len, int64 raw_page_id)
+{
 	CsvRow	   *rows;
 	int			nrows;
 	int			col[FC__COUNT];
 	int			i;
-	int64		raw_page_id;
 	NormLine   *lines;
+	char	  **period_of;
+	List	   *periods = NIL;
+	ListCell   *lc;
 	HTAB	   *seen;
 	HASHCTL		ctl;
-	StringInfoData req;
-	char	   *scope;
-
-	ingest_page_begin(rc, &tx);
-
-	if (url[0] == '/')
-		url = psprintf("file://%s", url);
-	if (rc->worker)
-		pgstat_report_activity(STATE_RUNNING, psprintf("settle ingest: %s focus_csv", c->name));
-	requested_at = GetCurrentTimestamp();
-	http_get(rc->client, url, NULL, 0, false, &r);
-	st->requests++;
-	memset(&ingest_failure, 0, sizeof(ingest_failure));
-	ingest_failure.http_status = r.status;
-	if (r.curl_code != 0)
-		http_raise(url, &r);
-	if (r.status != 0 && (r.status < 200 || r.status >= 300))
-		ereport(ERROR,
-				(errcode(ERRCODE_CONNECTION_EXCEPTION),
-				 errmsg("FOCUS file \"%s\" could not be fetched: HTTP %ld", url, r.status)));
-
-	initStringInfo(&req);
-	appendStringInfoString(&req, "{\"action\": \"focus_csv\", \"url\": ");
-	escape_json(&req, url);
-	appendStringInfoString(&req, "}");
-	raw_page_id = ingest_insert_raw_page(st, req.data, r.status ? r.status : 200,
-										 r.body, r.body_len, requested_at);
-	st->pages++;
 
 	/* split a copy: the raw page keeps the verbatim bytes */
 	{
-		char	   *copy = palloc(r.body_len + 1);
+		char	   *copy = palloc(len + 1);
 
-		memcpy(copy, r.body, r.body_len);
-		copy[r.body_len] = '\0';
-		if (pg_verifymbstr(copy, r.body_len, true) == false)
+		memcpy(copy, body, len);
+		copy[len] = '\0';
+		if (pg_verifymbstr(copy, len, true) == false)
 			ereport(ERROR,
 					(errcode(ERRCODE_CHARACTER_NOT_IN_REPERTOIRE),
-					 errmsg("FOCUS file \"%s\" is not valid UTF-8", url)));
-		nrows = csv_split(copy, r.body_len, &rows);
+					 errmsg("FOCUS file \"%s\" is not valid UTF-8", source)));
+		nrows = csv_split(copy, len, &rows);
 	}
 	if (nrows < 1)
 		ereport(ERROR,
 				(errcode(ERRCODE_BAD_COPY_FILE_FORMAT),
-				 errmsg("FOCUS file \"%s\" is empty", url)));
+				 errmsg("FOCUS file \"%s\" is empty", source)));
 	for (i = 0; i < FC__COUNT; i++)
 	{
 		int			k;
@@ -286,12 +388,17 @@ focus_csv_pull(RunCtx *rc)
 			if (strcmp(ingest_trim(rows[0].f[k]), focus_names[i]) == 0)
 				col[i] = k;
 	}
-	for (i = 0; i <= FC_BillingAccountId; i++)
-		if (col[i] < 0 && i != FC_ContractedCost && i != FC_ChargeClass && i != FC_ChargePeriodEnd)
+	for (i = 0; i < lengthof(focus_required); i++)
+		if (col[focus_required[i]] < 0)
 			ereport(ERROR,
-					(errcode(ERRCODE_BAD_COPY_FILE_FORMAT),
-					 errmsg("FOCUS file \"%s\" has no column \"%s\"", url, focus_names[i]),
-					 errdetail("The first row must name the FOCUS columns (BilledCost, ListCost, ChargeCategory, ChargePeriodStart, BillingPeriodStart, BillingAccountId, ...).")));
+					(errcode(ERRCODE_UNDEFINED_COLUMN),
+					 errmsg("FOCUS file \"%s\" has no column \"%s\"", source, focus_names[focus_required[i]]),
+					 errdetail("FOCUS 1.0, 1.1 and 1.2 require it; settle reads BilledCost, ListCost, ChargeCategory, ChargePeriodStart, BillingPeriodStart, BillingAccountId, BillingCurrency and ServiceName or x_ProductCode from the first row's column names.")));
+	if (col[FC_ServiceName] < 0 && col[FC_x_ProductCode] < 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_COLUMN),
+				 errmsg("FOCUS file \"%s\" has no column \"ServiceName\"", source),
+				 errdetail("A line's product is its x_ProductCode, else the product settle.product_mapping gives its SkuId or ServiceName.")));
 
 	memset(&ctl, 0, sizeof(ctl));
 	ctl.keysize = 512;
@@ -300,6 +407,7 @@ focus_csv_pull(RunCtx *rc)
 	seen = hash_create("settle focus keys", 1024, &ctl, HASH_ELEM | HASH_STRINGS | HASH_CONTEXT);
 
 	lines = palloc0(sizeof(NormLine) * nrows);
+	period_of = palloc0(sizeof(char *) * nrows);
 	for (i = 1; i < nrows; i++)
 	{
 		CsvRow	   *row = &rows[i];
@@ -309,6 +417,8 @@ focus_csv_pull(RunCtx *rc)
 		StringInfoData key;
 		int			k;
 		char	   *bps;
+		char	   *ts;
+		bool		has_cps_error;
 		bool		found;
 		char		hkey[512];
 		int		   *occ;
@@ -316,7 +426,7 @@ focus_csv_pull(RunCtx *rc)
 		for (k = 0; k < FC__COUNT; k++)
 		{
 			v[k] = (col[k] >= 0 && col[k] < row->nfields) ? ingest_trim(row->f[col[k]]) : NULL;
-			if (v[k] && v[k][0] == '\0')
+			if (v[k] && (v[k][0] == '\0' || null_token(null_tokens, v[k])))
 				v[k] = NULL;
 		}
 		initStringInfo(&content);
@@ -333,11 +443,18 @@ focus_csv_pull(RunCtx *rc)
 		l->sub_account_id = v[FC_SubAccountId];
 		l->map_account = v[FC_SubAccountId] ? v[FC_SubAccountId] : v[FC_BillingAccountId];
 		l->service_name = v[FC_ServiceName];
-		l->product_code = v[FC_x_ProductCode] ? v[FC_x_ProductCode] : v[FC_ServiceName];
+		l->sku_id = v[FC_SkuId];
+		if (v[FC_x_ProductCode])
+			l->product_code = v[FC_x_ProductCode];
+		else
+		{
+			/* known by name: settle.product_mapping decides (ingest_lines.c) */
+			l->product_code = v[FC_ServiceName] ? v[FC_ServiceName] : v[FC_SkuId];
+			l->product_by_name = true;
+		}
 		l->region_id = v[FC_RegionId];
 		l->resource_id = v[FC_ResourceId];
 		l->source_record_id = v[FC_ResourceId];
-		l->sku_id = v[FC_SkuId];
 		l->currency = v[FC_BillingCurrency];
 		l->source_item = v[FC_ChargeCategory];
 		if (l->billing_account_id == NULL)
@@ -359,31 +476,39 @@ focus_csv_pull(RunCtx *rc)
 		else if (v[FC_ChargeClass])
 			ingest_line_error(l, "unknown_charge_class:%s", v[FC_ChargeClass]);
 
-		bps = v[FC_BillingPeriodStart];
-		if (bps == NULL || !valid_timestamp_text(bps))
-		{
-			ingest_line_error(l, bps ? "invalid:BillingPeriodStart" : "missing:BillingPeriodStart");
-			bps = NULL;
-		}
-		if (v[FC_ChargePeriodStart] && valid_timestamp_text(v[FC_ChargePeriodStart]))
-		{
-			l->charge_period_start = v[FC_ChargePeriodStart];
-			l->line_date = pnstrdup(v[FC_ChargePeriodStart], 10);
-		}
+		bps = v[FC_BillingPeriodStart] ? focus_timestamp(v[FC_BillingPeriodStart]) : NULL;
+		if (bps == NULL)
+			ingest_line_error(l, v[FC_BillingPeriodStart] ? "invalid:BillingPeriodStart" : "missing:BillingPeriodStart");
+		ts = v[FC_ChargePeriodStart] ? focus_timestamp(v[FC_ChargePeriodStart]) : NULL;
+		has_cps_error = (ts == NULL);
+		if (ts)
+			l->charge_period_start = ts;
 		else
 		{
 			ingest_line_error(l, v[FC_ChargePeriodStart] ? "invalid:ChargePeriodStart" : "missing:ChargePeriodStart");
-			l->charge_period_start = bps ? bps : "1970-01-01";
-			l->line_date = pnstrdup(l->charge_period_start, 10);
+			l->charge_period_start = bps ? bps : "1970-01-01T00:00:00Z";
 		}
-		if (v[FC_ChargePeriodEnd] && valid_timestamp_text(v[FC_ChargePeriodEnd]))
-			l->charge_period_end = v[FC_ChargePeriodEnd];
+		l->line_date = pnstrdup(l->charge_period_start, 10);
+		ts = v[FC_ChargePeriodEnd] ? focus_timestamp(v[FC_ChargePeriodEnd]) : NULL;
+		if (ts)
+			l->charge_period_end = ts;
 		else
 		{
 			if (v[FC_ChargePeriodEnd])
 				ingest_line_error(l, "invalid:ChargePeriodEnd");
 			l->charge_period_end = l->charge_period_start;
 		}
+
+		/*
+		 * The billing period the line is stored under: its own, except that
+		 * a Correction (FOCUS: a charge correcting an earlier billing period,
+		 * whose charge period lies in it) belongs to the period it corrects.
+		 */
+		if (l->charge_class && !has_cps_error)
+			period_of[i - 1] = psprintf("%.7s-01", l->charge_period_start);
+		else
+			period_of[i - 1] = bps ? pnstrdup(bps, 10) : psprintf("%.7s-01", l->line_date);
+
 		l->amt_null[AMT_LIST] = !ingest_parse_amount(l, "ListCost", v[FC_ListCost], false, true, &l->amt[AMT_LIST]);
 		l->amt_null[AMT_BILLED] = !ingest_parse_amount(l, "BilledCost", v[FC_BilledCost], false, true, &l->amt[AMT_BILLED]);
 		l->amt_null[AMT_DISCOUNT] = true;
@@ -415,41 +540,91 @@ focus_csv_pull(RunCtx *rc)
 		(*occ)++;
 		appendStringInfo(&key, "#%d", *occ);
 		l->line_key = key.data;
+
+		foreach(lc, periods)
+			if (strcmp((char *) lfirst(lc), period_of[i - 1]) == 0)
+				break;
+		if (lc == NULL)
+			periods = lappend(periods, period_of[i - 1]);
 	}
 
-	/* lines are grouped by billing period: ingest_store_lines takes one */
+	/* ingest_store_lines takes one billing period at a time */
+	foreach(lc, periods)
 	{
-		int			start = 0;
+		char	   *bp = lfirst(lc);
+		NormLine   *group = palloc(sizeof(NormLine) * nrows);
+		int			n = 0;
+		char		period[8];
+		HTAB	   *keys;
+		int			k;
 
-		while (start < nrows - 1)
+		for (k = 0; k < nrows - 1; k++)
+			if (strcmp(period_of[k], bp) == 0)
+				group[n++] = lines[k];
+		memcpy(period, bp, 7);
+		period[7] = '\0';
+		ingest_store_lines(st, raw_page_id, bp, period, group, n);
+
+		/* the keys as stored (long ones became their hash) */
+		memset(&ctl, 0, sizeof(ctl));
+		ctl.keysize = 512;
+		ctl.entrysize = 512;
+		ctl.hcxt = CurrentMemoryContext;
+		keys = hash_create("settle focus stored keys", n + 1, &ctl, HASH_ELEM | HASH_STRINGS | HASH_CONTEXT);
+		for (k = 0; k < n; k++)
 		{
-			NormLine   *l0 = &lines[start];
-			char	   *bp;
-			int			end = start + 1;
-			char		period[8];
+			char		hk[512];
 
-			bp = (col[FC_BillingPeriodStart] >= 0 && col[FC_BillingPeriodStart] < rows[start + 1].nfields &&
-				  valid_timestamp_text(ingest_trim(rows[start + 1].f[col[FC_BillingPeriodStart]])))
-				? pnstrdup(ingest_trim(rows[start + 1].f[col[FC_BillingPeriodStart]]), 10)
-				: pnstrdup(l0->line_date, 10);
-			while (end < nrows - 1)
-			{
-				char	   *bp2 = (col[FC_BillingPeriodStart] >= 0 && col[FC_BillingPeriodStart] < rows[end + 1].nfields)
-				? ingest_trim(rows[end + 1].f[col[FC_BillingPeriodStart]]) : "";
-
-				if (strncmp(bp2, bp, 10) != 0)
-					break;
-				end++;
-			}
-			memcpy(period, bp, 7);
-			period[7] = '\0';
-			ingest_store_lines(st, raw_page_id, bp, period, &lines[start], end - start);
-			start = end;
+			memset(hk, 0, sizeof(hk));
+			strlcpy(hk, group[k].line_key, sizeof(hk));
+			hash_search(keys, hk, HASH_ENTER, NULL);
 		}
+		withdraw_missing(st, source, bp, keys, raw_page_id);
 	}
+}
 
-	scope = psprintf("focus_csv:%s", c->endpoint);
-	ingest_checkpoint_save(st, scope, NULL, 1, 0);
+/* Pulls the file: one page, stored whole or not at all. */
+void
+focus_csv_pull(RunCtx *rc)
+{
+	IngestState *st = rc->st;
+	Connector  *c = rc->c;
+	PageTx		tx;
+	char	   *url = c->endpoint;
+	HttpResult	r;
+	TimestampTz requested_at;
+	int64		raw_page_id;
+	StringInfoData req;
+
+	ingest_page_begin(rc, &tx);
+
+	if (url[0] == '/')
+		url = psprintf("file://%s", url);
+	if (rc->worker)
+		pgstat_report_activity(STATE_RUNNING, psprintf("settle ingest: %s focus_csv", c->name));
+	requested_at = GetCurrentTimestamp();
+	http_get(rc->client, url, NULL, 0, false, &r);
+	st->requests++;
+	memset(&ingest_failure, 0, sizeof(ingest_failure));
+	ingest_failure.http_status = r.status;
+	if (r.curl_code != 0)
+		http_raise(url, &r);
+	if (r.status != 0 && (r.status < 200 || r.status >= 300))
+		ereport(ERROR,
+				(errcode(ERRCODE_CONNECTION_EXCEPTION),
+				 errmsg("FOCUS file \"%s\" could not be fetched: HTTP %ld", url, r.status)));
+
+	initStringInfo(&req);
+	appendStringInfoString(&req, "{\"action\": \"focus_csv\", \"url\": ");
+	escape_json(&req, url);
+	appendStringInfoString(&req, "}");
+	raw_page_id = ingest_insert_raw_page(st, req.data, r.status ? r.status : 200,
+										 r.body, r.body_len, requested_at);
+	st->pages++;
+
+	focus_load(st, (List *) c->opts, url, r.body, r.body_len, raw_page_id);
+
+	ingest_checkpoint_save(st, psprintf("focus_csv:%s", c->endpoint), NULL, 1, 0);
 	ingest_run_update_counts(st);
 
 	ingest_page_end(rc, &tx);

@@ -258,7 +258,124 @@ load_catalogue(IngestState *st)
 		st->products = lappend(st->products,
 							   pstrdup(SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1)));
 	MemoryContextSwitchTo(old);
+	if (SPI_execute("SELECT source_field || E'\\t' || source_value || E'\\t' || product_code"
+					" FROM settle.product_mapping", true, 0) != SPI_OK_SELECT)
+		elog(ERROR, "could not read settle.product_mapping");
+	old = MemoryContextSwitchTo(st->runcxt);
+	for (i = 0; i < SPI_processed; i++)
+		st->product_map = lappend(st->product_map,
+								  pstrdup(SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1)));
+	MemoryContextSwitchTo(old);
 	st->catalogue_loaded = true;
+}
+
+static char *product_category(IngestState *st, const char *code);
+
+/* The product finance mapped a SkuId or ServiceName to, or NULL. */
+static char *
+mapped_product(IngestState *st, const char *field, const char *value)
+{
+	ListCell   *lc;
+	size_t		flen = strlen(field);
+	size_t		vlen = strlen(value);
+
+	foreach(lc, st->product_map)
+	{
+		char	   *m = lfirst(lc);
+
+		if (strncmp(m, field, flen) == 0 && m[flen] == '\t' &&
+			strncmp(m + flen + 1, value, vlen) == 0 && m[flen + 1 + vlen] == '\t')
+			return m + flen + 1 + vlen + 1;
+	}
+	return NULL;
+}
+
+/*
+ * Lines whose product is known by name only (a FOCUS file without
+ * x_ProductCode): the product finance mapped the SkuId to, else the
+ * ServiceName.  The product joins the line's content hash, so a line pulled
+ * again after its name was mapped is a new revision carrying the product.
+ * An unmapped name keeps the name as the product code and fails the line
+ * with unmapped_product (one exception per name: see the exception pass).
+ */
+static void
+resolve_products(IngestState *st, NormLine *lines, int nlines)
+{
+	int			i;
+
+	for (i = 0; i < nlines; i++)
+	{
+		NormLine   *l = &lines[i];
+		char	   *code = NULL;
+		char	   *mix;
+		uint8		h[32];
+
+		if (!l->product_by_name || (l->sku_id == NULL && l->service_name == NULL))
+			continue;
+		if (l->sku_id)
+			code = mapped_product(st, "SkuId", l->sku_id);
+		if (code == NULL && l->service_name)
+			code = mapped_product(st, "ServiceName", l->service_name);
+		/* a name that is itself a catalogue product code is that product */
+		if (code == NULL && product_category(st, l->product_code) != NULL)
+			continue;
+		if (code == NULL)
+		{
+			ingest_line_error(l, "unmapped_product:%s", l->service_name ? l->service_name : l->sku_id);
+			continue;
+		}
+		l->product_code = code;
+		mix = palloc(32 + strlen(code));
+		memcpy(mix, l->hash, 32);
+		memcpy(mix + 32, code, strlen(code));
+		acs3_sha256(mix, 32 + strlen(code), h);
+		memcpy(l->hash, h, 32);
+	}
+}
+
+/* Whether one of the line's failures starts with prefix. */
+static bool
+has_error(NormLine *l, const char *prefix)
+{
+	ListCell   *lc;
+
+	foreach(lc, l->errors)
+		if (strncmp((char *) lfirst(lc), prefix, strlen(prefix)) == 0)
+			return true;
+	return false;
+}
+
+/*
+ * True the first time a run meets scope (an unmapped account of a month, an
+ * unmapped product name): its exception is opened once per run.  Long
+ * scopes are remembered by their hash.
+ */
+static bool
+first_in_run(IngestState *st, const char *scope)
+{
+	char		key[NAMEDATALEN * 2];
+	bool		found;
+
+	if (st->unmapped_seen == NULL)
+	{
+		HASHCTL		c2;
+
+		c2.keysize = sizeof(key);
+		c2.entrysize = sizeof(key);
+		c2.hcxt = st->runcxt;
+		st->unmapped_seen = hash_create("settle unmapped", 64, &c2,
+										HASH_ELEM | HASH_STRINGS | HASH_CONTEXT);
+	}
+	memset(key, 0, sizeof(key));
+	if (strlen(scope) < sizeof(key))
+		strlcpy(key, scope, sizeof(key));
+	else
+	{
+		strlcpy(key, "sha256:", sizeof(key));
+		acs3_sha256_hex(scope, strlen(scope), key + 7);
+	}
+	hash_search(st->unmapped_seen, key, HASH_ENTER, &found);
+	return !found;
 }
 
 static bool
@@ -1001,6 +1118,7 @@ ingest_store_lines(IngestState *st, int64 raw_page_id,
 	if (nlines == 0)
 		return;
 	load_catalogue(st);
+	resolve_products(st, lines, nlines);
 	st->lines_seen += nlines;
 
 	/* One writer of bill lines at a time: revision numbers stay dense. */
@@ -1115,7 +1233,8 @@ ingest_store_lines(IngestState *st, int64 raw_page_id,
 			if (strlen(l->currency) != 3)
 				l->currency = NULL;
 		}
-		if (l->product_code && product_category(st, l->product_code) == NULL)
+		if (l->product_code && product_category(st, l->product_code) == NULL &&
+			!(l->product_by_name && has_error(l, "unmapped_product:")))
 			ingest_line_error(l, "unknown_product:%s", l->product_code);
 		/* provider identity: gross - discount - coupons = payable, within 0.01 */
 		if (l->check_identity && !l->amt_null[AMT_LIST] && !l->amt_null[AMT_BILLED])
@@ -1170,23 +1289,8 @@ ingest_store_lines(IngestState *st, int64 raw_page_id,
 			if (strncmp(e, "unmapped_account:", 17) == 0)
 			{
 				char	   *scope = psprintf("account:%s:%s", l->map_account, period);
-				bool		found;
-				char		key[NAMEDATALEN * 2];
 
-				if (st->unmapped_seen == NULL)
-				{
-					HASHCTL		c2;
-
-					c2.keysize = sizeof(key);
-					c2.entrysize = sizeof(key);
-					c2.hcxt = st->runcxt;
-					st->unmapped_seen = hash_create("settle unmapped", 64, &c2,
-													HASH_ELEM | HASH_STRINGS | HASH_CONTEXT);
-				}
-				memset(key, 0, sizeof(key));
-				strlcpy(key, scope, sizeof(key));
-				hash_search(st->unmapped_seen, key, HASH_ENTER, &found);
-				if (!found)
+				if (first_in_run(st, scope))
 				{
 					StringInfoData refs;
 
@@ -1199,6 +1303,27 @@ ingest_store_lines(IngestState *st, int64 raw_page_id,
 					appendStringInfoChar(&refs, '}');
 					open_exception(st, 0, "unmapped_customer", scope, period, refs.data,
 								   "{\"reason\": \"no settle.customer_account maps this account on the line date\"}");
+				}
+			}
+			else if (strncmp(e, "unmapped_product:", 17) == 0)
+			{
+				/* one exception per name, whatever the reseller or month */
+				const char *field = l->service_name ? "ServiceName" : "SkuId";
+				char	   *scope = psprintf("product:%s:%s", field, e + 17);
+
+				if (first_in_run(st, scope))
+				{
+					StringInfoData refs;
+
+					initStringInfo(&refs);
+					appendStringInfo(&refs, "{\"source_field\": \"%s\", \"source_value\": ", field);
+					escape_json(&refs, e + 17);
+					appendStringInfo(&refs, ", \"ingest_run_id\": " INT64_FORMAT ", \"first_line_key\": ",
+									 st->run_id);
+					escape_json(&refs, l->line_key);
+					appendStringInfoChar(&refs, '}');
+					open_exception(st, 0, "unmapped_product", scope, period, refs.data,
+								   "{\"reason\": \"no settle.product_mapping maps this SkuId or ServiceName to a product\"}");
 				}
 			}
 			else if (strcmp(e, "unlinked_refund") == 0)

@@ -28,6 +28,8 @@ typedef struct NormLine
 	char	   *charge_category;
 	char	   *charge_class;
 	char	   *product_code;
+	bool		product_by_name;	/* product_code from settle.product_mapping
+									 * (SkuId, else ServiceName) */
 	char	   *service_name;
 	char	   *sku_id;
 	char	   *region_id;
@@ -71,6 +73,7 @@ typedef struct IngestState
 	HTAB	   *unmapped_seen;	/* account|period exceptions opened */
 	List	   *currencies;
 	List	   *products;		/* "code\tcategory" */
+	List	   *product_map;	/* "field\tvalue\tcode" (settle.product_mapping) */
 	bool		catalogue_loaded;
 	/* counters */
 	int			requests;

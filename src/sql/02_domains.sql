@@ -23,3 +23,15 @@ COMMENT ON DOMAIN settle.amount IS
 CREATE DOMAIN settle.exact_amount AS numeric CHECK (settle.check_amount(VALUE, 16));
 COMMENT ON DOMAIN settle.exact_amount IS
 	'A money amount settle computed (an unrounded commission, a delta): finite, below 10^14 in magnitude, at most 16 decimal places (22003 or 22023 otherwise).';
+
+-- A cloud account id as the providers write them: AWS account ids (digits),
+-- Azure subscription and billing-account resource ids
+-- (/subscriptions/<guid>, /providers/Microsoft.Billing/billingAccounts/...),
+-- GCP billing accounts (012345-6789AB-CDEF01) and project ids, OCI tenancy
+-- OCIDs (ocid1.tenancy.oc1..<hash>) and Alibaba Cloud UIDs (digits).  The
+-- check keeps out what no provider writes and what would break the places
+-- the id is quoted in (blanks, commas, quotes, control characters).
+CREATE DOMAIN settle.account_id AS text
+	CHECK (pg_catalog.length(VALUE) <= 256 AND VALUE ~ '^[0-9A-Za-z/][0-9A-Za-z_.:/@+=-]*$');
+COMMENT ON DOMAIN settle.account_id IS
+	'A cloud account id of any provider (AWS, Azure, GCP, OCI, Alibaba Cloud): up to 256 characters of letters, digits and _ . : / @ + = -, starting with a letter, digit or "/" (23514 otherwise).';

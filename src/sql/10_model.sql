@@ -75,7 +75,7 @@ CREATE TABLE settle.customer (
 COMMENT ON TABLE settle.customer IS 'End customers of a reseller.  segment and tags are matched by commission rules.';
 
 CREATE TABLE settle.customer_account (
-	account_id  text   NOT NULL CHECK (account_id ~ '^[0-9A-Za-z_-]+$'),
+	account_id  settle.account_id NOT NULL,
 	reseller_id bigint NOT NULL,
 	customer_id bigint NOT NULL,
 	valid_from  date   NOT NULL DEFAULT '-infinity',
@@ -86,7 +86,7 @@ CREATE TABLE settle.customer_account (
 	EXCLUDE USING gist (account_id WITH =, pg_catalog.daterange(valid_from, valid_to) WITH &&)
 );
 COMMENT ON TABLE settle.customer_account IS
-	'Alibaba Cloud account UIDs of a customer, over a validity range [valid_from, valid_to).  An account maps to at most one customer on any date.';
+	'Cloud account ids of a customer (Alibaba Cloud UIDs, or any provider''s id in a FOCUS file: settle.account_id), over a validity range [valid_from, valid_to).  An account maps to at most one customer on any date.';
 
 CREATE TABLE settle.agreement (
 	reseller_id          bigint  NOT NULL REFERENCES settle.reseller,

@@ -6,7 +6,7 @@ CREATE TABLE settle.exception (
 	kind         text        NOT NULL CHECK (kind IN (
 	                 'validation', 'unmapped_customer', 'missing_rule', 'missing_fx_rate',
 	                 'unlinked_refund', 'reconciliation_delta', 'sanity_check',
-	                 'late_revision', 'payout_mismatch', 'manual')),
+	                 'late_revision', 'payout_mismatch', 'manual', 'unmapped_product')),
 	severity     text        NOT NULL DEFAULT 'error' CHECK (severity IN ('info', 'warning', 'error', 'critical')),
 	state        text        NOT NULL DEFAULT 'pending_review' CHECK (state IN (
 	                 'pending_review', 'proposed_adjustment', 'finance_approved',

@@ -81,7 +81,7 @@ BEGIN
 	INSERT INTO settle.customer_account VALUES (account_id, rid, cid, valid_from, valid_to);
 END $$;
 COMMENT ON FUNCTION settle.map_account(text, text, text, date, date) IS
-	'Maps an Alibaba Cloud account UID to a customer over [valid_from, valid_to).  An account maps to one customer on any date (23P01 otherwise).';
+	'Maps a cloud account id (an Alibaba Cloud UID, or the BillingAccountId/SubAccountId of a FOCUS file: AWS, Azure, GCP, OCI; see settle.account_id) to a customer over [valid_from, valid_to).  An account maps to one customer on any date (23P01 otherwise).';
 
 CREATE FUNCTION settle.add_product(product_code text, category text, name text) RETURNS void
 LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$

@@ -122,6 +122,13 @@ LANGUAGE C IMMUTABLE PARALLEL SAFE;
 COMMENT ON FUNCTION settle.acs3_authorization(text, text, jsonb, jsonb, bytea, text, text) IS
 	'The Authorization header value of an Alibaba Cloud V3 (ACS3-HMAC-SHA256) request: canonical URI "/", query = business parameters, headers = the x-acs-* headers (action, version, date, nonce, ...); host and x-acs-content-sha256 are added from the arguments.';
 
+CREATE FUNCTION settle.sigv4_authorization(method text, path text, query jsonb, headers jsonb,
+	payload_sha256 text, access_key_id text, secret text, region text, service text) RETURNS text
+AS 'MODULE_PATHNAME', 'settle_sigv4_authorization'
+LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
+COMMENT ON FUNCTION settle.sigv4_authorization(text, text, jsonb, jsonb, text, text, text, text, text) IS
+	'The Authorization header value of an AWS Signature Version 4 request (AWS4-HMAC-SHA256, as S3 and S3-compatible stores such as Alibaba OSS accept it): path unencoded (each segment is encoded once, "/" kept), query = parameters unencoded, headers = every header to sign, which must include host and x-amz-date (YYYYMMDDTHHMMSSZ); payload_sha256 = hex SHA-256 of the body or UNSIGNED-PAYLOAD.  The object-storage connector signs with the same function.';
+
 -- Connector endpoints: credentials in the URL are refused always (never
 -- stored), a literal internal address unless settle.allow_private_endpoints
 -- is on; names are checked on their resolved addresses when pulled.
@@ -244,6 +251,8 @@ DECLARE
 	allowed text[] := CASE NEW.kind
 		WHEN 'alibaba_bss' THEN ARRAY['billing_cycle', 'granularity', 'billing_date', 'max_results',
 		                              'overview', 'member_accounts']
+		WHEN 'focus_csv' THEN ARRAY['null_tokens']
+		WHEN 'focus_bucket' THEN ARRAY['prefix', 'region', 'max_keys', 'null_tokens']
 		ELSE ARRAY[]::text[] END;
 BEGIN
 	FOR k IN SELECT pg_catalog.jsonb_object_keys(NEW.config) LOOP
@@ -263,11 +272,18 @@ BEGIN
 			USING ERRCODE = '22023',
 			      DETAIL = 'Write it as ["1234567890123456", ...]: the member accounts'' ids as strings of digits.';
 	END IF;
+	IF NEW.config ? 'null_tokens' AND (pg_catalog.jsonb_typeof(NEW.config->'null_tokens') <> 'array'
+	   OR EXISTS (SELECT 1 FROM pg_catalog.jsonb_array_elements(NEW.config->'null_tokens') e
+	               WHERE pg_catalog.jsonb_typeof(e.value) <> 'string' OR e.value #>> '{}' = '')) THEN
+		RAISE EXCEPTION 'config key "null_tokens" must be an array of non-empty strings'
+			USING ERRCODE = '22023',
+			      DETAIL = 'Write it as ["NULL"] (the default), [] or ["NULL", "N/A"]: field values read as null besides the empty field.';
+	END IF;
 	RETURN NEW;
 END
 $$;
 COMMENT ON FUNCTION settle._connector_config_check() IS
-	'Trigger of settle.connector: refuses config keys the connector''s kind does not read (22023 naming the key), and a member_accounts that is not an array of account ids.';
+	'Trigger of settle.connector: refuses config keys the connector''s kind does not read (22023 naming the key), a member_accounts that is not an array of account ids and a null_tokens that is not an array of non-empty strings.';
 REVOKE EXECUTE ON FUNCTION settle._connector_config_check() FROM PUBLIC;
 CREATE TRIGGER config_check BEFORE INSERT OR UPDATE OF config, kind ON settle.connector
 	FOR EACH ROW EXECUTE FUNCTION settle._connector_config_check();
@@ -279,8 +295,10 @@ COMMENT ON TRIGGER config_check ON settle.connector IS
 GRANT SELECT ON settle.ingest_run, settle.ingest_checkpoint, settle.provider_total,
 	settle.provider_total_current, settle.ingest_health
 	TO settle_admin, settle_operator, settle_analyst, settle_finance, settle_auditor;
-GRANT EXECUTE ON FUNCTION settle.acs3_authorization(text, text, jsonb, jsonb, bytea, text, text)
+GRANT EXECUTE ON FUNCTION settle.acs3_authorization(text, text, jsonb, jsonb, bytea, text, text),
+	settle.sigv4_authorization(text, text, jsonb, jsonb, text, text, text, text, text)
 	TO settle_admin, settle_operator;
+REVOKE EXECUTE ON FUNCTION settle.sigv4_authorization(text, text, jsonb, jsonb, text, text, text, text, text) FROM PUBLIC;
 -- (created after 20_security.sql revoked what existed then from PUBLIC)
 REVOKE EXECUTE ON FUNCTION settle.ingest_now(text, settle.period), settle.ingest_now(bigint, settle.period),
 	settle.ingest_reset(text) FROM PUBLIC;

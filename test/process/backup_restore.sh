@@ -65,9 +65,10 @@ source)
 	psql -d postgres -c "BEGIN" -c "SET LOCAL settle.reason = 'backup test'" \
 		-c "UPDATE settle.recon_default SET tolerance_abs = 0.05" \
 		-c "UPDATE settle.currency SET name = 'US dollar' WHERE currency_code = 'USD'" \
-		-c "INSERT INTO settle.currency VALUES ('XTS', 2, 'Testing code')" -c "COMMIT" || exit 1
+		-c "INSERT INTO settle.currency VALUES ('XTS', 2, 'Testing code')" \
+		-c "SELECT settle.map_product('ServiceName', 'Elastic Compute Service', 'ecs')" -c "COMMIT" || exit 1
 	# The tables the demo leaves empty: an imported provider total and its item
-	# listing, a reseller login.
+	# listing, a reseller login, a FOCUS product mapping.
 	psql -d postgres -c "SELECT settle.import_provider_totals('ledger', E'billing_cycle,billing_account_id,product_code,currency,amount\\n2026-10,acct-ledger,ecs,USD,90.00\\n')" \
 		-c "SELECT settle.import_provider_items('import:ledger', E'billing_cycle,billing_account_id,product_code,currency,record_id,item,amount\\n2026-10,acct-ledger,ecs,USD,R-1,i-1,90.00\\n')" \
 		-c "CREATE ROLE backup_acme LOGIN IN ROLE settle_reseller" \

@@ -31,7 +31,9 @@ check "two identical rows are two lines" "$(q $DB "SELECT count(*) FROM settle.b
 check "bad rows stored with their errors" \
 	"$(q $DB "SELECT string_agg(coalesce(resource_id, '-') || '=' || array_to_string(validation_errors, ';'), ' ' ORDER BY resource_id) FROM settle.bill_line WHERE validation_errors <> '{}'")" \
 	"i-f-007=unknown_charge_category:Refundish i-f-008=invalid:ChargePeriodEnd;invalid_amount:BilledCost;invalid:Tags i-f-009=unmapped_account:3999999999999999"
-check "billing period and mapping" "$(q $DB "SELECT count(*) FILTER (WHERE billing_period_start = '2026-10-01'), count(*) FILTER (WHERE reseller_id = 1) FROM settle.bill_line")" "9|8"
+# the Correction row (charge period 2026-09, billed in 2026-10) belongs to
+# the period it corrects
+check "billing period and mapping" "$(q $DB "SELECT count(*) FILTER (WHERE billing_period_start = '2026-10-01'), count(*) FILTER (WHERE billing_period_start = '2026-09-01' AND charge_class = 'Correction'), count(*) FILTER (WHERE reseller_id = 1) FROM settle.bill_line")" "8|1|8"
 check "raw copy is the file, verbatim" "$(q $DB "SELECT encode(body_sha256, 'hex') FROM settle.raw_page")" "$(sha256sum "$F" | cut -d' ' -f1)"
 check "file:// URL: same lines, no-op" \
 	"$(q $DB "SET settle.allow_insecure_transport = on; SELECT status, lines_new, lines_unchanged FROM settle.ingest_now('focus_url')")" "succeeded|0|9"
