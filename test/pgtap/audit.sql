@@ -62,7 +62,7 @@ SELECT results_eq($$SELECT chain_id = 0, row_key->>'reseller_id' FROM settle.aud
 SELECT throws_ok($$SET LOCAL ROLE settle_admin; INSERT INTO settle.audit_link VALUES (0, 1, 1, '\x00', '\x00')$$, '42501', NULL,
 	'an admin cannot forge a link');
 RESET ROLE;
-SELECT throws_ok($$SET LOCAL ROLE settle_admin; INSERT INTO settle.audit_anchor VALUES (1, '\x00')$$, '42501', NULL,
+SELECT throws_ok($$SET LOCAL ROLE settle_admin; INSERT INTO settle.audit_anchor VALUES (1, 1, '\x00')$$, '42501', NULL,
 	'an admin cannot add to the anchor');
 RESET ROLE;
 
