@@ -9,10 +9,14 @@
 # src/sql/*.sql in name order, so each concern owns its own file.
 
 EXTENSION    = settle
-EXTVERSION   = 0.1.0
+EXTVERSION   = 0.2.0
 MODULE_big   = settle
 OBJS         = $(patsubst %.c,%.o,$(sort $(wildcard src/*.c)))
-DATA_built   = settle--$(EXTVERSION).sql
+# settle--0.1.0--0.2.0.sql is assembled (updates/0.1.0--0.2.0-pre.sql says
+# why): once 0.2.0 is released and the install script moves on, it is
+# committed as built and taken off this list.
+UPDATES      = settle--0.1.0--0.2.0.sql
+DATA_built   = settle--$(EXTVERSION).sql $(UPDATES)
 DATA         = $(filter-out $(DATA_built),$(wildcard settle--*--*.sql))
 SQL_SOURCES  = $(sort $(wildcard src/sql/*.sql))
 
@@ -25,7 +29,7 @@ ISOLATION      = $(patsubst test/specs/%.spec,%,$(sort $(wildcard test/specs/*.s
 ISOLATION_OPTS = --inputdir=test --outputdir=test/output_iso
 
 PG_CONFIG   ?= pg_config
-PG_CPPFLAGS  = -Isrc -Wall -Wextra -Werror -Wno-unused-parameter -Wno-missing-field-initializers -Wno-sign-compare
+PG_CPPFLAGS  = -Isrc -DSETTLE_VERSION='"$(EXTVERSION)"' -Wall -Wextra -Werror -Wno-unused-parameter -Wno-missing-field-initializers -Wno-sign-compare
 SHLIB_LINK   = $(shell curl-config --libs) -lz
 EXTRA_CLEAN  = test/output_iso results regression.diffs regression.out
 
@@ -33,6 +37,9 @@ PGXS := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)
 
 settle--$(EXTVERSION).sql: $(SQL_SOURCES)
+	cat $^ > $@
+
+settle--0.1.0--0.2.0.sql: updates/0.1.0--0.2.0-pre.sql settle--0.2.0.sql updates/0.1.0--0.2.0-post.sql
 	cat $^ > $@
 
 .PHONY: test demo

@@ -90,6 +90,7 @@ PG_FUNCTION_INFO_V1(settle_verify_audit);
 PG_FUNCTION_INFO_V1(settle_audit_anchor_value);
 PG_FUNCTION_INFO_V1(settle_purge);
 PG_FUNCTION_INFO_V1(settle_restoring_sql);
+PG_FUNCTION_INFO_V1(settle_audit_link_unlinked);
 
 /* true only while settle_purge() deletes what retention allows */
 static bool purge_in_progress = false;
@@ -624,17 +625,11 @@ row_chain(Relation rel, HeapTuple tuple)
 	return v > 0 ? v : 0;
 }
 
-/* Writes entry e into settle.audit_log and remembers it for linking at commit. */
-static void
-append_entry(AuditEntry *e)
+/* Remembers entry e (already in settle.audit_log) for linking at commit. */
+static PendingEntry *
+queue_entry(const AuditEntry *e)
 {
-	Datum		values[14];
-	bool		nulls[14];
 	PendingEntry *p;
-
-	if (!OidIsValid(log_relid))
-		log_relid = settle_relid("audit_log");
-	e->audit_id = nextval_internal(settle_relid("audit_id_seq"), false);
 
 	if (npending == maxpending)
 	{
@@ -650,6 +645,20 @@ append_entry(AuditEntry *e)
 	p->chain_id = e->chain_id;
 	p->subid = GetCurrentSubTransactionId();
 	audit_content_hash(e, p->content);
+	return p;
+}
+
+/* Writes entry e into settle.audit_log and remembers it for linking at commit. */
+static void
+append_entry(AuditEntry *e)
+{
+	Datum		values[14];
+	bool		nulls[14];
+
+	if (!OidIsValid(log_relid))
+		log_relid = settle_relid("audit_log");
+	e->audit_id = nextval_internal(settle_relid("audit_id_seq"), false);
+	(void) queue_entry(e);
 
 	memset(nulls, 0, sizeof(nulls));
 	values[0] = Int64GetDatum(e->audit_id);
@@ -928,6 +937,28 @@ datum_jsonb_or_null(HeapTuple tup, TupleDesc desc, int col)
 	return isnull ? NULL : DatumGetJsonbP(d);
 }
 
+/* An entry from the 14 columns of settle.audit_log at col, col + 1, ... of an SPI row. */
+static void
+entry_from_row(HeapTuple tup, TupleDesc desc, int col, AuditEntry *e)
+{
+	bool		isnull;
+
+	e->audit_id = DatumGetInt64(SPI_getbinval(tup, desc, col, &isnull));
+	e->chain_id = DatumGetInt64(SPI_getbinval(tup, desc, col + 1, &isnull));
+	e->table_name = datum_text_or_null(tup, desc, col + 2);
+	e->operation = datum_text_or_null(tup, desc, col + 3);
+	e->row_key = datum_jsonb_or_null(tup, desc, col + 4);
+	e->old_row = datum_jsonb_or_null(tup, desc, col + 5);
+	e->new_row = datum_jsonb_or_null(tup, desc, col + 6);
+	e->reason = datum_text_or_null(tup, desc, col + 7);
+	e->session_user_name = datum_text_or_null(tup, desc, col + 8);
+	e->current_user_name = datum_text_or_null(tup, desc, col + 9);
+	e->application_name = datum_text_or_null(tup, desc, col + 10);
+	e->txid = DatumGetInt64(SPI_getbinval(tup, desc, col + 11, &isnull));
+	e->xact_time = DatumGetTimestampTz(SPI_getbinval(tup, desc, col + 12, &isnull));
+	e->statement_time = DatumGetTimestampTz(SPI_getbinval(tup, desc, col + 13, &isnull));
+}
+
 static const char *
 chain_name(int64 chain_id)
 {
@@ -1149,20 +1180,7 @@ settle_verify_audit(PG_FUNCTION_ARGS)
 						   (long long) link_id, (long long) seq, chain_name(chain_id));
 				break;
 			}
-			e.audit_id = DatumGetInt64(SPI_getbinval(tup, desc, 6, &isnull));
-			e.chain_id = DatumGetInt64(SPI_getbinval(tup, desc, 7, &isnull));
-			e.table_name = datum_text_or_null(tup, desc, 8);
-			e.operation = datum_text_or_null(tup, desc, 9);
-			e.row_key = datum_jsonb_or_null(tup, desc, 10);
-			e.old_row = datum_jsonb_or_null(tup, desc, 11);
-			e.new_row = datum_jsonb_or_null(tup, desc, 12);
-			e.reason = datum_text_or_null(tup, desc, 13);
-			e.session_user_name = datum_text_or_null(tup, desc, 14);
-			e.current_user_name = datum_text_or_null(tup, desc, 15);
-			e.application_name = datum_text_or_null(tup, desc, 16);
-			e.txid = DatumGetInt64(SPI_getbinval(tup, desc, 17, &isnull));
-			e.xact_time = DatumGetTimestampTz(SPI_getbinval(tup, desc, 18, &isnull));
-			e.statement_time = DatumGetTimestampTz(SPI_getbinval(tup, desc, 19, &isnull));
+			entry_from_row(tup, desc, 6, &e);
 			audit_content_hash(&e, content);
 			audit_link_hash(prev, chain_id, seq, link_id, content, h);
 			if (!spi_hash(tup, desc, 5, link_hash) ||
@@ -1349,4 +1367,70 @@ settle_purge(PG_FUNCTION_ARGS)
 	values[0] = Int64GetDatum((int64) pages);
 	values[1] = Int64GetDatum((int64) runs);
 	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(resdesc, values, nulls)));
+}
+
+/*
+ * settle._audit_link_unlinked() → bigint
+ *
+ * Entries of settle.audit_log that have no place in a chain (the whole
+ * trail of settle 0.1.0, whose single chain the update to 0.2.0 replaces)
+ * are linked into their chains, in audit_id order, when this transaction
+ * commits, exactly as if it had written them; returns how many.  Their
+ * content is hashed as it is now: run settle.verify_audit() of the version
+ * that wrote them first (the update script does).
+ */
+Datum
+settle_audit_link_unlinked(PG_FUNCTION_ARGS)
+{
+	Portal		portal;
+	SPIPlanPtr	plan;
+	int64		n = 0;
+	int			nown = npending;
+	int64	   *own = palloc(sizeof(int64) * Max(npending, 1));
+	int			i;
+	MemoryContext batchcxt = AllocSetContextCreate(CurrentMemoryContext, "audit link batch",
+												   ALLOCSET_DEFAULT_SIZES);
+
+	/* entries this transaction wrote are queued already */
+	for (i = 0; i < nown; i++)
+		own[i] = pending[i].audit_id;
+	qsort(own, nown, sizeof(int64), cmp_int64);
+
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	plan = SPI_prepare("SELECT a.audit_id, a.chain_id, a.table_name, a.operation, a.row_key, a.old_row, a.new_row, "
+					   "a.reason, a.session_user_name, a.current_user_name, a.application_name, a.txid, "
+					   "a.xact_time, a.statement_time FROM settle.audit_log a WHERE NOT EXISTS "
+					   "(SELECT 1 FROM settle.audit_link l WHERE l.audit_id = a.audit_id) ORDER BY a.audit_id",
+					   0, NULL);
+	if (plan == NULL)
+		elog(ERROR, "SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
+	portal = SPI_cursor_open(NULL, plan, NULL, NULL, true);
+	for (;;)
+	{
+		uint64		r;
+		MemoryContext oldcxt;
+
+		SPI_cursor_fetch(portal, true, 1000);
+		if (SPI_processed == 0)
+			break;
+		oldcxt = MemoryContextSwitchTo(batchcxt);
+		for (r = 0; r < SPI_processed; r++)
+		{
+			AuditEntry	e;
+
+			entry_from_row(SPI_tuptable->vals[r], SPI_tuptable->tupdesc, 1, &e);
+			if (bsearch(&e.audit_id, own, nown, sizeof(int64), cmp_int64) != NULL)
+				continue;
+			(void) queue_entry(&e);
+			npending++;
+			n++;
+		}
+		MemoryContextSwitchTo(oldcxt);
+		MemoryContextReset(batchcxt);
+		SPI_freetuptable(SPI_tuptable);
+	}
+	SPI_cursor_close(portal);
+	SPI_finish();
+	PG_RETURN_INT64(n);
 }

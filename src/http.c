@@ -481,7 +481,7 @@ http_get(HttpClient *client, const char *url, const char **headers,
 	curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS, (long) settle_http_connect_timeout_ms);
 	curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, (long) settle_http_timeout_ms);
 	curl_easy_setopt(h, CURLOPT_MAXFILESIZE_LARGE, (curl_off_t) settle_http_max_response_bytes);
-	curl_easy_setopt(h, CURLOPT_USERAGENT, "settle/0.1.0");
+	curl_easy_setopt(h, CURLOPT_USERAGENT, "settle/" SETTLE_VERSION);
 	curl_easy_setopt(h, CURLOPT_HTTPHEADER, list);
 	curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, write_cb);
 	curl_easy_setopt(h, CURLOPT_WRITEDATA, client);

@@ -1,4 +1,4 @@
--- settle 0.1.0 — install script, assembled from src/sql/*.sql in name order.
+-- settle 0.2.0 — install script, assembled from src/sql/*.sql in name order.
 -- 00: roles.  Roles are cluster-wide; they are created when missing and never
 -- dropped by DROP EXTENSION (other databases may use them).
 

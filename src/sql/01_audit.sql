@@ -73,6 +73,11 @@ INSERT INTO settle.audit_anchor
 	SELECT 0, 0, pg_catalog.sha256(pg_catalog.int8send(0) || pg_catalog.int8send(0) || last_hash)
 	  FROM settle.audit_head;
 
+CREATE FUNCTION settle._audit_link_unlinked() RETURNS bigint
+	AS 'MODULE_PATHNAME', 'settle_audit_link_unlinked' LANGUAGE C VOLATILE STRICT;
+COMMENT ON FUNCTION settle._audit_link_unlinked() IS
+	'Internal (the update from 0.1.0): links every entry of settle.audit_log that has no place in a chain into its chain, in audit_id order, at this transaction''s commit; returns how many.';
+
 CREATE FUNCTION settle.audit_anchor_value() RETURNS bytea
 	AS 'MODULE_PATHNAME', 'settle_audit_anchor_value' LANGUAGE C STABLE STRICT;
 COMMENT ON FUNCTION settle.audit_anchor_value() IS

@@ -438,17 +438,8 @@ DECLARE
 	stored_lines bigint;
 	stored_sum numeric;
 	mismatch text;
+	same_output boolean;
 BEGIN
-	-- Another engine version would settle the same inputs by other rules:
-	-- say so instead of reporting a difference that is not one.
-	IF r.engine_version <> settle.engine_version() THEN
-		verified := NULL;
-		lines := r.lines_out;
-		recorded_fingerprint := r.output_fingerprint;
-		problem := format('run %s was made by settlement engine version %s; this server runs version %s and cannot re-derive it',
-		                  r.run_id, r.engine_version, settle.engine_version());
-		RETURN;
-	END IF;
 	SELECT * INTO s FROM settle.statement x WHERE x.reseller_id = r.reseller_id AND x.run_id = r.run_id;
 	SELECT * INTO res FROM settle._settle_reseller(r.reseller_id, r.period, NULL, NULL,
 	                                                s.carry_forward_in, r.run_id);
@@ -459,9 +450,21 @@ BEGIN
 	derived_fingerprint := res.output_fingerprint;
 	SELECT string_agg(x.detail, '; ') INTO mismatch
 	  FROM jsonb_to_recordset(res.problems) AS x(kind text, detail text) WHERE x.kind = 'verify_mismatch';
-	verified := res.output_fingerprint = r.output_fingerprint AND mismatch IS NULL AND stored_lines = res.lines_out
+	same_output := mismatch IS NULL AND stored_lines = res.lines_out
 	            AND stored_sum = s.total AND res.total = s.total AND res.net_payout = s.net_payout
 	            AND res.carry_forward_out = s.carry_forward_out;
+	IF r.engine_version <> settle.engine_version() THEN
+		-- Another engine version settles the same inputs by other rules, and
+		-- the fingerprints name the engine: the lines and totals can agree, a
+		-- difference is not a defect of the run.
+		verified := CASE WHEN same_output THEN true END;
+		problem := pg_catalog.format('run %s was made by settlement engine version %s; this server runs version %s, which %s',
+		                  r.run_id, r.engine_version, settle.engine_version(),
+		                  CASE WHEN same_output THEN 'derives the same lines and totals (the fingerprints name the engine, so they differ)'
+		                       ELSE 'derives other lines or totals and cannot re-derive it as made' END);
+		RETURN;
+	END IF;
+	verified := res.output_fingerprint = r.output_fingerprint AND same_output;
 	IF NOT verified THEN
 		problem := concat_ws('; ', mismatch,
 			CASE WHEN res.output_fingerprint <> r.output_fingerprint THEN 'the re-derived run differs from the recorded fingerprint' END,
@@ -471,7 +474,7 @@ BEGIN
 	END IF;
 END $$;
 COMMENT ON FUNCTION settle.verify_run(bigint) IS
-	'Re-derives a run from its recorded inputs (the bill line revisions, rule versions, FX rates and carry-forward it used) and confirms every line and total: the output fingerprint, the line count, and that the lines add up to the statement.  A run made by another settlement engine version is not re-derived: verified is NULL and problem says why.';
+	'Re-derives a run from its recorded inputs (the bill line revisions, rule versions, FX rates and carry-forward it used) and confirms every line and total: the output fingerprint, the line count, and that the lines add up to the statement.  A run made by another settlement engine version verifies when this engine derives the same lines and totals (problem says so); otherwise verified is NULL and problem says why, never false.';
 
 CREATE FUNCTION settle.run_diff(a bigint, b bigint)
 	RETURNS TABLE (line_key text, kind "char", customer_id bigint, change text,

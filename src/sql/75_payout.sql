@@ -314,12 +314,14 @@ ALTER TABLE settle.payout_format ENABLE ALWAYS TRIGGER payout_format_check;
 CREATE TABLE settle.payout_batch_file (
 	batch_id     bigint  NOT NULL REFERENCES settle.payout_batch,
 	format       text    NOT NULL REFERENCES settle.payout_format ON UPDATE RESTRICT,
+	builder      regprocedure NOT NULL,
 	size_bytes   bigint  NOT NULL CHECK (size_bytes > 0),
 	sha256       bytea   NOT NULL CHECK (octet_length(sha256) = 32),
 	PRIMARY KEY (batch_id, format)
 );
 COMMENT ON TABLE settle.payout_batch_file IS
 	'One row per file of a payout batch and format, written at creation: its size in bytes and SHA-256 as UTF-8.  The bytes themselves are regenerated on demand by settle.payout_file (they hold bank details; this table holds none).  Append-only.';
+COMMENT ON COLUMN settle.payout_batch_file.builder IS 'The function that built the file (the format''s builder at the time): settle.payout_file and settle.verify_payout_batch regenerate the file with it, so a file already sent is reproduced as sent when a format''s builder changes later.';
 COMMENT ON COLUMN settle.payout_batch_file.sha256 IS 'SHA-256 of convert_to(settle.payout_file(batch_id, format), ''UTF8'').';
 
 -- Names a format given to payout_file: its name or an alias, any case.
@@ -339,21 +341,22 @@ BEGIN
 END $$;
 COMMENT ON FUNCTION settle._payout_format(text) IS 'Internal: the registered payout format a name or alias (any case) names; 22023 listing the formats otherwise.';
 
--- The file of a batch in a format, by its builder.
-CREATE FUNCTION settle._payout_build(f settle.payout_format, batch_id bigint) RETURNS text
+-- The file of a batch by a builder (payout_file and verify_payout_batch pass
+-- the builder recorded for the batch's file, settle.payout_batch_file).
+CREATE FUNCTION settle._payout_build(builder regprocedure, batch_id bigint) RETURNS text
 LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
 	body text;
 BEGIN
 	-- the cast picks the (bigint) function even when the builder's name is overloaded
-	EXECUTE pg_catalog.format('SELECT %s($1::bigint)', f.builder::regproc) INTO body USING batch_id;
+	EXECUTE pg_catalog.format('SELECT %s($1::bigint)', builder::regproc) INTO body USING batch_id;
 	IF body IS NULL OR body = '' THEN
-		RAISE EXCEPTION 'the builder of payout format "%" returned no file for batch %', f.format, batch_id
+		RAISE EXCEPTION 'payout file builder % returned no file for batch %', builder, batch_id
 			USING ERRCODE = 'data_exception';
 	END IF;
 	RETURN body;
 END $$;
-COMMENT ON FUNCTION settle._payout_build(settle.payout_format, bigint) IS 'Internal: calls a format''s builder for a batch; an empty or NULL file is an error (22000).';
+COMMENT ON FUNCTION settle._payout_build(regprocedure, bigint) IS 'Internal: calls a payout file builder for a batch; an empty or NULL file is an error (22000).';
 
 -- What may change on batches and payouts after creation.
 CREATE FUNCTION settle.payout_guard() RETURNS trigger
@@ -452,6 +455,85 @@ END $$;
 COMMENT ON FUNCTION settle._payout_pain001(bigint) IS
 	'Internal: the ISO 20022 pain.001.001.03 credit transfer message of a payout batch (builder of format ''pain.001''), built with SQL/XML only from what the batch fixed at creation; linear in the number of payouts.';
 
+-- The pain.001 layout of settle 0.1.0 (the same elements, indented by two
+-- spaces per level): the builder recorded for batches 0.1.0 created, so the
+-- files sent from them regenerate byte for byte.  Not a registered format.
+CREATE FUNCTION settle._payout_pain001_v1(batch_id bigint) RETURNS text
+LANGUAGE sql STABLE STRICT SET search_path = pg_catalog, pg_temp AS $$
+	SELECT '<?xml version="1.0" encoding="UTF-8"?>' || E'\n'
+	    || '<Document xmlns="urn:iso:std:iso:20022:tech:xsd:pain.001.001.03" xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance">' || E'\n'
+	    || '  <CstmrCdtTrfInitn>' || E'\n'
+	    || '    <GrpHdr>' || E'\n'
+	    || '      <MsgId>' || settle.xml_escape(b.msg_id) || '</MsgId>' || E'\n'
+	    || '      <CreDtTm>' || to_char(b.created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS') || '</CreDtTm>' || E'\n'
+	    || '      <NbOfTxs>' || b.payouts || '</NbOfTxs>' || E'\n'
+	    || '      <CtrlSum>' || settle.format_amount(b.control_sum, b.currency) || '</CtrlSum>' || E'\n'
+	    || '      <InitgPty>' || E'\n'
+	    || '        <Nm>' || settle.xml_escape(b.operator_name) || '</Nm>' || E'\n'
+	    || '      </InitgPty>' || E'\n'
+	    || '    </GrpHdr>' || E'\n'
+	    || '    <PmtInf>' || E'\n'
+	    || '      <PmtInfId>' || settle.xml_escape(b.msg_id) || '</PmtInfId>' || E'\n'
+	    || '      <PmtMtd>TRF</PmtMtd>' || E'\n'
+	    || '      <BtchBookg>false</BtchBookg>' || E'\n'
+	    || '      <NbOfTxs>' || b.payouts || '</NbOfTxs>' || E'\n'
+	    || '      <CtrlSum>' || settle.format_amount(b.control_sum, b.currency) || '</CtrlSum>' || E'\n'
+	    || '      <ReqdExctnDt>' || to_char(b.execution_date, 'YYYY-MM-DD') || '</ReqdExctnDt>' || E'\n'
+	    || '      <Dbtr>' || E'\n'
+	    || '        <Nm>' || settle.xml_escape(b.operator_name) || '</Nm>' || E'\n'
+	    || '        <PstlAdr>' || E'\n'
+	    || '          <Ctry>' || b.debtor_country || '</Ctry>' || E'\n'
+	    || '        </PstlAdr>' || E'\n'
+	    || '      </Dbtr>' || E'\n'
+	    || '      <DbtrAcct>' || E'\n'
+	    || '        <Id>' || E'\n'
+	    || '          <IBAN>' || b.debtor_iban || '</IBAN>' || E'\n'
+	    || '        </Id>' || E'\n'
+	    || '        <Ccy>' || b.currency || '</Ccy>' || E'\n'
+	    || '      </DbtrAcct>' || E'\n'
+	    || '      <DbtrAgt>' || E'\n'
+	    || '        <FinInstnId>' || E'\n'
+	    || '          <BIC>' || b.debtor_bic || '</BIC>' || E'\n'
+	    || '        </FinInstnId>' || E'\n'
+	    || '      </DbtrAgt>' || E'\n'
+	    || coalesce((SELECT string_agg(
+	          '      <CdtTrfTxInf>' || E'\n'
+	       || '        <PmtId>' || E'\n'
+	       || '          <EndToEndId>' || settle.xml_escape(o.end_to_end_id) || '</EndToEndId>' || E'\n'
+	       || '        </PmtId>' || E'\n'
+	       || '        <Amt>' || E'\n'
+	       || '          <InstdAmt Ccy="' || o.currency || '">' || settle.format_amount(o.amount, o.currency) || '</InstdAmt>' || E'\n'
+	       || '        </Amt>' || E'\n'
+	       || '        <CdtrAgt>' || E'\n'
+	       || '          <FinInstnId>' || E'\n'
+	       || '            <BIC>' || e.bic || '</BIC>' || E'\n'
+	       || '          </FinInstnId>' || E'\n'
+	       || '        </CdtrAgt>' || E'\n'
+	       || '        <Cdtr>' || E'\n'
+	       || '          <Nm>' || settle.xml_escape(e.account_holder) || '</Nm>' || E'\n'
+	       || '          <PstlAdr>' || E'\n'
+	       || '            <Ctry>' || e.country || '</Ctry>' || E'\n'
+	       || '          </PstlAdr>' || E'\n'
+	       || '        </Cdtr>' || E'\n'
+	       || '        <CdtrAcct>' || E'\n'
+	       || '          <Id>' || E'\n'
+	       || '            <IBAN>' || e.iban || '</IBAN>' || E'\n'
+	       || '          </Id>' || E'\n'
+	       || '        </CdtrAcct>' || E'\n'
+	       || '        <RmtInf>' || E'\n'
+	       || '          <Ustrd>' || settle.xml_escape(left(format('Commission %s run %s reseller %s', o.period, o.run_id,
+	                                                          o.reseller_code), 140)) || '</Ustrd>' || E'\n'
+	       || '        </RmtInf>' || E'\n'
+	       || '      </CdtTrfTxInf>' || E'\n', '' ORDER BY o.line_no)
+	          FROM settle.payout o
+	          JOIN settle.payee e ON e.reseller_id = o.reseller_id AND e.version = o.payee_version
+	         WHERE o.batch_id = b.batch_id), '')
+	    || '    </PmtInf>' || E'\n' || '  </CstmrCdtTrfInitn>' || E'\n' || '</Document>' || E'\n'
+	  FROM settle.payout_batch b WHERE b.batch_id = $1
+$$;
+COMMENT ON FUNCTION settle._payout_pain001_v1(bigint) IS
+	'Internal: the pain.001.001.03 message of a batch in the layout of settle 0.1.0 (indented), the builder recorded for the batches 0.1.0 created.';
+
 CREATE FUNCTION settle._payout_csv(batch_id bigint) RETURNS text
 LANGUAGE sql STABLE STRICT SET search_path = pg_catalog, pg_temp AS $$
 	SELECT 'batch_id,msg_id,line_no,end_to_end_id,reseller_id,reseller_code,period,run_id,amount,currency,'
@@ -478,11 +560,17 @@ INSERT INTO settle.payout_format (format, aliases, builder, content_type, extens
 
 CREATE FUNCTION settle.payout_file(batch_id bigint, format text DEFAULT 'pain.001') RETURNS text
 LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+	f settle.payout_format;
 BEGIN
 	IF NOT EXISTS (SELECT 1 FROM settle.payout_batch b WHERE b.batch_id = payout_file.batch_id) THEN
 		RAISE EXCEPTION 'unknown payout batch %', batch_id USING ERRCODE = 'no_data_found';
 	END IF;
-	RETURN settle._payout_build(settle._payout_format(coalesce(format, '')), batch_id);
+	f := settle._payout_format(coalesce(format, ''));
+	-- a file already made is regenerated by the builder that made it
+	RETURN settle._payout_build(coalesce((SELECT bf.builder FROM settle.payout_batch_file bf
+	                                       WHERE bf.batch_id = payout_file.batch_id AND bf.format = f.format),
+	                                     f.builder), batch_id);
 END $$;
 COMMENT ON FUNCTION settle.payout_file(bigint, text) IS
 	'The payout file of a batch as text, in a format of settle.payout_format (''pain.001'', the ISO 20022 pain.001.001.03 XML, or ''csv'').  Regenerating gives identical bytes; sha256(convert_to(text, ''UTF8'')) equals the hash recorded in settle.payout_batch_file.  Finance and admin only (holds bank details).';
@@ -497,8 +585,7 @@ BEGIN
 	RETURN QUERY
 	SELECT bf.format, h.sha = bf.sha256, bf.sha256, h.sha
 	  FROM settle.payout_batch_file bf
-	  JOIN settle.payout_format f ON f.format = bf.format
-	 CROSS JOIN LATERAL (SELECT pg_catalog.sha256(convert_to(settle._payout_build(f, bf.batch_id), 'UTF8')) AS sha) h
+	 CROSS JOIN LATERAL (SELECT pg_catalog.sha256(convert_to(settle._payout_build(bf.builder, bf.batch_id), 'UTF8')) AS sha) h
 	 WHERE bf.batch_id = verify_payout_batch.batch_id
 	 ORDER BY bf.format;
 END $$;
@@ -579,10 +666,10 @@ BEGIN
 	       format('B%s-R%s-%s', b.batch_id, c.reseller_id, c.run_id), c.payee_version
 	  FROM jsonb_to_recordset(cands) AS c(reseller_id bigint, reseller_code text, run_id bigint, amount numeric, statement_currency text, payee_version integer, payee_currency text);
 	-- every registered format's file, built once: its size and hash
-	INSERT INTO settle.payout_batch_file (batch_id, format, size_bytes, sha256)
-	SELECT b.batch_id, f.format, octet_length(t.body), sha256(t.body)
+	INSERT INTO settle.payout_batch_file (batch_id, format, builder, size_bytes, sha256)
+	SELECT b.batch_id, f.format, f.builder, octet_length(t.body), sha256(t.body)
 	  FROM settle.payout_format f
-	 CROSS JOIN LATERAL (SELECT convert_to(settle._payout_build(f, b.batch_id), 'UTF8') AS body) t;
+	 CROSS JOIN LATERAL (SELECT convert_to(settle._payout_build(f.builder, b.batch_id), 'UTF8') AS body) t;
 	SELECT * INTO b FROM settle.payout_batch x WHERE x.batch_id = b.batch_id;
 	RETURN b;
 END $$;
@@ -1103,7 +1190,7 @@ COMMENT ON COLUMN settle.payout_batch_hashes.pain001_sha256 IS 'SHA-256 of the b
 
 REVOKE EXECUTE ON FUNCTION settle.set_payout_setting(text, text, text, text, text),
 	settle.set_payee(text, text, text, text, text, text), settle._payout_pain001(bigint), settle._payout_csv(bigint),
-	settle._payout_format(text), settle._payout_build(settle.payout_format, bigint), settle.payout_format_check(),
+	settle._payout_format(text), settle._payout_build(regprocedure, bigint), settle.payout_format_check(),
 	settle.payout_file(bigint, text), settle.verify_payout_batch(bigint), settle.create_payout_batch(settle.period, text, date),
 	settle.import_payout_confirmations(bigint, jsonb), settle.import_payout_confirmations(bigint, text),
 	settle._readable_run(bigint), settle.adjustment_reason("char", text),
