@@ -37,7 +37,7 @@ SELECT results_eq(format('SELECT verified, lines, problem FROM settle.verify_run
 ALTER TABLE settle.settlement_line DISABLE TRIGGER USER;
 ALTER TABLE settle.statement DISABLE TRIGGER USER;
 UPDATE settle.settlement_line SET unrounded = unrounded + 0.01, rounded = rounded + 0.01 WHERE run_id = :run;
-UPDATE settle.statement SET total = total + 0.01, net_payout = net_payout + 0.01 WHERE run_id = :run;
+UPDATE settle.statement SET commission = commission + 0.01, total = total + 0.01, net_payout = net_payout + 0.01 WHERE run_id = :run;
 SELECT results_eq(format('SELECT verified, lines, problem FROM settle.verify_run(%s)', :run),
 	format($$VALUES (NULL::boolean, 1::bigint, 'run %s was made by settlement engine version 1; this server runs version 3, which derives other lines or totals and cannot re-derive it as made')$$, :run),
 	'one it derives otherwise is not called different: verified is NULL and the problem says why');
