@@ -26,6 +26,7 @@
 #include "postgres.h"
 
 #include "access/xact.h"
+#include "commands/dbcommands.h"
 #include "executor/spi.h"
 #include "fmgr.h"
 #include "miscadmin.h"
@@ -93,8 +94,32 @@ settle_worker_register(void)
 }
 
 /*
+ * Whether the extension in this database is the version of this library.
+ * Between installing a new settle package (and restarting) and ALTER
+ * EXTENSION settle UPDATE the tables are still the old version's: the
+ * launcher pulls nothing and says so once.
+ */
+static bool
+library_matches(const char *installed)
+{
+	static bool said = false;
+
+	if (strcmp(installed, SETTLE_VERSION) == 0)
+	{
+		said = false;
+		return true;
+	}
+	if (!said)
+		ereport(LOG,
+				(errmsg("settle ingest launcher: database \"%s\" has settle %s, this library is %s; nothing is pulled until ALTER EXTENSION settle UPDATE",
+						get_database_name(MyDatabaseId), installed, SETTLE_VERSION)));
+	said = true;
+	return false;
+}
+
+/*
  * The streams due for a pull, least recently pulled first; empty when the
- * extension is absent.  A stream is due when it was never pulled, when its
+ * extension is absent or of another version than this library.  A stream is due when it was never pulled, when its
  * last run succeeded more than the connector's poll_interval ago, or failed
  * more than settle.worker_retry_after_ms ago (a run still running is not
  * due).
@@ -112,8 +137,9 @@ due_streams(MemoryContext cxt)
 	PushActiveSnapshot(GetTransactionSnapshot());
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
-	rc = SPI_execute("SELECT 1 FROM pg_catalog.pg_extension WHERE extname = 'settle'", true, 1);
-	if (rc == SPI_OK_SELECT && SPI_processed == 1)
+	rc = SPI_execute("SELECT extversion FROM pg_catalog.pg_extension WHERE extname = 'settle'", true, 1);
+	if (rc == SPI_OK_SELECT && SPI_processed == 1 &&
+		library_matches(SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1)))
 	{
 		/* runs whose process died (a crash, a kill) are failed, and so due again */
 		ingest_fail_orphaned_runs();

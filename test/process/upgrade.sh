@@ -78,6 +78,25 @@ private_stop "$BIN" "$DATA"
 echo "# this tree's build: ALTER EXTENSION settle UPDATE"
 BIN=$B020
 private_start "$BIN" "$DATA" "$W/server020.log" || { cat "$W/server020.log"; exit 1; }
+# Until the update, the new library's ingest launcher leaves the old tables alone.
+for _ in $(seq 1 40); do grep -q "nothing is pulled until ALTER EXTENSION settle UPDATE" "$W/server020.log" && break; sleep 0.25; done
+grep -q 'database "postgres" has settle 0.1.0, this library is' "$W/server020.log" \
+	&& ok "before the update, the ingest launcher pulls nothing and says why" \
+	|| bad "before the update, the ingest launcher pulls nothing and says why"
+check "" "$(grep -E 'ERROR|FATAL' "$W/server020.log")" "and no error is logged"
+# Refusals, each in a transaction rolled back: nothing of 0.1.0 changes.
+refused() {	# SQL before the update, the SQLSTATE wanted, what
+	local out
+	out=$(psql -X -q -v VERBOSITY=verbose -c "BEGIN" -c "$1" -c "ALTER EXTENSION settle UPDATE" -c "ROLLBACK" 2>&1)
+	grep -q "ERROR:  $2:" <<<"$out" && ok "$3" || bad "$3: $out"
+}
+refused "CREATE VIEW public.my_summary AS SELECT * FROM settle.finance_summary" 2BP01 \
+	"a view of someone else's on a settle view: the update is refused (2BP01), not dropping it"
+refused "ALTER TABLE settle.audit_log DISABLE TRIGGER USER; UPDATE settle.audit_log SET reason = 'rewritten' WHERE audit_id = 7" XX001 \
+	"an altered 0.1.0 audit entry: the update is refused (XX001) rather than re-linking over it"
+refused "ALTER TABLE settle.audit_log DISABLE TRIGGER USER; DELETE FROM settle.audit_log WHERE audit_id = (SELECT max(audit_id) FROM settle.audit_log)" XX001 \
+	"a removed last 0.1.0 audit entry: the update is refused (XX001)"
+check 0.1.0 "$(q -c "SELECT extversion FROM pg_extension WHERE extname = 'settle'")" "still 0.1.0 after the refusals"
 if q -c "ALTER EXTENSION settle UPDATE" >"$W/update.log" 2>&1; then ok "ALTER EXTENSION settle UPDATE"; else
 	cat "$W/update.log"; bad "ALTER EXTENSION settle UPDATE"; exit 1; fi
 version=$(sed -n "s/^default_version = '\(.*\)'/\1/p" settle.control)
