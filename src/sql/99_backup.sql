@@ -25,9 +25,10 @@
 -- The other triggers (append-only, run_guard, exception_guard, payout_guard,
 -- no_truncate) fire on UPDATE, DELETE or TRUNCATE only; a restore only
 -- inserts, and the only updates it makes are restore_merge's, on tables
--- those triggers are not on.  A table or sequence added by an upgrade script
--- must be marked there (and given a restore_merge trigger if the script fills
--- it), since this file does not run on upgrades.
+-- those triggers are not on.  The update from 0.1.0 runs this whole install
+-- script (updates/0.1.0--0.2.0-pre.sql); an update that only alters objects
+-- must mark a table or sequence it adds itself (and give it a restore_merge
+-- trigger if it fills it).
 
 CREATE FUNCTION settle._restoring() RETURNS boolean
 	AS 'MODULE_PATHNAME', 'settle_restoring_sql' LANGUAGE C VOLATILE;
