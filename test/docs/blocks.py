@@ -9,6 +9,9 @@ test/process/docs_run.sh.  Every fenced block whose info string starts with
     ```sql no-run           an illustration, not run (say why next to it)
 
 Anything else after `sql` is an error, so a typo cannot turn a block off.
+A page whose statements need another page's setup says so in a line of its
+own, `<!-- docs-run: after docs/finance-guide.md -->`: that page's blocks
+run first, in the same session (a failure there fails this page too).
 Blocks of other languages (sh, plain) are not run.  psql meta-commands
 (\\gset, \\i, \\set) work: the page's blocks share one psql session, which
 \\connects to the block's database when it differs from the last block's.
@@ -69,22 +72,40 @@ def sql_blocks(path):
     return res
 
 
+AFTER = re.compile(r'^<!-- docs-run: after (\S+) -->$')
+
+
+def setup_page(path):
+    """The page named by the page's `docs-run: after` line, or None."""
+    with open(path, encoding='utf-8') as f:
+        for line in f:
+            m = AFTER.match(line.strip())
+            if m:
+                return m.group(1)
+    return None
+
+
 def quote(s):
     return "'" + s.replace("'", "''") + "'"
 
 
-def script(path, db, cron_db):
-    out = ['\\set ON_ERROR_STOP 1', '\\set VERBOSITY verbose']
-    current = None
+def emit(path, db, cron_db, out, state):
+    """Appends the psql script of the page's blocks (its setup page's first)."""
+    before = setup_page(path)
+    if before:
+        if before == path or before in state['pages']:
+            sys.exit('%s: docs-run: after %s makes a loop' % (path, before))
+        state['pages'].append(path)
+        emit(before, db, cron_db, out, state)
     for line, mode, arg, where, text in sql_blocks(path):
         if mode == 'skip':
             continue
         target = cron_db if where == 'postgres' else db
         where_am_i = '%s:%d' % (path, line)
         out.append('\\echo ==== %s (%s%s)' % (where_am_i, target, ', must fail with ' + arg if arg else ''))
-        if target != current:   # a new connection only when the database changes: SET and \\gset carry on
+        if target != state['current']:   # a new connection only when the database changes: SET and \\gset carry on
             out.append('\\connect %s' % target)
-            current = target
+            state['current'] = target
         if mode == 'error':
             out += ['\\set ON_ERROR_STOP 0', '\\set LAST_ERROR_SQLSTATE 00000', text.rstrip(), '',
                     '\\set ON_ERROR_STOP 1',
@@ -97,6 +118,11 @@ def script(path, db, cron_db):
         else:
             out.append(text.rstrip())
             out.append('')
+
+
+def script(path, db, cron_db):
+    out = ['\\set ON_ERROR_STOP 1', '\\set VERBOSITY verbose']
+    emit(path, db, cron_db, out, {'current': None, 'pages': []})
     out.append('\\echo ==== end of %s' % path)
     return '\n'.join(out) + '\n'
 

@@ -10,6 +10,8 @@
 # a block marked error=... that does not fail with its SQLSTATE, or an
 # unknown marker.  After each page its settle database, the roles it created
 # and the pg_cron jobs it scheduled into that database are removed.
+# With arguments, only those pages run (after the made-up pages), for a
+# writer checking one page: bash test/dev.sh bash test/process/docs_run.sh docs/rules.md
 # First, three made-up pages that must fail (a statement that does not run,
 # an error block failing with another SQLSTATE, a misspelt marker) and one
 # that must pass, so this test can fail.
@@ -73,7 +75,8 @@ else echo "FAIL the made-up page good.md"; fail=1; fi
 blocks=0; skipped=0
 
 pages=0
-for page in README.md docs/*.md; do
+[ $# -gt 0 ] || set -- README.md docs/*.md
+for page in "$@"; do
 	pages=$((pages + 1))
 	run_page "$page" || { echo "FAIL $page"; fail=1; }
 done
