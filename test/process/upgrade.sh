@@ -25,8 +25,14 @@ ok() { echo "ok - $*"; }
 bad() { echo "not ok - $*"; fails=$((fails + 1)); }
 check() { local want=$1 got=$2 what=$3; [ "$got" = "$want" ] && ok "$what" || bad "$what: expected [$want], got [$got]"; }
 
-git -C "$ROOT" rev-parse -q --verify 'v0.1.0^{commit}' >/dev/null || {
-	echo "not ok - the tag v0.1.0 is missing (git fetch --tags): the update is tested from that release" >&2; exit 1; }
+# The 0.1.0 release: the commit tagged v0.1.0.  A clone need not carry tags,
+# so the commit is named here too, and a tag that names another commit fails.
+V010=6b473e14d1e38f52a5bc3e2b5c34b87972cea536
+tagged=$(git -C "$ROOT" rev-parse -q --verify 'v0.1.0^{commit}')
+[ -z "$tagged" ] || [ "$tagged" = "$V010" ] || {
+	echo "not ok - the tag v0.1.0 names $tagged, not the 0.1.0 release $V010" >&2; exit 1; }
+git -C "$ROOT" cat-file -e "$V010^{commit}" 2>/dev/null || {
+	echo "not ok - the 0.1.0 release $V010 is not in this clone's history (a shallow clone?)" >&2; exit 1; }
 
 W=$(mktemp -d /tmp/settle-upgrade.XXXXXX)
 chmod 755 "$W"
@@ -43,7 +49,7 @@ q() { psql -X -q -At -v ON_ERROR_STOP=1 "$@"; }
 
 echo "# building settle 0.1.0 (v0.1.0) and this tree"
 mkdir "$W/src010"
-git -C "$ROOT" archive v0.1.0 | tar -x -C "$W/src010" || exit 1
+git -C "$ROOT" archive "$V010" | tar -x -C "$W/src010" || exit 1
 B010=$(private_install "$W/src010" "$W/i010") || exit 1
 B020=$(private_install "$ROOT" "$W/i020") || exit 1
 private_initdb "$DATA" "$PGPORT" "$W" || exit 1
