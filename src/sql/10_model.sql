@@ -123,7 +123,7 @@ CREATE TABLE settle.fx_rate (
 	source         text        NOT NULL,
 	version        integer     NOT NULL DEFAULT 1 CHECK (version > 0),
 	recorded_at    timestamptz NOT NULL DEFAULT pg_catalog.now(),
-	recorded_by    name        NOT NULL DEFAULT session_user,
+	recorded_by    text        NOT NULL DEFAULT session_user,
 	UNIQUE (base_currency, quote_currency, rate_date, source, version),
 	CHECK (base_currency <> quote_currency)
 );

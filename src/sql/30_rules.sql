@@ -128,7 +128,7 @@ CREATE TABLE settle.rule_version (
 	effective_to   date        NOT NULL DEFAULT 'infinity',
 	rule           settle.rule NOT NULL,
 	content_hash   bytea       NOT NULL CHECK (octet_length(content_hash) = 32),
-	published_by   name        NOT NULL DEFAULT session_user,
+	published_by   text        NOT NULL DEFAULT session_user,
 	published_at   timestamptz NOT NULL DEFAULT pg_catalog.now(),
 	reason         text        NOT NULL CHECK (reason <> ''),
 	PRIMARY KEY (reseller_id, agreement_id, version),

@@ -170,8 +170,9 @@ COMMENT ON FUNCTION settle.ingest_reset(text) IS
 	'Forgets the connector''s checkpoints so the next pull starts every scope from its first page (e.g. after the provider rejected a stale NextToken).  Stored pages and lines are kept; re-pulled lines are no-ops.';
 
 CREATE VIEW settle.ingest_health AS
-	SELECT c.connector_id, c.name, acct.account_id, c.kind, c.enabled, c.poll_interval,
-	       s.last_success, pg_catalog.now() - s.last_success AS lag,
+	SELECT c.connector_id, c.name, acct.account_id, c.kind, c.enabled,
+	       extract(epoch FROM c.poll_interval)::bigint AS poll_interval_seconds,
+	       s.last_success, pg_catalog.floor(extract(epoch FROM pg_catalog.now() - s.last_success))::bigint AS lag_seconds,
 	       l.status AS last_status, l.started_at AS last_started_at,
 	       l.error_sqlstate AS last_error_sqlstate, l.error_message AS last_error,
 	       l.provider_code AS last_provider_code,

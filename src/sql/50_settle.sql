@@ -21,11 +21,11 @@ CREATE TABLE settle.run (
 	snapshot           pg_snapshot NOT NULL,
 	supersedes         bigint,
 	created_at         timestamptz NOT NULL DEFAULT pg_catalog.now(),
-	created_by         name        NOT NULL DEFAULT session_user,
+	created_by         text        NOT NULL DEFAULT session_user,
 	approved_at        timestamptz,
-	approved_by        name,
+	approved_by        text,
 	locked_at          timestamptz,
-	locked_by          name,
+	locked_by          text,
 	paid_at            timestamptz,
 	engine_version     integer     NOT NULL DEFAULT settle.engine_version(),
 	PRIMARY KEY (reseller_id, run_id),
@@ -674,7 +674,7 @@ CREATE FUNCTION settle.settle_progress(OUT pid integer, OUT reseller_id bigint, 
 COMMENT ON FUNCTION settle.settle_progress() IS 'Backends settling a period now (needs settle in shared_preload_libraries).';
 CREATE VIEW settle.settlement_progress AS
 	SELECT p.pid, p.reseller_id, r.code AS reseller, p.period, p.phase, p.lines_done, p.started,
-	       clock_timestamp() - p.started AS elapsed
+	       round(extract(epoch FROM clock_timestamp() - p.started), 3) AS elapsed_seconds
 	  FROM settle.settle_progress() p LEFT JOIN settle.reseller r USING (reseller_id);
 COMMENT ON VIEW settle.settlement_progress IS
 	'In the spirit of pg_stat_progress_*: one row per running settlement with its phase (reading bill lines, evaluating rules, writing lineage) and lines done.';

@@ -104,7 +104,7 @@ CREATE TABLE settle.provider_total_import (
 	currency           char(3)     NOT NULL REFERENCES settle.currency,
 	amount             numeric     NOT NULL,
 	imported_at        timestamptz NOT NULL DEFAULT pg_catalog.clock_timestamp(),
-	imported_by        name        NOT NULL DEFAULT session_user,
+	imported_by        text        NOT NULL DEFAULT session_user,
 	PRIMARY KEY (import_id, line_no),
 	UNIQUE (import_id, billing_cycle, billing_account_id, product_code, currency)
 );
@@ -239,7 +239,7 @@ CREATE TABLE settle.provider_item_import (
 	item               text        NOT NULL,
 	amount             numeric     NOT NULL,
 	imported_at        timestamptz NOT NULL DEFAULT pg_catalog.clock_timestamp(),
-	imported_by        name        NOT NULL DEFAULT session_user,
+	imported_by        text        NOT NULL DEFAULT session_user,
 	PRIMARY KEY (import_id, line_no),
 	UNIQUE (import_id, billing_cycle, record_id, item)
 );

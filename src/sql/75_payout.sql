@@ -73,7 +73,7 @@ CREATE TABLE settle.payout_setting (
 	debtor_country char(2) NOT NULL CHECK (debtor_country ~ '^[A-Z]{2}$'),
 	msg_id_prefix  text    NOT NULL DEFAULT 'SETTLE' CHECK (msg_id_prefix ~ '^[A-Za-z0-9]{1,10}$'),
 	updated_at     timestamptz NOT NULL DEFAULT pg_catalog.now(),
-	updated_by     name    NOT NULL DEFAULT session_user
+	updated_by     text    NOT NULL DEFAULT session_user
 );
 COMMENT ON TABLE settle.payout_setting IS
 	'The operator''s payout settings (one row): its name (printed on statements, InitgPty and Dbtr of pain.001), the account payouts are paid from (IBAN, BIC, country) and the message id prefix.  Set with settle.set_payout_setting; audited.';
@@ -117,7 +117,7 @@ CREATE TABLE settle.payee (
 	country        char(2) NOT NULL CHECK (country ~ '^[A-Z]{2}$'),
 	currency       char(3) NOT NULL REFERENCES settle.currency,
 	recorded_at    timestamptz NOT NULL DEFAULT pg_catalog.now(),
-	recorded_by    name    NOT NULL DEFAULT session_user,
+	recorded_by    text    NOT NULL DEFAULT session_user,
 	PRIMARY KEY (reseller_id, version)
 );
 COMMENT ON TABLE settle.payee IS
@@ -137,7 +137,7 @@ CREATE TABLE settle.payee_change (
 	country        char(2) NOT NULL,
 	currency       char(3) NOT NULL,
 	changed_at     timestamptz NOT NULL DEFAULT pg_catalog.now(),
-	changed_by     name    NOT NULL DEFAULT session_user,
+	changed_by     text    NOT NULL DEFAULT session_user,
 	FOREIGN KEY (reseller_id, version) REFERENCES settle.payee
 );
 COMMENT ON TABLE settle.payee_change IS
@@ -199,7 +199,7 @@ CREATE TABLE settle.payout_batch (
 	                            CHECK (status IN ('created', 'partially_confirmed', 'confirmed')),
 	msg_id          text        NOT NULL UNIQUE CHECK (length(msg_id) <= 35),
 	created_at      timestamptz NOT NULL,
-	created_by      name        NOT NULL DEFAULT session_user,
+	created_by      text        NOT NULL DEFAULT session_user,
 	execution_date  date        NOT NULL,
 	operator_name   text        NOT NULL,
 	debtor_iban     text        NOT NULL,
@@ -243,7 +243,7 @@ CREATE TABLE settle.payout (
 	bank_reference   text,
 	confirmed_amount numeric,
 	confirmed_at     timestamptz,
-	confirmed_by     name,
+	confirmed_by     text,
 	exception_id     bigint,
 	PRIMARY KEY (batch_id, line_no),
 	UNIQUE (reseller_id, run_id),

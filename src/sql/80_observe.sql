@@ -124,7 +124,7 @@ CREATE VIEW settle.finance_summary AS
 	          (SELECT e.kind, count(*) AS n FROM settle.exception e
 	            WHERE e.reseller_id = r.reseller_id AND e.period = r.period
 	              AND e.state IN ('pending_review', 'proposed_adjustment', 'finance_approved')
-	            GROUP BY e.kind) k) AS open_exceptions,
+	            GROUP BY e.kind) k)::text AS open_exceptions,
 	       (SELECT count(*) FROM settle.recon_result x WHERE x.period = r.period AND x.reseller_id = r.reseller_id
 	           AND x.status IN ('mismatched', 'missing')) AS reconciliation_deltas,
 	       (SELECT coalesce(sum(abs(x.delta)), 0) FROM settle.recon_result x WHERE x.period = r.period
