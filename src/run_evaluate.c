@@ -470,7 +470,11 @@ correction_fixed(Run *run, const char *key, const char *ref, money128 basis)
  * Corrections: bill lines of locked periods revised after the lock.  Each
  * becomes a correction line in the first open period after the locked one,
  * at the rate the original earned, for the difference between what the new
- * revision earns and what was settled for the line so far.
+ * revision earns and what was settled for the line so far.  A line of a
+ * locked period first stored after its run is corrected the same way when it
+ * is a FOCUS correction row of a settled charge (at that charge's terms,
+ * nothing settled so far); any other (settled NULL) is not valued: a
+ * late_line problem asks a person to settle it by an adjustment.
  */
 static void
 add_corrections(Run *run)
@@ -537,6 +541,22 @@ add_corrections(Run *run)
 			fp_str(run->in_fp, key);
 			fp_int(run->in_fp, revision);
 			fp_str(run->in_fp, "not valued");
+			continue;
+		}
+		(void) SPI_getbinval(t, d, 14, &isnull);
+		if (isnull)
+		{
+			int32		revision = DatumGetInt32(SPI_getbinval(t, d, 2, &isnull));
+			long long	locked_run = 0;
+
+			if (ref)
+				(void) sscanf(ref, "run:%lld/", &locked_run);
+			run_add_problem(run, "late_line", psprintf("late:%s/r%d", key, revision),
+						psprintf("Bill line %s arrived after its period was locked (run %lld) and corrects no settled charge: settle it with an adjustment (propose_adjustment on this exception), or dismiss this exception.",
+								 key, locked_run));
+			fp_str(run->in_fp, key);
+			fp_int(run->in_fp, revision);
+			fp_str(run->in_fp, "late line");
 			continue;
 		}
 		l = new_line(run);

@@ -45,26 +45,14 @@ chmod 755 "$W"
 mkdir "$W/vg" "$W/io"
 chown postgres "$W" "$W/vg" "$W/io"
 
-# A private installation: this work tree's settle installed under $W/inst
-# (make install DESTDIR=...) beside a copy of the postgres binary.  The
-# server finds its library and share directories relative to its own
-# binary, so it loads this settle.so while the machine's installed copy
-# (test/dev.sh, under /tmp/settle-install.lock) may change: the long run
-# holds no lock.  Everything else in those directories is a link to the
-# system's files.
-make -s -j2 >/dev/null || exit 1
-make -s install DESTDIR="$W/inst" >/dev/null || exit 1
-SHARE=$(pg_config --sharedir)
+# A private installation (test/lib/private_pg.sh): this work tree's settle
+# beside a copy of the postgres binary, so the server loads this settle.so
+# while the machine's installed copy (test/dev.sh, under
+# /tmp/settle-install.lock) may change: the long run holds no lock.
+. test/lib/private_pg.sh
+IPOSTGRES=$(private_install . "$W/inst") || exit 1
 ILIB=$W/inst$LIB
-IBIN=$W/inst$BIN
-ISHARE=$W/inst$SHARE
-mkdir -p "$IBIN" "$ILIB" "$ISHARE/extension"
-cp "$BIN/postgres" "$IBIN/postgres"
-for f in "$LIB"/*; do [ -e "$ILIB/$(basename "$f")" ] || ln -s "$f" "$ILIB/"; done
-for f in "$SHARE"/*; do [ -e "$ISHARE/$(basename "$f")" ] || ln -s "$f" "$ISHARE/"; done
-for f in "$SHARE"/extension/*; do [ -e "$ISHARE/extension/$(basename "$f")" ] || ln -s "$f" "$ISHARE/extension/"; done
-chmod -R a+rX "$W/inst"
-PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+PORT=$(free_port)
 export PGHOST=$W PGPORT=$PORT PGUSER=postgres
 VG_PID=
 stop_server() {
@@ -106,7 +94,7 @@ su postgres -s /bin/bash -c "exec valgrind --tool=memcheck --quiet --trace-child
 	--error-markers=VALGRINDERROR-BEGIN,VALGRINDERROR-END --fullpath-after= \
 	--suppressions=$ROOT/test/valgrind/settle.supp \
 	--log-file=$W/vg/%p.log \
-	$IBIN/postgres -D $W/data" >"$W/server.log" 2>&1 &
+	$IPOSTGRES -D $W/data" >"$W/server.log" 2>&1 &
 VG_PID=$!
 for _ in $(seq 1 600); do
 	pg_isready -q && break

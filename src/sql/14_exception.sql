@@ -6,7 +6,7 @@ CREATE TABLE settle.exception (
 	kind         text        NOT NULL CHECK (kind IN (
 	                 'validation', 'unmapped_customer', 'missing_rule', 'missing_fx_rate',
 	                 'unlinked_refund', 'reconciliation_delta', 'sanity_check',
-	                 'late_revision', 'payout_mismatch', 'manual', 'unmapped_product')),
+	                 'late_revision', 'payout_mismatch', 'manual', 'unmapped_product', 'late_line')),
 	severity     text        NOT NULL DEFAULT 'error' CHECK (severity IN ('info', 'warning', 'error', 'critical')),
 	state        text        NOT NULL DEFAULT 'pending_review' CHECK (state IN (
 	                 'pending_review', 'proposed_adjustment', 'finance_approved',
@@ -36,7 +36,7 @@ CREATE TABLE settle.exception (
 CREATE UNIQUE INDEX exception_open_scope_idx ON settle.exception (reseller_id, kind, scope_key)
 	WHERE state IN ('pending_review', 'proposed_adjustment', 'finance_approved');
 COMMENT ON TABLE settle.exception IS
-	'The exception queue: validation failures, unmapped customers, missing rules or FX rates, unlinked refunds, reconciliation deltas, sanity alarms, late revisions.  One open (pending, proposed or approved) exception per (reseller, kind, scope_key); reseller_id 0 when no reseller is known.';
+	'The exception queue: validation failures, unmapped customers, missing rules or FX rates, unlinked refunds, reconciliation deltas, sanity alarms, late revisions, lines that arrived for a locked period (late_line).  One open (pending, proposed or approved) exception per (reseller, kind, scope_key); reseller_id 0 when no reseller is known.';
 COMMENT ON COLUMN settle.exception.scope_key IS 'What the exception is about (a line key, an account, a period scope): re-detection updates the open exception instead of opening another.';
 COMMENT ON COLUMN settle.exception.refs IS 'References: line keys, run ids, raw page ids.';
 COMMENT ON COLUMN settle.exception.payload IS 'Details: the failure, the numbers involved.';

@@ -126,7 +126,8 @@ BEGIN
 END $$;
 COMMENT ON FUNCTION settle.next_open_period(bigint, settle.period) IS 'The first period after the given one with no locked or paid run of the reseller.';
 
--- Bill lines of locked periods revised after the lock, to be corrected in period.
+-- Bill lines of locked periods revised after the lock, and lines of locked
+-- periods first stored after their run, to be corrected in period.
 CREATE FUNCTION settle.late_revisions(reseller_id bigint, period settle.period)
 	RETURNS TABLE (line_key text, new_revision integer, rate numeric, rule_version integer,
 	               clause smallint, tier smallint, billed_cost numeric, list_cost numeric,
@@ -134,25 +135,59 @@ CREATE FUNCTION settle.late_revisions(reseller_id bigint, period settle.period)
 	               ref text, settled numeric)
 LANGUAGE sql STABLE STRICT SET search_path = pg_catalog, pg_temp AS $$
 	WITH locked AS (
-		SELECT r.run_id, r.period, r.agreement_id, r.locked_at
-		  FROM settle.run r
+		SELECT r.run_id, r.period, r.agreement_id, r.created_at, a.date_basis,
+		       to_date(r.period, 'YYYY-MM') AS p_start
+		  FROM settle.run r JOIN settle.agreement a ON a.agreement_id = r.agreement_id
 		 WHERE r.reseller_id = $1 AND r.status IN ('locked', 'paid') AND r.period < $2
 		   AND settle.next_open_period($1, r.period) = $2
+	), done AS (
+		-- what the locked runs settled: charges, and corrections (of new lines too)
+		SELECT s.line_key, s.kind, s.revision, s.rate, s.rule_version, s.clause, s.tier, s.fx_rate_id,
+		       s.unrounded, l.run_id, l.agreement_id
+		  FROM locked l JOIN settle.settlement_line s ON s.reseller_id = $1 AND s.run_id = l.run_id
+		 WHERE s.kind IN ('c', 'x')
 	), charged AS (
-		SELECT s.line_key, s.revision, s.rate, s.rule_version, s.clause, s.tier, s.fx_rate_id,
-		       l.run_id, l.agreement_id, l.locked_at
-		  FROM locked l JOIN settle.settlement_line s ON s.reseller_id = $1 AND s.run_id = l.run_id AND s.kind = 'c'
+		-- the terms each line was settled at: its charge, or the first correction of a line
+		-- that arrived after its period was locked (it has no charge)
+		SELECT DISTINCT ON (d.line_key) d.*
+		  FROM done d
+		 WHERE d.kind = 'c' OR NOT EXISTS (SELECT FROM done c WHERE c.line_key = d.line_key AND c.kind = 'c')
+		 ORDER BY d.line_key, d.kind, d.run_id
 	), latest AS (
 		SELECT DISTINCT ON (b.line_key) b.line_key, b.revision, b.billed_cost, b.list_cost,
 		       coalesce(b.amount_paid, b.billed_cost) AS amount_paid
 		  FROM settle.bill_line b JOIN charged c ON b.reseller_id = $1 AND b.line_key = c.line_key
 		 ORDER BY b.line_key, b.revision DESC
 	), settled AS (
-		SELECT s.line_key, sum(s.unrounded) AS settled, max(s.revision) AS max_revision
-		  FROM settle.settlement_line s JOIN settle.run r ON r.reseller_id = s.reseller_id AND r.run_id = s.run_id
-		 WHERE s.reseller_id = $1 AND r.status IN ('locked', 'paid') AND s.kind IN ('c', 'x')
-		   AND s.line_key IN (SELECT line_key FROM charged)
-		 GROUP BY s.line_key
+		SELECT d.line_key, sum(d.unrounded) AS settled, max(d.revision) AS max_revision
+		  FROM done d GROUP BY d.line_key
+	), arrived AS (
+		-- lines of a locked period that no locked run settled and that were first
+		-- stored after that period's run was made (lines the run saw and left out,
+		-- such as those without a rule version, are not new)
+		SELECT DISTINCT ON (b.line_key) b.*, l.run_id AS locked_run
+		  FROM locked l
+		  JOIN settle.bill_line b ON b.reseller_id = $1 AND b.billing_period_start >= l.p_start
+		 WHERE CASE WHEN l.date_basis = 'invoice_period' THEN b.billing_period_start
+		            ELSE (b.charge_period_start AT TIME ZONE 'UTC')::date END
+		       BETWEEN l.p_start AND (l.p_start + interval '1 month')::date - 1
+		   AND NOT EXISTS (SELECT FROM done d WHERE d.line_key = b.line_key)
+		   AND NOT EXISTS (SELECT FROM settle.bill_line o WHERE o.reseller_id = $1 AND o.line_key = b.line_key
+		                    AND o.ingested_at <= l.created_at)
+		 ORDER BY b.line_key, b.revision DESC
+	), matched AS (
+		-- a FOCUS correction row (ChargeClass Correction) corrects the charge of the
+		-- same account, resource, SKU, product, category and charge period start
+		SELECT DISTINCT ON (n.line_key) n.line_key, c.line_key AS original, c.run_id
+		  FROM arrived n
+		  JOIN charged c ON c.kind = 'c'
+		  JOIN settle.bill_line o ON o.reseller_id = $1 AND o.line_key = c.line_key AND o.revision = c.revision
+		 WHERE n.charge_class = 'Correction' AND o.charge_class IS NULL
+		   AND o.billing_account_id = n.billing_account_id AND o.sub_account_id IS NOT DISTINCT FROM n.sub_account_id
+		   AND o.resource_id IS NOT DISTINCT FROM n.resource_id AND o.sku_id IS NOT DISTINCT FROM n.sku_id
+		   AND o.product_code IS NOT DISTINCT FROM n.product_code AND o.charge_category = n.charge_category
+		   AND o.charge_period_start = n.charge_period_start
+		 ORDER BY n.line_key, c.line_key
 	)
 	SELECT c.line_key, n.revision, c.rate, c.rule_version, c.clause, c.tier, n.billed_cost, n.list_cost,
 	       n.amount_paid, c.fx_rate_id, f.rate, v.rule, 'run:' || c.run_id || '/' || c.line_key, s.settled
@@ -162,9 +197,27 @@ LANGUAGE sql STABLE STRICT SET search_path = pg_catalog, pg_temp AS $$
 	  JOIN settle.rule_version v ON v.reseller_id = $1 AND v.agreement_id = c.agreement_id AND v.version = c.rule_version
 	  LEFT JOIN settle.fx_rate f ON f.fx_rate_id = c.fx_rate_id
 	 WHERE n.revision > s.max_revision
+	UNION ALL
+	-- a new line: at its original's terms when it corrects one (settled 0), else
+	-- with no terms (settled NULL): the engine raises it for a person, until
+	-- that revision's late_line exception is dismissed or its adjustment applied
+	SELECT n.line_key, n.revision, c.rate, c.rule_version, c.clause, c.tier, n.billed_cost, n.list_cost,
+	       coalesce(n.amount_paid, n.billed_cost), c.fx_rate_id, f.rate, v.rule,
+	       'run:' || coalesce(m.run_id, n.locked_run) || '/' || coalesce(m.original, n.line_key),
+	       CASE WHEN m.original IS NOT NULL THEN 0 END
+	  FROM arrived n
+	  LEFT JOIN matched m ON m.line_key = n.line_key
+	  LEFT JOIN charged c ON c.line_key = m.original
+	  LEFT JOIN settle.rule_version v ON v.reseller_id = $1 AND v.agreement_id = c.agreement_id AND v.version = c.rule_version
+	  LEFT JOIN settle.fx_rate f ON f.fx_rate_id = c.fx_rate_id
+	 WHERE n.withdrawal_reason IS NULL
+	   AND (m.original IS NOT NULL OR NOT EXISTS (
+		SELECT FROM settle.exception e
+		 WHERE e.reseller_id = $1 AND e.kind = 'late_line' AND e.scope_key = 'late:' || n.line_key || '/r' || n.revision
+		   AND e.state IN ('dismissed', 'correction_applied', 'settled')))
 $$;
 COMMENT ON FUNCTION settle.late_revisions(bigint, settle.period) IS
-	'Bill lines of locked periods whose latest revision is newer than what was settled, with what the original earned: corrected in the first open period after the locked one.';
+	'Bill lines of locked periods to be corrected in the first open period after the locked one: lines whose latest revision is newer than what was settled, with the terms the line was settled at; and lines first stored after their period''s run, a FOCUS correction row with the terms of the charge it corrects (settled 0), any other with none (settled NULL: raised as a late_line exception, scope late:<line_key>/r<revision>, until that exception is dismissed or its adjustment applied).';
 
 CREATE FUNCTION settle._settle_reseller(reseller_id bigint, period settle.period, run_id bigint,
 	previous_input_fingerprint bytea, carry_forward_in settle.exact_amount, verify_run bigint,
