@@ -6,7 +6,7 @@ test/process/docs_run.sh.  Every fenced block whose info string starts with
     ```sql                  runs in the settle database (named by --db)
     ```sql db=postgres      runs in the pg_cron database (cron.database_name)
     ```sql error=P0002      must fail with that SQLSTATE (its last statement)
-    ```sql no-run           an illustration, not run (say why next to it)
+    ```sql no-run           not run: it cannot run in a test (say why next to it)
 
 Anything else after `sql` is an error, so a typo cannot turn a block off.
 A page whose statements need another page's setup says so in a line of its

@@ -9,44 +9,15 @@
 --   acct-c5 ecs  a late revision: 80.00 -> 95.00 ingested after the provider total was taken
 --   acct-c6 ecs  clean; its refund reversal is tampered to 8% (the original earned 5%) and
 --                one of its settlement lines is deleted from the lineage
+-- The scenario is test/fixtures/recon_october.sql (docs/reconciliation.md runs on it
+-- and shows these numbers); it settles both months and tampers with October's lineage.
 BEGIN;
 SELECT plan(40);
 
-SET LOCAL settle.reason = 'reconciliation scenario';
-SELECT settle.add_reseller('acme', 'Acme Cloud');
-SELECT settle.add_customer('acme', c, 'Customer ' || c) FROM unnest(ARRAY['c1', 'c2', 'c3', 'c4', 'c5', 'c6']) c;
-SELECT settle.set_agreement('acme', '2026-01-01', 'USD', tolerance_abs => 0.01, tolerance_rel => 0);
-SELECT settle.add_fx_rate('CNY', 'USD', '2026-10-31', 0.14, 'ECB');
-SELECT settle.publish_rule('acme', (SELECT agreement_id FROM settle.agreement WHERE reseller_id = settle.reseller_id('acme')),
-	'2026-01-01', $$currency USD
-otherwise pay 5%$$, 'acme 2026 schedule');
-
-CREATE FUNCTION pg_temp.line(customer text, key text, day date, product text, billed numeric,
-	currency text DEFAULT 'USD', revision integer DEFAULT 1, list numeric DEFAULT NULL,
-	discount numeric DEFAULT 0, record text DEFAULT NULL, ingested timestamptz DEFAULT NULL,
-	item text DEFAULT 'PayAsYouGoBill', original text DEFAULT NULL) RETURNS void
-LANGUAGE sql AS $$
-	INSERT INTO settle.bill_line (reseller_id, line_key, revision, customer_id, content_hash, source_item,
-		source_record_id, billing_account_id, billing_period_start, charge_period_start, charge_period_end,
-		charge_category, product_code, billing_currency, list_cost, discount, billed_cost, original_line_key, ingested_at)
-	SELECT r.reseller_id, key, revision, c.customer_id, sha256(convert_to(key || revision || billed, 'UTF8')),
-	       item, coalesce(record, 'rec:' || key), 'acct-' || customer, date_trunc('month', day)::date, day, day + 1,
-	       CASE WHEN billed < 0 THEN 'Credit' ELSE 'Usage' END, product, currency,
-	       coalesce(list, billed + discount), discount, billed, original, coalesce(ingested, clock_timestamp())
-	  FROM settle.reseller r JOIN settle.customer c ON c.reseller_id = r.reseller_id
-	 WHERE r.code = 'acme' AND c.code = customer
-$$;
+\i test/fixtures/recon_october.sql
 
 -- ---------------------------------------------------------------- September: clean
-SELECT pg_temp.line('c6', 'c6/ecs/sep/1', '2026-09-03', 'ecs', 120.00);
-SELECT pg_temp.line('c6', 'c6/ecs/sep/2', '2026-09-04', 'ecs', 33.33);
-SELECT pg_temp.line('c6', 'c6/ecs/sep/refund', '2026-09-20', 'ecs', -20.00, item => 'Refund', original => 'c6/ecs/sep/1');
-SELECT pg_temp.line('c3', 'c3/oss/sep/1', '2026-09-10', 'oss', 90.00, list => 100.00, discount => 10.00);
-SELECT settle.import_provider_totals('ledger', $csv$billing_cycle,billing_account_id,product_code,currency,amount
-2026-09,acct-c6,ecs,USD,133.33
-2026-09,acct-c3,oss,USD,90.00
-$csv$);
-SELECT is((SELECT count(*) FROM settle.settle_period('2026-09')), 1::bigint, 'September settles');
+SELECT is((SELECT count(*) FROM settle.run WHERE period = '2026-09'), 1::bigint, 'September settled');
 SELECT results_eq($$SELECT check_name, status, scopes FROM settle.reconcile('2026-09')$$,
 	$$VALUES ('provider_total', 'matched', 2::bigint), ('refund_rate', 'matched', 1), ('settled_lines', 'matched', 2),
 	         ('statement', 'matched', 1)$$,
@@ -61,50 +32,7 @@ SELECT results_eq($$SELECT source, lines, lines_total, other_total FROM settle.r
 	'provider totals imported from the ledger match the current lines to the cent');
 
 -- ---------------------------------------------------------------- October: seeded discrepancies
--- c1: a daily ecs line of 10.00, except on 2026-10-12
-SELECT pg_temp.line('c1', 'c1/ecs/' || to_char(d, 'DD'), d::date, 'ecs', 10.00, ingested => '2026-11-01')
-  FROM generate_series('2026-10-01'::date, '2026-10-31', '1 day') d WHERE d <> '2026-10-12';
--- c2: one source record under two keys
-SELECT pg_temp.line('c2', 'c2/ecs/1', '2026-10-05', 'ecs', 50.00, record => 'R-100', ingested => '2026-11-01');
-SELECT pg_temp.line('c2', 'c2/ecs/1-dup', '2026-10-05', 'ecs', 50.00, record => 'R-100', ingested => '2026-11-01');
-SELECT pg_temp.line('c2', 'c2/ecs/2', '2026-10-06', 'ecs', 20.00, record => 'R-101', ingested => '2026-11-01');
--- c3: billed one cent above list - discount
-SELECT pg_temp.line('c3', 'c3/oss/1', '2026-10-07', 'oss', 90.01, list => 100.00, discount => 10.00, ingested => '2026-11-01');
-SELECT pg_temp.line('c3', 'c3/oss/2', '2026-10-08', 'oss', 20.00, ingested => '2026-11-01');
--- c4: a CNY line in a USD account
-SELECT pg_temp.line('c4', 'c4/rds/1', '2026-10-09', 'rds', 100.00, ingested => '2026-11-01');
-SELECT pg_temp.line('c4', 'c4/rds/2', '2026-10-10', 'rds', 50.00, ingested => '2026-11-01');
-SELECT pg_temp.line('c4', 'c4/rds/cny', '2026-10-11', 'rds', 700.00, currency => 'CNY', ingested => '2026-11-01');
--- c5: revised after the provider total was taken (2026-11-02)
-SELECT pg_temp.line('c5', 'c5/ecs/1', '2026-10-13', 'ecs', 80.00, ingested => '2026-11-01');
-SELECT pg_temp.line('c5', 'c5/ecs/1', '2026-10-13', 'ecs', 95.00, revision => 2, ingested => '2026-11-03');
--- c6: clean, with a refund
-SELECT pg_temp.line('c6', 'c6/ecs/1', '2026-10-02', 'ecs', 100.00, ingested => '2026-11-01');
-SELECT pg_temp.line('c6', 'c6/ecs/2', '2026-10-03', 'ecs', 60.00, ingested => '2026-11-01');
-SELECT pg_temp.line('c6', 'c6/ecs/1/refund', '2026-10-20', 'ecs', -40.00, item => 'Refund', original => 'c6/ecs/1',
-	ingested => '2026-11-01');
-
--- The provider's QueryBillOverview snapshot, taken 2026-11-02.
-INSERT INTO settle.connector (name, kind, endpoint) VALUES ('bss', 'alibaba_bss', 'https://business.ap-southeast-1.aliyuncs.com/');
-INSERT INTO settle.raw_page (connector_id, request, http_status, body, body_sha256, requested_at, received_at)
-SELECT connector_id, '{"Action": "QueryBillOverview", "BillingCycle": "2026-10"}', 200, '\x7b7d', sha256('\x7b7d'),
-       '2026-11-02 00:00+00', '2026-11-02 00:00+00' FROM settle.connector WHERE name = 'bss';
-INSERT INTO settle.provider_total (connector_id, billing_cycle, raw_page_id, item_no, billing_account_id, product_code,
-	subscription_type, currency, pretax_amount)
-SELECT c.connector_id, '2026-10', p.raw_page_id, v.n, v.acct, v.product, 'PayAsYouGo', 'USD', v.amount
-  FROM settle.connector c JOIN settle.raw_page p USING (connector_id),
-       (VALUES (1, 'acct-c1', 'ECS', 340.00), (2, 'acct-c2', 'ecs', 70.00), (3, 'acct-c3', 'oss', 110.00),
-               (4, 'acct-c4', 'rds', 248.30), (5, 'acct-c5', 'ecs', 80.00), (6, 'acct-c6', 'ecs', 100.00),
-               (7, 'acct-c6', 'ecs', 20.00)) v(n, acct, product, amount)
- WHERE c.name = 'bss';
-
-SELECT is((SELECT count(*) FROM settle.settle_period('2026-10')), 1::bigint, 'October settles');
--- Tamper with the lineage as only a superuser can: the refund reversed at 8%
--- instead of its original's 5%, and one settled line deleted.
-ALTER TABLE settle.settlement_line DISABLE TRIGGER ALL;
-UPDATE settle.settlement_line SET rate = 0.08, unrounded = basis * 0.08 WHERE line_key = 'c6/ecs/1/refund' AND kind = 'r';
-DELETE FROM settle.settlement_line WHERE line_key = 'c6/ecs/2';
-ALTER TABLE settle.settlement_line ENABLE TRIGGER ALL;
+SELECT is((SELECT count(*) FROM settle.run WHERE period = '2026-10'), 1::bigint, 'October settled');
 
 SELECT results_eq($$SELECT check_name, status, scopes, exceptions FROM settle.reconcile('2026-10')$$,
 	$$VALUES ('currency', 'mismatched', 1::bigint, 1::bigint), ('duplicate', 'mismatched', 1, 1), ('gap', 'missing', 1, 1),

@@ -3,13 +3,16 @@
 # docs/*.md, page by page, in page order, in one psql session per page, with
 # ON_ERROR_STOP (test/docs/blocks.py turns a page into that script; its
 # docstring has the block markers: db=postgres for the pg_cron database,
-# error=SQLSTATE for a block that must fail so, no-run for an illustration).
+# error=SQLSTATE for a block that must fail so, no-run for a block that
+# cannot run in a test cluster, e.g. a pull from the real provider).
 # Each page starts from a cluster without a settle database: a page states
 # its own setup (finance-guide.md "Before you start", scheduling.md "Setting
-# up", install.md).  A page fails on the first statement that does not run,
-# a block marked error=... that does not fail with its SQLSTATE, or an
-# unknown marker.  After each page its settle database, the roles it created
-# and the pg_cron jobs it scheduled into that database are removed.
+# up", install.md, reconciliation.md) or runs after another page's
+# (<!-- docs-run: after ... -->).  A page fails on the first statement that
+# does not run, a block marked error=... that does not fail with its
+# SQLSTATE, or an unknown marker.  After each page its settle database, the
+# roles it created and the pg_cron jobs it scheduled into that database are
+# removed.
 # With arguments, only those pages run (after the made-up pages), for a
 # writer checking one page: bash test/dev.sh bash test/process/docs_run.sh docs/rules.md
 # First, three made-up pages that must fail (a statement that does not run,
