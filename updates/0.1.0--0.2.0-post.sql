@@ -1,7 +1,7 @@
 
 -- settle 0.1.0 -> 0.2.0, part 3 of 3: the rows of 0.1.0 come back.
 --
--- As in a restore (99_backup.sql): settle.restoring keeps the audit trigger
+-- As in a restore (97_backup.sql): settle.restoring keeps the audit trigger
 -- from writing entries for rows that were audited when first written, and
 -- lets a copied row replace the one the install script seeded (currencies,
 -- products, tolerances); foreign keys are not checked again (the rows come

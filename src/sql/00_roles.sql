@@ -18,5 +18,4 @@ BEGIN
 END
 $roles$;
 
-GRANT USAGE ON SCHEMA settle TO settle_admin, settle_operator, settle_analyst,
-	settle_finance, settle_auditor, settle_reseller;
+-- Their privileges: 98_privileges.sql.

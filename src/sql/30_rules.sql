@@ -285,38 +285,6 @@ CREATE FUNCTION settle.rule_minor_unit(rule settle.rule) RETURNS integer
 COMMENT ON FUNCTION settle.rule_minor_unit(settle.rule) IS
 	'The ISO 4217 minor unit the rule engine rounds the rule''s currency to (JPY 0, USD 2, KWD 3).';
 
--- Privileges: nothing for PUBLIC but the type's own support functions.
-REVOKE EXECUTE ON FUNCTION settle.publish_rule(text, bigint, date, settle.rule, text, date),
-	settle.rule_in_force(bigint, bigint, date),
-	settle.rule_content_hash(settle.rule), settle.rule_problems(settle.rule),
-	settle.rule_currency(settle.rule), settle.rule_rounding(settle.rule),
-	settle.rule_refund_window_days(settle.rule), settle.rule_minimum_payout(settle.rule),
-	settle.rule_categories(settle.rule), settle.rule_clause(settle.rule, integer),
-	settle.rule_minor_unit(settle.rule), settle.round_money(settle.exact_amount, integer, text),
-	settle.evaluate_rule(settle.rule, text, text, text, text, text, text, jsonb, numeric, numeric,
-		numeric, integer, integer, numeric, numeric, numeric, numeric, numeric, numeric, numeric, integer)
-	FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION settle.publish_rule(text, bigint, date, settle.rule, text, date)
-	TO settle_admin, settle_finance;
-GRANT EXECUTE ON FUNCTION settle.rule_in_force(bigint, bigint, date)
-	TO settle_admin, settle_operator, settle_analyst, settle_finance, settle_auditor;
--- The type's support and read-only functions are harmless and needed to
--- read settle.rule values at all.
-GRANT EXECUTE ON FUNCTION settle.rule_in(cstring), settle.rule_out(settle.rule),
-	settle.rule_recv(internal), settle.rule_send(settle.rule),
-	settle.rule_eq(settle.rule, settle.rule), settle.rule_ne(settle.rule, settle.rule),
-	settle.rule_hash(settle.rule), settle.rule_hash_extended(settle.rule, bigint) TO PUBLIC;
-GRANT EXECUTE ON FUNCTION settle.rule_content_hash(settle.rule), settle.rule_problems(settle.rule),
-	settle.rule_currency(settle.rule), settle.rule_rounding(settle.rule),
-	settle.rule_refund_window_days(settle.rule), settle.rule_minimum_payout(settle.rule),
-	settle.rule_categories(settle.rule), settle.rule_clause(settle.rule, integer),
-	settle.rule_minor_unit(settle.rule), settle.round_money(settle.exact_amount, integer, text),
-	settle.evaluate_rule(settle.rule, text, text, text, text, text, text, jsonb, numeric, numeric,
-		numeric, integer, integer, numeric, numeric, numeric, numeric, numeric, numeric, numeric, integer)
-	TO settle_admin, settle_operator, settle_analyst, settle_finance, settle_auditor;
-GRANT SELECT ON settle.rule_version
-	TO settle_admin, settle_operator, settle_analyst, settle_finance, settle_auditor;
-
 ALTER TABLE settle.rule_version ENABLE ROW LEVEL SECURITY;
 CREATE POLICY staff_all ON settle.rule_version TO settle_admin, settle_operator,
 	settle_analyst, settle_finance, settle_auditor USING (true);

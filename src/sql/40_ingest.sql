@@ -137,7 +137,6 @@ AS 'MODULE_PATHNAME', 'settle_connector_endpoint_check'
 LANGUAGE C;
 COMMENT ON FUNCTION settle._connector_endpoint_check() IS
 	'Trigger of settle.connector: refuses an endpoint with user information (user:password@, 22023, the URL not shown) and, unless settle.allow_private_endpoints is on, one whose host is a literal loopback, private, link-local or other internal address (42501).';
-REVOKE EXECUTE ON FUNCTION settle._connector_endpoint_check() FROM PUBLIC;
 CREATE TRIGGER endpoint_check BEFORE INSERT OR UPDATE OF endpoint ON settle.connector
 	FOR EACH ROW EXECUTE FUNCTION settle._connector_endpoint_check();
 ALTER TABLE settle.connector ENABLE ALWAYS TRIGGER endpoint_check;
@@ -242,7 +241,6 @@ END
 $$;
 COMMENT ON FUNCTION settle.withdraw_lines(bigint, text[], text, bigint, bigint) IS
 	'Withdraws the named lines of a connector: for each whose latest revision is not already a withdrawal, adds a revision with zero amounts and the reason (settle.bill_line.withdrawal_reason), so a restated month never counts a line the provider no longer returns.  Returns the number withdrawn.  Called by ingestion at the end of a complete pull of a scope; a partial or failed pull never withdraws.';
-REVOKE EXECUTE ON FUNCTION settle.withdraw_lines(bigint, text[], text, bigint, bigint) FROM PUBLIC;
 
 -- Connector config: only the keys its kind reads.
 CREATE FUNCTION settle._connector_config_check() RETURNS trigger
@@ -285,26 +283,11 @@ END
 $$;
 COMMENT ON FUNCTION settle._connector_config_check() IS
 	'Trigger of settle.connector: refuses config keys the connector''s kind does not read (22023 naming the key), a member_accounts that is not an array of account ids and a null_tokens that is not an array of non-empty strings.';
-REVOKE EXECUTE ON FUNCTION settle._connector_config_check() FROM PUBLIC;
 CREATE TRIGGER config_check BEFORE INSERT OR UPDATE OF config, kind ON settle.connector
 	FOR EACH ROW EXECUTE FUNCTION settle._connector_config_check();
 ALTER TABLE settle.connector ENABLE ALWAYS TRIGGER config_check;
 COMMENT ON TRIGGER config_check ON settle.connector IS
 	'Refuses unknown config keys (see settle._connector_config_check).';
-
--- Privileges: operators run pulls and read their results.
-GRANT SELECT ON settle.ingest_run, settle.ingest_checkpoint, settle.provider_total,
-	settle.provider_total_current, settle.ingest_health
-	TO settle_admin, settle_operator, settle_analyst, settle_finance, settle_auditor;
-GRANT EXECUTE ON FUNCTION settle.acs3_authorization(text, text, jsonb, jsonb, bytea, text, text),
-	settle.sigv4_authorization(text, text, jsonb, jsonb, text, text, text, text, text)
-	TO settle_admin, settle_operator;
-REVOKE EXECUTE ON FUNCTION settle.sigv4_authorization(text, text, jsonb, jsonb, text, text, text, text, text) FROM PUBLIC;
--- (created after 20_security.sql revoked what existed then from PUBLIC)
-REVOKE EXECUTE ON FUNCTION settle.ingest_now(text, settle.period), settle.ingest_now(bigint, settle.period),
-	settle.ingest_reset(text) FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION settle.ingest_now(text, settle.period), settle.ingest_now(bigint, settle.period),
-	settle.ingest_reset(text) TO settle_admin, settle_operator;
 
 SELECT settle._append_only('settle.provider_total');
 

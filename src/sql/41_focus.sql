@@ -35,10 +35,5 @@ END $$;
 COMMENT ON FUNCTION settle.map_product(text, text, text) IS
 	'Maps a provider''s SkuId or ServiceName (exactly as its FOCUS files write it) to a catalogue product; mapping a name again replaces its product.  Lines already stored keep theirs until pulled again (a changed product is a new revision).';
 
-GRANT SELECT ON settle.product_mapping
-	TO settle_admin, settle_operator, settle_analyst, settle_finance, settle_auditor;
-GRANT INSERT, UPDATE, DELETE ON settle.product_mapping TO settle_admin;
-REVOKE EXECUTE ON FUNCTION settle.map_product(text, text, text) FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION settle.map_product(text, text, text) TO settle_admin, settle_operator, settle_finance;
 SELECT settle._audited('settle.product_mapping');
 SELECT pg_catalog.pg_extension_config_dump('settle.product_mapping', '');

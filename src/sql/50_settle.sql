@@ -732,26 +732,7 @@ CREATE VIEW settle.settlement_progress AS
 COMMENT ON VIEW settle.settlement_progress IS
 	'In the spirit of pg_stat_progress_*: one row per running settlement with its phase (reading bill lines, evaluating rules, writing lineage) and lines done.';
 
--- Privileges, row-level security, audit, append-only.
-REVOKE EXECUTE ON FUNCTION settle.next_open_period(bigint, settle.period), settle.late_revisions(bigint, settle.period),
-	settle._settle_reseller(bigint, settle.period, bigint, bytea, settle.exact_amount, bigint),
-	settle._summarize_lineage(), settle._analyze_lineage(), settle.blocking_exceptions(bigint, settle.period),
-	settle.settle_period(settle.period, text), settle.run_of(bigint),
-	settle.approve_run(bigint, text), settle.lock_run(bigint, text), settle.verify_run(bigint),
-	settle.run_diff(bigint, bigint), settle.explain(bigint, text), settle.statement_lines(bigint),
-	settle.may_read_statement(bigint), settle.settle_progress() FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION settle.settle_period(settle.period, text) TO settle_admin, settle_analyst, settle_finance;
-GRANT EXECUTE ON FUNCTION settle.approve_run(bigint, text), settle.lock_run(bigint, text) TO settle_admin, settle_finance;
-GRANT EXECUTE ON FUNCTION settle.verify_run(bigint), settle.run_diff(bigint, bigint), settle.explain(bigint, text),
-	settle.run_of(bigint), settle.blocking_exceptions(bigint, settle.period), settle.next_open_period(bigint, settle.period),
-	settle.settle_progress()
-	TO settle_admin, settle_analyst, settle_finance, settle_auditor, settle_operator;
-GRANT EXECUTE ON FUNCTION settle.statement_lines(bigint), settle.may_read_statement(bigint)
-	TO settle_admin, settle_analyst, settle_finance, settle_auditor, settle_operator, settle_reseller;
-GRANT SELECT ON settle.run, settle.settlement_line, settle.statement, settle.settlement_progress
-	TO settle_admin, settle_operator, settle_analyst, settle_finance, settle_auditor;
-GRANT SELECT ON settle.run, settle.statement TO settle_reseller;
-
+-- Row-level security, audit, append-only.
 DO $sec$
 DECLARE
 	t text;

@@ -379,7 +379,6 @@ BEGIN
 END $$;
 COMMENT ON FUNCTION settle._recon_check_valid() IS
 	'Trigger of settle.recon_check: the function must exist and take (settle.period, date, date, bigint) returning void (42883, 42P13).';
-REVOKE EXECUTE ON FUNCTION settle._recon_check_valid() FROM PUBLIC;
 CREATE TRIGGER check_valid BEFORE INSERT OR UPDATE ON settle.recon_check
 	FOR EACH ROW EXECUTE FUNCTION settle._recon_check_valid();
 
@@ -1488,28 +1487,7 @@ END $$;
 COMMENT ON FUNCTION settle.explain_delta(settle.period, text) IS
 	'One scope''s reconciliation step by step: the comparison (step 0), each row that explains the delta with its cause, amount and the running total explained (steps 1 to n, at any size), and what remains (step n + 1).';
 
--- ------------------------------------------------------------------ privileges
-
-REVOKE EXECUTE ON FUNCTION settle.reconcile(settle.period, text), settle.import_provider_totals(text, text),
-	settle.import_provider_items(text, text), settle.explain_delta(settle.period, text),
-	settle.recon_require_inputs(),
-	settle.recon_check_provider_total(settle.period, date, date, bigint),
-	settle.recon_check_line_identity(settle.period, date, date, bigint),
-	settle.recon_check_duplicate(settle.period, date, date, bigint),
-	settle.recon_check_gap(settle.period, date, date, bigint),
-	settle.recon_check_currency(settle.period, date, date, bigint),
-	settle.recon_check_statement(settle.period, date, date, bigint),
-	settle.recon_check_refund_rate(settle.period, date, date, bigint),
-	settle.recon_check_settled_lines(settle.period, date, date, bigint) FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION settle.reconcile(settle.period, text) TO settle_admin, settle_analyst, settle_finance;
-GRANT EXECUTE ON FUNCTION settle.explain_delta(settle.period, text)
-	TO settle_admin, settle_analyst, settle_finance, settle_auditor;
-GRANT EXECUTE ON FUNCTION settle.import_provider_totals(text, text), settle.import_provider_items(text, text)
-	TO settle_admin, settle_operator, settle_finance;
-GRANT SELECT ON settle.provider_total_import, settle.provider_item_import, settle.provider_side, settle.recon_default,
-	settle.recon_check, settle.recon_result, settle.recon_delta_line, settle.recon_run, settle.reconciliation_summary,
-	settle.reconciliation_delta, settle.reconciliation_cause
-	TO settle_admin, settle_operator, settle_analyst, settle_finance, settle_auditor;
+-- ------------------------------------------------------------ append-only
 
 DO $ao$
 BEGIN

@@ -213,16 +213,3 @@ CREATE VIEW settle.exception_queue AS
 	  FROM settle.exception e LEFT JOIN settle.reseller r USING (reseller_id);
 COMMENT ON VIEW settle.exception_queue IS
 	'The exception queue for people: every exception with its reseller, state, detail, proposed adjustment, who proposed and approved it, and whether it blocks approval of its period.';
-
-REVOKE EXECUTE ON FUNCTION settle.exception_of(bigint), settle.require_reason(text),
-	settle.settlement_currency(bigint, settle.period),
-	settle.propose_adjustment(bigint, settle.amount, settle.period, text), settle.approve_adjustment(bigint, settle.amount, text, text),
-	settle.dismiss_exception(bigint, text), settle.resolve_exception(bigint, text) FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION settle.propose_adjustment(bigint, settle.amount, settle.period, text)
-	TO settle_admin, settle_analyst, settle_finance;
-GRANT EXECUTE ON FUNCTION settle.approve_adjustment(bigint, settle.amount, text, text), settle.dismiss_exception(bigint, text)
-	TO settle_admin, settle_finance;
-GRANT EXECUTE ON FUNCTION settle.resolve_exception(bigint, text) TO settle_admin, settle_finance, settle_operator;
-GRANT EXECUTE ON FUNCTION settle.exception_of(bigint), settle.settlement_currency(bigint, settle.period)
-	TO settle_admin, settle_operator, settle_analyst, settle_finance, settle_auditor;
-GRANT SELECT ON settle.exception_queue TO settle_admin, settle_operator, settle_analyst, settle_finance, settle_auditor;

@@ -265,7 +265,7 @@ COMMENT ON COLUMN settle.payout.exception_id IS 'The payout_mismatch exception o
 -- payout_file and verify_payout_batch look the builder up here.  Rows can be
 -- added only by the extension's owner (a builder runs inside the SECURITY
 -- DEFINER payout_file).  Dumped like every table (a site's formats survive a
--- restore; the shipped rows merge with the installed ones, 99_backup.sql).
+-- restore; the shipped rows merge with the installed ones, 97_backup.sql).
 
 CREATE TABLE settle.payout_format (
 	format       text    PRIMARY KEY CHECK (format ~ '^[a-z0-9][a-z0-9._-]{0,31}$'),
@@ -1186,38 +1186,8 @@ COMMENT ON COLUMN settle.payout_batch_hashes.csv_sha256 IS 'SHA-256 of the batch
 COMMENT ON COLUMN settle.payout_batch_hashes.pain001_sha256 IS 'SHA-256 of the batch''s pain.001 file (settle.payout_batch_file.sha256).';
 
 -- ---------------------------------------------------------------------------
--- Privileges, audit, append-only.
-
-REVOKE EXECUTE ON FUNCTION settle.set_payout_setting(text, text, text, text, text),
-	settle.set_payee(text, text, text, text, text, text), settle._payout_pain001(bigint), settle._payout_csv(bigint),
-	settle._payout_format(text), settle._payout_build(regprocedure, bigint), settle.payout_format_check(),
-	settle.payout_file(bigint, text), settle.verify_payout_batch(bigint), settle.create_payout_batch(settle.period, text, date),
-	settle.import_payout_confirmations(bigint, jsonb), settle.import_payout_confirmations(bigint, text),
-	settle._readable_run(bigint), settle.adjustment_reason("char", text),
-	settle.statement_csv(bigint), settle._statement_page(settle.run, integer), settle._statement_document(text, text),
-	settle.statement_html(bigint, integer), settle.statements_html(settle.period, integer), settle.payout_guard(),
-	settle.xml_escape(text), settle.csv_field(text), settle.format_amount(settle.exact_amount, text), settle.iban_valid(text),
-	settle.iban_mask(text), settle.csv_parse(text), settle._csv_check_size(text) FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION settle.set_payout_setting(text, text, text, text, text),
-	settle.set_payee(text, text, text, text, text, text), settle.payout_file(bigint, text),
-	settle.create_payout_batch(settle.period, text, date), settle.import_payout_confirmations(bigint, jsonb),
-	settle.import_payout_confirmations(bigint, text), settle.csv_parse(text) TO settle_admin, settle_finance;
-GRANT EXECUTE ON FUNCTION settle.verify_payout_batch(bigint) TO settle_admin, settle_finance, settle_auditor;
-GRANT EXECUTE ON FUNCTION settle.statement_csv(bigint), settle.statement_html(bigint, integer),
-	settle.statements_html(settle.period, integer)
-	TO settle_admin, settle_operator, settle_analyst, settle_finance, settle_auditor, settle_reseller;
-GRANT EXECUTE ON FUNCTION settle.xml_escape(text), settle.csv_field(text), settle.format_amount(settle.exact_amount, text),
-	settle.iban_valid(text), settle.iban_mask(text)
-	TO settle_admin, settle_operator, settle_analyst, settle_finance, settle_auditor, settle_reseller;
-GRANT EXECUTE ON FUNCTION settle.payout_guard() TO PUBLIC;
-
--- Bank details: finance and admin only.  Payee change records (masked),
--- batches and payouts (no payee bank details): staff.
-REVOKE ALL ON settle.payee, settle.payee_current FROM PUBLIC;
-GRANT SELECT ON settle.payee, settle.payee_current TO settle_admin, settle_finance;
-GRANT SELECT ON settle.payout_setting, settle.payee_change, settle.payout_batch, settle.payout,
-	settle.payout_format, settle.payout_batch_file, settle.payout_batch_hashes
-	TO settle_admin, settle_operator, settle_finance, settle_analyst, settle_auditor;
+-- Audit, append-only.  (Bank details, settle.payee and payee_current, are
+-- readable by finance and admin only: 98_privileges.sql.)
 
 DO $payout$
 DECLARE

@@ -47,9 +47,3 @@ BEGIN
 END $$;
 COMMENT ON FUNCTION settle.settle_closed_period(timestamptz) IS
 	'The monthly job: settle_period of settle.closed_period(), the latest period whose bills are final.  Run early it settles (idempotently) the period before, never an open one.  Same privileges as settle_period.';
-
-REVOKE EXECUTE ON FUNCTION settle.period_closes_at(settle.period), settle.closed_period(timestamptz),
-	settle.settle_closed_period(timestamptz) FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION settle.settle_closed_period(timestamptz) TO settle_admin, settle_analyst, settle_finance;
-GRANT EXECUTE ON FUNCTION settle.period_closes_at(settle.period), settle.closed_period(timestamptz)
-	TO settle_admin, settle_operator, settle_analyst, settle_finance, settle_auditor, settle_reseller;

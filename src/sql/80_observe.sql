@@ -152,12 +152,6 @@ END $$;
 COMMENT ON FUNCTION settle.purge(interval) IS
 	'Retention: deletes raw pages older than the retention (settle.retention, default 400 days) that no bill line revision, provider total or open exception refers to (re-pulls that changed nothing, empty and failed pages), and finished ingest runs nothing refers to.  Never touches lines, lineage, statements or the audit trail.';
 
-REVOKE EXECUTE ON FUNCTION settle.check_sanity(settle.period, bigint[]), settle._purge(timestamptz), settle.purge(interval) FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION settle.check_sanity(settle.period, bigint[]) TO settle_admin, settle_analyst, settle_finance;
-GRANT EXECUTE ON FUNCTION settle.purge(interval) TO settle_admin;
-GRANT SELECT ON settle.period_status, settle.data_quality, settle.sanity_checks, settle.changes_since_last_run,
-	settle.finance_summary TO settle_admin, settle_operator, settle_analyst, settle_finance, settle_auditor;
-
 -- Conservation of payouts: every locked statement above the
 -- minimum payout is paid exactly once, for exactly its net payout.
 CREATE VIEW settle.payout_reconciliation AS
@@ -175,4 +169,3 @@ CREATE VIEW settle.payout_reconciliation AS
 	 WHERE r.status IN ('locked', 'paid');
 COMMENT ON VIEW settle.payout_reconciliation IS
 	'Payout batches against locked statements: each locked (or paid) run with a net payout is in exactly one batch for exactly that amount and currency (matched); missing when not batched yet (or its payout was rejected); mismatched otherwise; not_due when nothing is owed (carried forward).';
-GRANT SELECT ON settle.payout_reconciliation TO settle_admin, settle_operator, settle_analyst, settle_finance, settle_auditor;

@@ -2,7 +2,7 @@
 -- with 42501 and every allowed one succeeds; a reseller login reads only its
 -- own reseller's rows.
 BEGIN;
-SELECT plan(76);
+SELECT plan(91);
 
 -- One login per role, created inside this transaction.
 CREATE ROLE tap_admin IN ROLE settle_admin;
@@ -115,6 +115,108 @@ SELECT is(array_agg(p.oid::regprocedure::text ORDER BY p.oid::regprocedure::text
 	'no SECURITY DEFINER function of settle is executable by a login without a settle role')
   FROM pg_proc p
  WHERE p.pronamespace = 'settle'::regnamespace AND p.prosecdef AND has_function_privilege('tap_nobody', p.oid, 'EXECUTE');
+
+
+-- P. Privileges, from the catalogue (all granted in src/sql/98_privileges.sql;
+-- sql/privileges.sql shows every object's grants).
+-- What PUBLIC may execute: exactly this list, each for its reason.
+CREATE TEMP TABLE public_ok (fn regprocedure PRIMARY KEY, reason text NOT NULL);
+INSERT INTO public_ok
+SELECT f::regprocedure, r FROM (VALUES
+	('settle.check_amount(numeric, integer)', 'domain check: CHECK constraints and domains evaluate it for whoever writes'),
+	('settle.check_period(text)', 'domain check: CHECK constraints and domains evaluate it for whoever writes'),
+	('settle.current_reseller_ids()', 'row-level security policies call it as the querying role'),
+	('settle.resellers_of_login(name)', 'row-level security policies call it as the querying role'),
+	('settle.append_only_trigger()', 'trigger function: callable only as a trigger'),
+	('settle.audit_trigger()', 'trigger function: callable only as a trigger'),
+	('settle.exception_guard()', 'trigger function: callable only as a trigger'),
+	('settle.payout_guard()', 'trigger function: callable only as a trigger'),
+	('settle.run_guard()', 'trigger function: callable only as a trigger'),
+	('settle.rule_in(cstring)', 'the settle.rule type''s input'),
+	('settle.rule_out(settle.rule)', 'the settle.rule type''s output'),
+	('settle.rule_recv(internal)', 'the settle.rule type''s binary input'),
+	('settle.rule_send(settle.rule)', 'the settle.rule type''s binary output'),
+	('settle.rule_eq(settle.rule, settle.rule)', 'the settle.rule type''s = operator'),
+	('settle.rule_ne(settle.rule, settle.rule)', 'the settle.rule type''s <> operator'),
+	('settle.rule_hash(settle.rule)', 'the settle.rule type''s hash opclass'),
+	('settle.rule_hash_extended(settle.rule, bigint)', 'the settle.rule type''s hash opclass'),
+	('settle.money_total(numeric, text)', 'pure aggregate over the caller''s own values'),
+	('settle.money_total_trans(internal, numeric, text)', 'aggregate support: takes internal, not callable from SQL'),
+	('settle.money_total_final(internal)', 'aggregate support: takes internal, not callable from SQL'),
+	('settle.money_total_combine(internal, internal)', 'aggregate support: takes internal, not callable from SQL'),
+	('settle.money_total_serial(internal)', 'aggregate support: takes internal, not callable from SQL'),
+	('settle.money_total_deserial(bytea, internal)', 'aggregate support: takes internal, not callable from SQL'),
+	('settle.money_total_check_state(bytea)', 'aggregate support: checks a serialized state, pure'),
+	('settle.line_fingerprint(text, numeric)', 'pure aggregate over the caller''s own values'),
+	('settle.line_fingerprint_trans(internal, text, numeric)', 'aggregate support: takes internal, not callable from SQL'),
+	('settle.line_fingerprint_final(internal)', 'aggregate support: takes internal, not callable from SQL'),
+	('settle.line_fingerprint_combine(internal, internal)', 'aggregate support: takes internal, not callable from SQL'),
+	('settle.line_fingerprint_serial(internal)', 'aggregate support: takes internal, not callable from SQL'),
+	('settle.line_fingerprint_deserial(bytea, internal)', 'aggregate support: takes internal, not callable from SQL'),
+	('settle.line_fingerprint_check_state(bytea)', 'aggregate support: checks a serialized state, pure'),
+	('settle.line_hash(text, settle.exact_amount)', 'pure: a hash of its arguments'),
+	('settle.fingerprint_diff(bytea, bytea)', 'pure: compares its arguments'),
+	('settle.recon_amount(settle.exact_amount, integer)', 'pure: formats its argument'),
+	('settle.recon_status(settle.exact_amount, settle.exact_amount, settle.exact_amount, settle.exact_amount)', 'pure: compares its arguments'),
+	('settle.engine_version()', 'a constant of the library'),
+	('settle.recon_tolerance(bigint, date)', 'runs as the caller: its table privileges and row-level security apply')
+) v(f, r);
+-- A login with no settle role at all.
+CREATE ROLE tap_login LOGIN;
+CREATE FUNCTION pg_temp.public_extra() RETURNS text[] LANGUAGE sql STABLE AS $$
+	SELECT array_agg(p.oid::regprocedure::text ORDER BY p.oid::regprocedure::text COLLATE "C")
+	  FROM pg_proc p WHERE p.pronamespace = 'settle'::regnamespace
+	   AND has_function_privilege('public', p.oid, 'EXECUTE') AND p.oid NOT IN (SELECT fn FROM pg_temp.public_ok)
+$$;
+CREATE FUNCTION pg_temp.definer_open(who name) RETURNS text[] LANGUAGE sql STABLE AS $$
+	SELECT array_agg(p.oid::regprocedure::text ORDER BY p.oid::regprocedure::text COLLATE "C")
+	  FROM pg_proc p WHERE p.pronamespace = 'settle'::regnamespace AND p.prosecdef
+	   AND has_function_privilege(who, p.oid, 'EXECUTE')
+$$;
+CREATE FUNCTION pg_temp.relations_open(who name) RETURNS text[] LANGUAGE sql STABLE AS $$
+	SELECT array_agg(c.oid::regclass::text ORDER BY c.oid::regclass::text COLLATE "C")
+	  FROM pg_class c WHERE c.relnamespace = 'settle'::regnamespace AND c.relkind IN ('r', 'p', 'v', 'm', 'S')
+	   AND (CASE WHEN c.relkind = 'S' THEN has_sequence_privilege(who, c.oid, 'SELECT, USAGE, UPDATE')
+	             ELSE has_table_privilege(who, c.oid, 'SELECT, INSERT, UPDATE, DELETE, TRUNCATE, REFERENCES, TRIGGER')
+	                  OR has_any_column_privilege(who, c.oid, 'SELECT, INSERT, UPDATE, REFERENCES') END)
+$$;
+SELECT is(pg_temp.public_extra(), NULL, 'PUBLIC executes no function of settle but the listed ones');
+SELECT is(array_agg(fn::text ORDER BY fn::text COLLATE "C"), NULL, 'and each listed one is executable by PUBLIC (the list is current)')
+  FROM public_ok WHERE NOT has_function_privilege('public', fn, 'EXECUTE');
+SELECT is(array_agg(fn::text), NULL, 'no listed function runs as its owner')
+  FROM public_ok JOIN pg_proc p ON p.oid = fn WHERE p.prosecdef;
+SELECT is(pg_temp.definer_open('tap_login'), NULL, 'no SECURITY DEFINER function of settle is executable by a login without a settle role');
+SELECT is(pg_temp.definer_open('tap_nobody'), NULL, '... nor by a role without one');
+SELECT is(pg_temp.relations_open('public'), NULL, 'PUBLIC has no privilege on any table, view or sequence of settle');
+SELECT is(pg_temp.relations_open('tap_login'), NULL, 'nor has a login without a settle role');
+SELECT ok(NOT has_schema_privilege('tap_login', 'settle', 'USAGE') AND NOT has_schema_privilege('tap_login', 'settle', 'CREATE'),
+	'a login without a settle role cannot use schema settle');
+-- Every function and relation holds a decision: a settle role may use it, or
+-- PUBLIC (listed above), or only the owner (internal: called by a SECURITY
+-- DEFINER function or a trigger) -- never a grant to some other role.
+SELECT is(array_agg(DISTINCT pg_get_userbyid(x.grantee)::text), NULL, 'nothing of settle is granted to a role outside settle''s')
+  FROM (SELECT p.proacl AS acl, p.proowner AS owner FROM pg_proc p WHERE p.pronamespace = 'settle'::regnamespace
+        UNION ALL SELECT c.relacl, c.relowner FROM pg_class c WHERE c.relnamespace = 'settle'::regnamespace
+        UNION ALL SELECT a.attacl, c.relowner FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid
+                   WHERE c.relnamespace = 'settle'::regnamespace) o, aclexplode(o.acl) x
+ WHERE x.grantee NOT IN (0, o.owner) AND pg_get_userbyid(x.grantee) NOT LIKE 'settle\_%';
+SELECT is(array_agg(c.oid::regclass::text), NULL, 'every table and view of settle is readable by a settle role')
+  FROM pg_class c WHERE c.relnamespace = 'settle'::regnamespace AND c.relkind IN ('r', 'p', 'v', 'm')
+   AND NOT EXISTS (SELECT 1 FROM unnest(ARRAY['settle_admin', 'settle_operator', 'settle_analyst', 'settle_finance',
+                                              'settle_auditor', 'settle_reseller']) r WHERE has_table_privilege(r, c.oid, 'SELECT'));
+-- The checks fail when they should: one grant too many, rolled back.
+SAVEPOINT too_open;
+GRANT EXECUTE ON FUNCTION settle.purge(interval) TO PUBLIC;
+GRANT SELECT ON settle.payee TO PUBLIC;
+SELECT is(pg_temp.public_extra(), ARRAY['settle.purge(interval)'], 'a function granted to PUBLIC is found');
+SELECT is(pg_temp.definer_open('tap_login'), ARRAY['settle.purge(interval)'], '... and, a SECURITY DEFINER one, as open to a login without a settle role');
+SELECT is(pg_temp.relations_open('tap_login'), ARRAY['settle.payee'], 'a table granted to PUBLIC is found');
+ROLLBACK TO SAVEPOINT too_open;
+SAVEPOINT too_open;
+GRANT EXECUTE ON FUNCTION settle.add_reseller(text, text) TO tap_login;
+SELECT is(pg_temp.definer_open('tap_login'), ARRAY['settle.add_reseller(text,text)'], 'a SECURITY DEFINER function granted to a login directly is found');
+ROLLBACK TO SAVEPOINT too_open;
+SELECT is(pg_temp.public_extra(), NULL, 'rolled back: PUBLIC executes only the listed functions again');
 
 SELECT * FROM finish();
 ROLLBACK;

@@ -4,7 +4,8 @@
 # covered as it is added, without editing this test.
 #   1. NULLs: every function, called by each role (a login per settle role, a
 #      plain login and the superuser) with NULL in every argument position,
-#      never ends a backend ("terminated by signal" in the server log fails).
+#      never ends a backend ("terminated by signal" in the server log fails);
+#      the plain login is refused every call.
 #   2. Tenancy: every table and view a settle_reseller login may read, and
 #      every function it may execute, read by two reseller logins, never
 #      returns a row of another reseller.
@@ -80,6 +81,20 @@ for who in postgres sweep_admin sweep_operator sweep_analyst sweep_finance sweep
 	check "NULL sweep as $who: $ncalls calls, the session survives (psql $rc)" "$lost" 0
 done
 check "no backend ended by a signal during the NULL sweep" "$(crashes | head -3)" ""
+# The same calls as a login without a settle role, with their errors shown:
+# every one fails, refused for the schema (42501: it is closed to PUBLIC,
+# src/sql/98_privileges.sql) whatever PUBLIC may execute, but for calls whose
+# own literals do not parse (a sample value of the wrong form: 22P02, 22007,
+# 42P01 for a regclass), which fail before any function is looked up.
+# test/pgtap/roles.sql and sql/privileges.sql check the grants themselves.
+awk '{print "BEGIN; SET LOCAL statement_timeout = '"'"'20s'"'"';"; print; print "ROLLBACK;"}' \
+	"$work/null_calls.sql" >"$work/plain_run.sql"
+as_user sweep_plain -v VERBOSITY=sqlstate -f "$work/plain_run.sql" >"$work/plain.out" 2>&1
+plain_refused=$(grep -c 'ERROR:  42501$' "$work/plain.out")
+check "as sweep_plain, every one of the $ncalls calls fails ($plain_refused refused: 42501)" \
+	"$(grep -c 'ERROR:  ' "$work/plain.out")" "$ncalls"
+check "... and every other failure is a literal that does not parse" \
+	"$(grep -o 'ERROR:  .*' "$work/plain.out" | grep -v -x -E 'ERROR:  (42501|22P02|22007|42P01)' | sort | uniq -c)" ""
 check "NULL reaches a C function as an error, not a crash: verify_run(NULL)" \
 	"$(psql -X -At -d $DB -c 'SELECT settle.verify_run(NULL)' 2>&1 | sed -n 's/^ERROR: *//p')" "unknown run <NULL>"
 check "exception_of(NULL) is an unknown exception (P0002), not an empty row" \

@@ -8,6 +8,8 @@
 #   - the catalogue of the updated database equals a fresh install's (every
 #     object of the extension described by pg_dump --binary-upgrade, which
 #     lists members one by one, OIDs left out);
+#   - so do its privileges: every ACL of schema settle and the initial
+#     privileges recorded for the extension's objects (pg_init_privs);
 #   - no row is lost: every row of every 0.1.0 table is in its 0.2.0 table
 #     with the same values in the columns both versions have;
 #   - every run made by 0.1.0 verifies, every payout batch's files verify,
@@ -123,6 +125,52 @@ if diff "$W/catalogue_fresh.sql" "$W/catalogue_postgres.sql" >"$W/catalogue.diff
 else
 	head -40 "$W/catalogue.diff"; bad "the updated catalogue equals a fresh install's"
 fi
+# Privileges: every ACL of schema settle (the schema, relations, columns,
+# routines, types; NULL as the default it stands for) and the extension's
+# initial privileges (pg_init_privs, which pg_dump and pg_upgrade go by), by
+# object name.  (pg_dump above prints them too; this says so by itself.)
+acls() {
+	q -d "$1" <<'SQL'
+WITH o AS (
+	SELECT 'pg_namespace'::regclass AS cls, n.oid, 0 AS sub, 'schema ' || n.nspname AS name, coalesce(n.nspacl, acldefault('n', n.nspowner)) AS acl
+	  FROM pg_namespace n WHERE n.nspname = 'settle'
+	UNION ALL
+	SELECT 'pg_class'::regclass, c.oid, 0, 'relation ' || c.oid::regclass,
+	       coalesce(c.relacl, acldefault(CASE WHEN c.relkind = 'S' THEN 's' ELSE 'r' END::"char", c.relowner))
+	  FROM pg_class c WHERE c.relnamespace = 'settle'::regnamespace AND c.relkind NOT IN ('i', 'I', 't')
+	UNION ALL
+	SELECT 'pg_class'::regclass, a.attrelid, a.attnum, 'column ' || a.attrelid::regclass || '.' || a.attname, a.attacl
+	  FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid
+	 WHERE c.relnamespace = 'settle'::regnamespace AND a.attacl IS NOT NULL
+	UNION ALL
+	SELECT 'pg_proc'::regclass, p.oid, 0, 'routine ' || p.oid::regprocedure, coalesce(p.proacl, acldefault('f', p.proowner))
+	  FROM pg_proc p WHERE p.pronamespace = 'settle'::regnamespace
+	UNION ALL
+	SELECT 'pg_type'::regclass, t.oid, 0, 'type ' || t.oid::regtype, coalesce(t.typacl, acldefault('T', t.typowner))
+	  FROM pg_type t WHERE t.typnamespace = 'settle'::regnamespace
+), e AS (
+	SELECT o.name, 'acl' AS what, x.* FROM o, aclexplode(o.acl) x
+	UNION ALL
+	SELECT o.name, 'init_privs', x.* FROM o JOIN pg_init_privs i ON i.classoid = o.cls AND i.objoid = o.oid AND i.objsubid = o.sub,
+	       aclexplode(i.initprivs) x
+)
+SELECT line FROM (
+	SELECT name || ' ' || what || ' ' || CASE WHEN grantee = 0 THEN 'PUBLIC' ELSE pg_get_userbyid(grantee)::text END || '='
+	       || privilege_type || CASE WHEN is_grantable THEN '*' ELSE '' END || '/' || pg_get_userbyid(grantor) AS line
+	  FROM e) l
+ ORDER BY line COLLATE "C";
+SQL
+}
+acls fresh >"$W/acl_fresh.txt" && acls postgres >"$W/acl_postgres.txt" || bad "the ACLs could not be read"
+if diff "$W/acl_fresh.txt" "$W/acl_postgres.txt" >"$W/acl.diff"; then
+	ok "the updated privileges equal a fresh install's ($(grep -c ' acl ' "$W/acl_fresh.txt") grants, $(grep -c ' init_privs ' "$W/acl_fresh.txt") initial)"
+else
+	head -40 "$W/acl.diff"; bad "the updated privileges equal a fresh install's"
+fi
+check "" "$(q -d fresh -c "SELECT string_agg(p.oid::regprocedure::text, ', ') FROM pg_proc p
+                            WHERE p.pronamespace = 'settle'::regnamespace AND p.prosecdef AND has_function_privilege('public', p.oid, 'EXECUTE')")" \
+	"no SECURITY DEFINER function is executable by PUBLIC (fresh install)"
+
 # (pg_dump lists the tables marked for dumping by OID: compared by name)
 extconfig="SELECT string_agg(c::regclass::text || coalesce(' ' || f, ''), ', ' ORDER BY c::regclass::text)
              FROM pg_extension e, unnest(e.extconfig, e.extcondition) AS x(c, f) WHERE e.extname = 'settle'"

@@ -1,5 +1,9 @@
--- 99: backup and restore.  Runs last: it covers every table and sequence the
--- files before it created.
+-- 97: backup and restore.  Runs after every file that creates a table or
+-- sequence: it covers every one the files before it created.  (Only
+-- 98_privileges.sql comes after it; it creates no table and fills none, and
+-- grants the two functions below: the WHEN clause of restore_merge runs as
+-- whoever inserts, so settle_admin, who inserts into filled tables directly,
+-- may execute settle._restoring().)
 --
 -- pg_dump leaves out the data of an extension's tables unless they are marked
 -- with pg_extension_config_dump, and the position of its sequences unless
@@ -93,8 +97,3 @@ BEGIN
 	END LOOP;
 END
 $backup$;
-
--- The WHEN clause runs as whoever inserts: the roles that insert into the
--- filled tables directly (the rest insert through SECURITY DEFINER functions).
-REVOKE EXECUTE ON FUNCTION settle._restoring(), settle._restore_merge() FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION settle._restoring() TO settle_admin;
