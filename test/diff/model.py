@@ -130,6 +130,14 @@ INTERPRETATIONS = {
     # (pay 0%, pay 0 per line).  Alternative: 'commission' (the sign of the
     # commission, + for 0: the engine's reading, finding F11).
     'floor_sign': 'basis',
+    # A charge in a currency without an FX rate for its period (settlement.md
+    # "Nothing guessed", decided as finding F12): it is valued at a basis of
+    # 0 -- it earns nothing, keeps the clause, tier and rate its rule gives
+    # on its lineage row, counts as a line for volume tiers -- and a refund of
+    # it in a period that has the rate is reversed at that rate.
+    # Alternative: 'nothing' (the line is valued by no clause, no rate, not
+    # counted; a refund of it reverses nothing: the model's earlier reading).
+    'unconverted': 'basis0',
 }
 
 MODES = {'half_even': ROUND_HALF_EVEN, 'half_up': ROUND_HALF_UP, 'down': ROUND_DOWN}
@@ -500,8 +508,11 @@ class Model:
             it['fxid'] = fxid
             if b is None:
                 blocked = True
-                it['basis'] = None
-                continue
+                if opt('unconverted') == 'nothing':
+                    it['basis'] = None
+                    continue
+                # settlement.md nothing guessed: valued at a basis of 0 (finding F12)
+                b = ZERO
             it['basis'] = b
             if ln.get('customer_id') is None:
                 blocked = True
