@@ -4,7 +4,7 @@
 CREATE FUNCTION settle.engine_version() RETURNS integer
 	AS 'MODULE_PATHNAME', 'settle_engine_version' LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
 COMMENT ON FUNCTION settle.engine_version() IS
-	'The version of the settlement semantics this server''s settle library implements (1: settle 0.1.0; 2: settle 0.2.0; 3: rounding ties in line key order for every line, floor top-ups included).  Every run records the version that produced it; verify_run re-derives only runs of this version.';
+	'The version of the settlement semantics this server''s settle library implements (1: settle 0.1.0; 2: settle 0.2.0; 3: rounding ties in line key order for every line, floor top-ups included; period caps consumed by positive commission only; per-line limits with the sign of the basis; a tier measure below 0 in the first band in both tier modes).  Every run records the version that produced it; verify_run re-derives only runs of this version.';
 
 CREATE TABLE settle.run (
 	reseller_id        bigint      NOT NULL REFERENCES settle.reseller,
