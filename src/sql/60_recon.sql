@@ -610,12 +610,25 @@ BEGIN
 		 WHERE r.period = recon_check_provider_total.period AND r.check_name = 'provider_total' AND r.status <> 'matched'
 		   AND (recon_check_provider_total.reseller_id IS NULL OR r.reseller_id = recon_check_provider_total.reseller_id);
 	ANALYZE recon_pt_scope;	-- few scopes: hash them, not the period's assignments
-	-- their lines' assignments (one pass over recon_assign), with statistics
+	-- The recon_assign rows of those scopes that have a provider total (one
+	-- pass over the lines, joined to the few scopes by account and product):
+	-- the lines of the scope's currency, and when the scope is its source's
+	-- only total for the account and product, the others converted.
 	CREATE TEMP TABLE recon_pt_assign ON COMMIT DROP AS
-		SELECT s.scope_key, a.*
-		  FROM recon_pt_scope s
-		  JOIN recon_assign a ON a.source = s.source AND a.billing_account_id = s.billing_account_id
-		                     AND a.product_code = s.product_code AND a.scope_currency = s.currency;
+		SELECT s.scope_key, s.source, s.billing_account_id, s.product_code, s.currency AS scope_currency,
+		       l.line_key, l.revision, l.currency,
+		       CASE WHEN l.currency = s.currency THEN l.billed_cost ELSE round(l.billed_cost * fx.rate, 8) END AS amount,
+		       fx.rate AS fx_rate, l.currency <> s.currency AS converted
+		  FROM (SELECT x.*, (SELECT count(*) FROM recon_prov q WHERE q.source = x.source
+		                       AND q.billing_account_id = x.billing_account_id AND q.product_code = x.product_code) = 1 AS single
+		          FROM recon_pt_scope x WHERE x.missing_side IS DISTINCT FROM 'provider') s
+		  JOIN recon_line l ON l.billing_account_id = s.billing_account_id AND l.product_code = s.product_code
+		   AND (l.currency = s.currency OR (s.single AND l.currency <> s.currency))
+		  LEFT JOIN LATERAL (
+			SELECT f.rate FROM settle.fx_rate_current f
+			 WHERE l.currency <> s.currency AND f.base_currency = l.currency AND f.quote_currency = s.currency
+			   AND f.rate_date = p_end - 1
+			 ORDER BY f.source COLLATE "C" LIMIT 1) fx ON true;
 	ANALYZE recon_pt_assign;
 
 	-- The lines of those scopes, each with its provider item when the source
