@@ -630,6 +630,13 @@ BEGIN
 			   AND f.rate_date = p_end - 1
 			 ORDER BY f.source COLLATE "C" LIMIT 1) fx ON true;
 	ANALYZE recon_pt_assign;
+	-- the lines those scopes' explanations read, in one pass: the lines of
+	-- their accounts and products, and every line of their keys
+	CREATE TEMP TABLE recon_pt_line ON COMMIT DROP AS
+		SELECT l.* FROM recon_line l
+		 WHERE (l.billing_account_id, l.product_code) IN (SELECT s.billing_account_id, s.product_code FROM recon_pt_scope s)
+		    OR l.line_key IN (SELECT a.line_key FROM recon_pt_assign a);
+	ANALYZE recon_pt_line;
 
 	-- The lines of those scopes, each with its provider item when the source
 	-- lists items, and whether an earlier key of the period holds its record.
@@ -641,7 +648,7 @@ BEGIN
 	INSERT INTO recon_pt_cause
 	SELECT s.scope_key, 1, 'unmatched', l.line_key, l.revision, l.source_record_id, l.day, l.billed_cost, NULL, l.billed_cost,
 	       format('no provider total of %s for this line', s.source)
-	  FROM recon_pt_scope s JOIN recon_line l
+	  FROM recon_pt_scope s JOIN recon_pt_line l
 	    ON l.billing_account_id = s.billing_account_id AND l.product_code = s.product_code AND l.currency = s.currency
 	 WHERE s.missing_side = 'provider';
 
@@ -653,7 +660,7 @@ BEGIN
 		       a.amount, a.converted, a.fx_rate, l.*, d.first_key
 		  FROM recon_pt_scope s
 		  JOIN recon_pt_assign a ON a.scope_key = s.scope_key
-		  JOIN recon_line l ON l.line_key = a.line_key
+		  JOIN recon_pt_line l ON l.line_key = a.line_key
 		  LEFT JOIN recon_dup d ON d.source_record_id = l.source_record_id AND d.source_item = l.source_item
 		 WHERE s.missing_side IS DISTINCT FROM 'provider'
 	), it AS (
@@ -734,12 +741,12 @@ BEGIN
 	-- and their lines billed off list - discount - coupons (one pass each)
 	CREATE TEMP TABLE recon_pt_day ON COMMIT DROP AS
 		SELECT l.billing_account_id, l.product_code, l.day, string_agg(l.line_key, ', ' ORDER BY l.line_key COLLATE "C") AS keys
-		  FROM recon_line l
+		  FROM recon_pt_line l
 		 WHERE (l.billing_account_id, l.product_code) IN (SELECT s.billing_account_id, s.product_code FROM recon_pt_scope s)
 		 GROUP BY l.billing_account_id, l.product_code, l.day;
 	CREATE TEMP TABLE recon_pt_idn ON COMMIT DROP AS
 		SELECT s.scope_key, string_agg(l.line_key, ', ' ORDER BY l.line_key COLLATE "C") AS keys
-		  FROM recon_pt_scope s JOIN recon_line l
+		  FROM recon_pt_scope s JOIN recon_pt_line l
 		    ON l.billing_account_id = s.billing_account_id AND l.product_code = s.product_code AND l.currency = s.currency
 		 WHERE l.list_cost IS NOT NULL AND l.billed_cost <> l.list_cost - l.discount - l.coupon_deduction
 		   AND abs(l.billed_cost - (l.list_cost - l.discount - l.coupon_deduction)) <= s.unit
@@ -805,7 +812,7 @@ BEGIN
 	       detail = format('%s %s converted at the recorded %s/%s rate %s of %s = %s %s; the provider''s total differs by %s %s',
 	                       l.billed_cost, l.currency, l.currency, s.currency, a.fx_rate, p_end - 1,
 	                       settle.recon_amount(a.amount, s.minor_unit), s.currency, y.amount, s.currency)
-	  FROM recon_pt_scope s, recon_pt_assign a, recon_line l
+	  FROM recon_pt_scope s, recon_pt_assign a, recon_pt_line l
 	 WHERE y.ord = 9 AND y.cause = 'fx' AND y.line_key IS NOT NULL AND s.scope_key = y.scope_key
 	   AND a.source = s.source AND a.line_key = y.line_key AND l.line_key = y.line_key;
 
@@ -815,7 +822,7 @@ BEGIN
 	       row_number() OVER (PARTITION BY x.scope_key ORDER BY x.ord, x.line_key COLLATE "C", x.record_id COLLATE "C"),
 	       x.cause, x.line_key, x.revision, x.record_id, x.day, x.amount, x.old_amount, x.new_amount, x.detail
 	  FROM recon_pt_cause x;
-	DROP TABLE recon_pt_grp, recon_pt_conv, recon_pt_side, recon_pt_scope, recon_pt_assign, recon_pt_cause, recon_pt_day, recon_pt_idn;
+	DROP TABLE recon_pt_grp, recon_pt_conv, recon_pt_side, recon_pt_scope, recon_pt_assign, recon_pt_line, recon_pt_cause, recon_pt_day, recon_pt_idn;
 END $$;
 COMMENT ON FUNCTION settle.recon_check_provider_total(settle.period, date, date, bigint) IS
 	'Reconciliation check provider_total: the current bill lines of the billing cycle against the provider''s total, per source, billing account, product and currency; every delta split into causes that add up to it exactly (docs/reconciliation.md).';
