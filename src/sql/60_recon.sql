@@ -1324,14 +1324,16 @@ BEGIN
 	 WHERE l.line_key = s.line_key AND l.revision < s.revision;
 	ANALYZE recon_line;
 	-- recon_dup: source records (of one item kind) under several keys
-	-- (counted first, the first key taken of the few duplicated records only)
+	-- (the records on more than one line counted first, by record id alone,
+	-- a cheaper key; the item kinds and first keys of those few only)
 	CREATE TEMP TABLE recon_dup ON COMMIT DROP AS
 		SELECT l.source_record_id, l.source_item, min(l.line_key COLLATE "C") AS first_key, count(*) AS n
 		  FROM recon_line l
-		 WHERE (l.source_record_id, l.source_item) IN (
-			SELECT x.source_record_id, x.source_item FROM recon_line x WHERE x.source_record_id IS NOT NULL
-			 GROUP BY x.source_record_id, x.source_item HAVING count(*) > 1)
-		 GROUP BY l.source_record_id, l.source_item;
+		 WHERE l.source_record_id IN (
+			SELECT x.source_record_id FROM recon_line x WHERE x.source_record_id IS NOT NULL
+			 GROUP BY x.source_record_id HAVING count(*) > 1)
+		   AND l.source_item IS NOT NULL
+		 GROUP BY l.source_record_id, l.source_item HAVING count(*) > 1;
 	-- recon_prov: the provider's totals of the cycle (the reseller's accounts)
 	CREATE TEMP TABLE recon_prov ON COMMIT DROP AS
 		SELECT s.* FROM settle.provider_side s
