@@ -1285,13 +1285,13 @@ BEGIN
 	DELETE FROM settle.recon_result r WHERE r.period = reconcile.period AND (rid IS NULL OR r.reseller_id = rid);
 	-- The temporary inputs are read a dozen times: with the default
 	-- temp_buffers (8MB) every pass re-reads them from the operating system
-	-- (~60 MB at 200,000 lines; a pass took 2-3 times as long).  temp_buffers
-	-- can be raised only before the session's first use of a temporary table,
-	-- so it is tried (for this transaction; the buffers the session then
-	-- allocates stay until it ends) and left as it is when it cannot be.
+	-- (~45 MB at 200,000 lines).  temp_buffers can be raised only before the
+	-- session's first use of a temporary table, so it is tried, for the
+	-- session (the local buffers it sizes stay until the session ends, and
+	-- SHOW temp_buffers says so), and left as it is when it cannot be.
 	IF current_setting('temp_buffers') <> '256MB' THEN
 		BEGIN
-			PERFORM set_config('temp_buffers', '256MB', true);
+			PERFORM set_config('temp_buffers', '256MB', false);
 		EXCEPTION WHEN invalid_parameter_value THEN
 			NULL;	-- this session already used temporary tables: the default buffers
 		END;
