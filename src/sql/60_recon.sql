@@ -498,20 +498,51 @@ CREATE FUNCTION settle.recon_check_provider_total(period settle.period, p_start 
 LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
 	PERFORM settle.recon_require_inputs();
+	-- The lines' accounts, products and currencies, in one pass: their owner,
+	-- exact total and fingerprint.  A line counts in the provider scope of
+	-- its own currency (recon_assign), so a scope's side is its group's,
+	-- unless lines of another currency are converted into it.
+	CREATE TEMP TABLE recon_pt_grp ON COMMIT DROP AS
+		SELECT l.billing_account_id, l.product_code, l.currency, max(l.reseller_id) AS reseller_id,
+		       settle.money_total(l.billed_cost, l.currency) AS mt, settle.line_fingerprint(l.line_key, l.billed_cost) AS fp
+		  FROM recon_line l GROUP BY l.billing_account_id, l.product_code, l.currency;
+	-- the scopes lines of another currency are converted into: the only total
+	-- of a source for an account and product, with lines in other currencies
+	CREATE TEMP TABLE recon_pt_conv ON COMMIT DROP AS
+		SELECT p.source, p.billing_account_id, p.product_code, p.currency
+		  FROM (SELECT q.source, q.billing_account_id, q.product_code, min(q.currency) AS currency
+		          FROM recon_prov q GROUP BY q.source, q.billing_account_id, q.product_code HAVING count(*) = 1) p
+		 WHERE EXISTS (SELECT 1 FROM recon_pt_grp g WHERE g.billing_account_id = p.billing_account_id
+		                  AND g.product_code = p.product_code AND g.currency <> p.currency);
+	CREATE TEMP TABLE recon_pt_side ON COMMIT DROP AS
+		SELECT p.source, p.billing_account_id, p.product_code, p.currency AS scope_currency, g.mt, g.fp,
+		       0::bigint AS unconvertible
+		  FROM recon_prov p
+		  JOIN recon_pt_grp g ON g.billing_account_id = p.billing_account_id AND g.product_code = p.product_code
+		                     AND g.currency = p.currency
+		 WHERE NOT EXISTS (SELECT 1 FROM recon_pt_conv c WHERE c.source = p.source AND c.billing_account_id = p.billing_account_id
+		                      AND c.product_code = p.product_code AND c.currency = p.currency);
+	IF EXISTS (SELECT 1 FROM recon_pt_conv) THEN	-- their assignments, converted
+		ANALYZE recon_pt_conv;
+		INSERT INTO recon_pt_side
+		SELECT a.source, a.billing_account_id, a.product_code, a.scope_currency,
+		       settle.money_total(a.amount, a.scope_currency) AS mt,
+		       settle.line_fingerprint(a.line_key, a.amount) AS fp,
+		       count(*) FILTER (WHERE a.converted AND a.amount IS NULL) AS unconvertible
+		  FROM recon_pt_conv c
+		  JOIN recon_assign a ON a.source = c.source AND a.billing_account_id = c.billing_account_id
+		                     AND a.product_code = c.product_code AND a.scope_currency = c.currency
+		 GROUP BY a.source, a.billing_account_id, a.product_code, a.scope_currency;
+	END IF;
+
 	-- per source, billing account, product and currency
 	INSERT INTO settle.recon_result AS r (period, check_name, scope_key, reseller_id, billing_account_id,
 		product_code, currency, source, lines, lines_total, other_total, delta, tolerance, status, missing_side,
 		fingerprint, detail)
 	WITH side AS (
-		SELECT a.source, a.billing_account_id, a.product_code, a.scope_currency,
-		       settle.money_total(a.amount, a.scope_currency) AS mt,
-		       settle.line_fingerprint(a.line_key, a.amount) AS fp,
-		       count(*) FILTER (WHERE a.converted AND a.amount IS NULL) AS unconvertible
-		  FROM recon_assign a
-		 GROUP BY a.source, a.billing_account_id, a.product_code, a.scope_currency
-	), grp AS MATERIALIZED (	-- the lines' accounts, products and currencies with their owner: one pass
-		SELECT l.billing_account_id, l.product_code, l.currency, max(l.reseller_id) AS reseller_id
-		  FROM recon_line l GROUP BY l.billing_account_id, l.product_code, l.currency
+		SELECT * FROM recon_pt_side
+	), grp AS (
+		SELECT * FROM recon_pt_grp
 	), orphan_group AS MATERIALIZED (	-- accounts, products and currencies a source has no total for
 		-- (found on the distinct groups first: the period's lines are joined
 		-- to the few orphan groups only, not anti-joined line by line)
@@ -526,13 +557,10 @@ BEGIN
 			SELECT 1 FROM (SELECT q.source, q.billing_account_id, q.product_code FROM recon_prov q
 			                GROUP BY q.source, q.billing_account_id, q.product_code HAVING count(*) = 1) k
 			 WHERE k.source = s.source AND k.billing_account_id = g.billing_account_id AND k.product_code = g.product_code)
-	), orphan AS (	-- their lines
-		SELECT o.source, l.billing_account_id, l.product_code, l.currency AS scope_currency,
-		       settle.money_total(l.billed_cost, l.currency) AS mt,
-		       settle.line_fingerprint(l.line_key, l.billed_cost) AS fp
-		  FROM orphan_group o JOIN recon_line l ON l.billing_account_id = o.billing_account_id
-		   AND l.product_code = o.product_code AND l.currency = o.currency
-		 GROUP BY o.source, l.billing_account_id, l.product_code, l.currency
+	), orphan AS (	-- their lines' totals
+		SELECT o.source, g.billing_account_id, g.product_code, g.currency AS scope_currency, g.mt, g.fp
+		  FROM orphan_group o JOIN grp g ON g.billing_account_id = o.billing_account_id
+		   AND g.product_code = o.product_code AND g.currency = o.currency
 	), scopes AS (
 		SELECT p.source, p.billing_account_id, p.product_code, p.currency, p.amount AS provider_amount,
 		       (s.mt).lines AS lines, (s.mt).total AS lines_total, s.fp, s.unconvertible
@@ -582,6 +610,33 @@ BEGIN
 		 WHERE r.period = recon_check_provider_total.period AND r.check_name = 'provider_total' AND r.status <> 'matched'
 		   AND (recon_check_provider_total.reseller_id IS NULL OR r.reseller_id = recon_check_provider_total.reseller_id);
 	ANALYZE recon_pt_scope;	-- few scopes: hash them, not the period's assignments
+	-- The recon_assign rows of those scopes that have a provider total (one
+	-- pass over the lines, joined to the few scopes by account and product):
+	-- the lines of the scope's currency, and when the scope is its source's
+	-- only total for the account and product, the others converted.
+	CREATE TEMP TABLE recon_pt_assign ON COMMIT DROP AS
+		SELECT s.scope_key, s.source, s.billing_account_id, s.product_code, s.currency AS scope_currency,
+		       l.line_key, l.revision, l.currency,
+		       CASE WHEN l.currency = s.currency THEN l.billed_cost ELSE round(l.billed_cost * fx.rate, 8) END AS amount,
+		       fx.rate AS fx_rate, l.currency <> s.currency AS converted
+		  FROM (SELECT x.*, (SELECT count(*) FROM recon_prov q WHERE q.source = x.source
+		                       AND q.billing_account_id = x.billing_account_id AND q.product_code = x.product_code) = 1 AS single
+		          FROM recon_pt_scope x WHERE x.missing_side IS DISTINCT FROM 'provider') s
+		  JOIN recon_line l ON l.billing_account_id = s.billing_account_id AND l.product_code = s.product_code
+		   AND (l.currency = s.currency OR (s.single AND l.currency <> s.currency))
+		  LEFT JOIN LATERAL (
+			SELECT f.rate FROM settle.fx_rate_current f
+			 WHERE l.currency <> s.currency AND f.base_currency = l.currency AND f.quote_currency = s.currency
+			   AND f.rate_date = p_end - 1
+			 ORDER BY f.source COLLATE "C" LIMIT 1) fx ON true;
+	ANALYZE recon_pt_assign;
+	-- the lines those scopes' explanations read, in one pass: the lines of
+	-- their accounts and products, and every line of their keys
+	CREATE TEMP TABLE recon_pt_line ON COMMIT DROP AS
+		SELECT l.* FROM recon_line l
+		 WHERE (l.billing_account_id, l.product_code) IN (SELECT s.billing_account_id, s.product_code FROM recon_pt_scope s)
+		    OR l.line_key IN (SELECT a.line_key FROM recon_pt_assign a);
+	ANALYZE recon_pt_line;
 
 	-- The lines of those scopes, each with its provider item when the source
 	-- lists items, and whether an earlier key of the period holds its record.
@@ -593,7 +648,7 @@ BEGIN
 	INSERT INTO recon_pt_cause
 	SELECT s.scope_key, 1, 'unmatched', l.line_key, l.revision, l.source_record_id, l.day, l.billed_cost, NULL, l.billed_cost,
 	       format('no provider total of %s for this line', s.source)
-	  FROM recon_pt_scope s JOIN recon_line l
+	  FROM recon_pt_scope s JOIN recon_pt_line l
 	    ON l.billing_account_id = s.billing_account_id AND l.product_code = s.product_code AND l.currency = s.currency
 	 WHERE s.missing_side = 'provider';
 
@@ -604,9 +659,8 @@ BEGIN
 		SELECT s.scope_key, s.listed, s.taken_at, s.minor_unit AS scope_minor_unit, s.currency AS scope_currency, s.source,
 		       a.amount, a.converted, a.fx_rate, l.*, d.first_key
 		  FROM recon_pt_scope s
-		  JOIN recon_assign a ON a.source = s.source AND a.billing_account_id = s.billing_account_id
-		                     AND a.product_code = s.product_code AND a.scope_currency = s.currency
-		  JOIN recon_line l ON l.line_key = a.line_key
+		  JOIN recon_pt_assign a ON a.scope_key = s.scope_key
+		  JOIN recon_pt_line l ON l.line_key = a.line_key
 		  LEFT JOIN recon_dup d ON d.source_record_id = l.source_record_id AND d.source_item = l.source_item
 		 WHERE s.missing_side IS DISTINCT FROM 'provider'
 	), it AS (
@@ -616,7 +670,7 @@ BEGIN
 		 WHERE s.listed
 	), prim AS (	-- the lines that stand for their record (a duplicate does not)
 		SELECT * FROM ln WHERE ln.first_key IS NULL OR ln.first_key = ln.line_key
-	), prev AS (	-- without a listing: the revision in force when the total was taken
+	), prev AS MATERIALIZED (	-- without a listing: the revision in force when the total was taken
 		SELECT p.line_key, v.revision AS prev_revision, v.billed_cost AS prev_amount
 		  FROM prim p
 		  LEFT JOIN LATERAL (
@@ -687,12 +741,12 @@ BEGIN
 	-- and their lines billed off list - discount - coupons (one pass each)
 	CREATE TEMP TABLE recon_pt_day ON COMMIT DROP AS
 		SELECT l.billing_account_id, l.product_code, l.day, string_agg(l.line_key, ', ' ORDER BY l.line_key COLLATE "C") AS keys
-		  FROM recon_line l
+		  FROM recon_pt_line l
 		 WHERE (l.billing_account_id, l.product_code) IN (SELECT s.billing_account_id, s.product_code FROM recon_pt_scope s)
 		 GROUP BY l.billing_account_id, l.product_code, l.day;
 	CREATE TEMP TABLE recon_pt_idn ON COMMIT DROP AS
 		SELECT s.scope_key, string_agg(l.line_key, ', ' ORDER BY l.line_key COLLATE "C") AS keys
-		  FROM recon_pt_scope s JOIN recon_line l
+		  FROM recon_pt_scope s JOIN recon_pt_line l
 		    ON l.billing_account_id = s.billing_account_id AND l.product_code = s.product_code AND l.currency = s.currency
 		 WHERE l.list_cost IS NOT NULL AND l.billed_cost <> l.list_cost - l.discount - l.coupon_deduction
 		   AND abs(l.billed_cost - (l.list_cost - l.discount - l.coupon_deduction)) <= s.unit
@@ -758,7 +812,7 @@ BEGIN
 	       detail = format('%s %s converted at the recorded %s/%s rate %s of %s = %s %s; the provider''s total differs by %s %s',
 	                       l.billed_cost, l.currency, l.currency, s.currency, a.fx_rate, p_end - 1,
 	                       settle.recon_amount(a.amount, s.minor_unit), s.currency, y.amount, s.currency)
-	  FROM recon_pt_scope s, recon_assign a, recon_line l
+	  FROM recon_pt_scope s, recon_pt_assign a, recon_pt_line l
 	 WHERE y.ord = 9 AND y.cause = 'fx' AND y.line_key IS NOT NULL AND s.scope_key = y.scope_key
 	   AND a.source = s.source AND a.line_key = y.line_key AND l.line_key = y.line_key;
 
@@ -768,7 +822,7 @@ BEGIN
 	       row_number() OVER (PARTITION BY x.scope_key ORDER BY x.ord, x.line_key COLLATE "C", x.record_id COLLATE "C"),
 	       x.cause, x.line_key, x.revision, x.record_id, x.day, x.amount, x.old_amount, x.new_amount, x.detail
 	  FROM recon_pt_cause x;
-	DROP TABLE recon_pt_scope, recon_pt_cause, recon_pt_day, recon_pt_idn;
+	DROP TABLE recon_pt_grp, recon_pt_conv, recon_pt_side, recon_pt_scope, recon_pt_assign, recon_pt_line, recon_pt_cause, recon_pt_day, recon_pt_idn;
 END $$;
 COMMENT ON FUNCTION settle.recon_check_provider_total(settle.period, date, date, bigint) IS
 	'Reconciliation check provider_total: the current bill lines of the billing cycle against the provider''s total, per source, billing account, product and currency; every delta split into causes that add up to it exactly (docs/reconciliation.md).';
@@ -1229,8 +1283,22 @@ BEGIN
 	END IF;
 
 	DELETE FROM settle.recon_result r WHERE r.period = reconcile.period AND (rid IS NULL OR r.reseller_id = rid);
+	-- The temporary inputs are read a dozen times: with the default
+	-- temp_buffers (8MB) every pass re-reads them from the operating system
+	-- (~45 MB at 200,000 lines).  temp_buffers can be raised only before the
+	-- session's first use of a temporary table, so it is tried, for the
+	-- session (the local buffers it sizes stay until the session ends, and
+	-- SHOW temp_buffers says so), and left as it is when it cannot be.
+	IF current_setting('temp_buffers') <> '256MB' THEN
+		BEGIN
+			PERFORM set_config('temp_buffers', '256MB', false);
+		EXCEPTION WHEN invalid_parameter_value THEN
+			NULL;	-- this session already used temporary tables: the default buffers
+		END;
+	END IF;
 	IF to_regclass('pg_temp.recon_line') IS NOT NULL THEN	-- a second call in this transaction
-		DROP TABLE pg_temp.recon_line, pg_temp.recon_dup, pg_temp.recon_prov, pg_temp.recon_item, pg_temp.recon_assign;
+		DROP VIEW pg_temp.recon_assign;
+		DROP TABLE pg_temp.recon_line, pg_temp.recon_dup, pg_temp.recon_prov, pg_temp.recon_item;
 	END IF;
 
 	-- The period's inputs, read once.  recon_line: the current revision of
@@ -1256,14 +1324,16 @@ BEGIN
 	 WHERE l.line_key = s.line_key AND l.revision < s.revision;
 	ANALYZE recon_line;
 	-- recon_dup: source records (of one item kind) under several keys
-	-- (counted first, the first key taken of the few duplicated records only)
+	-- (the records on more than one line counted first, by record id alone,
+	-- a cheaper key; the item kinds and first keys of those few only)
 	CREATE TEMP TABLE recon_dup ON COMMIT DROP AS
 		SELECT l.source_record_id, l.source_item, min(l.line_key COLLATE "C") AS first_key, count(*) AS n
 		  FROM recon_line l
-		 WHERE (l.source_record_id, l.source_item) IN (
-			SELECT x.source_record_id, x.source_item FROM recon_line x WHERE x.source_record_id IS NOT NULL
-			 GROUP BY x.source_record_id, x.source_item HAVING count(*) > 1)
-		 GROUP BY l.source_record_id, l.source_item;
+		 WHERE l.source_record_id IN (
+			SELECT x.source_record_id FROM recon_line x WHERE x.source_record_id IS NOT NULL
+			 GROUP BY x.source_record_id HAVING count(*) > 1)
+		   AND l.source_item IS NOT NULL
+		 GROUP BY l.source_record_id, l.source_item HAVING count(*) > 1;
 	-- recon_prov: the provider's totals of the cycle (the reseller's accounts)
 	CREATE TEMP TABLE recon_prov ON COMMIT DROP AS
 		SELECT s.* FROM settle.provider_side s
@@ -1283,26 +1353,27 @@ BEGIN
 	ANALYZE recon_item;
 	-- recon_assign: lines go to the provider scope of their own currency; a
 	-- line in another currency than the provider's only one for its account
-	-- and product is converted at the recorded month-end FX rate (cause fx)
-	CREATE TEMP TABLE recon_assign ON COMMIT DROP AS
+	-- and product is converted at the recorded month-end FX rate (cause fx).
+	-- A view over recon_prov and recon_line (dropped with them at commit),
+	-- not a copy of the period's lines: its readers aggregate it once or
+	-- join it to the few scopes that differ.
+	EXECUTE format($v$
+	CREATE TEMP VIEW recon_assign AS
 		SELECT p.source, p.billing_account_id, p.product_code, p.currency AS scope_currency,
 		       l.line_key, l.revision, l.currency, l.billed_cost AS amount, NULL::numeric AS fx_rate, false AS converted
-		  FROM recon_prov p JOIN recon_line l
-		    ON l.billing_account_id = p.billing_account_id AND l.product_code = p.product_code AND l.currency = p.currency;
-	INSERT INTO recon_assign
-	WITH single AS (
-		SELECT q.source, q.billing_account_id, q.product_code, min(q.currency) AS currency
-		  FROM recon_prov q GROUP BY q.source, q.billing_account_id, q.product_code HAVING count(*) = 1
-	)
-	SELECT p.source, p.billing_account_id, p.product_code, p.currency, l.line_key, l.revision, l.currency,
-	       round(l.billed_cost * fx.rate, 8), fx.rate, true
-	  FROM single p JOIN recon_line l
-	    ON l.billing_account_id = p.billing_account_id AND l.product_code = p.product_code AND l.currency <> p.currency
-	  LEFT JOIN LATERAL (
-		SELECT f.rate FROM settle.fx_rate_current f
-		 WHERE f.base_currency = l.currency AND f.quote_currency = p.currency AND f.rate_date = p_end - 1
-		 ORDER BY f.source COLLATE "C" LIMIT 1) fx ON true;
-	ANALYZE recon_assign;
+		  FROM pg_temp.recon_prov p JOIN pg_temp.recon_line l
+		    ON l.billing_account_id = p.billing_account_id AND l.product_code = p.product_code AND l.currency = p.currency
+		UNION ALL
+		SELECT p.source, p.billing_account_id, p.product_code, p.currency, l.line_key, l.revision, l.currency,
+		       round(l.billed_cost * fx.rate, 8), fx.rate, true
+		  FROM (SELECT q.source, q.billing_account_id, q.product_code, min(q.currency) AS currency
+		          FROM pg_temp.recon_prov q GROUP BY q.source, q.billing_account_id, q.product_code HAVING count(*) = 1) p
+		  JOIN pg_temp.recon_line l
+		    ON l.billing_account_id = p.billing_account_id AND l.product_code = p.product_code AND l.currency <> p.currency
+		  LEFT JOIN LATERAL (
+			SELECT f.rate FROM settle.fx_rate_current f
+			 WHERE f.base_currency = l.currency AND f.quote_currency = p.currency AND f.rate_date = %L::date
+			 ORDER BY f.source COLLATE "C" LIMIT 1) fx ON true$v$, p_end - 1);
 
 	-- the registered checks, in order
 	FOR chk IN SELECT c.check_name, c.function FROM settle.recon_check c WHERE c.enabled ORDER BY c.position LOOP
