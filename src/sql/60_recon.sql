@@ -1283,19 +1283,6 @@ BEGIN
 	END IF;
 
 	DELETE FROM settle.recon_result r WHERE r.period = reconcile.period AND (rid IS NULL OR r.reseller_id = rid);
-	-- The temporary inputs are read a dozen times: with the default
-	-- temp_buffers (8MB) every pass re-reads them from the operating system
-	-- (~45 MB at 200,000 lines).  temp_buffers can be raised only before the
-	-- session's first use of a temporary table, so it is tried, for the
-	-- session (the local buffers it sizes stay until the session ends, and
-	-- SHOW temp_buffers says so), and left as it is when it cannot be.
-	IF current_setting('temp_buffers') <> '256MB' THEN
-		BEGIN
-			PERFORM set_config('temp_buffers', '256MB', false);
-		EXCEPTION WHEN invalid_parameter_value THEN
-			NULL;	-- this session already used temporary tables: the default buffers
-		END;
-	END IF;
 	IF to_regclass('pg_temp.recon_line') IS NOT NULL THEN	-- a second call in this transaction
 		DROP VIEW pg_temp.recon_assign;
 		DROP TABLE pg_temp.recon_line, pg_temp.recon_dup, pg_temp.recon_prov, pg_temp.recon_item;
