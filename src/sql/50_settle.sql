@@ -402,6 +402,16 @@ END $$;
 COMMENT ON FUNCTION settle.settle_period(settle.period, text) IS
 	'Computes or refreshes the draft settlement of a period (YYYY-MM) for every reseller with an agreement in force, or one, and returns the runs.  Unchanged inputs change nothing; locked periods never change; problems open exceptions and block approval.  No reseller with an agreement in force: a WARNING (P0002) and no rows; a named reseller without one: error P0002.';
 
+-- settle_period in parallel: each reseller in a transaction of its own, in
+-- dynamic background workers (src/settle_parallel.c; docs/settlement.md,
+-- "Parallel settlement").  Not SECURITY DEFINER: the workers connect as the
+-- caller, and settle_period checks the caller's privileges and records the
+-- caller as the runs' creator, as a serial call does.
+CREATE PROCEDURE settle.settle_period_parallel(period settle.period, workers integer DEFAULT NULL)
+	AS 'MODULE_PATHNAME', 'settle_settle_period_parallel' LANGUAGE C;
+COMMENT ON PROCEDURE settle.settle_period_parallel(settle.period, integer) IS
+	'settle_period for every reseller with an agreement in force in the period, each reseller in a transaction of its own, in up to least(workers, settle.max_settle_workers) background workers (fewer when max_worker_processes leaves no room, none: in this session, one reseller after another; a NOTICE says so).  CALL it outside a transaction block (25001 inside one).  A NOTICE per reseller with its run; a reseller that fails is rolled back alone, the others are committed, and the call ends with an ERROR naming every reseller that failed (the SQLSTATE of the first).';
+
 CREATE FUNCTION settle.run_of(run_id bigint) RETURNS settle.run
 LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
 DECLARE

@@ -678,3 +678,9 @@ GRANT EXECUTE ON FUNCTION
 	settle.statements_html(settle.period,integer),
 	settle.xml_escape(text)
 	TO settle_reseller;
+
+-- settle_period in parallel (CALL settle.settle_period_parallel): the roles
+-- that may run settle_period.  Not SECURITY DEFINER: its workers connect as
+-- the caller and call settle_period with the caller's own privileges.
+GRANT EXECUTE ON PROCEDURE settle.settle_period_parallel(settle.period, integer)
+	TO settle_admin, settle_analyst, settle_finance;
