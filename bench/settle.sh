@@ -28,7 +28,9 @@
 #   (6) parallel settlement: CALL settle.settle_period_parallel() of the same
 #       period with 2 workers, in a copy of the database made before (1)
 #       (CREATE DATABASE ... TEMPLATE, so both start from the same rows and
-#       neither has runs), each reseller in a transaction of its own; its
+#       neither has runs; its relations are loaded into shared buffers first,
+#       as (1) found its own after generating them), each reseller in a
+#       transaction of its own; its
 #       runs are checked against (1)'s: same fingerprints, lines and totals;
 #   (5) the settle_period backend's peak memory (private RssAnon sampled from
 #       /proc every 50 ms; VmHWM also counts the shared buffers it touched),
@@ -44,7 +46,10 @@ if [ "${1:-}" = "--inside" ]; then
 	resellers=$3
 	period=2026-10
 	work=$(mktemp -d /tmp/settle-bench.XXXXXX)
-	export PGDATABASE=postgres
+	# a database of its own: the ingest launcher and pg_cron connect to
+	# postgres, and (6) copies this one, which needs it unused
+	psql -X -q -d postgres -c "CREATE DATABASE settle_bench" >/dev/null
+	export PGDATABASE=settle_bench
 	psqlq() { psql -X -q -v ON_ERROR_STOP=1 "$@"; }
 	now() { date +%s.%N; }
 	secs() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", b - a }'; }
@@ -57,7 +62,7 @@ if [ "${1:-}" = "--inside" ]; then
 	echo "   generated in $(secs "$t0" "$(now)") s; bill_line $(psqlq -Atc "SELECT pg_size_pretty(pg_total_relation_size('settle.bill_line'))")"
 	# (6) settles the same period in parallel in a copy made now, before any run
 	t0=$(now)
-	psqlq -d template1 -c "CREATE DATABASE settle_bench_par TEMPLATE postgres STRATEGY FILE_COPY" >/dev/null
+	psqlq -d template1 -c "CREATE DATABASE settle_bench_par TEMPLATE settle_bench STRATEGY FILE_COPY" >/dev/null
 	echo "   copied for (6) in $(secs "$t0" "$(now)") s"
 	settle_ready_checkpoint
 
@@ -115,18 +120,22 @@ if [ "${1:-}" = "--inside" ]; then
 
 	# (6) the same period in parallel, in the copy (no runs yet), 2 workers
 	echo "== (6) CALL settle.settle_period_parallel('$period', 2) in a copy made before (1)"
+	# (1) found the generated rows in shared buffers; the copy's are only in
+	# the OS cache: load them as well (pg_prewarm), so that neither reads disk
+	psqlq -d settle_bench_par -c "CREATE EXTENSION IF NOT EXISTS pg_prewarm" \
+		-c "SELECT sum(pg_prewarm(c.oid)) FROM pg_class c WHERE c.relnamespace = 'settle'::regnamespace AND c.relkind IN ('r', 'i') AND c.relpersistence = 'p'" >/dev/null
 	t0=$(now)
 	psqlq -d settle_bench_par -c "SET settle.max_settle_workers = 2" -c "CALL settle.settle_period_parallel('$period', 2)" 2>"$work/par.out"
 	t_par=$(secs "$t0" "$(now)")
 	echo "   $t_par s, $(grep -c 'NOTICE:  reseller .*: run' "$work/par.out") resellers settled, $(grep -c '^ERROR' "$work/par.out") errors"
 	# same runs as (1)? fingerprints, lines and statement totals, reseller by reseller
-	for db in postgres settle_bench_par; do
+	for db in settle_bench settle_bench_par; do
 		psqlq -d $db -Atc "SELECT r.reseller_id, encode(r.input_fingerprint, 'hex'), encode(r.output_fingerprint, 'hex'),
 		                          r.lines_in, r.lines_out, s.total, s.net_payout
 		                     FROM settle.run r JOIN settle.statement s USING (reseller_id, run_id)
 		                    WHERE r.period = '$period' AND r.status <> 'superseded' ORDER BY r.reseller_id" > "$work/runs.$db"
 	done
-	par_same=$(cmp -s "$work/runs.postgres" "$work/runs.settle_bench_par" && echo "same runs as (1): $(wc -l < "$work/runs.postgres") resellers, fingerprints, lines, totals" || echo "DIFFERENT runs from (1)")
+	par_same=$(cmp -s "$work/runs.settle_bench" "$work/runs.settle_bench_par" && echo "same runs as (1): $(wc -l < "$work/runs.settle_bench") resellers, fingerprints, lines, totals" || echo "DIFFERENT runs from (1)")
 	echo "   $par_same"
 	psqlq -d template1 -c "DROP DATABASE settle_bench_par" >/dev/null
 	settle_ready_checkpoint
