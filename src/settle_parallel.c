@@ -53,9 +53,17 @@
 #include "settle.h"
 
 PG_FUNCTION_INFO_V1(settle_settle_period_parallel);
+PG_FUNCTION_INFO_V1(settle_parallel_settlement);
 PGDLLEXPORT void settle_settle_worker_main(Datum main_arg);
 
 int			settle_max_settle_workers = 2;
+
+/*
+ * True in a settle worker, and in the leader while it settles resellers
+ * itself: settle_period then leaves the ANALYZE of the lineage to the end of
+ * the whole call (settle._lineage_upkeep), as a serial call does it once.
+ */
+static bool in_parallel_settlement = false;
 
 /* Largest settle.max_settle_workers */
 #define MAX_SETTLE_WORKERS 64
@@ -77,6 +85,7 @@ typedef struct SettleItem
 	int32		pid;			/* who took it */
 	int64		run_id;			/* the reseller's current run after it */
 	int64		supersedes;		/* 0 = none */
+	int64		written;		/* lineage rows written (a new run) */
 	bool		is_new;			/* a run made by this call */
 	bool		reported;		/* leader-local: NOTICE sent */
 	char		status[16];
@@ -123,7 +132,8 @@ settle_parallel_init(void)
 }
 
 static const char *const settle_sql =
-"SELECT r.run_id, r.status, r.created_at = pg_catalog.now(), coalesce(r.supersedes, 0)"
+"SELECT r.run_id, r.status, r.created_at = pg_catalog.now(), coalesce(r.supersedes, 0),"
+" CASE WHEN r.created_at = pg_catalog.now() THEN r.lines_out ELSE 0 END"
 " FROM settle.settle_period($1::settle.period, $2) r";
 
 /*
@@ -154,6 +164,14 @@ settle_item_spi(SettleShared *sh, SettleItem *it)
 	strlcpy(it->status, s ? s : "", sizeof(it->status));
 	it->is_new = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 3, &isnull));
 	it->supersedes = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 4, &isnull));
+	it->written = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 5, &isnull));
+}
+
+/* settle._parallel_settlement(): whether this session settles for settle_period_parallel */
+Datum
+settle_parallel_settlement(PG_FUNCTION_ARGS)
+{
+	PG_RETURN_BOOL(in_parallel_settlement);
 }
 
 /* Records an error (the current one, already copied) in an item. */
@@ -240,6 +258,7 @@ settle_settle_worker_main(Datum main_arg)
 		SetConfigOption("application_name", sh->appname, PGC_USERSET, PGC_S_SESSION);
 	pgstat_report_appname(sh->appname[0] ? sh->appname : "settle settle worker");
 
+	in_parallel_settlement = true;
 	cxt = AllocSetContextCreate(TopMemoryContext, "settle settle worker", ALLOCSET_DEFAULT_SIZES);
 	MemoryContextSwitchTo(cxt);
 	for (;;)
@@ -263,6 +282,7 @@ leader_cleanup(int code, Datum arg)
 	LeaderState *ls = (LeaderState *) DatumGetPointer(arg);
 	int			i;
 
+	in_parallel_settlement = false;
 	for (i = 0; i < ls->nworkers; i++)
 		if (ls->handles[i])
 			TerminateBackgroundWorker(ls->handles[i]);
@@ -590,11 +610,28 @@ settle_settle_period_parallel(PG_FUNCTION_ARGS)
 			if (launched > 0)
 				ereport(NOTICE,
 						(errmsg("the workers ended with resellers left in the queue: settling them in this session")));
+			in_parallel_settlement = true;
 			leader_settle_serially(sh, cxt);
+			in_parallel_settlement = false;
 		}
 		report_items(sh, true);
 	}
 	PG_END_ENSURE_ERROR_CLEANUP(leader_cleanup, PointerGetDatum(ls));
+
+	/* the lineage upkeep settle_period left to the end, once */
+	{
+		int64		written = 0;
+		Oid			types[1] = {INT8OID};
+		Datum		values[1];
+
+		for (i = 0; i < n; i++)
+			if (pg_atomic_read_u32(&items[i].state) == ITEM_DONE)
+				written += items[i].written;
+		values[0] = Int64GetDatum(written);
+		if (written > 0 &&
+			SPI_execute_with_args("SELECT settle._lineage_upkeep($1)", 1, types, values, NULL, false, 0) != SPI_OK_SELECT)
+			elog(ERROR, "settle._lineage_upkeep failed");
+	}
 
 	initStringInfo(&names);
 	initStringInfo(&detail);

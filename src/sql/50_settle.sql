@@ -243,6 +243,26 @@ END $$;
 COMMENT ON FUNCTION settle._analyze_lineage() IS
 	'Internal: ANALYZE of settle.settlement_line on a small sample, after settle_period grew it by a tenth or more.';
 
+CREATE FUNCTION settle._lineage_upkeep(written bigint) RETURNS void
+LANGUAGE plpgsql VOLATILE STRICT SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+	-- ANALYZE only under the lock summarising took, so it never waits
+	IF written > 0 THEN
+		IF settle._summarize_lineage() THEN
+			IF written >= 0.1 * greatest(
+			       (SELECT c.reltuples FROM pg_class c WHERE c.oid = 'settle.settlement_line'::regclass), 0) THEN
+				PERFORM settle._analyze_lineage();
+			END IF;
+		END IF;
+	END IF;
+END $$;
+COMMENT ON FUNCTION settle._lineage_upkeep(bigint) IS
+	'Internal: after a settlement wrote lineage rows, summarises the lineage''s BRIN index and, when the rows written are a tenth of the table or more, ANALYZEs it (settle_period; settle_period_parallel once at its end).';
+CREATE FUNCTION settle._parallel_settlement() RETURNS boolean
+	AS 'MODULE_PATHNAME', 'settle_parallel_settlement' LANGUAGE C VOLATILE;
+COMMENT ON FUNCTION settle._parallel_settlement() IS
+	'Internal: true in a session settling resellers for settle_period_parallel (its workers, or the caller settling them itself); settle_period then leaves the ANALYZE of the lineage to the end of the call.';
+
 CREATE FUNCTION settle.blocking_exceptions(reseller_id bigint, period settle.period) RETURNS bigint
 LANGUAGE sql STABLE STRICT SET search_path = pg_catalog, pg_temp AS $$
 	SELECT count(*) FROM settle.exception e
@@ -378,13 +398,12 @@ BEGIN
 	-- stale row count the planner scans the whole table once per run (a
 	-- reconcile right after a big settlement took six times as long).
 	-- ANALYZE only under the lock summarising took, so it never waits.
-	IF written > 0 THEN
-		IF settle._summarize_lineage() THEN
-			IF written >= 0.1 * greatest(
-			       (SELECT c.reltuples FROM pg_class c WHERE c.oid = 'settle.settlement_line'::regclass), 0) THEN
-				PERFORM settle._analyze_lineage();
-			END IF;
-		END IF;
+	-- In settle_period_parallel, each reseller's call summarises, and the
+	-- ANALYZE waits for the end of the whole call, once, as here.
+	IF written > 0 AND settle._parallel_settlement() THEN
+		PERFORM settle._summarize_lineage();
+	ELSIF written > 0 THEN
+		PERFORM settle._lineage_upkeep(written);
 	END IF;
 	-- the sanity checks of what this call settled, and nothing else
 	PERFORM settle.check_sanity(period, settled);

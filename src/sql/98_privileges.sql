@@ -681,6 +681,12 @@ GRANT EXECUTE ON FUNCTION
 
 -- settle_period in parallel (CALL settle.settle_period_parallel): the roles
 -- that may run settle_period.  Not SECURITY DEFINER: its workers connect as
--- the caller and call settle_period with the caller's own privileges.
+-- the caller and call settle_period with the caller's own privileges.  At
+-- its end the caller runs the lineage upkeep settle_period left to it
+-- (settle._lineage_upkeep: SECURITY DEFINER, it summarises and ANALYZEs
+-- settle.settlement_line), and settle_period asks whether it runs for it
+-- (settle._parallel_settlement, reading nothing).
 GRANT EXECUTE ON PROCEDURE settle.settle_period_parallel(settle.period, integer)
+	TO settle_admin, settle_analyst, settle_finance;
+GRANT EXECUTE ON FUNCTION settle._lineage_upkeep(bigint), settle._parallel_settlement()
 	TO settle_admin, settle_analyst, settle_finance;
