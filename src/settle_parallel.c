@@ -54,6 +54,7 @@
 
 PG_FUNCTION_INFO_V1(settle_settle_period_parallel);
 PG_FUNCTION_INFO_V1(settle_parallel_settlement);
+PG_FUNCTION_INFO_V1(settle_reserved_run_id);
 PGDLLEXPORT void settle_settle_worker_main(Datum main_arg);
 
 int			settle_max_settle_workers = 2;
@@ -64,6 +65,10 @@ int			settle_max_settle_workers = 2;
  * the whole call (settle._lineage_upkeep), as a serial call does it once.
  */
 static bool in_parallel_settlement = false;
+
+/* The reseller being settled here for the queue, and the run id it took */
+static int64 current_reseller = 0;
+static int64 current_run_id = 0;
 
 /* Largest settle.max_settle_workers */
 #define MAX_SETTLE_WORKERS 64
@@ -86,6 +91,7 @@ typedef struct SettleItem
 	int64		run_id;			/* the reseller's current run after it */
 	int64		supersedes;		/* 0 = none */
 	int64		written;		/* lineage rows written (a new run) */
+	int64		reserved_run_id;	/* taken by the queue; 0 = none */
 	bool		is_new;			/* a run made by this call */
 	bool		reported;		/* leader-local: NOTICE sent */
 	char		status[16];
@@ -151,7 +157,10 @@ settle_item_spi(SettleShared *sh, SettleItem *it)
 
 	values[0] = CStringGetTextDatum(sh->period);
 	values[1] = CStringGetTextDatum(SHARED_CODE(sh, it));
+	current_reseller = it->reseller_id;
+	current_run_id = it->reserved_run_id;
 	rc = SPI_execute_with_args(settle_sql, 2, types, values, NULL, false, 0);
+	current_reseller = current_run_id = 0;
 	if (rc != SPI_OK_SELECT)
 		elog(ERROR, "settle_period failed: SPI code %d", rc);
 	if (SPI_processed != 1)
@@ -165,6 +174,22 @@ settle_item_spi(SettleShared *sh, SettleItem *it)
 	it->is_new = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 3, &isnull));
 	it->supersedes = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 4, &isnull));
 	it->written = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 5, &isnull));
+}
+
+/*
+ * settle._reserved_run_id(reseller_id): the run id the queue took for the
+ * reseller being settled here, once; NULL otherwise (settle_period then
+ * takes one from the sequence, as always).
+ */
+Datum
+settle_reserved_run_id(PG_FUNCTION_ARGS)
+{
+	int64		id = current_run_id;
+
+	if (!in_parallel_settlement || id == 0 || PG_GETARG_INT64(0) != current_reseller)
+		PG_RETURN_NULL();
+	current_run_id = 0;
+	PG_RETURN_INT64(id);
 }
 
 /* settle._parallel_settlement(): whether this session settles for settle_period_parallel */
@@ -411,6 +436,7 @@ settle_settle_period_parallel(PG_FUNCTION_ARGS)
 	uint32		n,
 				i;
 	int64	   *ids;
+	int64	   *run_ids;
 	char	  **codes;
 	Size		codes_len = 0,
 				size;
@@ -459,20 +485,19 @@ settle_settle_period_parallel(PG_FUNCTION_ARGS)
 		ereport(ERROR,
 				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
 				 errmsg("permission denied for function settle_period")));
-	/* the resellers settle_period(period) settles, in its order */
+	/* the resellers settle_period(period) settles, in its order, and their run ids */
 	{
 		Oid			types[1] = {TEXTOID};
 		Datum		values[1] = {CStringGetTextDatum(period)};
 
-		if (SPI_execute_with_args("SELECT a.reseller_id, r.code FROM settle.agreement a"
-								  " JOIN settle.reseller r ON r.reseller_id = a.reseller_id"
-								  " WHERE a.effective_from <= pg_catalog.to_date($1, 'YYYY-MM')"
-								  "   AND pg_catalog.to_date($1, 'YYYY-MM') < a.effective_to"
-								  " ORDER BY a.reseller_id", 1, types, values, NULL, true, 0) != SPI_OK_SELECT)
+		if (SPI_execute_with_args("SELECT q.reseller_id, q.code, coalesce(q.run_id, 0)"
+								  " FROM settle._parallel_queue($1::settle.period) q",
+								  1, types, values, NULL, false, 0) != SPI_OK_SELECT)
 			elog(ERROR, "could not list the resellers");
 	}
 	n = SPI_processed;
 	ids = palloc(sizeof(int64) * (n + 1));
+	run_ids = palloc(sizeof(int64) * (n + 1));
 	codes = palloc(sizeof(char *) * (n + 1));
 	for (i = 0; i < n; i++)
 	{
@@ -480,6 +505,7 @@ settle_settle_period_parallel(PG_FUNCTION_ARGS)
 
 		ids[i] = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1, &isnull));
 		codes[i] = MemoryContextStrdup(cxt, SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 2));
+		run_ids[i] = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 3, &isnull));
 		codes_len += strlen(codes[i]) + 1;
 	}
 	if (n == 0)
@@ -518,6 +544,7 @@ settle_settle_period_parallel(PG_FUNCTION_ARGS)
 	for (i = 0; i < n; i++)
 	{
 		items[i].reseller_id = ids[i];
+		items[i].reserved_run_id = run_ids[i];
 		items[i].code_off = codes_len;
 		pg_atomic_init_u32(&items[i].state, ITEM_PENDING);
 		strcpy(SHARED_CODE(sh, &items[i]), codes[i]);

@@ -258,6 +258,38 @@ BEGIN
 END $$;
 COMMENT ON FUNCTION settle._lineage_upkeep(bigint) IS
 	'Internal: after a settlement wrote lineage rows, summarises the lineage''s BRIN index and, when the rows written are a tenth of the table or more, ANALYZEs it (settle_period; settle_period_parallel once at its end).';
+-- The queue of settle_period_parallel: the resellers settle_period(period)
+-- settles, in its order, each with the run id a serial call would take for
+-- it (one from the sequence per reseller whose period is not locked or
+-- paid, in reseller_id order), so that run ids, and the references to them
+-- in later periods' lineage and fingerprints, come out as a serial call's.
+CREATE FUNCTION settle._parallel_queue(period settle.period)
+	RETURNS TABLE (reseller_id bigint, code text, run_id bigint)
+LANGUAGE plpgsql VOLATILE STRICT SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+	p_start date := to_date(period, 'YYYY-MM');
+	q record;
+BEGIN
+	FOR q IN
+		SELECT a.reseller_id AS rid, r.code AS rcode,
+		       EXISTS (SELECT FROM settle.run x WHERE x.reseller_id = a.reseller_id
+		                AND x.period = _parallel_queue.period AND x.status IN ('locked', 'paid')) AS closed
+		  FROM settle.agreement a JOIN settle.reseller r ON r.reseller_id = a.reseller_id
+		 WHERE a.effective_from <= p_start AND p_start < a.effective_to
+		 ORDER BY a.reseller_id
+	LOOP
+		reseller_id := q.rid;
+		code := q.rcode;
+		run_id := CASE WHEN NOT q.closed THEN nextval(pg_get_serial_sequence('settle.run', 'run_id')) END;
+		RETURN NEXT;
+	END LOOP;
+END $$;
+COMMENT ON FUNCTION settle._parallel_queue(settle.period) IS
+	'Internal (settle_period_parallel): the resellers settle_period(period) settles, in reseller_id order, each with the run id a serial call would take for it (NULL when its period is locked or paid), taken from the sequence now.';
+CREATE FUNCTION settle._reserved_run_id(reseller_id bigint) RETURNS bigint
+	AS 'MODULE_PATHNAME', 'settle_reserved_run_id' LANGUAGE C VOLATILE STRICT;
+COMMENT ON FUNCTION settle._reserved_run_id(bigint) IS
+	'Internal: in a session settling for settle_period_parallel, the run id its queue took for this reseller (once); NULL elsewhere.';
 CREATE FUNCTION settle._parallel_settlement() RETURNS boolean
 	AS 'MODULE_PATHNAME', 'settle_parallel_settlement' LANGUAGE C VOLATILE;
 COMMENT ON FUNCTION settle._parallel_settlement() IS
@@ -321,7 +353,8 @@ BEGIN
 		  FROM settle.run r JOIN settle.statement s USING (reseller_id, run_id)
 		 WHERE r.reseller_id = rid AND r.status <> 'superseded'
 		   AND r.period = to_char(p_start - interval '1 month', 'YYYY-MM');
-		new_id := nextval(pg_get_serial_sequence('settle.run', 'run_id'));
+		-- settle_period_parallel took this reseller's id already, in reseller order
+		new_id := coalesce(settle._reserved_run_id(rid), nextval(pg_get_serial_sequence('settle.run', 'run_id')));
 		-- the snapshot the engine read in is this statement's: record that one
 		SELECT x.*, pg_current_snapshot() AS snap INTO res
 		  FROM settle._settle_reseller(rid, period, new_id,

@@ -5,7 +5,9 @@
 #    tiers, caps, floors, refunds, FX, blocked runs) loaded into three
 #    databases and settled period by period by a settle_analyst login:
 #    serially (settle_period), in parallel (3 workers), and with workers = 0
-#    (one reseller after another in the calling session); every run, statement,
+#    (one reseller after another in the calling session); every run (run ids
+#    included: the queue takes them in reseller order, as a serial call does,
+#    and later periods' refunds refer to them), statement,
 #    lineage row, exception and both fingerprints are the same in all three;
 #    verify_run is true on every run; the runs' creator and the audit trail's
 #    session user are the login, not the superuser the workers start as;
@@ -16,7 +18,9 @@
 #    reseller;
 #  - more workers asked for than background worker slots are free: a NOTICE,
 #    and every reseller is settled all the same;
-#  - inside a transaction block, or from a function: refused, SQLSTATE 25001.
+#  - inside a transaction block, or from a function: refused, SQLSTATE 25001;
+#  - a cancelled call (statement_timeout) stops its workers; the runs they
+#    committed verify, and calling again settles the rest.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 . test/mock/lib.sh
@@ -59,8 +63,9 @@ check "parallel: a NOTICE per reseller with its run, no error" \
 check "workers => 0: settled in this session, said so" \
 	"$(grep -c 'settling the 6 resellers one after another in this session' "$W/zero_$p1.out")|$(cat "$W"/zero_*.out | grep -c ERROR)" "1|0"
 
-dump() {	# dump DB: every run, statement, lineage row and exception, without run ids
-	q $1 "SELECT r.reseller_id, r.period, r.status, r.blocked, encode(r.input_fingerprint, 'hex'),
+dump() {	# dump DB: every run (with its id: the queue takes them in reseller order, as a
+	# serial call does, and later periods' lineage refers to them), statement, lineage row, exception
+	q $1 "SELECT r.reseller_id, r.period, r.run_id, r.status, r.blocked, encode(r.input_fingerprint, 'hex'),
 	             encode(r.output_fingerprint, 'hex'), r.lines_in, r.lines_out, r.supersedes IS NULL,
 	             r.engine_version, r.created_by
 	        FROM settle.run r ORDER BY r.reseller_id, r.period, r.run_id" > "$W/$1.runs"
@@ -168,6 +173,26 @@ check "from a DO block at top level: allowed" \
 	"$(as $X "DO \$\$ BEGIN CALL settle.settle_period_parallel('2026-11', 2); END \$\$" | grep -c ERROR)|$(q $X "SELECT count(*) FROM settle.run WHERE period = '2026-11'")" "0|24"
 check "a login without a settle role may not call it" \
 	"$(psql -X -q -d postgres -c "CREATE ROLE par_nobody LOGIN" >/dev/null 2>&1; psql -X -q -At -d $X -v VERBOSITY=verbose -c "SET SESSION AUTHORIZATION par_nobody" -c "CALL settle.settle_period_parallel('2026-12')" 2>&1 | grep -o '^ERROR:  42501')" "ERROR:  42501"
+
+# ---- a cancelled call stops its workers; what they committed stays whole
+C=settle_par_cancel
+dropdb --if-exists $C >/dev/null 2>&1
+createdb $C
+psql -X -q -d $C -v n=400000 -v resellers=4 -v cpr=50 -f bench/settle_data.sql >/dev/null 2>"$W/c.err" || { cat "$W/c.err"; exit 1; }
+psql -X -q -d $C -c "GRANT settle_analyst TO par_analyst" >/dev/null 2>&1
+PGOPTIONS='-c statement_timeout=400' as $C "CALL settle.settle_period_parallel('2026-10', 2)" > "$W/cancel.out"
+check "statement_timeout cancels the call (57014)" "$(grep -o '^ERROR:  57014' "$W/cancel.out")" "ERROR:  57014"
+for _ in $(seq 1 100); do
+	[ "$(q $C "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'settle settle worker'")" = 0 ] && break
+	sleep 0.1
+done
+check "its workers are gone" "$(q $C "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'settle settle worker'")" "0"
+check "fewer than the four resellers settled, each run whole (verify_run)" \
+	"$(q $C "SELECT count(*) < 4, coalesce(bool_and((settle.verify_run(run_id)).verified), true) FROM settle.run")" "t|t"
+as $C "CALL settle.settle_period_parallel('2026-10', 2)" > "$W/cancel2.out"
+check "called again: the rest settled, nothing twice" \
+	"$(grep -c ERROR "$W/cancel2.out")|$(q $C "SELECT count(*), count(DISTINCT reseller_id) FROM settle.run")" "0|4|4"
+dropdb --if-exists $C >/dev/null 2>&1
 
 for db in $S $P $Z $F $X; do dropdb --if-exists $db >/dev/null 2>&1; done
 psql -X -q -d postgres -c "DROP ROLE IF EXISTS par_analyst" -c "DROP ROLE IF EXISTS par_nobody" >/dev/null 2>&1
