@@ -447,6 +447,7 @@ settle_settle_period_parallel(PG_FUNCTION_ARGS)
 	StringInfoData names,
 				detail;
 	char		first_state[6] = "";
+	volatile int64 written = 0;
 
 	/*
 	 * Each reseller commits on its own, in other sessions: inside a
@@ -645,21 +646,6 @@ settle_settle_period_parallel(PG_FUNCTION_ARGS)
 	}
 	PG_END_ENSURE_ERROR_CLEANUP(leader_cleanup, PointerGetDatum(ls));
 
-	/* the lineage upkeep settle_period left to the end, once */
-	{
-		int64		written = 0;
-		Oid			types[1] = {INT8OID};
-		Datum		values[1];
-
-		for (i = 0; i < n; i++)
-			if (pg_atomic_read_u32(&items[i].state) == ITEM_DONE)
-				written += items[i].written;
-		values[0] = Int64GetDatum(written);
-		if (written > 0 &&
-			SPI_execute_with_args("SELECT settle._lineage_upkeep($1)", 1, types, values, NULL, false, 0) != SPI_OK_SELECT)
-			elog(ERROR, "settle._lineage_upkeep failed");
-	}
-
 	initStringInfo(&names);
 	initStringInfo(&detail);
 	for (i = 0; i < n; i++)
@@ -676,7 +662,19 @@ settle_settle_period_parallel(PG_FUNCTION_ARGS)
 		appendStringInfoString(&names, SHARED_CODE(sh, &items[i]));
 		appendStringInfo(&detail, "%s: %s (SQLSTATE %s)", SHARED_CODE(sh, &items[i]), items[i].message, items[i].sqlstate);
 	}
+	/* the lineage upkeep settle_period left to the end, once */
+	for (i = 0; i < n; i++)
+		if (pg_atomic_read_u32(&items[i].state) == ITEM_DONE)
+			written += items[i].written;
 	leader_cleanup(0, PointerGetDatum(ls));
+	if (written > 0)
+	{
+		Oid			types[1] = {INT8OID};
+		Datum		values[1] = {Int64GetDatum(written)};
+
+		if (SPI_execute_with_args("SELECT settle._lineage_upkeep($1)", 1, types, values, NULL, false, 0) != SPI_OK_SELECT)
+			elog(ERROR, "settle._lineage_upkeep failed");
+	}
 	SPI_finish();
 	if (failed > 0)
 		ereport(ERROR,
