@@ -4,9 +4,13 @@
  * transaction of its own, in dynamic background workers.
  *
  * The caller (the leader) lists the resellers exactly as settle_period does
- * (agreement in force on the period's first day, reseller_id order), puts
- * them in a dynamic shared memory segment and commits, so that it holds no
- * lock and no snapshot while the workers run.  Then it starts up to
+ * (agreement in force on the period's first day, reseller_id order) and
+ * takes each open one's run id from the sequence in that order, as a serial
+ * call would (settle._parallel_queue; settle_period takes it through
+ * settle._reserved_run_id), so that run ids, which later periods' lineage
+ * and fingerprints refer to, do not depend on which worker finishes first.
+ * It puts them in a dynamic shared memory segment and commits, so that it
+ * holds no lock and no snapshot while the workers run.  Then it starts up to
  * least(workers, settle.max_settle_workers, resellers) dynamic background
  * workers.  Each worker connects to the caller's database as the caller's
  * session user (and, after SET ROLE, takes the caller's current role), so
@@ -27,7 +31,9 @@
  * queue by workers that died are settled by the leader the same way.  An
  * error or cancel in the leader terminates its workers (the reseller each
  * was settling rolls back; what was committed stays).  At the end, if any
- * reseller failed, the call ends with an ERROR naming them.
+ * reseller failed, the call ends with an ERROR naming them.  Before that,
+ * the leader runs the lineage's ANALYZE that each reseller's settle_period
+ * left to it (settle._parallel_settlement), once, as a serial call does.
  */
 #include "postgres.h"
 
