@@ -63,9 +63,16 @@ cond_holds(const RuleCond *cd, const RuleLine *line)
 	return false;
 }
 
+/*
+ * The band a tier measure falls in; -1 when none does.  A measure below 0
+ * (eligible credits outweigh the charges) is in the first band when that band
+ * starts at 0: the first band extends below 0, in both tier modes.
+ */
 int
 rule_tier_band(const RuleTiers *tiers, money128 measure)
 {
+	if (measure < 0 && tiers->nbands > 0 && tiers->bands[0].from == 0)
+		return 0;
 	for (uint32_t j = 0; j < tiers->nbands; j++)
 	{
 		const RuleBand *b = &tiers->bands[j];
@@ -102,7 +109,10 @@ graduated(const RuleTiers *t, money128 lo, money128 hi, int *band, bool *gap,
 	money128	part;
 
 	*band = -1;
-	/* a refund can take the measure below 0: that part is in the first band */
+	/*
+	 * a credit can take the measure below 0: that part is in the first band
+	 * (as an all-units total below 0 is, rule_tier_band)
+	 */
 	if (lo < 0 && t->bands[0].from == 0)
 	{
 		money128	z = min128(hi, 0);

@@ -41,7 +41,12 @@ extern char *settle_retention;
  *      than eight decimal places
  *   3  residual rounding units tied between lines go in line key order for
  *      every line (version 2 gave them to bill lines first, then to
- *      corrections, adjustments and floor top-ups in the order they were made)
+ *      corrections, adjustments and floor top-ups in the order they were made);
+ *      period caps are consumed by positive commission only (a credit gave
+ *      room back); per-line caps and floors take the sign of the basis (a
+ *      credit earning 0 before limits was floored to +floor); a tier measure
+ *      below 0 is in the first band in both tier modes (an all-units total
+ *      below 0 was in no band: the line earned nothing)
  */
 #define SETTLE_ENGINE_VERSION 3
 

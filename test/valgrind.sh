@@ -37,7 +37,7 @@ for p in postgresql-15-pgtap postgresql-15-cron libtap-parser-sourcehandler-pgta
 done
 
 PARTS=${VALGRIND_PARTS:-"pgtap rules focus"}
-SUITES=${VALGRIND_SUITES:-"settle_month.sql settle_history.sql settle_defects.sql rules_eval.sql workflow.sql settle_volume.sql"}
+SUITES=${VALGRIND_SUITES:-"settle_month.sql settle_history.sql settle_defects.sql settle_f9_tier_below_zero.sql settle_f10_period_cap.sql settle_f11_line_floor.sql settle_f12_unconverted_refund.sql late_lines.sql rules_eval.sql workflow.sql settle_volume.sql"}
 BIN=$(pg_config --bindir)
 LIB=$(pg_config --pkglibdir)
 W=$(mktemp -d /tmp/settle-valgrind.XXXXXX)

@@ -4,7 +4,7 @@
 CREATE FUNCTION settle.engine_version() RETURNS integer
 	AS 'MODULE_PATHNAME', 'settle_engine_version' LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
 COMMENT ON FUNCTION settle.engine_version() IS
-	'The version of the settlement semantics this server''s settle library implements (1: settle 0.1.0; 2: settle 0.2.0; 3: rounding ties in line key order for every line, floor top-ups included).  Every run records the version that produced it; verify_run re-derives only runs of this version.';
+	'The version of the settlement semantics this server''s settle library implements (1: settle 0.1.0; 2: settle 0.2.0; 3: rounding ties in line key order for every line, floor top-ups included; period caps consumed by positive commission only; per-line limits with the sign of the basis; a tier measure below 0 in the first band in both tier modes).  Every run records the version that produced it; verify_run re-derives only runs of this version.';
 
 CREATE TABLE settle.run (
 	reseller_id        bigint      NOT NULL REFERENCES settle.reseller,
@@ -149,10 +149,12 @@ LANGUAGE sql STABLE STRICT SET search_path = pg_catalog, pg_temp AS $$
 	), charged AS (
 		-- the terms each line was settled at: its charge, or the first correction of a line
 		-- that arrived after its period was locked (it has no charge)
-		SELECT DISTINCT ON (d.line_key) d.*
-		  FROM done d
-		 WHERE d.kind = 'c' OR NOT EXISTS (SELECT FROM done c WHERE c.line_key = d.line_key AND c.kind = 'c')
-		 ORDER BY d.line_key, d.kind, d.run_id
+		SELECT d.* FROM done d WHERE d.kind = 'c'
+		UNION ALL
+		(SELECT DISTINCT ON (x.line_key) x.*
+		   FROM done x
+		  WHERE x.kind = 'x' AND NOT EXISTS (SELECT FROM done c WHERE c.line_key = x.line_key AND c.kind = 'c')
+		  ORDER BY x.line_key, x.run_id)
 	), latest AS (
 		SELECT DISTINCT ON (b.line_key) b.line_key, b.revision, b.billed_cost, b.list_cost,
 		       coalesce(b.amount_paid, b.billed_cost) AS amount_paid
@@ -168,12 +170,13 @@ LANGUAGE sql STABLE STRICT SET search_path = pg_catalog, pg_temp AS $$
 		SELECT DISTINCT ON (b.line_key) b.*, l.run_id AS locked_run
 		  FROM locked l
 		  JOIN settle.bill_line b ON b.reseller_id = $1 AND b.billing_period_start >= l.p_start
+		   AND b.ingested_at > l.created_at
 		 WHERE CASE WHEN l.date_basis = 'invoice_period' THEN b.billing_period_start
 		            ELSE (b.charge_period_start AT TIME ZONE 'UTC')::date END
 		       BETWEEN l.p_start AND (l.p_start + interval '1 month')::date - 1
-		   AND NOT EXISTS (SELECT FROM done d WHERE d.line_key = b.line_key)
 		   AND NOT EXISTS (SELECT FROM settle.bill_line o WHERE o.reseller_id = $1 AND o.line_key = b.line_key
 		                    AND o.ingested_at <= l.created_at)
+		   AND NOT EXISTS (SELECT FROM done d WHERE d.line_key = b.line_key)
 		 ORDER BY b.line_key, b.revision DESC
 	), matched AS (
 		-- a FOCUS correction row (ChargeClass Correction) corrects the charge of the

@@ -105,15 +105,19 @@ INTERPRETATIONS = {
     # line's date"; under invoice_period the billing period start).
     # Alternative: 'charge' (the UTC date of the charge period start).
     'version_date': 'basis',
-    # A tier measure below 0 (eligible credits outweigh the charges): the docs
-    # say only that bands start at 0.  The engine was seen to give an
-    # all-units total below 0 no band (evaluate_rule status no_tier: the
-    # clause matches, the line earns nothing and no line cap or floor
-    # applies) and to take the part of a graduated line below 0 at the first
-    # band's rate (which keeps a period's graduated commission independent
-    # of line order).  Finding F9.  Alternative: 'no_band' (nothing below 0
-    # is in a band, line limits still apply).
-    'below_zero': 'engine',
+    # A tier measure below 0 (eligible credits outweigh the charges):
+    # rules.md §5 "A measure below 0": the first band, which starts at 0,
+    # extends below 0 in both modes -- an all-units total below 0 takes the
+    # first band's rate (line caps and floors apply as to any line), the part
+    # of a graduated line below 0 is taken at the first band's rate, and a
+    # zero line of a graduated schedule at a spend below 0 is in tier 1.
+    # Finding F9 (fixed).  Alternatives: 'no_tier' (engine version 2: an
+    # all-units total below 0 is in no band -- evaluate_rule status no_tier,
+    # the clause matches, the line earns nothing and no line cap or floor
+    # applies; the part of a graduated line below 0 at the first band's rate,
+    # but a zero graduated line at a spend below 0 in no band), 'no_band'
+    # (nothing below 0 is in a band in either mode, line limits still apply).
+    'below_zero': 'first_band',
     # What a period cap's "commission to date" counts: rules.md §6 "period
     # caps are consumed only by positive commission" -- the positive
     # commission of the lines before (line key order).  Alternative: 'net'
@@ -126,6 +130,14 @@ INTERPRETATIONS = {
     # (pay 0%, pay 0 per line).  Alternative: 'commission' (the sign of the
     # commission, + for 0: the engine's reading, finding F11).
     'floor_sign': 'basis',
+    # A charge in a currency without an FX rate for its period (settlement.md
+    # "Nothing guessed", decided as finding F12): it is valued at a basis of
+    # 0 -- it earns nothing, keeps the clause, tier and rate its rule gives
+    # on its lineage row, counts as a line for volume tiers -- and a refund of
+    # it in a period that has the rate is reversed at that rate.
+    # Alternative: 'nothing' (the line is valued by no clause, no rate, not
+    # counted; a refund of it reverses nothing: the model's earlier reading).
+    'unconverted': 'basis0',
 }
 
 MODES = {'half_even': ROUND_HALF_EVEN, 'half_up': ROUND_HALF_UP, 'down': ROUND_DOWN}
@@ -295,8 +307,13 @@ def effective_tags(line, cust):
     return t
 
 
-def band_of(bands, amount):
-    """1-based band whose [from, to) holds amount; None when none does."""
+def band_of(bands, amount, below_zero=None):
+    """1-based band whose [from, to) holds amount; None when none does.  An
+    amount below 0 is in the first band when it starts at 0 (rules.md §5
+    "A measure below 0"), unless the reading says otherwise (below_zero:
+    'no_band' for either mode, 'no_tier' for all units)."""
+    if amount < 0 and below_zero == 'first_band' and min(dec(b['from']) for b in bands) == 0:
+        return min(range(len(bands)), key=lambda i: dec(bands[i]['from'])) + 1
     for i, b in enumerate(bands):
         lo, hi = dec(b['from']), dec(b.get('to'))
         if amount >= lo and (hi is None or amount < hi):
@@ -317,7 +334,7 @@ def graduated(bands, before, basis):
     lowest = min(dec(b['from']) for b in bands)
     for i, b in enumerate(bands):
         blo, bhi = dec(b['from']), dec(b.get('to'))
-        s = lo_ if (blo == lowest and opt('below_zero') == 'engine') else max(lo_, blo)
+        s = lo_ if (blo == lowest and opt('below_zero') != 'no_band') else max(lo_, blo)
         e = hi_ if bhi is None else min(hi_, bhi)
         if e > s:
             part = mul(CTX.subtract(e, s), CTX.divide(dec(b['rate']), D(100)))
@@ -325,7 +342,7 @@ def graduated(bands, before, basis):
             total = add(total, part)
             touched.append(i + 1)
     if basis == 0:
-        tier = band_of(bands, before)
+        tier = band_of(bands, before, opt('below_zero'))
     else:
         tier = touched[-1] if touched else None
     # the lineage rate of a graduated line: the rate of the band reached
@@ -491,8 +508,11 @@ class Model:
             it['fxid'] = fxid
             if b is None:
                 blocked = True
-                it['basis'] = None
-                continue
+                if opt('unconverted') == 'nothing':
+                    it['basis'] = None
+                    continue
+                # settlement.md nothing guessed: valued at a basis of 0 (finding F12)
+                b = ZERO
             it['basis'] = b
             if ln.get('customer_id') is None:
                 blocked = True
@@ -590,10 +610,10 @@ class Model:
                 else:
                     tot = {'customer_spend': cust_spend.get(c_id, ZERO), 'reseller_spend': res_spend,
                            'reseller_volume': D(res_volume)}[meas]
-                    tier = band_of(bands, tot)
+                    tier = band_of(bands, tot, opt('below_zero'))
                     if tier is None:
                         com, rate = ZERO, None
-                        if opt('below_zero') == 'engine':
+                        if opt('below_zero') == 'no_tier':
                             inexact = 'no_tier'
                     else:
                         rate = CTX.divide(dec(bands[tier - 1]['rate']), D(100))
@@ -605,7 +625,8 @@ class Model:
             if t in ('percent', 'tiers') and inexact is None and rate is not None and not held16(com):
                 inexact = 'basis %s x rate %s' % (basis, rate)
             if inexact == 'no_tier':
-                # no band holds the total: the clause matched, the line earns nothing, no line limit (F9)
+                # no band holds the total (reading no_tier, engine version 2): the
+                # clause matched, the line earns nothing, no line limit (F9)
                 row['why'].append('all-units %s total %s is in no band: earns nothing, no line limits (F9)' % (
                     sched['measure'], tot))
                 row.update(unrounded=ZERO, clause=clause_no, tier=None, rate=None, clause_text=cl['text'])
@@ -1192,6 +1213,10 @@ KNOWN = [
     ('F11 a per-line floor on a line of negative basis whose commission before limits is 0 (pay 0%, pay 0 per line) '
      'is +floor: a credit earns positive commission (rules.md §6: limits apply to the magnitude, a negative basis '
      'is limited like a charge; -0.1 is floored to -2, 0 to +2)', {'floor_sign': 'commission'}),
+    ('F9 an all-units tier total below 0 (eligible credits outweigh the charges) is in no band: the clause '
+     'matches, the line earns nothing and no line cap or floor applies, while the part of a graduated line below 0 '
+     'is taken at the first band\'s rate (rules.md §5 "A measure below 0": the first band extends below 0 in both '
+     'modes)', {'below_zero': 'no_tier'}),
     ('F4 a correction of a line that earned a fixed amount (per line / per month / prorated) reverses the whole '
      'settled amount although the new revision still earns it (settlement.md corrections: "the difference between '
      'what the new revision earns and what was settled")', {'correction_fixed': 'reverse_whole'}),
