@@ -25,6 +25,13 @@
 #       inputs — the engine reads every line, evaluates, allocates the
 #       rounding and fingerprints everything, then finds the inputs
 #       unchanged and writes nothing;
+#   (6) parallel settlement: CALL settle.settle_period_parallel() of the same
+#       period with 2 workers, in a copy of the database made before (1)
+#       (CREATE DATABASE ... TEMPLATE, so both start from the same rows and
+#       neither has runs; its relations are loaded into shared buffers first,
+#       as (1) found its own after generating them), each reseller in a
+#       transaction of its own; its
+#       runs are checked against (1)'s: same fingerprints, lines and totals;
 #   (5) the settle_period backend's peak memory (private RssAnon sampled from
 #       /proc every 50 ms; VmHWM also counts the shared buffers it touched),
 #       the time per engine phase (sampled from settle.settle_progress()) and
@@ -39,7 +46,10 @@ if [ "${1:-}" = "--inside" ]; then
 	resellers=$3
 	period=2026-10
 	work=$(mktemp -d /tmp/settle-bench.XXXXXX)
-	export PGDATABASE=postgres
+	# a database of its own: the ingest launcher and pg_cron connect to
+	# postgres, and (6) copies this one, which needs it unused
+	psql -X -q -d postgres -c "CREATE DATABASE settle_bench" >/dev/null
+	export PGDATABASE=settle_bench
 	psqlq() { psql -X -q -v ON_ERROR_STOP=1 "$@"; }
 	now() { date +%s.%N; }
 	secs() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", b - a }'; }
@@ -50,6 +60,10 @@ if [ "${1:-}" = "--inside" ]; then
 	psqlq -v n="$n" -v resellers="$resellers" -v cpr=$((5000 / resellers)) -f bench/settle_data.sql >/dev/null
 	psqlq -f bench/settle_plain_rules.sql >/dev/null
 	echo "   generated in $(secs "$t0" "$(now)") s; bill_line $(psqlq -Atc "SELECT pg_size_pretty(pg_total_relation_size('settle.bill_line'))")"
+	# (6) settles the same period in parallel in a copy made now, before any run
+	t0=$(now)
+	psqlq -d template1 -c "CREATE DATABASE settle_bench_par TEMPLATE settle_bench STRATEGY FILE_COPY" >/dev/null
+	echo "   copied for (6) in $(secs "$t0" "$(now)") s"
 	settle_ready_checkpoint
 
 	# (1) settle_period, with the memory sampler and the phase sampler beside it
@@ -102,6 +116,28 @@ if [ "${1:-}" = "--inside" ]; then
 	rows=$(psqlq -Atc "SELECT count(*) FROM settle.settlement_line")
 	lines_in=$(psqlq -Atc "SELECT sum(lines_in) FROM settle.run")
 	echo "   $t_settle s, $lines_in lines in, $rows lineage rows"
+	settle_ready_checkpoint
+
+	# (6) the same period in parallel, in the copy (no runs yet), 2 workers
+	echo "== (6) CALL settle.settle_period_parallel('$period', 2) in a copy made before (1)"
+	# (1) found the generated rows in shared buffers; the copy's are only in
+	# the OS cache: load them as well (pg_prewarm), so that neither reads disk
+	psqlq -d settle_bench_par -c "CREATE EXTENSION IF NOT EXISTS pg_prewarm" \
+		-c "SELECT sum(pg_prewarm(c.oid)) FROM pg_class c WHERE c.relnamespace = 'settle'::regnamespace AND c.relkind IN ('r', 'i') AND c.relpersistence = 'p'" >/dev/null
+	t0=$(now)
+	psqlq -d settle_bench_par -c "SET settle.max_settle_workers = 2" -c "CALL settle.settle_period_parallel('$period', 2)" 2>"$work/par.out"
+	t_par=$(secs "$t0" "$(now)")
+	echo "   $t_par s, $(grep -c 'NOTICE:  reseller .*: run' "$work/par.out") resellers settled, $(grep -c '^ERROR' "$work/par.out") errors"
+	# same runs as (1)? fingerprints, lines and statement totals, reseller by reseller
+	for db in settle_bench settle_bench_par; do
+		psqlq -d $db -Atc "SELECT r.reseller_id, encode(r.input_fingerprint, 'hex'), encode(r.output_fingerprint, 'hex'),
+		                          r.lines_in, r.lines_out, s.total, s.net_payout
+		                     FROM settle.run r JOIN settle.statement s USING (reseller_id, run_id)
+		                    WHERE r.period = '$period' AND r.status <> 'superseded' ORDER BY r.reseller_id" > "$work/runs.$db"
+	done
+	par_same=$(cmp -s "$work/runs.settle_bench" "$work/runs.settle_bench_par" && echo "same runs as (1): $(wc -l < "$work/runs.settle_bench") resellers, fingerprints, lines, totals" || echo "DIFFERENT runs from (1)")
+	echo "   $par_same"
+	psqlq -d template1 -c "DROP DATABASE settle_bench_par" >/dev/null
 	settle_ready_checkpoint
 
 	# (4) evaluation without the lineage write: unchanged inputs
@@ -196,12 +232,13 @@ if [ "${1:-}" = "--inside" ]; then
 	phase_write=$(awk -F'|' '$1 == "writing lineage" { print $2 }' "$work/phases.out")
 	echo
 	echo "== settle_period benchmark: $n bill lines, $resellers resellers, $rows lineage rows, $(nproc) cores"
-	awk -v n="$lines_in" -v rows="$rows" -v s="$t_settle" -v c="$t_ctas" -v ix="$t_idx" -v p="$t_plain" -v e="$t_eval" \
+	awk -v n="$lines_in" -v rows="$rows" -v s="$t_settle" -v par="$t_par" -v ps="$par_same" -v c="$t_ctas" -v ix="$t_idx" -v p="$t_plain" -v e="$t_eval" \
 	    -v pe="${phase_eval:-0}" -v pr="${phase_read:-0}" -v pw="${phase_write:-0}" -v anon="$peak_anon" -v hwm="$hwm" -v sb="$settle_bytes" -v stb="$settle_total_bytes" -v cb="$ctas_bytes" -v pb="$plain_bytes" '
 	function ok(b) { return b ? "ok" : "MISSED" }
 	BEGIN {
 		printf "   %-58s %10s\n", "measure", "seconds"
 		printf "   %-58s %10.2f\n", "(1) settle.settle_period, lineage written", s
+		printf "   %-58s %10.2f\n", "(6) settle_period_parallel, 2 workers, lineage written", par
 		printf "   %-58s %10.2f\n", "(2) baseline (a): bare logged CTAS, same rows and columns", c
 		printf "   %-58s %10.2f\n", "    (a) + building the same index (BRIN on run_id) afterwards", c + ix
 		printf "   %-58s %10.2f\n", "(3) baseline (b): plain SQL, same rules and lineage", p
@@ -213,6 +250,8 @@ if [ "${1:-}" = "--inside" ]; then
 		printf "\n   %-58s %10s %10s %s\n", "ratio", "measured", "goal", ""
 		printf "   %-58s %10.2f %10s %s\n", "settle / CTAS", s / c, "<= 1.5", ok(s / c <= 1.5)
 		printf "   %-58s %10.2f %10s %s\n", "settle / (CTAS + index)", s / (c + ix), "", ""
+		printf "   %-58s %10.2f %10s %s\n", "serial / parallel, 2 workers: (1) / (6)", s / par, ">= 1.6", ok(s / par >= 1.6)
+		printf "   %-58s\n", "    (6) " ps
 		printf "   %-58s %10.2f %10s %s\n", "plain SQL / settle", p / s, ">= 2", ok(p / s >= 2)
 		printf "   %-58s %10.0f %10s %s\n", "evaluation alone lines/s (phase of (1): rules .. rounding)", (pe > 0 ? n / pe : 0), ">= 1000000", ok(pe > 0 && n / pe >= 1000000)
 		printf "   %-58s %10.0f %10s %s\n", "  stricter: re-run (4), + reading every line, fingerprints", n / e, "", ""

@@ -62,6 +62,7 @@ _PG_init(void)
 	settle_progress_init();
 	settle_ingest_init();
 	settle_csv_init();
+	settle_parallel_init();
 
 	MarkGUCPrefixReserved("settle");
 }

@@ -20,6 +20,10 @@ extern void settle_ingest_init(void);
 /* csv.c: the settle.csv_max_bytes setting (settle.csv_parse) */
 extern void settle_csv_init(void);
 
+/* settle_parallel.c: settle.max_settle_workers (settle.settle_period_parallel) */
+extern void settle_parallel_init(void);
+extern int	settle_max_settle_workers;
+
 /* settle.c: the settle.reason setting, required for sensitive changes */
 extern char *settle_reason;
 

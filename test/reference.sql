@@ -20,6 +20,12 @@ SELECT format('| `settle.%s(%s)` | %s | %s | %s |', p.proname,
    AND p.prorettype <> 'trigger'::regtype
    AND p.proname NOT IN ('rule_in', 'rule_out', 'rule_recv', 'rule_send', 'rule_eq', 'rule_ne', 'rule_hash', 'rule_hash_extended')
  ORDER BY p.proname, pg_get_function_identity_arguments(p.oid);
+SELECT E'\n## Procedures\n\n| procedure | description |\n|---|---|';
+SELECT format('| `CALL settle.%s(%s)` | %s |', p.proname, regexp_replace(pg_get_function_identity_arguments(p.oid), '(^|, )IN ', '\1', 'g'),
+              replace(replace(coalesce(obj_description(p.oid, 'pg_proc'), ''), E'\n', ' '), '|', '\|'))
+  FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+ WHERE n.nspname = 'settle' AND p.proname !~ '^_' AND p.prokind = 'p'
+ ORDER BY p.proname, pg_get_function_identity_arguments(p.oid);
 SELECT E'\n## Views\n\n| view | description |\n|---|---|';
 SELECT format('| `settle.%s` | %s |', c.relname, replace(coalesce(obj_description(c.oid, 'pg_class'), ''), '|', '\|'))
   FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace

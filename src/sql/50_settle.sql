@@ -246,6 +246,58 @@ END $$;
 COMMENT ON FUNCTION settle._analyze_lineage() IS
 	'Internal: ANALYZE of settle.settlement_line on a small sample, after settle_period grew it by a tenth or more.';
 
+CREATE FUNCTION settle._lineage_upkeep(written bigint) RETURNS void
+LANGUAGE plpgsql VOLATILE STRICT SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+	-- ANALYZE only under the lock summarising took, so it never waits
+	IF written > 0 THEN
+		IF settle._summarize_lineage() THEN
+			IF written >= 0.1 * greatest(
+			       (SELECT c.reltuples FROM pg_class c WHERE c.oid = 'settle.settlement_line'::regclass), 0) THEN
+				PERFORM settle._analyze_lineage();
+			END IF;
+		END IF;
+	END IF;
+END $$;
+COMMENT ON FUNCTION settle._lineage_upkeep(bigint) IS
+	'Internal: after a settlement wrote lineage rows, summarises the lineage''s BRIN index and, when the rows written are a tenth of the table or more, ANALYZEs it (settle_period; settle_period_parallel once at its end).';
+-- The queue of settle_period_parallel: the resellers settle_period(period)
+-- settles, in its order, each with the run id a serial call would take for
+-- it (one from the sequence per reseller whose period is not locked or
+-- paid, in reseller_id order), so that run ids, and the references to them
+-- in later periods' lineage and fingerprints, come out as a serial call's.
+CREATE FUNCTION settle._parallel_queue(period settle.period)
+	RETURNS TABLE (reseller_id bigint, code text, run_id bigint)
+LANGUAGE plpgsql VOLATILE STRICT SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+	p_start date := to_date(period, 'YYYY-MM');
+	q record;
+BEGIN
+	FOR q IN
+		SELECT a.reseller_id AS rid, r.code AS rcode,
+		       EXISTS (SELECT FROM settle.run x WHERE x.reseller_id = a.reseller_id
+		                AND x.period = _parallel_queue.period AND x.status IN ('locked', 'paid')) AS closed
+		  FROM settle.agreement a JOIN settle.reseller r ON r.reseller_id = a.reseller_id
+		 WHERE a.effective_from <= p_start AND p_start < a.effective_to
+		 ORDER BY a.reseller_id
+	LOOP
+		reseller_id := q.rid;
+		code := q.rcode;
+		run_id := CASE WHEN NOT q.closed THEN nextval(pg_get_serial_sequence('settle.run', 'run_id')) END;
+		RETURN NEXT;
+	END LOOP;
+END $$;
+COMMENT ON FUNCTION settle._parallel_queue(settle.period) IS
+	'Internal (settle_period_parallel): the resellers settle_period(period) settles, in reseller_id order, each with the run id a serial call would take for it (NULL when its period is locked or paid), taken from the sequence now.';
+CREATE FUNCTION settle._reserved_run_id(reseller_id bigint) RETURNS bigint
+	AS 'MODULE_PATHNAME', 'settle_reserved_run_id' LANGUAGE C VOLATILE STRICT;
+COMMENT ON FUNCTION settle._reserved_run_id(bigint) IS
+	'Internal: in a session settling for settle_period_parallel, the run id its queue took for this reseller (once); NULL elsewhere.';
+CREATE FUNCTION settle._parallel_settlement() RETURNS boolean
+	AS 'MODULE_PATHNAME', 'settle_parallel_settlement' LANGUAGE C VOLATILE;
+COMMENT ON FUNCTION settle._parallel_settlement() IS
+	'Internal: true in a session settling resellers for settle_period_parallel (its workers, or the caller settling them itself); settle_period then leaves the ANALYZE of the lineage to the end of the call.';
+
 CREATE FUNCTION settle.blocking_exceptions(reseller_id bigint, period settle.period) RETURNS bigint
 LANGUAGE sql STABLE STRICT SET search_path = pg_catalog, pg_temp AS $$
 	SELECT count(*) FROM settle.exception e
@@ -304,7 +356,8 @@ BEGIN
 		  FROM settle.run r JOIN settle.statement s USING (reseller_id, run_id)
 		 WHERE r.reseller_id = rid AND r.status <> 'superseded'
 		   AND r.period = to_char(p_start - interval '1 month', 'YYYY-MM');
-		new_id := nextval(pg_get_serial_sequence('settle.run', 'run_id'));
+		-- settle_period_parallel took this reseller's id already, in reseller order
+		new_id := coalesce(settle._reserved_run_id(rid), nextval(pg_get_serial_sequence('settle.run', 'run_id')));
 		-- the snapshot the engine read in is this statement's: record that one
 		SELECT x.*, pg_current_snapshot() AS snap INTO res
 		  FROM settle._settle_reseller(rid, period, new_id,
@@ -381,13 +434,12 @@ BEGIN
 	-- stale row count the planner scans the whole table once per run (a
 	-- reconcile right after a big settlement took six times as long).
 	-- ANALYZE only under the lock summarising took, so it never waits.
-	IF written > 0 THEN
-		IF settle._summarize_lineage() THEN
-			IF written >= 0.1 * greatest(
-			       (SELECT c.reltuples FROM pg_class c WHERE c.oid = 'settle.settlement_line'::regclass), 0) THEN
-				PERFORM settle._analyze_lineage();
-			END IF;
-		END IF;
+	-- In settle_period_parallel, each reseller's call summarises, and the
+	-- ANALYZE waits for the end of the whole call, once, as here.
+	IF written > 0 AND settle._parallel_settlement() THEN
+		PERFORM settle._summarize_lineage();
+	ELSIF written > 0 THEN
+		PERFORM settle._lineage_upkeep(written);
 	END IF;
 	-- the sanity checks of what this call settled, and nothing else
 	PERFORM settle.check_sanity(period, settled);
@@ -404,6 +456,16 @@ BEGIN
 END $$;
 COMMENT ON FUNCTION settle.settle_period(settle.period, text) IS
 	'Computes or refreshes the draft settlement of a period (YYYY-MM) for every reseller with an agreement in force, or one, and returns the runs.  Unchanged inputs change nothing; locked periods never change; problems open exceptions and block approval.  No reseller with an agreement in force: a WARNING (P0002) and no rows; a named reseller without one: error P0002.';
+
+-- settle_period in parallel: each reseller in a transaction of its own, in
+-- dynamic background workers (src/settle_parallel.c; docs/settlement.md,
+-- "Parallel settlement").  Not SECURITY DEFINER: the workers connect as the
+-- caller, and settle_period checks the caller's privileges and records the
+-- caller as the runs' creator, as a serial call does.
+CREATE PROCEDURE settle.settle_period_parallel(period settle.period, workers integer DEFAULT NULL)
+	AS 'MODULE_PATHNAME', 'settle_settle_period_parallel' LANGUAGE C;
+COMMENT ON PROCEDURE settle.settle_period_parallel(settle.period, integer) IS
+	'settle_period for every reseller with an agreement in force in the period, each reseller in a transaction of its own, in up to least(workers, settle.max_settle_workers) background workers (fewer when max_worker_processes leaves no room, none: in this session, one reseller after another; a NOTICE says so).  CALL it outside a transaction block (25001 inside one).  A NOTICE per reseller with its run; a reseller that fails is rolled back alone, the others are committed, and the call ends with an ERROR naming every reseller that failed (the SQLSTATE of the first).';
 
 CREATE FUNCTION settle.run_of(run_id bigint) RETURNS settle.run
 LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$

@@ -423,3 +423,17 @@ GRANT EXECUTE ON FUNCTION
 	settle.statements_html(settle.period,integer),
 	settle.xml_escape(text)
 	TO settle_reseller;
+
+-- settle_period in parallel (CALL settle.settle_period_parallel): the roles
+-- that may run settle_period.  Not SECURITY DEFINER: its workers connect as
+-- the caller and call settle_period with the caller's own privileges.  At
+-- its start the caller lists the resellers and takes their run ids
+-- (settle._parallel_queue: SECURITY DEFINER, the run id sequence), and at
+-- its end runs the lineage upkeep settle_period left to it
+-- (settle._lineage_upkeep: SECURITY DEFINER, it summarises and ANALYZEs
+-- settle.settlement_line).  settle._parallel_settlement and
+-- settle._reserved_run_id are called by settle_period, as its owner.
+GRANT EXECUTE ON PROCEDURE settle.settle_period_parallel(settle.period, integer)
+	TO settle_admin, settle_analyst, settle_finance;
+GRANT EXECUTE ON FUNCTION settle._lineage_upkeep(bigint), settle._parallel_queue(settle.period)
+	TO settle_admin, settle_analyst, settle_finance;
