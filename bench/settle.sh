@@ -6,6 +6,7 @@
 #   bash bench/settle.sh 5000000 1  # the same lines, all of one reseller (memory bound)
 #   SETTLE_BENCH_PERF=1 bash bench/settle.sh   # plus a perf profile of the engine
 #   SETTLE_BENCH_SHARED_BUFFERS=4GB bash bench/settle.sh   # another shared_buffers (default 1GB)
+#   SETTLE_BENCH_PARALLEL=0 bash bench/settle.sh   # without (6) and the copy it needs
 #
 # Generates one period of bill lines (50 resellers, 5,000 customers, 8
 # products, tiers and a per-customer cap per reseller, 2% refunds linked to
@@ -61,9 +62,13 @@ if [ "${1:-}" = "--inside" ]; then
 	psqlq -f bench/settle_plain_rules.sql >/dev/null
 	echo "   generated in $(secs "$t0" "$(now)") s; bill_line $(psqlq -Atc "SELECT pg_size_pretty(pg_total_relation_size('settle.bill_line'))")"
 	# (6) settles the same period in parallel in a copy made now, before any run
-	t0=$(now)
-	psqlq -d template1 -c "CREATE DATABASE settle_bench_par TEMPLATE settle_bench STRATEGY FILE_COPY" >/dev/null
-	echo "   copied for (6) in $(secs "$t0" "$(now)") s"
+	par_on=${SETTLE_BENCH_PARALLEL:-1}
+	t_par=0; par_same="not run (SETTLE_BENCH_PARALLEL=0)"
+	if [ "$par_on" = 1 ]; then
+		t0=$(now)
+		psqlq -d template1 -c "CREATE DATABASE settle_bench_par TEMPLATE settle_bench STRATEGY FILE_COPY" >/dev/null
+		echo "   copied for (6) in $(secs "$t0" "$(now)") s"
+	fi
 	settle_ready_checkpoint
 
 	# (1) settle_period, with the memory sampler and the phase sampler beside it
@@ -118,27 +123,29 @@ if [ "${1:-}" = "--inside" ]; then
 	echo "   $t_settle s, $lines_in lines in, $rows lineage rows"
 	settle_ready_checkpoint
 
-	# (6) the same period in parallel, in the copy (no runs yet), 2 workers
-	echo "== (6) CALL settle.settle_period_parallel('$period', 2) in a copy made before (1)"
-	# (1) found the generated rows in shared buffers; the copy's are only in
-	# the OS cache: load them as well (pg_prewarm), so that neither reads disk
-	psqlq -d settle_bench_par -c "CREATE EXTENSION IF NOT EXISTS pg_prewarm" \
-		-c "SELECT sum(pg_prewarm(c.oid)) FROM pg_class c WHERE c.relnamespace = 'settle'::regnamespace AND c.relkind IN ('r', 'i') AND c.relpersistence = 'p'" >/dev/null
-	t0=$(now)
-	psqlq -d settle_bench_par -c "SET settle.max_settle_workers = 2" -c "CALL settle.settle_period_parallel('$period', 2)" 2>"$work/par.out"
-	t_par=$(secs "$t0" "$(now)")
-	echo "   $t_par s, $(grep -c 'NOTICE:  reseller .*: run' "$work/par.out") resellers settled, $(grep -c '^ERROR' "$work/par.out") errors"
-	# same runs as (1)? fingerprints, lines and statement totals, reseller by reseller
-	for db in settle_bench settle_bench_par; do
-		psqlq -d $db -Atc "SELECT r.reseller_id, encode(r.input_fingerprint, 'hex'), encode(r.output_fingerprint, 'hex'),
-		                          r.lines_in, r.lines_out, s.total, s.net_payout
-		                     FROM settle.run r JOIN settle.statement s USING (reseller_id, run_id)
-		                    WHERE r.period = '$period' AND r.status <> 'superseded' ORDER BY r.reseller_id" > "$work/runs.$db"
-	done
-	par_same=$(cmp -s "$work/runs.settle_bench" "$work/runs.settle_bench_par" && echo "same runs as (1): $(wc -l < "$work/runs.settle_bench") resellers, fingerprints, lines, totals" || echo "DIFFERENT runs from (1)")
-	echo "   $par_same"
-	psqlq -d template1 -c "DROP DATABASE settle_bench_par" >/dev/null
-	settle_ready_checkpoint
+	if [ "$par_on" = 1 ]; then
+		# (6) the same period in parallel, in the copy (no runs yet), 2 workers
+		echo "== (6) CALL settle.settle_period_parallel('$period', 2) in a copy made before (1)"
+		# (1) found the generated rows in shared buffers; the copy's are only in
+		# the OS cache: load them as well (pg_prewarm), so that neither reads disk
+		psqlq -d settle_bench_par -c "CREATE EXTENSION IF NOT EXISTS pg_prewarm" \
+			-c "SELECT sum(pg_prewarm(c.oid)) FROM pg_class c WHERE c.relnamespace = 'settle'::regnamespace AND c.relkind IN ('r', 'i') AND c.relpersistence = 'p'" >/dev/null
+		t0=$(now)
+		psqlq -d settle_bench_par -c "SET settle.max_settle_workers = 2" -c "CALL settle.settle_period_parallel('$period', 2)" 2>"$work/par.out"
+		t_par=$(secs "$t0" "$(now)")
+		echo "   $t_par s, $(grep -c 'NOTICE:  reseller .*: run' "$work/par.out") resellers settled, $(grep -c '^ERROR' "$work/par.out") errors"
+		# same runs as (1)? fingerprints, lines and statement totals, reseller by reseller
+		for db in settle_bench settle_bench_par; do
+			psqlq -d $db -Atc "SELECT r.reseller_id, encode(r.input_fingerprint, 'hex'), encode(r.output_fingerprint, 'hex'),
+			                          r.lines_in, r.lines_out, s.total, s.net_payout
+			                     FROM settle.run r JOIN settle.statement s USING (reseller_id, run_id)
+			                    WHERE r.period = '$period' AND r.status <> 'superseded' ORDER BY r.reseller_id" > "$work/runs.$db"
+		done
+		par_same=$(cmp -s "$work/runs.settle_bench" "$work/runs.settle_bench_par" && echo "same runs as (1): $(wc -l < "$work/runs.settle_bench") resellers, fingerprints, lines, totals" || echo "DIFFERENT runs from (1)")
+		echo "   $par_same"
+		psqlq -d template1 -c "DROP DATABASE settle_bench_par" >/dev/null
+		settle_ready_checkpoint
+	fi
 
 	# (4) evaluation without the lineage write: unchanged inputs
 	echo "== (4) settle_period again, inputs unchanged (evaluation, no write)"
@@ -250,7 +257,7 @@ if [ "${1:-}" = "--inside" ]; then
 		printf "\n   %-58s %10s %10s %s\n", "ratio", "measured", "goal", ""
 		printf "   %-58s %10.2f %10s %s\n", "settle / CTAS", s / c, "<= 1.5", ok(s / c <= 1.5)
 		printf "   %-58s %10.2f %10s %s\n", "settle / (CTAS + index)", s / (c + ix), "", ""
-		printf "   %-58s %10.2f %10s %s\n", "serial / parallel, 2 workers: (1) / (6)", s / par, ">= 1.6", ok(s / par >= 1.6)
+		if (par > 0) printf "   %-58s %10.2f %10s %s\n", "serial / parallel, 2 workers: (1) / (6)", s / par, ">= 1.6", ok(s / par >= 1.6)
 		printf "   %-58s\n", "    (6) " ps
 		printf "   %-58s %10.2f %10s %s\n", "plain SQL / settle", p / s, ">= 2", ok(p / s >= 2)
 		printf "   %-58s %10.0f %10s %s\n", "evaluation alone lines/s (phase of (1): rules .. rounding)", (pe > 0 ? n / pe : 0), ">= 1000000", ok(pe > 0 && n / pe >= 1000000)
