@@ -466,6 +466,15 @@ correction_fixed(Run *run, const char *key, const char *ref, money128 basis)
 	return basis < 0 ? -earned : earned;
 }
 
+/* a late revision or line not corrected enters the input fingerprint, and why */
+static void
+fp_not_corrected(Run *run, const char *key, int32 revision, const char *why)
+{
+	fp_str(run->in_fp, key);
+	fp_int(run->in_fp, revision);
+	fp_str(run->in_fp, why);
+}
+
 /*
  * Corrections: bill lines of locked periods revised after the lock.  Each
  * becomes a correction line in the first open period after the locked one,
@@ -513,6 +522,9 @@ add_corrections(Run *run)
 		Line	   *l;
 		char	   *key = SPI_getvalue(t, d, 1);
 		char	   *ref = SPI_getvalue(t, d, 13);
+		int32		revision = DatumGetInt32(SPI_getbinval(t, d, 2, &isnull));
+		bool		settled_null;
+		Datum		settled_d = SPI_getbinval(t, d, 14, &settled_null);
 		Datum		r;
 		money128	settled;
 		int			a;
@@ -533,20 +545,14 @@ add_corrections(Run *run)
 		}
 		if (!run->verify_run && a < 3)
 		{
-			int32		revision = DatumGetInt32(SPI_getbinval(t, d, 2, &isnull));
-
 			run_add_problem(run, "validation", psprintf("line:%s", key),
 						psprintf("Revision %d of bill line %s, of a locked period, has amounts that cannot be held exactly: it is not corrected.",
 								 revision, key));
-			fp_str(run->in_fp, key);
-			fp_int(run->in_fp, revision);
-			fp_str(run->in_fp, "not valued");
+			fp_not_corrected(run, key, revision, "not valued");
 			continue;
 		}
-		(void) SPI_getbinval(t, d, 14, &isnull);
-		if (isnull)
+		if (settled_null)
 		{
-			int32		revision = DatumGetInt32(SPI_getbinval(t, d, 2, &isnull));
 			long long	locked_run = 0;
 
 			if (ref)
@@ -554,9 +560,7 @@ add_corrections(Run *run)
 			run_add_problem(run, "late_line", psprintf("late:%s/r%d", key, revision),
 						psprintf("Bill line %s arrived after its period was locked (run %lld) and corrects no settled charge: settle it with an adjustment (propose_adjustment on this exception), or dismiss this exception.",
 								 key, locked_run));
-			fp_str(run->in_fp, key);
-			fp_int(run->in_fp, revision);
-			fp_str(run->in_fp, "late line");
+			fp_not_corrected(run, key, revision, "late line");
 			continue;
 		}
 		l = new_line(run);
@@ -564,7 +568,7 @@ add_corrections(Run *run)
 		l->included = true;
 		l->cust = -1;
 		l->key = arena_put(run, key, strlen(key));
-		l->revision = DatumGetInt32(SPI_getbinval(t, d, 2, &isnull));
+		l->revision = revision;
 		r = SPI_getbinval(t, d, 3, &isnull);
 		l->rate = isnull ? -1 : (int64) (run_datum_money(r, false, "rate") / (MONEY_ONE / RATE_ONE));
 		l->version_no = DatumGetInt32(SPI_getbinval(t, d, 4, &isnull));
@@ -573,7 +577,7 @@ add_corrections(Run *run)
 		r = SPI_getbinval(t, d, 10, &isnull);
 		l->fx_rate_id = isnull ? 0 : DatumGetInt64(r);
 		l->ref = ref ? arena_put(run, ref, strlen(ref)) : 0;
-		if (!numeric_to_money128(SPI_getbinval(t, d, 14, &isnull), &settled))
+		if (!numeric_to_money128(settled_d, &settled))
 			elog(ERROR, "settled amount out of range");
 		r = SPI_getbinval(t, d, 12, &isnull);
 		if (isnull)
