@@ -4,6 +4,8 @@
 #   bash bench/monthend.sh                  # 300,000 bill lines, 20 resellers, 40 s a phase (about 6 minutes)
 #   bash bench/monthend.sh 1000000 60       # 1,000,000 lines, 60 s a phase
 #   SETTLE_BENCH_CLIENTS="4 8 16" bash bench/monthend.sh   # the client counts (default 4 8 16)
+#   SETTLE_BENCH_HUGE_PAGES=0 bash bench/monthend.sh       # shared buffers in 4 kB pages (default: huge
+#                                                          # pages reserved for the run, bench/lib/huge_pages.sh)
 #
 # One period (2026-10) of bill lines over 20 resellers (bench/settle_data.sql),
 # settled once, and 500 manual exceptions per reseller for finance to work on.
@@ -45,7 +47,7 @@ if [ "${1:-}" = "--inside" ]; then
 	now() { date +%s.%N; }
 	elapsed() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", b - a }'; }
 
-	echo "== generating $n bill lines, $resellers resellers (load average: $(cut -d' ' -f1-3 /proc/loadavg))"
+	echo "== generating $n bill lines, $resellers resellers (load average: $(cut -d' ' -f1-3 /proc/loadavg); shared_buffers $(psqlq -Atc 'SHOW shared_buffers'), huge_pages $(psqlq -Atc 'SHOW huge_pages'))"
 	t0=$(now)
 	psqlq -v n="$n" -v resellers=$resellers -v cpr=$((5000 / resellers)) -f bench/settle_data.sql >/dev/null
 	psqlq >/dev/null <<-'SQL'
@@ -310,7 +312,11 @@ make -s -j2 >/dev/null
 exec 9>/tmp/settle-install.lock
 flock 9
 make -s install >/dev/null
-exec pg_virtualenv -t -v 15 $(bash test/server-options.sh) \
-	-o shared_buffers=${SETTLE_BENCH_SHARED_BUFFERS:-512MB} -o max_wal_size=4GB -o checkpoint_timeout=30min \
-	-o max_connections=100 -o work_mem=64MB \
+. bench/lib/huge_pages.sh
+sb=${SETTLE_BENCH_SHARED_BUFFERS:-512MB}
+huge_pages_reserve "$sb"
+# (not exec: the EXIT trap gives the huge pages back)
+pg_virtualenv -t -v 15 $(bash test/server-options.sh) \
+	-o shared_buffers=$sb -o max_wal_size=4GB -o checkpoint_timeout=30min \
+	-o max_connections=100 -o work_mem=64MB $hp \
 	bash "$0" --inside "$n" "$secs" "$clients"

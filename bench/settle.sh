@@ -7,6 +7,9 @@
 #   SETTLE_BENCH_PERF=1 bash bench/settle.sh   # plus a perf profile of the engine
 #   SETTLE_BENCH_SHARED_BUFFERS=4GB bash bench/settle.sh   # another shared_buffers (default 1GB)
 #   SETTLE_BENCH_PARALLEL=0 bash bench/settle.sh   # without (6) and the copy it needs
+#   SETTLE_BENCH_HUGE_PAGES=0 bash bench/settle.sh # shared buffers in 4 kB pages (default: 2 MB huge
+#                                                  # pages, reserved for the run: bench/lib/huge_pages.sh)
+#   SETTLE_BENCH_OPTS="-o name=value" bash bench/settle.sh   # more server settings
 #
 # Generates one period of bill lines (50 resellers, 5,000 customers, 8
 # products, tiers and a per-customer cap per reseller, 2% refunds linked to
@@ -239,6 +242,7 @@ if [ "${1:-}" = "--inside" ]; then
 	phase_write=$(awk -F'|' '$1 == "writing lineage" { print $2 }' "$work/phases.out")
 	echo
 	echo "== settle_period benchmark: $n bill lines, $resellers resellers, $rows lineage rows, $(nproc) cores"
+	echo "   shared_buffers $(psqlq -Atc 'SHOW shared_buffers'), huge_pages $(psqlq -Atc 'SHOW huge_pages'), load average $(cut -d' ' -f1-3 /proc/loadavg)"
 	awk -v n="$lines_in" -v rows="$rows" -v s="$t_settle" -v par="$t_par" -v ps="$par_same" -v c="$t_ctas" -v ix="$t_idx" -v p="$t_plain" -v e="$t_eval" \
 	    -v pe="${phase_eval:-0}" -v pr="${phase_read:-0}" -v pw="${phase_write:-0}" -v anon="$peak_anon" -v hwm="$hwm" -v sb="$settle_bytes" -v stb="$settle_total_bytes" -v cb="$ctas_bytes" -v pb="$plain_bytes" '
 	function ok(b) { return b ? "ok" : "MISSED" }
@@ -285,7 +289,11 @@ make -s -j2 >/dev/null
 exec 9>/tmp/settle-install.lock
 flock 9
 make -s install >/dev/null
-exec pg_virtualenv -t -v 15 $(bash test/server-options.sh) \
-	-o shared_buffers=${SETTLE_BENCH_SHARED_BUFFERS:-1GB} -o max_wal_size=4GB -o checkpoint_timeout=30min -o work_mem=256MB \
-	-o maintenance_work_mem=512MB -o wal_buffers=64MB \
+. bench/lib/huge_pages.sh
+sb=${SETTLE_BENCH_SHARED_BUFFERS:-1GB}
+huge_pages_reserve "$sb"
+# (not exec: the EXIT trap gives the huge pages back)
+pg_virtualenv -t -v 15 $(bash test/server-options.sh) \
+	-o shared_buffers=$sb -o max_wal_size=4GB -o checkpoint_timeout=30min -o work_mem=256MB \
+	-o maintenance_work_mem=512MB -o wal_buffers=64MB $hp ${SETTLE_BENCH_OPTS:-} \
 	bash "$0" --inside "$n" "$resellers"
