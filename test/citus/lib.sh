@@ -3,7 +3,8 @@
 # with citus and settle preloaded.  citus_start DIR starts them and exports
 # CITUS_PORTS (coordinator first); citus_stop stops them.
 BIN=$(pg_config --bindir)
-citus_installed() { [ -f "$(pg_config --pkglibdir)/citus.so" ]; }
+# CITUS_LIBDIR overrides where citus.so is looked for (to try the skip path)
+citus_installed() { [ -f "${CITUS_LIBDIR:-$(pg_config --pkglibdir)}/citus.so" ]; }
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 citus_start() {	# $1 = folder (created; owned by postgres)
 	CITUS_DIR=$1; CITUS_PORTS=()

@@ -29,7 +29,7 @@ set -uo pipefail
 cd "$(dirname "$0")/../.."
 . test/citus/lib.sh
 if ! citus_installed; then
-	echo "SKIPPED: Citus is not installed ($(pg_config --pkglibdir)/citus.so is absent; docs/scale-out.md says how to install it)"
+	echo "SKIPPED: Citus is not installed (${CITUS_LIBDIR:-$(pg_config --pkglibdir)}/citus.so is absent; docs/scale-out.md says how to install it)"
 	exit 77
 fi
 . test/mock/lib.sh
