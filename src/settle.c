@@ -85,17 +85,9 @@ settle_relid(const char *name)
 }
 
 /*
- * The relation holding one reseller's rows of one of settle's tables that
- * settle.distribute() distributes by reseller_id, for code that reads or
- * writes it directly.  Without Citus in this database, or when Citus does
- * not distribute the table (hash, by reseller_id), that is the table
- * itself (settle_relid).  Distributed, the table on a node is an empty
- * shell and the rows are in shards named <table>_<shard id>: the reseller's
- * shard, which must be on this node (settle.distribute() delegates the
- * per-reseller functions to the node that holds it; elsewhere it is an
- * error, 55000).  index, when given, names one of the table's indexes, and
- * *index_relid is set to the same index of the relation returned (a shard's
- * copy is named <index>_<shard id>).
+ * The shard of reseller_id of relid when Citus hash-distributes relid by
+ * reseller_id (in *shardid); false without Citus in this database or when
+ * relid is not so distributed.
  */
 static bool
 citus_shard_of(Oid relid, int64 reseller_id, int64 *shardid)
@@ -129,6 +121,19 @@ citus_shard_of(Oid relid, int64 reseller_id, int64 *shardid)
 	return found;
 }
 
+/*
+ * The relation holding one reseller's rows of one of settle's tables that
+ * settle.distribute() distributes by reseller_id, for code that reads or
+ * writes it directly.  Without Citus in this database, or when Citus does
+ * not distribute the table (hash, by reseller_id), that is the table
+ * itself (settle_relid).  Distributed, the table on a node is an empty
+ * shell and the rows are in shards named <table>_<shard id>: the reseller's
+ * shard, which must be on this node (settle.distribute() delegates the
+ * per-reseller functions to the node that holds it; elsewhere it is an
+ * error, 55000).  index, when given, names one of the table's indexes, and
+ * *index_relid is set to the same index of the relation returned (a shard's
+ * copy is named <index>_<shard id>).
+ */
 Oid
 settle_reseller_relid(const char *name, int64 reseller_id, const char *index, Oid *index_relid)
 {

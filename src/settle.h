@@ -58,7 +58,7 @@ extern int	settle_attnum(Relation rel, const char *name);
  * settle.distribute() may distribute by reseller_id (bill_line,
  * settlement_line): the table itself, or under Citus its shard of that
  * reseller on this node (an error when the shard is on another node);
- * index_name, when not NULL, is set to that relation's index of that name.
+ * with index (an index name), *index_relid is set to that relation's index.
  */
 extern Oid	settle_reseller_relid(const char *name, int64 reseller_id, const char *index, Oid *index_relid);
 /* settle.c: settle_relid for one of those tables, an error (0A000) when Citus distributes it */
