@@ -542,7 +542,7 @@ put_text(Datum *v, bool *n, int col, const char *s)
 static void
 read_latest_revisions(HTAB *keys, char **want, int nwant)
 {
-	Relation	heap = table_open(settle_relid("bill_line"), AccessShareLock);
+	Relation	heap = table_open(settle_undistributed_relid("bill_line"), AccessShareLock);
 	Relation	idx = index_open(settle_relid("bill_line_key_idx"), AccessShareLock);
 	TupleTableSlot *slot = table_slot_create(heap, NULL);
 	int			att_key = settle_attnum(heap, "line_key");
@@ -613,7 +613,7 @@ write_lines(IngestState *st, int64 raw_page_id, const char *billing_period_start
 			NormLine *lines, int nlines, const bool *insert, const int32 *revision,
 			MapEntry **map, int ninsert)
 {
-	Relation	rel = table_open(settle_relid("bill_line"), RowExclusiveLock);
+	Relation	rel = table_open(settle_undistributed_relid("bill_line"), RowExclusiveLock);
 	TupleDesc	desc = RelationGetDescr(rel);
 	EState	   *estate = CreateExecutorState();
 	ResultRelInfo *rri = makeNode(ResultRelInfo);

@@ -507,7 +507,16 @@ add_corrections(Run *run)
 							  "SELECT c.line_key, c.new_revision, c.rate, c.rule_version, c.clause, c.tier, "
 							  "c.billed_cost, c.list_cost, c.amount_paid, c.fx_rate_id, c.fx_rate, c.rule, "
 							  "c.ref, c.settled "
-							  "FROM settle.late_revisions($1, $2) c WHERE $3 = $3 ORDER BY c.line_key COLLATE \"C\"",
+							  "FROM settle.late_revisions($1, $2) c WHERE $3 = $3 "
+							  /*
+							   * late_revisions has nothing to return without a locked
+							   * or paid run of an earlier period (its first step): a
+							   * one-time filter, so that it is not even called then
+							   * (Citus cannot run the SQL function with parameters)
+							   */
+							  "AND EXISTS (SELECT FROM settle.run r WHERE r.reseller_id = $1 "
+							  "AND r.status IN ('locked', 'paid') AND r.period < $2) "
+							  "ORDER BY c.line_key COLLATE \"C\"",
 							  3, types, args, NULL, true, 0) != SPI_OK_SELECT)
 		elog(ERROR, "could not read late revisions");
 	/* kept: a fixed amount's correction reads its original */

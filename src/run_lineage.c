@@ -191,7 +191,7 @@ lock_for_summarizing(Oid heap, Oid index)
 void
 run_write_lineage(Run *run)
 {
-	Oid			relid = settle_relid("settlement_line");
+	Oid			relid = settle_reseller_relid("settlement_line", run->reseller_id, NULL, NULL);
 	Relation	rel = table_open(relid, RowExclusiveLock);
 	TupleDesc	desc = RelationGetDescr(rel);
 	List	   *indexoids = RelationGetIndexList(rel);

@@ -483,7 +483,7 @@ read_lines_direct(Run *run)
 		"original_line_key", "billing_period_start", "charge_period_start", "charge_period_end",
 		"source_item", NULL, "validation_errors", "tags"
 	};
-	Relation	heap = table_open(settle_relid("bill_line"), AccessShareLock);
+	Relation	heap = table_open(settle_reseller_relid("bill_line", run->reseller_id, NULL, NULL), AccessShareLock);
 	Relation	pk = index_open(RelationGetPrimaryKeyIndex(heap), AccessShareLock);
 	TupleDesc	desc = RelationGetDescr(heap);
 	TupleTableSlot *slot = table_slot_create(heap, NULL);

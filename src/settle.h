@@ -53,5 +53,15 @@ extern char *settle_retention;
 /* settle.c: one of settle's own relations and its columns, by name (errors when absent) */
 extern Oid	settle_relid(const char *name);
 extern int	settle_attnum(Relation rel, const char *name);
+/*
+ * settle.c: the relation holding one reseller's rows of a table that
+ * settle.distribute() may distribute by reseller_id (bill_line,
+ * settlement_line): the table itself, or under Citus its shard of that
+ * reseller on this node (an error when the shard is on another node);
+ * with index (an index name), *index_relid is set to that relation's index.
+ */
+extern Oid	settle_reseller_relid(const char *name, int64 reseller_id, const char *index, Oid *index_relid);
+/* settle.c: settle_relid for one of those tables, an error (0A000) when Citus distributes it */
+extern Oid	settle_undistributed_relid(const char *name);
 
 #endif							/* SETTLE_H */

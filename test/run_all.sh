@@ -4,7 +4,7 @@
 # run every suite (pg_regress, pgTAP, isolation, process-level).  Ends with the
 # line "N passed, N failed" and a non-zero exit status when anything failed.
 #
-# Usage: test/run_all.sh [suite ...]   suites: regress pgtap isolation process
+# Usage: test/run_all.sh [suite ...]   suites: regress pgtap isolation process citus
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ "$(id -u)" = 0 ] || { echo "run as root (installs packages, installs the extension)" >&2; exit 2; }

@@ -3,8 +3,8 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 suites=("$@")
-[ ${#suites[@]} -gt 0 ] || suites=(regress pgtap isolation process)
-pass=0; fail=0; failed=()
+[ ${#suites[@]} -gt 0 ] || suites=(regress pgtap isolation process citus)
+pass=0; fail=0; skipped=0; failed=()
 log=$(mktemp -d /tmp/settle-tests.XXXXXX)
 
 count_regress() {	# $1 = output file of pg_regress, $2 = its exit status
@@ -57,10 +57,23 @@ for s in "${suites[@]}"; do
 			fi
 		done
 		;;
+	citus)
+		# its own coordinator and two workers; exit 77: Citus is not installed (skipped, not passed)
+		echo "== Citus (test/citus/run.sh)"
+		timeout 900 bash test/citus/run.sh >"$log/citus.out" 2>&1
+		rc=$?
+		if [ "$rc" = 77 ]; then
+			skipped=$((skipped + 1)); echo "skip test/citus/run.sh: $(grep -m1 '^SKIPPED' "$log/citus.out")"
+		elif [ "$rc" = 0 ]; then
+			pass=$((pass + 1)); echo "ok   test/citus/run.sh ($(tail -1 "$log/citus.out"))"
+		else
+			fail=$((fail + 1)); failed+=(test/citus/run.sh); echo "FAIL test/citus/run.sh"; grep -v '^ok' "$log/citus.out" | tail -50
+		fi
+		;;
 	*) echo "unknown suite $s" >&2; exit 2 ;;
 	esac
 done
 rm -rf "$log"
 [ ${#failed[@]} = 0 ] || echo "failed: ${failed[*]}"
-echo "$pass passed, $fail failed"
+if [ "$skipped" -gt 0 ]; then echo "$pass passed, $fail failed, $skipped skipped"; else echo "$pass passed, $fail failed"; fi
 [ "$fail" = 0 ]

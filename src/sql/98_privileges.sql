@@ -303,3 +303,8 @@ GRANT EXECUTE ON PROCEDURE settle.settle_period_parallel(settle.period, integer)
 	TO settle_admin, settle_analyst, settle_finance;
 GRANT EXECUTE ON FUNCTION settle._lineage_upkeep(bigint), settle._parallel_queue(settle.period)
 	TO settle_admin, settle_analyst, settle_finance;
+
+-- settle.distribute() (scale-out on Citus) is granted to no role: it changes
+-- where tables live and drops two foreign keys, a change of the installation
+-- that its owner (who also runs CREATE EXTENSION citus and adds the workers)
+-- makes, like an extension update.
