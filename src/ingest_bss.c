@@ -801,11 +801,23 @@ pull_scope(RunCtx *rc, const char *action)
 		{
 			if (pass->first_page == 0)
 				pass->first_page = raw_page_id;
-			ingest_store_lines(st, raw_page_id, psprintf("%s-01", c->cycle), c->cycle,
-							   bss_lines(c, &reply), reply.nitems);
 			next = reply.next_token ? ingest_trim(reply.next_token) : NULL;
 			if (next && next[0] == '\0')
 				next = NULL;
+
+			/*
+			 * The bill line writers' locks (src/ingest_lines.c): a pull
+			 * worker's page, its own transaction, locks only its lines'
+			 * groups; settle.ingest_now (pages of one transaction) and the
+			 * page that ends a whole pass (its withdrawals are a second
+			 * step) lock every bill line, before the first write.
+			 */
+			st->group_locks = rc->worker && !(next == NULL && pass->whole);
+			if (!st->group_locks)
+				ingest_lock_lines(NULL, 0, true);
+			ingest_store_lines(st, raw_page_id, psprintf("%s-01", c->cycle), c->cycle,
+							   bss_lines(c, &reply), reply.nitems);
+			st->group_locks = false;
 			if (next && token && strcmp(next, token) == 0)
 				ereport(ERROR,
 						(errcode(ERRCODE_DATA_EXCEPTION),
