@@ -258,13 +258,15 @@ ingest_next_month(const char *ym)
  *      locks its groups, exclusive by one that does not know them in
  *      advance or takes them in more than one step;
  *   2. shared holders only: the lock of each group it writes (advisory
- *      (0x5E771E02, group hash)), all at once, in ascending hash order;
+ *      (0x5E771E02, group hash)), all at once, in ascending hash order
+ *      (the last page of a pass: its lines' groups and those of the lines
+ *      the pass may withdraw, which settle.withdraw_lines then re-takes);
  *   3. exceptions, opened in (reseller, kind, scope) order by such a writer;
  *   4. audit chains at pre-commit (audit.c, ascending).
  * A transaction takes its group locks in one step (one page of a pull
  * worker, one settle.withdraw_lines outside ingestion) and holds them to its
  * end; a transaction that writes in several steps (settle.ingest_now, a
- * FOCUS file stored by billing period, a page whose pass withdraws) takes
+ * FOCUS file stored by billing period and withdrawing per period) takes
  * the writers' lock exclusively before its first write, after which no
  * other writer holds any group.  So no cycle of waits can form.
  * --------------------------------------------------------------------- */
@@ -1304,14 +1306,16 @@ ingest_store_lines(IngestState *st, int64 raw_page_id,
 	 */
 	if (st->group_locks && st->pass)
 	{
-		char	  **natural = palloc(sizeof(char *) * nlines);
+		char	  **natural = palloc(sizeof(char *) * (nlines + st->nlock_also));
 
 		for (i = 0; i < nlines; i++)
 		{
 			shorten_key(&lines[i].line_key);
 			natural[i] = lines[i].line_key;
 		}
-		ingest_lock_lines(natural, nlines, false);
+		for (i = 0; i < st->nlock_also; i++)
+			natural[nlines + i] = st->lock_also[i];
+		ingest_lock_lines(natural, nlines + st->nlock_also, false);
 	}
 	else
 		ingest_lock_lines(NULL, 0, true);

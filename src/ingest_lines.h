@@ -90,6 +90,9 @@ typedef struct IngestState
 	IngestPass *pass;			/* BSS: the scope's pass, NULL for other sources */
 	bool		group_locks;	/* this page's transaction stores only it: lock its
 								 * lines' groups, not every bill line */
+	char	  **lock_also;		/* with group_locks: more keys the page's
+								 * transaction will write (withdrawals) */
+	int			nlock_also;
 	/* the counters above as of the last stored page (restored when a page fails) */
 	struct
 	{
