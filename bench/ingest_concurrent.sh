@@ -38,6 +38,31 @@ checkpoint_timeout = 30min"
 DB=settle_bench_c
 q $DB "ALTER DATABASE $DB RESET settle.ingest_requests_per_second" >/dev/null
 FAULT=limit${RATE}lat${LAT}
+PM_PID=$(head -1 "$PGD/postmaster.pid")
+# CPU seconds (x100) used so far by a process and its descendants, the ended ones included
+cpu() {
+	python3 - "$1" <<'PY'
+import os, sys
+tick = os.sysconf('SC_CLK_TCK')
+def stat(p):
+    with open('/proc/%s/stat' % p) as f:
+        return f.read().rsplit(')', 1)[1].split()
+kids = {}
+for p in os.listdir('/proc'):
+    if p.isdigit():
+        try:
+            kids.setdefault(stat(p)[1], []).append(p)
+        except OSError:
+            pass
+def tree(p):
+    try:
+        s = stat(p)
+    except OSError:
+        return 0
+    return sum(int(x) for x in s[11:15]) + sum(tree(k) for k in kids.get(p, []))
+print(tree(sys.argv[1]) * 100 // tick)
+PY
+}
 stats() { curl -s --cacert "$MOCK_CA" "$MOCK_URL/__stats$1" | python3 -c "import json,sys; print(json.load(sys.stdin)['$2'])"; }
 
 run_shape() {	# run_shape NAME DATASET LINES MEMBERS-JSON FIRST-CYCLE: prints one result line
@@ -52,20 +77,44 @@ run_shape() {	# run_shape NAME DATASET LINES MEMBERS-JSON FIRST-CYCLE: prints on
 	done
 	local streams
 	streams=$(q $DB "SELECT sum(1 + jsonb_array_length(config->'member_accounts')) FROM settle.connector WHERE name LIKE '$shape%'")
+	local pc0 mc0
+	pc0=$(cpu "$PM_PID"); mc0=$(cpu "$MOCK_PID")
 	t0=$(date +%s%N)
-	q $DB "UPDATE settle.connector SET enabled = true WHERE name LIKE '$shape%'" >/dev/null
-	for _ in $(seq 1 6000); do
-		[ "$(q $DB "SELECT count(*) FROM settle.ingest_run r JOIN settle.connector c USING (connector_id) WHERE c.name LIKE '$shape%' AND status <> 'running'")" -ge "$streams" ] && break
-		sleep 0.02
-	done
+	local enabled_at
+	enabled_at=$(q $DB "UPDATE settle.connector SET enabled = true WHERE name LIKE '$shape%' RETURNING clock_timestamp()" | head -1)
+	# wait for every stream's run to end, polling from one session (a psql
+	# per poll would start a backend 50 times a second on the measured cores)
+	q $DB "DO \$\$ BEGIN
+		FOR i IN 1..6000 LOOP
+			EXIT WHEN (SELECT count(*) FROM settle.ingest_run r JOIN settle.connector c USING (connector_id)
+			            WHERE c.name LIKE '$shape%' AND status <> 'running') >= $streams;
+			PERFORM pg_sleep(0.02);
+		END LOOP; END \$\$" >/dev/null
 	t1=$(date +%s%N)
+	local pc1 mc1
+	pc1=$(cpu "$PM_PID"); mc1=$(cpu "$MOCK_PID")
 	q $DB "UPDATE settle.connector SET enabled = false WHERE name LIKE '$shape%'" >/dev/null
 	local res
 	res=$(q $DB "SELECT count(*) FILTER (WHERE status = 'succeeded'), sum(requests), sum(retries),
 	                    sum(lines_seen) || ' seen, ' || sum(lines_new) || ' new, ' || sum(lines_unchanged) || ' unchanged',
 	                    round(extract(epoch FROM max(finished_at) - min(started_at)) * 1000)
 	               FROM settle.ingest_run r JOIN settle.connector c USING (connector_id) WHERE c.name LIKE '$shape%'")
-	echo "$shape|$lines|$streams|$res|$(( (t1 - t0) / 1000000 ))|$(stats /m/$ds/$FAULT/ throttled)"
+	# where the time goes, per key (on stderr): the first request after enabling, the
+	# requests' span, the gaps between a key's requests, and per page of a stream the
+	# reply's latency and the time from a reply to the stream's next request (store, commit)
+	q $DB "WITH p AS (
+	         SELECT c.name, p.ingest_run_id, p.requested_at, p.received_at,
+	                lead(p.requested_at) OVER (PARTITION BY p.ingest_run_id ORDER BY p.requested_at) AS next_req,
+	                lead(p.requested_at) OVER (PARTITION BY c.name ORDER BY p.requested_at) AS key_next
+	           FROM settle.raw_page p JOIN settle.connector c USING (connector_id) WHERE c.name LIKE '$shape%')
+	       SELECT '  $shape ' || name || ': first request +' || round(extract(epoch FROM min(requested_at) - '$enabled_at'::timestamptz)::numeric, 2)
+	              || ' s, span ' || round(extract(epoch FROM max(requested_at) - min(requested_at))::numeric, 2)
+	              || ' s, key gap avg ' || round(avg(extract(epoch FROM key_next - requested_at)) * 1000)
+	              || ' max ' || round(max(extract(epoch FROM key_next - requested_at)) * 1000)
+	              || ' ms, reply ' || round(avg(extract(epoch FROM received_at - requested_at)) * 1000)
+	              || ' ms, reply to next request ' || round(avg(extract(epoch FROM next_req - received_at)) * 1000) || ' ms'
+	         FROM p GROUP BY name ORDER BY name" >&2
+	echo "$shape|$lines|$streams|$res|$(( (t1 - t0) / 1000000 ))|$(stats /m/$ds/$FAULT/ throttled)|$((pc1 - pc0))|$((mc1 - mc0))"
 }
 
 results=()
@@ -85,14 +134,14 @@ for L in ${PAGE_LINES:-300 100}; do
 	cycles=$((cycles + KEYS))
 done
 python3 - "$LAT" "$RATE" "$KEYS" "$PAGES" "${results[@]}" <<'PY'
-import sys
+import os, sys
 lat, rate, keys, pages = (int(x) for x in sys.argv[1:5])
 floor = keys * pages / (keys * rate)
 print("mock: %d requests/s per AccessKey enforced (Throttling.User beyond), %d ms per reply; %d keys x %d pages"
       % (rate, lat, keys, pages))
 print("provider floor (requests / aggregate limit): %d / %d per s = %.2f s" % (keys * pages, keys * rate, floor))
 for line in sys.argv[5:]:
-    shape, lines, streams, ok, req, retries, nlines, pull_ms, wall_ms, throttled = line.split('|')
+    shape, lines, streams, ok, req, retries, nlines, pull_ms, wall_ms, throttled, pg_cpu, mock_cpu = line.split('|')
     streams = int(streams)
     per_stream = keys * pages / streams
     seq = per_stream * lat / 1000.0
@@ -101,4 +150,7 @@ for line in sys.argv[5:]:
           % (shape.split('_')[0], lines, streams, per_stream, seq, ok, streams, req, nlines, retries, throttled))
     print("             wall %.2f s = %.2fx the floor (first run start to last run end: %.2f s = %.2fx)"
           % (int(wall_ms) / 1000.0, int(wall_ms) / 1000.0 / floor, int(pull_ms) / 1000.0, int(pull_ms) / 1000.0 / floor))
+    print("             CPU: server %.1f s, mock %.1f s (%.0f%% of %d cores over the wall)"
+          % (int(pg_cpu) / 100.0, int(mock_cpu) / 100.0,
+             100.0 * (int(pg_cpu) + int(mock_cpu)) / 100.0 / (int(wall_ms) / 1000.0) / os.cpu_count(), os.cpu_count()))
 PY

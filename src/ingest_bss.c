@@ -652,18 +652,20 @@ pass_replay(RunCtx *rc, const char *scope, int64 first_page)
 }
 
 /*
- * The end of a whole pass: every stored line of the scope (its latest
- * revision written by a page of the scope) that no item of the pass took is
- * withdrawn (settle.withdraw_lines).
+ * The stored lines a whole pass may withdraw: every line of the scope (its
+ * latest revision written by a page of the scope) not withdrawn yet.  Read
+ * before the pass's last page is stored, so that the page locks their
+ * groups together with its own in one step (src/ingest_lines.c): only this
+ * stream writes the scope's lines (its pull lock), and settle.withdraw_lines
+ * reads the latest revisions again under the locks.
  */
-static void
-pass_withdraw(RunCtx *rc, const char *scope, int64 raw_page_id)
+static char **
+pass_candidates(RunCtx *rc, const char *scope, int *ncand)
 {
 	IngestState *st = rc->st;
 	Oid			t[3] = {INT8OID, DATEOID, TEXTOID};
 	Datum		v[3];
-	Datum	   *gone;
-	int			ngone = 0;
+	char	  **cand;
 	uint64		i;
 
 	v[0] = Int64GetDatum(st->connector_id);
@@ -677,14 +679,30 @@ pass_withdraw(RunCtx *rc, const char *scope, int64 raw_page_id)
 							  " WHERE b.withdrawal_reason IS NULL AND p.request->>'scope' = $3",
 							  3, t, v, NULL, true, 0) != SPI_OK_SELECT)
 		elog(ERROR, "could not read the scope's lines");
-	gone = palloc(sizeof(Datum) * (SPI_processed + 1));
+	cand = palloc(sizeof(char *) * (SPI_processed + 1));
 	for (i = 0; i < SPI_processed; i++)
-	{
-		char	   *key = SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1);
+		cand[i] = SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1);
+	*ncand = (int) SPI_processed;
+	SPI_freetuptable(SPI_tuptable);
+	return cand;
+}
 
-		if (!ingest_pass_claimed(st->pass, key))
-			gone[ngone++] = CStringGetTextDatum(key);
-	}
+/*
+ * The end of a whole pass: every candidate (above) that no item of the pass
+ * took is withdrawn (settle.withdraw_lines).
+ */
+static void
+pass_withdraw(RunCtx *rc, const char *scope, int64 raw_page_id, char **cand, int ncand)
+{
+	IngestState *st = rc->st;
+	Datum	   *gone;
+	int			ngone = 0;
+	int			i;
+
+	gone = palloc(sizeof(Datum) * (ncand + 1));
+	for (i = 0; i < ncand; i++)
+		if (!ingest_pass_claimed(st->pass, cand[i]))
+			gone[ngone++] = CStringGetTextDatum(cand[i]);
 	if (ngone > 0)
 	{
 		Oid			t2[5] = {INT8OID, TEXTARRAYOID, TEXTOID, INT8OID, INT8OID};
@@ -735,6 +753,9 @@ pull_scope(RunCtx *rc, const char *action)
 		TimestampTz requested_at;
 		int64		raw_page_id;
 		char	   *next;
+		bool		ends_pass = false;
+		char	  **cand = NULL;
+		int			ncand = 0;
 
 		ingest_page_begin(rc, &tx);
 
@@ -801,19 +822,39 @@ pull_scope(RunCtx *rc, const char *action)
 		{
 			if (pass->first_page == 0)
 				pass->first_page = raw_page_id;
-			ingest_store_lines(st, raw_page_id, psprintf("%s-01", c->cycle), c->cycle,
-							   bss_lines(c, &reply), reply.nitems);
 			next = reply.next_token ? ingest_trim(reply.next_token) : NULL;
 			if (next && next[0] == '\0')
 				next = NULL;
+
+			/* the last page of a whole pass: what it did not see is gone */
+			ends_pass = (next == NULL && pass->whole);
+			if (ends_pass)
+				cand = pass_candidates(rc, scope, &ncand);
+
+			/*
+			 * The bill line writers' locks (src/ingest_lines.c): a pull
+			 * worker's page, its own transaction, locks the groups of its
+			 * lines and of the lines its pass may withdraw, in one step;
+			 * settle.ingest_now (pages of one transaction) locks every bill
+			 * line, before the first write.
+			 */
+			st->group_locks = rc->worker;
+			st->lock_also = cand;
+			st->nlock_also = ncand;
+			if (!st->group_locks)
+				ingest_lock_lines(NULL, 0, true);
+			ingest_store_lines(st, raw_page_id, psprintf("%s-01", c->cycle), c->cycle,
+							   bss_lines(c, &reply), reply.nitems);
+			st->group_locks = false;
+			st->lock_also = NULL;
+			st->nlock_also = 0;
 			if (next && token && strcmp(next, token) == 0)
 				ereport(ERROR,
 						(errcode(ERRCODE_DATA_EXCEPTION),
 						 errmsg("DescribeInstanceBill at \"%s\" returned the NextToken it was given", c->endpoint),
 						 errdetail("Following it would loop; the page was not stored.")));
-			/* the last page of a whole pass: what it did not see is gone */
-			if (next == NULL && pass->whole)
-				pass_withdraw(rc, scope, raw_page_id);
+			if (ends_pass)
+				pass_withdraw(rc, scope, raw_page_id, cand, ncand);
 		}
 		pages_done++;
 		token = next ? MemoryContextStrdup(st->runcxt, next) : NULL;

@@ -548,7 +548,13 @@ focus_load(IngestState *st, List *null_tokens, const char *source,
 			periods = lappend(periods, period_of[i - 1]);
 	}
 
-	/* ingest_store_lines takes one billing period at a time */
+	/*
+	 * ingest_store_lines takes one billing period at a time, each followed
+	 * by its withdrawals: writes in several steps, so every bill line writer
+	 * waits (the writers' lock exclusively, before the first).
+	 */
+	if (periods != NIL)
+		ingest_lock_lines(NULL, 0, true);
 	foreach(lc, periods)
 	{
 		char	   *bp = lfirst(lc);

@@ -13,6 +13,7 @@
 
 #include "access/genam.h"
 #include "common/cryptohash.h"
+#include "common/hashfn.h"
 #include "access/heapam.h"
 #include "access/stratnum.h"
 #include "access/table.h"
@@ -37,6 +38,7 @@
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
 #include "utils/numeric.h"
+#include "fmgr.h"
 
 #include "acs3.h"
 #include "settle.h"
@@ -234,6 +236,136 @@ ingest_next_month(const char *ym)
 	if (++m > 12)
 		m = 1, y++;
 	return psprintf("%04d-%02d-01", y, m);
+}
+
+
+/* ---------------------------------------------------------------------
+ * The bill line writers' locks
+ *
+ * What they protect: a line key's revisions are numbered densely (the next
+ * revision is the latest stored + 1, read under the lock), an item's slot of
+ * its natural key ("<key>", "<key>#2", ...) is decided against every stored
+ * slot of that key, and a withdrawal adds the revision after the latest.
+ * Two writers of one line key must therefore not interleave between reading
+ * the latest revisions and committing; writers of different keys may.
+ *
+ * Keys are grouped (line_group below): a BSS key by its payer, owner, cycle
+ * and billing date ("bss:<BillAccountID>/<OwnerID>/<cycle>/<date>/"), a
+ * FOCUS key by its billing and sub account, a digest key by itself (every
+ * slot of one natural key is in its natural key's group), anything else in
+ * one group.  Lock order, for every writer of settle.bill_line:
+ *   1. the writers' lock (advisory int8 5861746185): shared by a writer that
+ *      locks its groups, exclusive by one that does not know them in
+ *      advance or takes them in more than one step;
+ *   2. shared holders only: the lock of each group it writes (advisory
+ *      (0x5E771E02, group hash)), all at once, in ascending hash order
+ *      (the last page of a pass: its lines' groups and those of the lines
+ *      the pass may withdraw, which settle.withdraw_lines then re-takes);
+ *   3. exceptions, opened in (reseller, kind, scope) order by such a writer;
+ *   4. audit chains at pre-commit (audit.c, ascending).
+ * A transaction takes its group locks in one step (one page of a pull
+ * worker, one settle.withdraw_lines outside ingestion) and holds them to its
+ * end; a transaction that writes in several steps (settle.ingest_now, a
+ * FOCUS file stored by billing period and withdrawing per period) takes
+ * the writers' lock exclusively before its first write, after which no
+ * other writer holds any group.  So no cycle of waits can form.
+ * --------------------------------------------------------------------- */
+
+#define WRITERS_LOCK INT64CONST(5861746185)
+#define LINE_GROUP_LOCK_CLASS 0x5E771E02
+#define MAX_GROUP_LOCKS 64
+
+/* The group of a stored line key (its lock's second key). */
+static uint32
+line_group(const char *key)
+{
+	int			want = 0;
+	int			slashes = 0;
+	const char *p;
+
+	if (strncmp(key, "bss:", 4) == 0)
+		want = 4;
+	else if (strncmp(key, "focus:", 6) == 0)
+		want = 2;
+	else if (strncmp(key, "sha256:", 7) == 0 && strlen(key) >= 7 + 64)
+		return hash_bytes((const unsigned char *) key, 7 + 64);
+	if (want > 0)
+		for (p = key; *p; p++)
+			if (*p == '/' && ++slashes == want)
+				return hash_bytes((const unsigned char *) key, p + 1 - key);
+	return 0;				/* unstructured keys: one group */
+}
+
+static int
+cmp_uint32(const void *a, const void *b)
+{
+	uint32		x = *(const uint32 *) a;
+	uint32		y = *(const uint32 *) b;
+
+	return x < y ? -1 : x > y ? 1 : 0;
+}
+
+/*
+ * Takes the writers' locks for writing these keys, to the end of the
+ * transaction: the writers' lock exclusively when exclusive (or when the
+ * keys span more than MAX_GROUP_LOCKS groups), else shared and then each
+ * group's lock in ascending order.  See the lock order above.
+ */
+void
+ingest_lock_lines(char **keys, int nkeys, bool exclusive)
+{
+	uint32	   *g = NULL;
+	int			n = 0;
+	int			i;
+
+	if (!exclusive && nkeys > 0)
+	{
+		g = palloc(sizeof(uint32) * nkeys);
+		for (i = 0; i < nkeys; i++)
+			g[i] = line_group(keys[i]);
+		qsort(g, nkeys, sizeof(uint32), cmp_uint32);
+		for (i = 0; i < nkeys; i++)
+			if (n == 0 || g[n - 1] != g[i])
+				g[n++] = g[i];
+		if (n > MAX_GROUP_LOCKS)
+			exclusive = true;
+	}
+	if (exclusive)
+	{
+		(void) DirectFunctionCall1(pg_advisory_xact_lock_int8, Int64GetDatum(WRITERS_LOCK));
+		return;
+	}
+	(void) DirectFunctionCall1(pg_advisory_xact_lock_shared_int8, Int64GetDatum(WRITERS_LOCK));
+	for (i = 0; i < n; i++)
+		(void) DirectFunctionCall2(pg_advisory_xact_lock_int4, Int32GetDatum(LINE_GROUP_LOCK_CLASS),
+								   Int32GetDatum((int32) g[i]));
+}
+
+PG_FUNCTION_INFO_V1(settle_lock_bill_lines);
+
+/*
+ * settle._lock_bill_lines(line_keys text[]): the locks a writer of these
+ * keys takes in one step (settle.withdraw_lines; a pull worker's page takes
+ * the same from C).  STRICT.
+ */
+Datum
+settle_lock_bill_lines(PG_FUNCTION_ARGS)
+{
+	ArrayType  *a = PG_GETARG_ARRAYTYPE_P(0);
+	Datum	   *elems;
+	bool	   *nulls;
+	int			n;
+	int			i;
+	int			k = 0;
+	char	  **keys;
+
+	deconstruct_array(a, TEXTOID, -1, false, TYPALIGN_INT, &elems, &nulls, &n);
+	keys = palloc(sizeof(char *) * (n + 1));
+	for (i = 0; i < n; i++)
+		if (!nulls[i])
+			keys[k++] = TextDatumGetCString(elems[i]);
+	ingest_lock_lines(keys, k, false);
+	PG_RETURN_VOID();
 }
 
 static void
@@ -479,6 +611,50 @@ open_exception(IngestState *st, int64 reseller_id, const char *kind,
 							  6, types, vals, nulls, false, 0) != SPI_OK_SELECT)
 		elog(ERROR, "could not open exception");
 	st->exceptions_opened++;
+}
+
+/*
+ * An exception a page opens.  A page that holds only its groups' locks
+ * opens its exceptions in (reseller, kind, scope) order (lock order, step 3):
+ * two such pages that meet on an exception (an unmapped account of a month,
+ * a product name) then wait for each other in one direction only.
+ */
+typedef struct PageException
+{
+	int64		reseller_id;
+	const char *kind;
+	char	   *scope_key;
+	const char *period;
+	const char *refs;
+	const char *payload;
+} PageException;
+
+static int
+cmp_page_exception(const void *a, const void *b)
+{
+	const PageException *x = a;
+	const PageException *y = b;
+	int			c;
+
+	if (x->reseller_id != y->reseller_id)
+		return x->reseller_id < y->reseller_id ? -1 : 1;
+	if ((c = strcmp(x->kind, y->kind)) != 0)
+		return c;
+	return strcmp(x->scope_key, y->scope_key);
+}
+
+static void
+page_exception(PageException *pe, int *npe, int64 reseller_id, const char *kind,
+			   char *scope_key, const char *period, const char *refs, const char *payload)
+{
+	PageException *e = &pe[(*npe)++];
+
+	e->reseller_id = reseller_id;
+	e->kind = kind;
+	e->scope_key = scope_key;
+	e->period = period;
+	e->refs = refs;
+	e->payload = payload;
 }
 
 /* Column builder for the unnest() insert. */
@@ -1114,6 +1290,8 @@ ingest_store_lines(IngestState *st, int64 raw_page_id,
 	MapEntry  **map;
 	int			ninsert = 0;
 	Datum		tolerance;
+	PageException *pe;
+	int			npe = 0;
 
 	if (nlines == 0)
 		return;
@@ -1121,8 +1299,26 @@ ingest_store_lines(IngestState *st, int64 raw_page_id,
 	resolve_products(st, lines, nlines);
 	st->lines_seen += nlines;
 
-	/* One writer of bill lines at a time: revision numbers stay dense. */
-	(void) DirectFunctionCall1(pg_advisory_xact_lock_int8, Int64GetDatum(INT64CONST(5861746185)));
+	/*
+	 * The writers' locks (see the lock order above), before anything stored
+	 * is read: a BSS page of a pull worker (one page, one transaction) locks
+	 * the groups of its natural keys, every other writer all bill lines.
+	 */
+	if (st->group_locks && st->pass)
+	{
+		char	  **natural = palloc(sizeof(char *) * (nlines + st->nlock_also));
+
+		for (i = 0; i < nlines; i++)
+		{
+			shorten_key(&lines[i].line_key);
+			natural[i] = lines[i].line_key;
+		}
+		for (i = 0; i < st->nlock_also; i++)
+			natural[nlines + i] = st->lock_also[i];
+		ingest_lock_lines(natural, nlines + st->nlock_also, false);
+	}
+	else
+		ingest_lock_lines(NULL, 0, true);
 
 	revision = palloc0(sizeof(int32) * nlines);
 	insert = palloc0(sizeof(bool) * nlines);
@@ -1271,6 +1467,7 @@ ingest_store_lines(IngestState *st, int64 raw_page_id,
 	write_lines(st, raw_page_id, billing_period_start, lines, nlines, insert, revision, map, ninsert);
 
 	/* Exceptions for failures, after the lines exist. */
+	pe = palloc(sizeof(PageException) * nlines * 4);
 	for (i = 0; i < nlines; i++)
 	{
 		NormLine   *l = &lines[i];
@@ -1301,7 +1498,7 @@ ingest_store_lines(IngestState *st, int64 raw_page_id,
 									 st->run_id);
 					escape_json(&refs, l->line_key);
 					appendStringInfoChar(&refs, '}');
-					open_exception(st, 0, "unmapped_customer", scope, period, refs.data,
+					page_exception(pe, &npe, 0, "unmapped_customer", scope, period, refs.data,
 								   "{\"reason\": \"no settle.customer_account maps this account on the line date\"}");
 				}
 			}
@@ -1322,7 +1519,7 @@ ingest_store_lines(IngestState *st, int64 raw_page_id,
 									 st->run_id);
 					escape_json(&refs, l->line_key);
 					appendStringInfoChar(&refs, '}');
-					open_exception(st, 0, "unmapped_product", scope, period, refs.data,
+					page_exception(pe, &npe, 0, "unmapped_product", scope, period, refs.data,
 								   "{\"reason\": \"no settle.product_mapping maps this SkuId or ServiceName to a product\"}");
 				}
 			}
@@ -1332,11 +1529,16 @@ ingest_store_lines(IngestState *st, int64 raw_page_id,
 				validation = true;
 		}
 		if (validation)
-			open_exception(st, reseller, "validation", psprintf("bill_line:%s", l->line_key),
+			page_exception(pe, &npe, reseller, "validation", psprintf("bill_line:%s", l->line_key),
 						   period, json_refs(st, l, revision[i], raw_page_id), json_errors(l));
 		if (unlinked)
-			open_exception(st, reseller, "unlinked_refund", psprintf("bill_line:%s", l->line_key),
+			page_exception(pe, &npe, reseller, "unlinked_refund", psprintf("bill_line:%s", l->line_key),
 						   period, json_refs(st, l, revision[i], raw_page_id),
 						   json_errors(l));
 	}
+	if (st->group_locks && npe > 1)
+		qsort(pe, npe, sizeof(PageException), cmp_page_exception);
+	for (i = 0; i < npe; i++)
+		open_exception(st, pe[i].reseller_id, pe[i].kind, pe[i].scope_key, pe[i].period,
+					   pe[i].refs, pe[i].payload);
 }

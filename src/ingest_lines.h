@@ -88,6 +88,11 @@ typedef struct IngestState
 	int			exceptions_opened;
 	char	   *account_id;		/* member account pulled (BillOwnerId), NULL: own */
 	IngestPass *pass;			/* BSS: the scope's pass, NULL for other sources */
+	bool		group_locks;	/* this page's transaction stores only it: lock its
+								 * lines' groups, not every bill line */
+	char	  **lock_also;		/* with group_locks: more keys the page's
+								 * transaction will write (withdrawals) */
+	int			nlock_also;
 	/* the counters above as of the last stored page (restored when a page fails) */
 	struct
 	{
@@ -105,6 +110,7 @@ typedef struct IngestState
 extern void ingest_store_lines(IngestState *st, int64 raw_page_id,
 							   const char *billing_period_start, const char *period,
 							   NormLine *lines, int nlines);
+extern void ingest_lock_lines(char **keys, int nkeys, bool exclusive);
 extern IngestPass *ingest_pass_create(MemoryContext parent);
 extern void ingest_replay_lines(IngestState *st, NormLine *lines, int nlines);
 extern bool ingest_pass_claimed(IngestPass *pass, const char *line_key);

@@ -201,6 +201,14 @@ CREATE VIEW settle.ingest_health AS
 COMMENT ON VIEW settle.ingest_health IS
 	'Ingestion health per connector and account (account_id NULL: the connector''s own; one row per configured member account), a stable view for BI tools: last successful pull, lag since it, the last run''s status and error, and the error rate of the last 24 hours.';
 
+-- The bill line writers' locks: shared writers' lock, then each line group's
+-- lock in ascending order (docs/ingestion.md, section 1.6; src/ingest_lines.c).
+CREATE FUNCTION settle._lock_bill_lines(line_keys text[]) RETURNS void
+AS 'MODULE_PATHNAME', 'settle_lock_bill_lines'
+LANGUAGE C STRICT VOLATILE PARALLEL UNSAFE;
+COMMENT ON FUNCTION settle._lock_bill_lines(text[]) IS
+	'Takes, to the end of the transaction, the locks a writer of these bill line keys takes in one step: the bill line writers'' lock shared, then the lock of each key''s group (a BSS key''s payer, owner, cycle and billing date; a FOCUS key''s billing and sub account) in ascending order, or the writers'' lock exclusively when the keys span more than 64 groups.  Writers of different groups do not wait for each other; writers of one group, and every writer and a transaction holding the writers'' lock exclusively (settle.ingest_now), do.  A transaction takes its group locks in one step only.  Internal: settle.withdraw_lines and the pull workers'' pages take these locks.';
+
 -- Withdrawals: the shared helper of every connector whose complete re-pull
 -- no longer returns a stored line.
 CREATE FUNCTION settle.withdraw_lines(connector_id bigint, line_keys text[], reason text,
@@ -212,8 +220,9 @@ BEGIN
 	IF connector_id IS NULL OR reason IS NULL OR pg_catalog.length(reason) = 0 THEN
 		RAISE EXCEPTION 'connector_id and reason must not be null or empty' USING ERRCODE = '22004';
 	END IF;
-	-- the bill line writers' lock (ingestion holds it too): revisions stay dense
-	PERFORM pg_catalog.pg_advisory_xact_lock(5861746185);
+	-- the bill line writers' locks of these keys (ingestion holds them too, or
+	-- the writers' lock exclusively): revisions stay dense
+	PERFORM settle._lock_bill_lines(line_keys);
 	INSERT INTO settle.bill_line (reseller_id, line_key, revision, customer_id, content_hash, raw_page_id,
 		connector_id, source_item, source_record_id, billing_account_id, sub_account_id, billing_period_start,
 		charge_period_start, charge_period_end, charge_category, charge_class, product_code, service_name,

@@ -10,6 +10,8 @@
 #  - the control: the same pulls without the shared rate
 #    (settle.ingest_requests_per_second = 0) are throttled by the mock, so
 #    the first part could fail;
+#  - a pull worker's complete pass withdraws what the provider dropped while
+#    another key's streams store their pages;
 #  - settle.max_pull_workers bounds the pull workers running at once.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
@@ -72,6 +74,35 @@ wait_runs 3 'free'
 check "without it: the mock throttled, the pulls retried" \
 	"$([ "$(stats /m/members-3x204/limit10lat150/ throttled)" -gt 0 ] && echo throttled)|$(q $DB "SELECT sum(retries) > 0 FROM settle.ingest_run r JOIN settle.connector c USING (connector_id) WHERE c.name = 'free'")" \
 	"throttled|t"
+
+# ---- a pull worker's complete pass withdraws what the provider dropped,
+# while the streams of another key store their pages (pull workers' pages
+# lock only their line groups; the last page of a pass also those of the
+# lines it withdraws)
+q $DB "INSERT INTO settle.connector (name, kind, endpoint, secret_name, config) VALUES
+  ('dropw', 'alibaba_bss', '$MOCK_URL/m/small/drop/', 'bss_k1', '{\"billing_cycle\": \"2026-10\", \"max_results\": 5, \"overview\": false}')" >/dev/null
+wait_runs 1 'dropw'
+# the month is due again (its last run two days ago): the worker's second pass
+# finds item 3 gone, while a connector of another key pulls three streams
+q $DB "UPDATE settle.ingest_run r SET started_at = started_at - interval '2 days' FROM settle.connector c
+        WHERE c.connector_id = r.connector_id AND c.name = 'dropw'" >/dev/null
+q $DB "INSERT INTO settle.connector (name, kind, endpoint, secret_name, config) VALUES
+  ('busy', 'alibaba_bss', '$MOCK_URL/m/members-3x210/lat100/', 'bss_k2',
+   '{\"billing_cycle\": \"2026-11\", \"max_results\": 10, \"overview\": false, \"member_accounts\": [$M]}')" >/dev/null
+wait_runs 2 'dropw'
+wait_runs 3 'busy'
+check "pull worker, pass 1 of the dropping month: 14 new, 3 pages; pass 2: 13 unchanged, 1 withdrawn" \
+	"$(q $DB "SELECT string_agg(status || ' ' || pages || ' ' || lines_new || ' ' || lines_unchanged || ' ' || lines_withdrawn, ', ' ORDER BY ingest_run_id)
+	          FROM settle.ingest_run r JOIN settle.connector c USING (connector_id) WHERE c.name = 'dropw'")" \
+	"succeeded 3 14 0 0, succeeded 3 0 13 1"
+check "the withdrawal: revision 2 of item 3, zero amounts, the reason naming the run" \
+	"$(q $DB "SELECT resource_id, revision, billed_cost, withdrawal_reason LIKE 'not returned by a complete pull of % (ingest run %)'
+	          FROM settle.bill_line_current b JOIN settle.connector c USING (connector_id) WHERE c.name = 'dropw' AND revision > 1")" \
+	"oss-small-004|2|0|t"
+check "the busy key's three streams stored every line once, all succeeded" \
+	"$(q $DB "SELECT count(*) FILTER (WHERE r.status = 'succeeded'), (SELECT count(*) || '/' || count(DISTINCT line_key) FROM settle.bill_line b JOIN settle.connector c USING (connector_id) WHERE c.name = 'busy')
+	          FROM settle.ingest_run r JOIN settle.connector c USING (connector_id) WHERE c.name = 'busy'")" \
+	"3|630/630"
 
 # ---- settle.max_pull_workers bounds the pull workers
 psql -X -q -d postgres -c "ALTER SYSTEM SET settle.max_pull_workers = 2" -c "SELECT pg_reload_conf()" >/dev/null
