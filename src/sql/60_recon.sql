@@ -81,6 +81,20 @@ CREATE AGGREGATE settle.line_fingerprint(line_key text, amount numeric) (
 COMMENT ON AGGREGATE settle.line_fingerprint(text, numeric) IS
 	'Order-independent fingerprint of a set of (line key, amount) pairs: 24 bytes = line count, wrapping sum and xor of settle.line_hash per pair (big-endian).  Equal sets give equal fingerprints whatever the row order or plan; amounts compare by value (1.5 = 1.50).  Parallel safe.';
 
+CREATE FUNCTION settle.recon_repeated_trans(internal, text, text) RETURNS internal
+AS 'MODULE_PATHNAME', 'settle_recon_repeated_trans' LANGUAGE C IMMUTABLE;
+CREATE FUNCTION settle.recon_repeated_final(internal) RETURNS bigint[]
+AS 'MODULE_PATHNAME', 'settle_recon_repeated_final' LANGUAGE C IMMUTABLE;
+COMMENT ON FUNCTION settle.recon_repeated_trans(internal, text, text) IS 'Transition function of settle.recon_repeated.';
+COMMENT ON FUNCTION settle.recon_repeated_final(internal) IS 'Final function of settle.recon_repeated.';
+CREATE AGGREGATE settle.recon_repeated(record text, line_key text) (
+	SFUNC = settle.recon_repeated_trans,
+	STYPE = internal,
+	FINALFUNC = settle.recon_repeated_final
+);
+COMMENT ON AGGREGATE settle.recon_repeated(text, text) IS
+	'The hashtextextended(record, 0) of every record seen under more than one line key, found in one pass with a compact hash table (rows with a null record or key skipped; an empty array when none repeats).  Hashes may collide: a superset, for an exact grouping of the few candidates'' lines (settle.reconcile''s duplicate records).';
+
 CREATE FUNCTION settle.line_hash(line_key text, amount settle.exact_amount) RETURNS bigint
 AS 'MODULE_PATHNAME', 'settle_line_hash' LANGUAGE C IMMUTABLE PARALLEL SAFE;
 COMMENT ON FUNCTION settle.line_hash(text, settle.exact_amount) IS
@@ -1250,6 +1264,9 @@ DECLARE
 	resellers bigint[];
 	chk record;
 	sc record;
+	dup_cand bigint[];
+	rev_keys text[];
+	rev_nums integer[];
 	xid bigint;
 	n bigint;
 BEGIN
@@ -1326,21 +1343,27 @@ BEGIN
 		  FROM settle.bill_line b
 		  LEFT JOIN settle.currency c ON c.currency_code = b.billing_currency
 		 WHERE b.reseller_id = ANY (resellers) AND b.billing_period_start >= p_start AND b.billing_period_start < p_end;
-	-- keep the latest revision of each key: the few keys with more than one
-	-- revision are found by their later revisions (no sort of the period)
-	DELETE FROM recon_line l USING (SELECT x.line_key, max(x.revision) AS revision FROM recon_line x
-	                                 WHERE x.revision > 1 GROUP BY x.line_key) s
-	 WHERE l.line_key = s.line_key AND l.revision < s.revision;
+	-- keep the latest revision of each key, and find the records held by
+	-- more than one key, in one pass: the few keys with later revisions,
+	-- and the hashes of the records seen under two keys (a superset: the
+	-- superseded revisions are still there, hashes may collide)
+	SELECT settle.recon_repeated(l.source_record_id, l.line_key),
+	       array_agg(l.line_key) FILTER (WHERE l.revision > 1), array_agg(l.revision) FILTER (WHERE l.revision > 1)
+	  INTO dup_cand, rev_keys, rev_nums
+	  FROM recon_line l;
+	IF rev_keys IS NOT NULL THEN
+		DELETE FROM recon_line l USING (SELECT u.k, max(u.r) AS r FROM unnest(rev_keys, rev_nums) u(k, r) GROUP BY u.k) s
+		 WHERE l.line_key = s.k AND l.revision < s.r;
+	END IF;
 	ANALYZE recon_line;
-	-- recon_dup: source records (of one item kind) under several keys
-	-- (the records on more than one line counted first, by record id alone,
-	-- a cheaper key; the item kinds and first keys of those few only)
+	-- recon_dup: source records (of one item kind) under several keys,
+	-- grouped exactly over the lines of the candidate records only (no
+	-- pass when there are none)
 	CREATE TEMP TABLE recon_dup ON COMMIT DROP AS
 		SELECT l.source_record_id, l.source_item, min(l.line_key COLLATE "C") AS first_key, count(*) AS n
 		  FROM recon_line l
-		 WHERE l.source_record_id IN (
-			SELECT x.source_record_id FROM recon_line x WHERE x.source_record_id IS NOT NULL
-			 GROUP BY x.source_record_id HAVING count(*) > 1)
+		 WHERE cardinality(dup_cand) > 0
+		   AND hashtextextended(l.source_record_id, 0) IN (SELECT unnest(dup_cand))
 		   AND l.source_item IS NOT NULL
 		 GROUP BY l.source_record_id, l.source_item HAVING count(*) > 1;
 	-- recon_grp: the lines grouped by account, product and currency, in one
