@@ -26,6 +26,7 @@
 #include "executor/executor.h"
 #include "executor/spi.h"
 #include "lib/stringinfo.h"
+#include "storage/proc.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/datetime.h"
@@ -269,6 +270,11 @@ ingest_next_month(const char *ym)
  * FOCUS file stored by billing period and withdrawing per period) takes
  * the writers' lock exclusively before its first write, after which no
  * other writer holds any group.  So no cycle of waits can form.
+ * ingest_lock_lines enforces the one step: a later step of the same
+ * transaction may only re-take groups it already holds (a pull worker's
+ * last page, then settle.withdraw_lines of its candidates); new groups, or
+ * the exclusive lock after group locks, are refused (55000) instead of
+ * risking a deadlock.
  * --------------------------------------------------------------------- */
 
 #define WRITERS_LOCK INT64CONST(5861746185)
@@ -305,6 +311,23 @@ cmp_uint32(const void *a, const void *b)
 	return x < y ? -1 : x > y ? 1 : 0;
 }
 
+/* what this backend's current transaction holds (lock_lxid: which one) */
+static LocalTransactionId lock_lxid = InvalidLocalTransactionId;
+static bool lock_exclusive;
+static bool lock_shared;
+static int	lock_ngroups;
+static uint32 lock_groups[MAX_GROUP_LOCKS];
+
+static void
+refuse_second_step(void)
+{
+	ereport(ERROR,
+			(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+			 errmsg("this transaction already writes bill lines of other line groups"),
+			 errdetail("A transaction takes the bill line writers' locks in one step, so that no two writers can wait for each other."),
+			 errhint("Write these lines in one call, or in a transaction of their own.")));
+}
+
 /*
  * Takes the writers' locks for writing these keys, to the end of the
  * transaction: the writers' lock exclusively when exclusive (or when the
@@ -318,6 +341,18 @@ ingest_lock_lines(char **keys, int nkeys, bool exclusive)
 	int			n = 0;
 	int			i;
 
+	if (MyProc->lxid != lock_lxid)
+	{
+		lock_lxid = MyProc->lxid;
+		lock_exclusive = lock_shared = false;
+		lock_ngroups = 0;
+	}
+	if (lock_exclusive)
+	{
+		/* no other writer holds anything (taken again: see below) */
+		(void) DirectFunctionCall1(pg_advisory_xact_lock_int8, Int64GetDatum(WRITERS_LOCK));
+		return;
+	}
 	if (!exclusive && nkeys > 0)
 	{
 		g = palloc(sizeof(uint32) * nkeys);
@@ -330,15 +365,41 @@ ingest_lock_lines(char **keys, int nkeys, bool exclusive)
 		if (n > MAX_GROUP_LOCKS)
 			exclusive = true;
 	}
-	if (exclusive)
+	if (exclusive && lock_shared)
+		refuse_second_step();	/* (two such upgrades would wait for each other) */
+	if (lock_ngroups > 0)
+	{
+		/* a later step: only groups this transaction holds already */
+		int			j = 0;
+
+		for (i = 0; i < n; i++)
+		{
+			while (j < lock_ngroups && lock_groups[j] < g[i])
+				j++;
+			if (j == lock_ngroups || lock_groups[j] != g[i])
+				refuse_second_step();
+		}
+		/*
+		 * taken again below (no wait when held: a rolled-back
+		 * subtransaction may have released them)
+		 */
+	}
+	else if (exclusive)
 	{
 		(void) DirectFunctionCall1(pg_advisory_xact_lock_int8, Int64GetDatum(WRITERS_LOCK));
+		lock_exclusive = true;
 		return;
 	}
 	(void) DirectFunctionCall1(pg_advisory_xact_lock_shared_int8, Int64GetDatum(WRITERS_LOCK));
+	lock_shared = true;
 	for (i = 0; i < n; i++)
 		(void) DirectFunctionCall2(pg_advisory_xact_lock_int4, Int32GetDatum(LINE_GROUP_LOCK_CLASS),
 								   Int32GetDatum((int32) g[i]));
+	if (lock_ngroups == 0 && n > 0)
+	{
+		memcpy(lock_groups, g, sizeof(uint32) * n);
+		lock_ngroups = n;
+	}
 }
 
 PG_FUNCTION_INFO_V1(settle_lock_bill_lines);
