@@ -350,8 +350,8 @@ settle_pull_worker_main(Datum main_arg)
 
 	/*
 	 * Pages commit without waiting for their WAL to reach disk.  A page
-	 * holds the bill line writers' lock until it commits, so a flush per
-	 * page would serialise every stream on the disk.  A crash can lose the
+	 * holds its line groups' locks until it commits, so a flush per page
+	 * would hold up every writer of those groups on the disk.  A crash can lose the
 	 * last pages committed; each went with its checkpoint, so the next pull
 	 * resumes before them and fetches them again: no gap, no duplicate.
 	 */

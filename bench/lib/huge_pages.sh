@@ -7,7 +7,7 @@
 # is large: settle_period reads a reseller's lines in key order from
 # everywhere in the pool, and at 5 million lines with 4 kB pages the same
 # reading took twice as long (TLB misses and page walks; a bare CREATE TABLE
-# AS, which streams through a small ring of buffers, hardly changes).
+# AS, which streams through a small ring of buffers, gains less).
 #
 #   huge_pages_reserve 1GB   # reserve enough for that pool; sets hp="-o huge_pages=on"
 #
