@@ -22,6 +22,8 @@
 #  4. Called on a node without the reseller's shard, the engine stops with
 #     55000 (it never reads the empty distributed table); ingestion on the
 #     distributed bill_line stops with 0A000.
+#  5. The audit reason set on the coordinator (SET LOCAL or set_config)
+#     does not reach the workers: a query in both workers' shards sees none.
 # Scaffold, until the configuration tables are reference tables: the
 # engine's configuration (resellers, customers, agreements, rules, FX rates)
 # is copied into each worker's own settle tables from the single node.
@@ -116,6 +118,22 @@ check "every line is in a worker's shard of the distributed bill_line" \
 	"$(val 0 postgres "SELECT sum(result::bigint) FROM run_command_on_shards('settle.bill_line', 'SELECT count(*) FROM %s')")/$(val 0 postgres "SELECT count(*) FROM pg_dist_shard s JOIN pg_dist_placement pl USING (shardid)
 	                    JOIN pg_dist_node n USING (groupid) WHERE s.logicalrelid = 'settle.bill_line'::regclass AND n.nodeport = ${P[0]}")" \
 	"$lines/0"
+
+# ---- how the audit reason can reach the workers (docs/scale-out.md, "What
+# remains", 1): a query on bill_line runs on both workers (inet_server_port()
+# and current_setting() are evaluated in the shards' queries).  Neither SET
+# LOCAL settle.reason nor set_config(), which settle's functions use, reaches
+# them: the reason must travel with the change itself.
+reason_seen() {	# reason_seen SETTING-STATEMENTS -> "port=reason" of every worker that ran the query, sorted
+	psql -X -q -At -v ON_ERROR_STOP=1 -p "${P[0]}" -d postgres -c "BEGIN; $1
+		SELECT string_agg(w, ' ' ORDER BY w) FROM (SELECT DISTINCT inet_server_port() || '=' || coalesce(nullif(current_setting('settle.reason', true), ''), '-') AS w
+		                                              FROM settle.bill_line) q; COMMIT;" | grep -v '^$' | tail -1
+}
+workers_with() { printf '%s\n' "${P[1]}=$1" "${P[2]}=$1" | sort | paste -sd' '; }
+check "audit reason: SET LOCAL settle.reason on the coordinator does not reach the workers (they see none)" \
+	"$(reason_seen "SET LOCAL settle.reason = 'fx correction';")" "$(workers_with -)"
+check "audit reason: set_config(), as settle's functions set it, does not either, even with citus.propagate_set_commands = 'local'" \
+	"$(reason_seen "SET LOCAL citus.propagate_set_commands = 'local'; SELECT set_config('settle.reason', 'applied in run 1', true);")" "$(workers_with -)"
 
 # ---- 3. each reseller settled through the coordinator, on its worker
 for rid in $(val 0 single "SELECT reseller_id FROM settle.run WHERE period = '2026-10' ORDER BY 1"); do
