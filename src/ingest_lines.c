@@ -704,11 +704,27 @@ cmp_page_exception(const void *a, const void *b)
 	return strcmp(x->scope_key, y->scope_key);
 }
 
+/* A page's exceptions, grown as they come (most pages have none). */
+typedef struct PageExceptions
+{
+	PageException *e;
+	int			n;
+	int			cap;
+} PageExceptions;
+
 static void
-page_exception(PageException *pe, int *npe, int64 reseller_id, const char *kind,
+page_exception(PageExceptions *pe, int64 reseller_id, const char *kind,
 			   char *scope_key, const char *period, const char *refs, const char *payload)
 {
-	PageException *e = &pe[(*npe)++];
+	PageException *e;
+
+	if (pe->n == pe->cap)
+	{
+		pe->cap = Max(16, pe->cap * 2);
+		pe->e = pe->e ? repalloc_huge(pe->e, sizeof(PageException) * (Size) pe->cap) :
+			palloc(sizeof(PageException) * pe->cap);
+	}
+	e = &pe->e[pe->n++];
 
 	e->reseller_id = reseller_id;
 	e->kind = kind;
@@ -1351,8 +1367,7 @@ ingest_store_lines(IngestState *st, int64 raw_page_id,
 	MapEntry  **map;
 	int			ninsert = 0;
 	Datum		tolerance;
-	PageException *pe;
-	int			npe = 0;
+	PageExceptions pe = {NULL, 0, 0};
 
 	if (nlines == 0)
 		return;
@@ -1528,7 +1543,6 @@ ingest_store_lines(IngestState *st, int64 raw_page_id,
 	write_lines(st, raw_page_id, billing_period_start, lines, nlines, insert, revision, map, ninsert);
 
 	/* Exceptions for failures, after the lines exist. */
-	pe = palloc(sizeof(PageException) * nlines * 4);
 	for (i = 0; i < nlines; i++)
 	{
 		NormLine   *l = &lines[i];
@@ -1559,7 +1573,7 @@ ingest_store_lines(IngestState *st, int64 raw_page_id,
 									 st->run_id);
 					escape_json(&refs, l->line_key);
 					appendStringInfoChar(&refs, '}');
-					page_exception(pe, &npe, 0, "unmapped_customer", scope, period, refs.data,
+					page_exception(&pe, 0, "unmapped_customer", scope, period, refs.data,
 								   "{\"reason\": \"no settle.customer_account maps this account on the line date\"}");
 				}
 			}
@@ -1580,7 +1594,7 @@ ingest_store_lines(IngestState *st, int64 raw_page_id,
 									 st->run_id);
 					escape_json(&refs, l->line_key);
 					appendStringInfoChar(&refs, '}');
-					page_exception(pe, &npe, 0, "unmapped_product", scope, period, refs.data,
+					page_exception(&pe, 0, "unmapped_product", scope, period, refs.data,
 								   "{\"reason\": \"no settle.product_mapping maps this SkuId or ServiceName to a product\"}");
 				}
 			}
@@ -1590,16 +1604,16 @@ ingest_store_lines(IngestState *st, int64 raw_page_id,
 				validation = true;
 		}
 		if (validation)
-			page_exception(pe, &npe, reseller, "validation", psprintf("bill_line:%s", l->line_key),
+			page_exception(&pe, reseller, "validation", psprintf("bill_line:%s", l->line_key),
 						   period, json_refs(st, l, revision[i], raw_page_id), json_errors(l));
 		if (unlinked)
-			page_exception(pe, &npe, reseller, "unlinked_refund", psprintf("bill_line:%s", l->line_key),
+			page_exception(&pe, reseller, "unlinked_refund", psprintf("bill_line:%s", l->line_key),
 						   period, json_refs(st, l, revision[i], raw_page_id),
 						   json_errors(l));
 	}
-	if (st->group_locks && npe > 1)
-		qsort(pe, npe, sizeof(PageException), cmp_page_exception);
-	for (i = 0; i < npe; i++)
-		open_exception(st, pe[i].reseller_id, pe[i].kind, pe[i].scope_key, pe[i].period,
-					   pe[i].refs, pe[i].payload);
+	if (st->group_locks && pe.n > 1)
+		qsort(pe.e, pe.n, sizeof(PageException), cmp_page_exception);
+	for (i = 0; i < pe.n; i++)
+		open_exception(st, pe.e[i].reseller_id, pe.e[i].kind, pe.e[i].scope_key, pe.e[i].period,
+					   pe.e[i].refs, pe.e[i].payload);
 }
