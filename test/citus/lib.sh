@@ -2,7 +2,8 @@
 # loopback, each its own throwaway PostgreSQL 15 cluster under one folder,
 # with citus and settle preloaded.  citus_start DIR starts them and exports
 # CITUS_PORTS (coordinator first); citus_stop stops them.
-BIN=$(pg_config --bindir)
+. "$(dirname "${BASH_SOURCE[0]}")/../lib/private_pg.sh"
+BIN=$PG_BIN
 # CITUS_LIBDIR overrides where citus.so is looked for (to try the skip path)
 citus_installed() { [ -f "${CITUS_LIBDIR:-$(pg_config --pkglibdir)}/citus.so" ]; }
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
@@ -12,18 +13,14 @@ citus_start() {	# $1 = folder (created; owned by postgres)
 	local n port
 	for n in coord w1 w2; do
 		port=$(free_port)
-		su postgres -c "$BIN/initdb -D $CITUS_DIR/$n -A trust -U postgres --no-sync" >/dev/null || return 1
+		private_initdb "$CITUS_DIR/$n" "$port" "$CITUS_DIR" || return 1
+		# the test clusters' settings, then what a Citus node needs (later lines win)
 		cat >> "$CITUS_DIR/$n/postgresql.conf" <<CONF
-port = $port
 listen_addresses = '127.0.0.1'
-unix_socket_directories = '$CITUS_DIR'
 shared_preload_libraries = 'citus,settle'
-max_worker_processes = 16
 timezone = 'UTC'
-fsync = off
 synchronous_commit = off
 logging_collector = off
-settle.allow_private_endpoints = on
 CONF
 		su postgres -c "$BIN/pg_ctl -D $CITUS_DIR/$n -l $CITUS_DIR/$n.log -w start" >/dev/null \
 			|| { cat "$CITUS_DIR/$n.log"; return 1; }
