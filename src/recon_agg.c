@@ -40,6 +40,7 @@
 
 #include "money.h"
 #include "numeric_fast.h"
+#include "recon_agg.h"
 
 PG_FUNCTION_INFO_V1(settle_money_total_trans);
 PG_FUNCTION_INFO_V1(settle_money_total_combine);
@@ -440,18 +441,29 @@ key_hash(const unsigned char *p, size_t len)
  * exact value, so 1.5 and 1.50 hash alike; a null amount hashes apart from
  * every number.
  */
+static inline uint64
+pair_hash_raw(const unsigned char *key, size_t len, money128 v)
+{
+	uint64		hk = key_hash(key, len);
+	unsigned __int128 u = (unsigned __int128) v;
+	uint64		ha = ((uint64) u * UINT64CONST(0x9e3779b97f4a7c15)) ^ (uint64) (u >> 64);
+
+	return mix64(hk ^ (ha + UINT64CONST(0x9e3779b97f4a7c15)));
+}
+
 static uint64
 pair_hash(text *key, Datum amount, bool amount_null)
 {
-	uint64		hk = key_hash((const unsigned char *) VARDATA_ANY(key), VARSIZE_ANY_EXHDR(key));
-	uint64		ha;
-
 	if (amount_null)
-		ha = UINT64CONST(0x6e756c6c);	/* "null" */
+	{
+		uint64		hk = key_hash((const unsigned char *) VARDATA_ANY(key), VARSIZE_ANY_EXHDR(key));
+		uint64		ha = UINT64CONST(0x6e756c6c);	/* "null" */
+
+		return mix64(hk ^ (ha + UINT64CONST(0x9e3779b97f4a7c15)));
+	}
 	else
 	{
 		money128	v;
-		unsigned __int128 u;
 
 		if (!numeric_to_money128(amount, &v) || v >= MONEY_MAX_RAW || v <= -MONEY_MAX_RAW)
 			ereport(ERROR,
@@ -459,10 +471,75 @@ pair_hash(text *key, Datum amount, bool amount_null)
 					 errmsg("amount %s cannot be fingerprinted exactly",
 							DatumGetCString(DirectFunctionCall1(numeric_out, amount))),
 					 errdetail("Money amounts must be finite, below 10^14 and have at most 16 decimal places.")));
-		u = (unsigned __int128) v;
-		ha = ((uint64) u * UINT64CONST(0x9e3779b97f4a7c15)) ^ (uint64) (u >> 64);
+		return pair_hash_raw((const unsigned char *) VARDATA_ANY(key), VARSIZE_ANY_EXHDR(key), v);
 	}
-	return mix64(hk ^ (ha + UINT64CONST(0x9e3779b97f4a7c15)));
+}
+
+/* the pair hash of settle.line_fingerprint, for an amount already converted (recon_scan.c) */
+uint64
+recon_pair_hash(const char *key, size_t len, money128 amount)
+{
+	return pair_hash_raw((const unsigned char *) key, len, amount);
+}
+
+/* a 64-bit hash of any bytes (line keys, records: recon_scan.c) */
+uint64
+recon_bytes_hash(const char *p, size_t len)
+{
+	return key_hash((const unsigned char *) p, len);
+}
+
+/*
+ * settle.line_fingerprint's result for a set of lines given by its count,
+ * wrapping sum and xor of the pair hashes (recon_scan.c).
+ */
+bytea *
+recon_fingerprint_bytea(int64 lines, uint64 sum, uint64 xor)
+{
+	bytea	   *r = palloc(VARHDRSZ + FP_RESULT_LEN);
+	unsigned char *p = (unsigned char *) VARDATA(r);
+	uint64		f[3];
+	int			i,
+				j;
+
+	SET_VARSIZE(r, VARHDRSZ + FP_RESULT_LEN);
+	f[0] = (uint64) lines;
+	f[1] = sum;
+	f[2] = xor;
+	for (i = 0; i < 3; i++)
+		for (j = 0; j < 8; j++)
+			p[i * 8 + j] = (unsigned char) (f[i] >> (56 - 8 * j));
+	return r;
+}
+
+/*
+ * settle.money_total's result for lines > 0 amounts of one currency code
+ * adding up to total (recon_scan.c); tupdesc is settle.money_total's.
+ */
+Datum
+recon_money_total_datum(TupleDesc tupdesc, money128 total, int64 lines, const char *code3)
+{
+	Datum		values[5];
+	bool		nulls[5] = {false, false, false, false, false};
+	Datum		codes[1];
+	char		code[4];
+
+	memcpy(code, code3, 3);
+	code[3] = '\0';
+	codes[0] = PointerGetDatum(cstring_to_text_with_len(code, 3));
+	values[0] = codes[0];
+	values[1] = Int64GetDatum(lines);
+	values[2] = money128_to_numeric(total, Max(money128_scale(total), money_currency_minor_unit(code)));
+	values[3] = BoolGetDatum(false);
+	values[4] = PointerGetDatum(construct_array(codes, 1, TEXTOID, -1, false, TYPALIGN_INT));
+	return HeapTupleGetDatum(heap_form_tuple(tupdesc, values, nulls));
+}
+
+/* the checks of settle.money_total's transition on a currency code */
+bool
+recon_valid_currency(const char *c, size_t len)
+{
+	return len == 3 && valid_code(c);
 }
 
 /* Transition: adds one pair; rows with a null line key are not counted. */

@@ -95,6 +95,40 @@ CREATE AGGREGATE settle.recon_repeated(record text, line_key text) (
 COMMENT ON AGGREGATE settle.recon_repeated(text, text) IS
 	'The hashtextextended(record, 0) of every record seen under more than one line key, found in one pass with a compact hash table (rows with a null record or key skipped; an empty array when none repeats).  Hashes may collide: a superset, for an exact grouping of the few candidates'' lines (settle.reconcile''s duplicate records).';
 
+-- The period's lines read once, in C (src/recon_scan.c): the groups by
+-- account, product and currency settle.reconcile's checks read (recon_grp),
+-- with the tuple ids of their current lines, so that a check fetches the
+-- lines of the few groups it names by TID scan instead of reading the period
+-- again.  Internal: called by settle.reconcile (owner only).
+CREATE FUNCTION settle.recon_scan(resellers bigint[], p_start date, p_end date)
+	RETURNS TABLE (billing_account_id text, product_code text, currency text, reseller_id bigint,
+		mt settle.money_total, fp bytea, n bigint, days bigint, days_out bigint, off_identity bigint,
+		tids tid[], dup_tids tid[])
+AS 'MODULE_PATHNAME', 'settle_recon_scan' LANGUAGE C STRICT VOLATILE;
+COMMENT ON FUNCTION settle.recon_scan(bigint[], date, date) IS
+	'Reads the current revisions of the bill lines of the given resellers billed in [p_start, p_end) once, without copying them, and returns one row per billing account, lower-case product and currency: the highest reseller id, settle.money_total and settle.line_fingerprint of the billed costs, the line count, the days with lines as bits from p_start (days_out: lines dated outside the first 62 days), the lines off list - discount - coupons, the lines'' tuple ids, and those of lines whose source record another line key also holds (candidates).  Internal to settle.reconcile.';
+
+-- The lines with the given tuple ids, as pg_temp.recon_line shows them (a
+-- TID scan; inlined into the caller's query).  Internal to settle.reconcile
+-- and its checks (owner only).
+CREATE FUNCTION settle.recon_lines(tids tid[])
+	RETURNS TABLE (reseller_id bigint, line_key text, revision integer, customer_id bigint, billing_account_id text,
+		product_code text, currency text, billed_cost numeric, list_cost numeric, discount numeric,
+		coupon_deduction numeric, source_record_id text, source_item text, day date, ingested_at timestamptz,
+		original_line_key text, withdrawal_reason text, minor_unit integer)
+LANGUAGE sql STABLE AS $$
+	SELECT b.reseller_id, b.line_key, b.revision, b.customer_id, b.billing_account_id,
+	       lower(b.product_code), b.billing_currency::text,
+	       b.billed_cost, b.list_cost, b.discount, b.coupon_deduction, b.source_record_id, b.source_item,
+	       (b.charge_period_start AT TIME ZONE 'UTC')::date, b.ingested_at, b.original_line_key,
+	       b.withdrawal_reason, coalesce(c.minor_unit, 2)
+	  FROM settle.bill_line b
+	  LEFT JOIN settle.currency c ON c.currency_code = b.billing_currency
+	 WHERE b.ctid = ANY ($1)
+$$;
+COMMENT ON FUNCTION settle.recon_lines(tid[]) IS
+	'The bill lines with the given tuple ids (from settle.recon_scan''s groups) in the columns of settle.reconcile''s pg_temp.recon_line.  Internal to settle.reconcile and its checks.';
+
 CREATE FUNCTION settle.line_hash(line_key text, amount settle.exact_amount) RETURNS bigint
 AS 'MODULE_PATHNAME', 'settle_line_hash' LANGUAGE C IMMUTABLE PARALLEL SAFE;
 COMMENT ON FUNCTION settle.line_hash(text, settle.exact_amount) IS
@@ -621,12 +655,13 @@ BEGIN
 		 WHERE r.period = recon_check_provider_total.period AND r.check_name = 'provider_total' AND r.status <> 'matched'
 		   AND (recon_check_provider_total.reseller_id IS NULL OR r.reseller_id = recon_check_provider_total.reseller_id);
 	ANALYZE recon_pt_scope;	-- few scopes: hash them, not the period's assignments
-	-- the lines those scopes' explanations read, in one pass over the
-	-- period's lines: the lines of their accounts and products (which hold
-	-- every line their assignments below name)
+	-- the lines those scopes' explanations read, fetched by tuple id: the
+	-- lines of their accounts and products (which hold every line their
+	-- assignments below name)
 	CREATE TEMP TABLE recon_pt_line ON COMMIT DROP AS
-		SELECT l.* FROM recon_line l
-		 WHERE (l.billing_account_id, l.product_code) IN (SELECT s.billing_account_id, s.product_code FROM recon_pt_scope s);
+		SELECT l.* FROM settle.recon_lines(ARRAY(
+			SELECT t FROM recon_grp g, unnest(g.tids) t
+			 WHERE (g.billing_account_id, g.product_code) IN (SELECT s.billing_account_id, s.product_code FROM recon_pt_scope s))) l;
 	ANALYZE recon_pt_line;
 	-- The recon_assign rows of those scopes that have a provider total (from
 	-- their accounts' and products' lines, recon_pt_line):
@@ -852,7 +887,7 @@ BEGIN
 	CREATE TEMP TABLE recon_idn_line ON COMMIT DROP AS
 		SELECT l.*, trim_scale(power(10::numeric, -l.minor_unit)) AS unit,
 		       l.billed_cost - l.list_cost + l.discount + l.coupon_deduction AS d
-		  FROM recon_line l
+		  FROM settle.recon_lines(ARRAY(SELECT t FROM recon_grp g, unnest(g.tids) t WHERE g.off_identity > 0)) l
 		 WHERE l.list_cost IS NOT NULL AND l.billed_cost IS NOT NULL
 		   AND l.billed_cost <> l.list_cost - l.discount - l.coupon_deduction;
 	-- list - discount - coupons = billed, within the currency's rounding
@@ -915,7 +950,9 @@ BEGIN
 	       sum(l.billed_cost) FILTER (WHERE l.line_key = d.first_key),
 	       sum(l.billed_cost) FILTER (WHERE l.line_key <> d.first_key), 0, 'mismatched',
 	       format('source record %s ingested under %s line keys', l.source_record_id, count(*))
-	  FROM recon_dup d JOIN recon_line l ON l.source_record_id = d.source_record_id AND l.source_item = d.source_item
+	  FROM recon_dup d
+	  JOIN settle.recon_lines(ARRAY(SELECT t FROM recon_grp g, unnest(g.dup_tids) t)) l
+	    ON l.source_record_id = d.source_record_id AND l.source_item = d.source_item
 	 GROUP BY l.source_record_id, l.source_item;
 	INSERT INTO settle.recon_delta_line (period, check_name, scope_key, seq, cause, line_key, revision, record_id, day,
 		amount, new_amount, detail)
@@ -924,7 +961,9 @@ BEGIN
 	       row_number() OVER (PARTITION BY l.source_record_id, l.source_item ORDER BY l.line_key COLLATE "C"),
 	       'duplicate', l.line_key, l.revision, l.source_record_id, l.day, l.billed_cost, l.billed_cost,
 	       format('same source record %s as line %s', l.source_record_id, d.first_key)
-	  FROM recon_dup d JOIN recon_line l ON l.source_record_id = d.source_record_id AND l.source_item = d.source_item
+	  FROM recon_dup d
+	  JOIN settle.recon_lines(ARRAY(SELECT t FROM recon_grp g, unnest(g.dup_tids) t)) l
+	    ON l.source_record_id = d.source_record_id AND l.source_item = d.source_item
 	 WHERE l.line_key <> d.first_key;
 END $$;
 COMMENT ON FUNCTION settle.recon_check_duplicate(settle.period, date, date, bigint) IS
@@ -953,8 +992,9 @@ BEGIN
 		 WHERE a.days_out = 0 AND (a.days + (a.days & -a.days)) & a.days <> 0 AND a.days & (1::bigint << b.i) <> 0;
 	IF EXISTS (SELECT 1 FROM recon_gap_acct a WHERE a.days_out > 0) THEN
 		INSERT INTO recon_gap_acct_day
-		SELECT DISTINCT l.billing_account_id, l.day FROM recon_line l
-		 WHERE l.billing_account_id IN (SELECT a.billing_account_id FROM recon_gap_acct a WHERE a.days_out > 0);
+		SELECT DISTINCT l.billing_account_id, l.day
+		  FROM settle.recon_lines(ARRAY(SELECT t FROM recon_grp g, unnest(g.tids) t
+		         WHERE g.billing_account_id IN (SELECT a.billing_account_id FROM recon_gap_acct a WHERE a.days_out > 0))) l;
 	END IF;
 	CREATE INDEX ON recon_gap_acct_day (billing_account_id, day);
 	ANALYZE recon_gap_acct_day;
@@ -981,7 +1021,8 @@ BEGIN
 		  FROM recon_gap_day g
 	), keys AS (	-- the lines of those neighbouring days, in one pass
 		SELECT l.billing_account_id, l.day, string_agg(l.line_key, ', ' ORDER BY l.line_key COLLATE "C") AS keys
-		  FROM recon_line l
+		  FROM settle.recon_lines(ARRAY(SELECT t FROM recon_grp g, unnest(g.tids) t
+		         WHERE g.billing_account_id IN (SELECT nb.billing_account_id FROM nb))) l
 		 WHERE (l.billing_account_id, l.day) IN (SELECT nb.billing_account_id, nb.before_day FROM nb
 		                                          UNION SELECT nb.billing_account_id, nb.after_day FROM nb)
 		 GROUP BY l.billing_account_id, l.day
@@ -1034,7 +1075,11 @@ BEGIN
 	SELECT recon_check_currency.period, 'currency', r.scope_key,
 	       row_number() OVER (PARTITION BY r.scope_key ORDER BY l.line_key COLLATE "C"), 'fx', l.line_key, l.revision, l.day,
 	       l.billed_cost, format('billed in %s; the account''s cycle is billed in %s', coalesce(l.currency, 'no currency'), r.currency)
-	  FROM settle.recon_result r JOIN recon_line l ON l.billing_account_id = r.billing_account_id
+	  FROM settle.recon_result r
+	  JOIN settle.recon_lines(ARRAY(SELECT t FROM recon_grp g, unnest(g.tids) t
+	         WHERE g.billing_account_id IN (SELECT x.billing_account_id FROM settle.recon_result x
+	                                         WHERE x.period = recon_check_currency.period AND x.check_name = 'currency'))) l
+	    ON l.billing_account_id = r.billing_account_id
 	 WHERE r.period = recon_check_currency.period AND r.check_name = 'currency' AND l.currency IS DISTINCT FROM r.currency
 	   AND (recon_check_currency.reseller_id IS NULL OR r.reseller_id = recon_check_currency.reseller_id);
 END $$;
@@ -1264,9 +1309,6 @@ DECLARE
 	resellers bigint[];
 	chk record;
 	sc record;
-	dup_cand bigint[];
-	rev_keys text[];
-	rev_nums integer[];
 	xid bigint;
 	n bigint;
 BEGIN
@@ -1322,67 +1364,40 @@ BEGIN
 	END IF;
 
 	DELETE FROM settle.recon_result r WHERE r.period = reconcile.period AND (rid IS NULL OR r.reseller_id = rid);
-	IF to_regclass('pg_temp.recon_line') IS NOT NULL THEN	-- a second call in this transaction
-		DROP VIEW pg_temp.recon_assign;
-		DROP TABLE pg_temp.recon_line, pg_temp.recon_dup, pg_temp.recon_grp, pg_temp.recon_prov, pg_temp.recon_item;
+	IF to_regclass('pg_temp.recon_grp') IS NOT NULL THEN	-- a second call in this transaction
+		DROP VIEW pg_temp.recon_assign, pg_temp.recon_line;
+		DROP TABLE pg_temp.recon_dup, pg_temp.recon_grp, pg_temp.recon_prov, pg_temp.recon_item;
 	END IF;
 
-	-- The period's inputs, read once.  recon_line: the current revision of
-	-- every bill line billed in the cycle, read through the index on
-	-- (reseller, billing period) so that other periods' lines are never
-	-- read (a line key holds its billing cycle: all revisions of a line are
-	-- in the same period).
+	-- The period's inputs, read once.  The current revision of every bill
+	-- line billed in the cycle, read through the index on (reseller,
+	-- billing period) so that other periods' lines are never read (a line
+	-- key holds its billing cycle: all revisions of a line are in the same
+	-- period), once, by settle.recon_scan (C), which copies no line:
+	-- recon_grp, the lines grouped by account, product and currency: their
+	-- owner, exact total and fingerprint (the provider scopes' sums, owners
+	-- and orphan groups), the number of lines, the days with lines as bits
+	-- from p_start (days outside the first 62 counted apart), the lines off
+	-- list - discount - coupons, and the tuple ids of the group's lines
+	-- (tids) and of those whose source record another key also holds
+	-- (dup_tids).  The checks read these few rows, and fetch the lines of
+	-- the groups they name by tuple id (settle.recon_lines).
 	resellers := CASE WHEN rid IS NULL THEN ARRAY(SELECT x.reseller_id FROM settle.reseller x) || 0::bigint
 	                  ELSE ARRAY[rid] END;
-	CREATE TEMP TABLE recon_line ON COMMIT DROP AS
-		SELECT b.reseller_id, b.line_key, b.revision, b.customer_id, b.billing_account_id,
-		       lower(b.product_code) AS product_code, b.billing_currency::text AS currency,
-		       b.billed_cost, b.list_cost, b.discount, b.coupon_deduction, b.source_record_id, b.source_item,
-		       (b.charge_period_start AT TIME ZONE 'UTC')::date AS day, b.ingested_at, b.original_line_key,
-		       b.withdrawal_reason, coalesce(c.minor_unit, 2) AS minor_unit
-		  FROM settle.bill_line b
-		  LEFT JOIN settle.currency c ON c.currency_code = b.billing_currency
-		 WHERE b.reseller_id = ANY (resellers) AND b.billing_period_start >= p_start AND b.billing_period_start < p_end;
-	-- keep the latest revision of each key, and find the records held by
-	-- more than one key, in one pass: the few keys with later revisions,
-	-- and the hashes of the records seen under two keys (a superset: the
-	-- superseded revisions are still there, hashes may collide).  (Filling
-	-- recon_line with INSERT ... RETURNING to take these from the rows as
-	-- they are written was slower: 670 ms against 470 + 90 at 200,000 lines.)
-	SELECT settle.recon_repeated(l.source_record_id, l.line_key),
-	       array_agg(l.line_key) FILTER (WHERE l.revision > 1), array_agg(l.revision) FILTER (WHERE l.revision > 1)
-	  INTO dup_cand, rev_keys, rev_nums
-	  FROM recon_line l;
-	IF rev_keys IS NOT NULL THEN
-		DELETE FROM recon_line l USING (SELECT u.k, max(u.r) AS r FROM unnest(rev_keys, rev_nums) u(k, r) GROUP BY u.k) s
-		 WHERE l.line_key = s.k AND l.revision < s.r;
-	END IF;
-	ANALYZE recon_line;
+	CREATE TEMP TABLE recon_grp ON COMMIT DROP AS
+		SELECT * FROM settle.recon_scan(resellers, p_start, p_end);
+	-- recon_line: every current line of the period, as a view (for checks
+	-- that read all lines; dropped with recon_grp at commit): the lines the
+	-- scan saw, fetched by tuple id
+	CREATE TEMP VIEW recon_line AS
+		SELECT l.* FROM settle.recon_lines(ARRAY(SELECT t FROM pg_temp.recon_grp g, unnest(g.tids) t)) l;
 	-- recon_dup: source records (of one item kind) under several keys,
-	-- grouped exactly over the lines of the candidate records only (no
-	-- pass when there are none)
+	-- grouped exactly over the lines of the candidate records only
 	CREATE TEMP TABLE recon_dup ON COMMIT DROP AS
 		SELECT l.source_record_id, l.source_item, min(l.line_key COLLATE "C") AS first_key, count(*) AS n
-		  FROM recon_line l
-		 WHERE cardinality(dup_cand) > 0
-		   AND hashtextextended(l.source_record_id, 0) IN (SELECT unnest(dup_cand))
-		   AND l.source_item IS NOT NULL
+		  FROM settle.recon_lines(ARRAY(SELECT t FROM recon_grp g, unnest(g.dup_tids) t)) l
+		 WHERE l.source_item IS NOT NULL
 		 GROUP BY l.source_record_id, l.source_item HAVING count(*) > 1;
-	-- recon_grp: the lines grouped by account, product and currency, in one
-	-- pass: their owner, exact total and fingerprint (the provider scopes'
-	-- sums, owners and orphan groups), the number of lines, the days with
-	-- lines as bits from p_start (days outside the first 62 counted apart),
-	-- and the lines off list - discount - coupons.  The checks read these
-	-- few rows, and go back to recon_line only for the groups they name.
-	CREATE TEMP TABLE recon_grp ON COMMIT DROP AS
-		SELECT l.billing_account_id, l.product_code, l.currency, max(l.reseller_id) AS reseller_id,
-		       settle.money_total(l.billed_cost, l.currency) AS mt, settle.line_fingerprint(l.line_key, l.billed_cost) AS fp,
-		       count(*) AS n,
-		       bit_or(1::bigint << (l.day - p_start)) FILTER (WHERE l.day >= p_start AND l.day < p_start + 62) AS days,
-		       count(*) FILTER (WHERE l.day IS NULL OR l.day < p_start OR l.day >= p_start + 62) AS days_out,
-		       count(*) FILTER (WHERE l.list_cost IS NOT NULL AND l.billed_cost IS NOT NULL
-		                          AND l.billed_cost <> l.list_cost - l.discount - l.coupon_deduction) AS off_identity
-		  FROM recon_line l GROUP BY l.billing_account_id, l.product_code, l.currency;
 	-- recon_prov: the provider's totals of the cycle (the reseller's accounts)
 	CREATE TEMP TABLE recon_prov ON COMMIT DROP AS
 		SELECT s.* FROM settle.provider_side s
