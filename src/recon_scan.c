@@ -52,6 +52,8 @@
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/date.h"
+#include "parser/parser.h"
+#include "tcop/tcopprot.h"
 #include "utils/fmgrprotos.h"
 #include "utils/timestamp.h"
 #include "catalog/pg_collation.h"
@@ -89,6 +91,8 @@ enum
 #define LINE_FILTER \
 	"b.reseller_id = ANY ($1) AND b.billing_period_start >= $2 AND b.billing_period_start < $3"
 
+#define SCAN_SQL "SELECT " LINE_COLUMNS " FROM settle.bill_line b WHERE " LINE_FILTER
+
 typedef struct RsCount
 {
 	int64		rid;
@@ -116,6 +120,7 @@ typedef struct RGroup
 	uint64		fxor;
 	int64		days_out;
 	int64		off;
+	bool		superseded;		/* a revision of one of its lines was taken away */
 	int32		daycnt[NDAYS];
 	RsCount    *rs;
 	int			nrs;
@@ -575,6 +580,7 @@ superseded_row(RScan *st, Datum *v, bool *isnull)
 	bool		found;
 
 	group_line(st, &st->groups[gi], -1, DatumGetTextPP(v[C_KEY]), v);
+	st->groups[gi].superseded = true;
 	u64set_insert(st->superseded, tid_pack((ItemPointer) DatumGetPointer(v[C_TID])), &found);
 }
 
@@ -668,6 +674,31 @@ tid_array(TidVec *v, u64set_hash *skip)
 	return PointerGetDatum(construct_array(d, n, TIDOID, sizeof(ItemPointerData), false, TYPALIGN_SHORT));
 }
 
+/*
+ * The planner's estimate of the rows a query returns: the hash tables of
+ * keys and records are made that large at once, not grown (each growth
+ * allocates, zeroes and faults in a new table and moves every entry).
+ */
+static double
+estimate_rows(const char *sql, int nparams, Oid *types, Datum *values)
+{
+	List	   *raw = raw_parser(sql, RAW_PARSE_DEFAULT);
+	List	   *qs = pg_analyze_and_rewrite_fixedparams(linitial_node(RawStmt, raw), sql, types, nparams, NULL);
+	ParamListInfo pl = makeParamList(nparams);
+	PlannedStmt *ps;
+	int			i;
+
+	for (i = 0; i < nparams; i++)
+	{
+		pl->params[i].value = values[i];
+		pl->params[i].isnull = false;
+		pl->params[i].pflags = PARAM_FLAG_CONST;
+		pl->params[i].ptype = types[i];
+	}
+	ps = pg_plan_query(linitial_node(Query, qs), sql, 0, pl);
+	return ps->planTree->plan_rows;
+}
+
 Datum
 settle_recon_scan(PG_FUNCTION_ARGS)
 {
@@ -682,6 +713,7 @@ settle_recon_scan(PG_FUNCTION_ARGS)
 	bool		any_superseded = false;
 	instr_time	t0,
 				t1;
+	double		expect;
 
 	InitMaterializedSRF(fcinfo, 0);
 	args[0] = PG_GETARG_DATUM(0);
@@ -700,8 +732,10 @@ settle_recon_scan(PG_FUNCTION_ARGS)
 	st->groups = MemoryContextAllocHuge(st->cxt, sizeof(RGroup) * st->capgroups);
 	st->last = -1;
 	st->gh = grouphash_create(st->cxt, 1024, st);
-	st->keys = u64set_create(st->cxt, 8192, NULL);
-	st->recs = rechash_create(st->cxt, 8192, NULL);
+	expect = estimate_rows(SCAN_SQL, 3, types, args);
+	expect = Min(Max(expect * 1.1, 8192), 64 * 1024 * 1024);
+	st->keys = u64set_create(st->cxt, (uint32) expect, NULL);
+	st->recs = rechash_create(st->cxt, (uint32) expect, NULL);
 	st->capmore = 256;
 	st->more = MemoryContextAllocHuge(st->cxt, sizeof(MoreLine) * st->capmore);
 	st->capcands = 256;
@@ -714,7 +748,7 @@ settle_recon_scan(PG_FUNCTION_ARGS)
 
 	INSTR_TIME_SET_CURRENT(t0);
 	SPI_connect();
-	run_query(st, "SELECT " LINE_COLUMNS " FROM settle.bill_line b WHERE " LINE_FILTER, 3, types, args, false);
+	run_query(st, SCAN_SQL, 3, types, args, false);
 	INSTR_TIME_SET_CURRENT(t1); INSTR_TIME_SUBTRACT(t1, t0);
 	elog(DEBUG1, "recon_scan: scan %.1f ms", INSTR_TIME_GET_MILLISEC(t1));
 	if (st->ncands > 0)
@@ -789,7 +823,7 @@ settle_recon_scan(PG_FUNCTION_ARGS)
 		nulls[7] = (days == 0);
 		values[8] = Int64GetDatum(g->days_out);
 		values[9] = Int64GetDatum(g->off);
-		values[10] = tid_array(&g->tids, any_superseded ? st->superseded : NULL);
+		values[10] = tid_array(&g->tids, g->superseded ? st->superseded : NULL);
 		if (g->dups.n > 0)
 			values[11] = tid_array(&g->dups, NULL);
 		else

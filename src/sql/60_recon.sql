@@ -586,8 +586,8 @@ BEGIN
 		fingerprint, detail)
 	WITH side AS (
 		SELECT * FROM recon_pt_side
-	), grp AS (
-		SELECT * FROM recon_grp
+	), grp AS (	-- (not the tuple ids)
+		SELECT g.billing_account_id, g.product_code, g.currency, g.reseller_id, g.mt, g.fp FROM recon_grp g
 	), orphan_group AS MATERIALIZED (	-- accounts, products and currencies a source has no total for
 		-- (found on the distinct groups first: the period's lines are joined
 		-- to the few orphan groups only, not anti-joined line by line)
