@@ -482,6 +482,23 @@ recon_pair_hash(const char *key, size_t len, money128 amount)
 	return pair_hash_raw((const unsigned char *) key, len, amount);
 }
 
+/* the same, from the key's recon_bytes_hash */
+uint64
+recon_pair_hash_keyhash(uint64 keyhash, money128 amount)
+{
+	unsigned __int128 u = (unsigned __int128) amount;
+	uint64		ha = ((uint64) u * UINT64CONST(0x9e3779b97f4a7c15)) ^ (uint64) (u >> 64);
+
+	return mix64(keyhash ^ (ha + UINT64CONST(0x9e3779b97f4a7c15)));
+}
+
+/* ... and of a null amount */
+uint64
+recon_pair_hash_null(uint64 keyhash)
+{
+	return mix64(keyhash ^ (UINT64CONST(0x6e756c6c) + UINT64CONST(0x9e3779b97f4a7c15)));
+}
+
 /* a 64-bit hash of any bytes (line keys, records: recon_scan.c) */
 uint64
 recon_bytes_hash(const char *p, size_t len)
@@ -513,8 +530,9 @@ recon_fingerprint_bytea(int64 lines, uint64 sum, uint64 xor)
 }
 
 /*
- * settle.money_total's result for lines > 0 amounts of one currency code
- * adding up to total (recon_scan.c); tupdesc is settle.money_total's.
+ * settle.money_total's result for lines amounts of one currency code (null:
+ * amounts without a currency) adding up to total (recon_scan.c); tupdesc is
+ * settle.money_total's.
  */
 Datum
 recon_money_total_datum(TupleDesc tupdesc, money128 total, int64 lines, const char *code3)
@@ -524,6 +542,15 @@ recon_money_total_datum(TupleDesc tupdesc, money128 total, int64 lines, const ch
 	Datum		codes[1];
 	char		code[4];
 
+	if (lines == 0 || code3 == NULL)
+	{
+		/* no amount; or amounts without a currency: mixed, no total */
+		nulls[0] = nulls[2] = nulls[4] = true;
+		values[0] = values[2] = values[4] = (Datum) 0;
+		values[1] = Int64GetDatum(lines);
+		values[3] = BoolGetDatum(lines > 0);
+		return HeapTupleGetDatum(heap_form_tuple(tupdesc, values, nulls));
+	}
 	memcpy(code, code3, 3);
 	code[3] = '\0';
 	codes[0] = PointerGetDatum(cstring_to_text_with_len(code, 3));

@@ -13,6 +13,8 @@
 #include "money.h"
 
 extern uint64 recon_pair_hash(const char *key, size_t len, money128 amount);
+extern uint64 recon_pair_hash_keyhash(uint64 keyhash, money128 amount);
+extern uint64 recon_pair_hash_null(uint64 keyhash);
 extern uint64 recon_bytes_hash(const char *p, size_t len);
 extern bytea *recon_fingerprint_bytea(int64 lines, uint64 sum, uint64 xor);
 extern Datum recon_money_total_datum(TupleDesc tupdesc, money128 total, int64 lines, const char *code3);

@@ -27,12 +27,14 @@
  *                 another line key (candidates: hashes may collide; null when
  *                 none)
  *
- * Current revisions: every line is added as it comes, and its key's 64-bit
- * hash remembered; a key (hash) seen again is a candidate for revisions.
- * After the pass the candidates' rows are read by key (the hash index on
- * line_key), the ones below their key's latest revision subtracted from their group: counts, the 128-bit total, the fingerprint's wrapping sum and
- * xor, day counts and reseller counts are all exactly reversible.  Exact: a
- * hash collision only adds a candidate key whose rows are read by its text.
+ * Current revisions: every line is added as it comes; the key of a line
+ * whose revision is above 1 is a candidate (a key's earlier revisions always
+ * have a later one above 1).  After the pass the candidates' rows are read
+ * by key (the hash index on line_key), the ones below their key's latest
+ * revision subtracted from their group: counts, the 128-bit total, the
+ * fingerprint's wrapping sum and xor, day counts and reseller counts are
+ * all exactly reversible.  The reads run under the calling statement's
+ * snapshot, so the pass and the revisions agree.
  *
  * Money is exact: amounts become 128-bit integers of 10^-16 (numeric_fast.c),
  * as in settle.money_total; no float anywhere.
@@ -113,8 +115,10 @@ typedef struct RGroup
 	int			alen;
 	int			plen;
 	char		cur[3];
+	int			clen;
 	uint32		hash;
 	int64		n;
+	int64		mtlines;		/* lines with an amount (settle.money_total's count) */
 	money128	total;
 	uint64		fsum;
 	uint64		fxor;
@@ -247,7 +251,6 @@ struct RScan
 	RGroup		probe;
 	int32		last;			/* the group of the previous line, -1 */
 	grouphash_hash *gh;
-	u64set_hash *keys;
 	rechash_hash *recs;
 	MoreLine   *more;
 	int32		nmore;
@@ -315,15 +318,23 @@ group_at(RScan *st, int32 i)
 	return i < 0 ? &st->probe : &st->groups[i];
 }
 
+/* account, product and currency (a length of -1: null) */
+static inline bool
+same_key(RGroup *x, RGroup *y)
+{
+	return x->alen == y->alen && x->plen == y->plen && x->clen == y->clen &&
+		memcmp(x->cur, y->cur, Max(x->clen, 0)) == 0 &&
+		memcmp(x->acct, y->acct, Max(x->alen, 0)) == 0 &&
+		memcmp(x->prod, y->prod, Max(x->plen, 0)) == 0;
+}
+
 static inline bool
 group_equal(RScan *st, int32 a, int32 b)
 {
 	RGroup	   *x = group_at(st, a);
 	RGroup	   *y = group_at(st, b);
 
-	return x->hash == y->hash && x->alen == y->alen && x->plen == y->plen &&
-		memcmp(x->cur, y->cur, 3) == 0 && memcmp(x->acct, y->acct, x->alen) == 0 &&
-		memcmp(x->prod, y->prod, x->plen) == 0;
+	return x->hash == y->hash && same_key(x, y);
 }
 
 static inline uint64
@@ -388,31 +399,28 @@ find_group(RScan *st, text *acct, text *prod, text *cur, bool create)
 	GroupEntry *e;
 	bool		found;
 	RGroup	   *g;
-	int			clen = VARSIZE_ANY_EXHDR(cur);	/* char(n): blanks dropped, as ::text */
 
-	p->acct = VARDATA_ANY(acct);
-	p->alen = VARSIZE_ANY_EXHDR(acct);
-	p->prod = VARDATA_ANY(prod);
-	p->plen = VARSIZE_ANY_EXHDR(prod);
-
-	while (clen > 0 && VARDATA_ANY(cur)[clen - 1] == ' ')
-		clen--;
-	if (!recon_valid_currency(VARDATA_ANY(cur), clen))
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("invalid currency code \"%s\"", text_to_cstring(cur)),
-				 errdetail("A currency is an ISO 4217 code of three upper-case letters.")));
-	memcpy(p->cur, VARDATA_ANY(cur), 3);
-	if (st->last >= 0)
+	p->acct = acct ? VARDATA_ANY(acct) : "";
+	p->alen = acct ? VARSIZE_ANY_EXHDR(acct) : -1;
+	p->prod = prod ? VARDATA_ANY(prod) : "";
+	p->plen = prod ? VARSIZE_ANY_EXHDR(prod) : -1;
+	p->clen = -1;
+	if (cur)
 	{
-		g = &st->groups[st->last];
-		if (g->alen == p->alen && g->plen == p->plen && memcmp(g->cur, p->cur, 3) == 0 &&
-			memcmp(g->acct, p->acct, p->alen) == 0 && memcmp(g->prod, p->prod, p->plen) == 0)
-			return st->last;
+		/* char(3): trailing blanks dropped, as ::text does */
+		p->clen = Min(VARSIZE_ANY_EXHDR(cur), 3);
+		while (p->clen > 0 && VARDATA_ANY(cur)[p->clen - 1] == ' ')
+			p->clen--;
+		memcpy(p->cur, VARDATA_ANY(cur), p->clen);
+		if (VARSIZE_ANY_EXHDR(cur) > 3)		/* (not from a char(3) column) */
+			p->clen = VARSIZE_ANY_EXHDR(cur) + 100;
 	}
-	p->hash = (uint32) (recon_bytes_hash(p->acct, p->alen) ^
-						(recon_bytes_hash(p->prod, p->plen) * UINT64CONST(0x9e3779b97f4a7c15)) ^
-						(recon_bytes_hash(p->cur, 3) >> 7));
+	if (st->last >= 0 && same_key(&st->groups[st->last], p))
+		return st->last;
+	p->hash = (uint32) (recon_bytes_hash(p->acct, Max(p->alen, 0)) ^ (uint64) (p->alen + 1) ^
+						(recon_bytes_hash(p->prod, Max(p->plen, 0)) * UINT64CONST(0x9e3779b97f4a7c15)) ^
+						((uint64) (p->plen + 1) << 20) ^
+						(recon_bytes_hash(p->cur, Max(Min(p->clen, 3), 0)) >> 7) ^ ((uint64) (p->clen + 1) << 40));
 	if (!create)
 	{
 		e = grouphash_lookup(st->gh, -1);
@@ -432,13 +440,14 @@ find_group(RScan *st, text *acct, text *prod, text *cur, bool create)
 		}
 		g = &st->groups[st->ngroups];
 		memset(g, 0, sizeof(RGroup));
-		g->acct = palloc(p->alen + 1);
-		memcpy(g->acct, p->acct, p->alen);
+		g->acct = palloc(Max(p->alen, 0) + 1);
+		memcpy(g->acct, p->acct, Max(p->alen, 0));
 		g->alen = p->alen;
-		g->prod = palloc(p->plen + 1);
-		memcpy(g->prod, p->prod, p->plen);
+		g->prod = palloc(Max(p->plen, 0) + 1);
+		memcpy(g->prod, p->prod, Max(p->plen, 0));
 		g->plen = p->plen;
-		memcpy(g->cur, p->cur, 3);
+		memcpy(g->cur, p->cur, Max(Min(p->clen, 3), 0));
+		g->clen = p->clen;
 		g->hash = p->hash;
 		e->gidx = st->ngroups++;
 		MemoryContextSwitchTo(old);
@@ -448,7 +457,7 @@ find_group(RScan *st, text *acct, text *prod, text *cur, bool create)
 
 /* adds (sign 1) or takes away (sign -1) one line of a group */
 static void
-group_line(RScan *st, RGroup *g, int sign, text *key, Datum *v)
+group_line(RScan *st, RGroup *g, int sign, uint64 keyhash, Datum *v, bool *isnull)
 {
 	money128	amount;
 	uint64		h;
@@ -457,14 +466,25 @@ group_line(RScan *st, RGroup *g, int sign, text *key, Datum *v)
 	int			i;
 	int64		rid = DatumGetInt64(v[C_RESELLER]);
 
-	if (!money_in_range(v[C_BILLED], &amount))
-		amount_error(v[C_BILLED]);
-	h = recon_pair_hash(VARDATA_ANY(key), VARSIZE_ANY_EXHDR(key), amount);
-	if (__builtin_add_overflow(g->total, sign > 0 ? amount : -amount, &g->total))
-		ereport(ERROR,
-				(errcode(ERRCODE_NUMERIC_VALUE_OUT_OF_RANGE),
-				 errmsg("money total out of range"),
-				 errdetail("The sum of the amounts exceeds the exact 128-bit range.")));
+	if (isnull[C_BILLED])
+		h = recon_pair_hash_null(keyhash);	/* counted, not added (as the aggregates do) */
+	else
+	{
+		if (!money_in_range(v[C_BILLED], &amount))
+			amount_error(v[C_BILLED]);
+		if (g->clen >= 0 && !recon_valid_currency(g->cur, g->clen))
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("invalid currency code \"%.*s\"", Min(g->clen, 3), g->cur),
+					 errdetail("A currency is an ISO 4217 code of three upper-case letters.")));
+		h = recon_pair_hash_keyhash(keyhash, amount);
+		if (__builtin_add_overflow(g->total, sign > 0 ? amount : -amount, &g->total))
+			ereport(ERROR,
+					(errcode(ERRCODE_NUMERIC_VALUE_OUT_OF_RANGE),
+					 errmsg("money total out of range"),
+					 errdetail("The sum of the amounts exceeds the exact 128-bit range.")));
+		g->mtlines += sign;
+	}
 	if (sign > 0)
 	{
 		g->n++;
@@ -489,7 +509,7 @@ group_line(RScan *st, RGroup *g, int sign, text *key, Datum *v)
 		g->days_out += sign;
 	else
 		g->daycnt[day] += sign;
-	if (off_identity(v))
+	if (!isnull[C_LIST] && !isnull[C_BILLED] && off_identity(v))
 		g->off += sign;
 	for (i = 0; i < g->nrs; i++)
 		if (g->rs[i].rid == rid)
@@ -514,18 +534,22 @@ scan_row(RScan *st, Datum *v, bool *isnull)
 {
 	ItemPointer tid = (ItemPointer) DatumGetPointer(v[C_TID]);
 	text	   *key = DatumGetTextPP(v[C_KEY]);
-	int32		gi = find_group(st, DatumGetTextPP(v[C_ACCT]), lower_product(st, DatumGetTextPP(v[C_PROD])),
-								DatumGetTextPP(v[C_CUR]), true);
+	int32		gi = find_group(st, isnull[C_ACCT] ? NULL : DatumGetTextPP(v[C_ACCT]),
+								isnull[C_PROD] ? NULL : lower_product(st, DatumGetTextPP(v[C_PROD])),
+								isnull[C_CUR] ? NULL : DatumGetTextPP(v[C_CUR]), true);
 	RGroup	   *g = &st->groups[gi];
 	uint64		hk = recon_bytes_hash(VARDATA_ANY(key), VARSIZE_ANY_EXHDR(key));
 	bool		found;
 
-	group_line(st, g, 1, key, v);
+	group_line(st, g, 1, hk, v, isnull);
 	tidvec_push(st->cxt, &g->tids, tid);
 
-	/* a key seen before: a revision (or a hash collision), read again by its text */
-	u64set_insert(st->keys, hk, &found);
-	if (found)
+	/*
+	 * A revision after the first: its key may have earlier ones in the
+	 * period, read again by its text after the pass.  (A key's earlier
+	 * revisions always have a later one with revision > 1.)
+	 */
+	if (DatumGetInt32(v[C_REV]) > 1)
 	{
 		if (st->ncands == st->capcands)
 		{
@@ -575,11 +599,14 @@ scan_row(RScan *st, Datum *v, bool *isnull)
 static void
 superseded_row(RScan *st, Datum *v, bool *isnull)
 {
-	int32		gi = find_group(st, DatumGetTextPP(v[C_ACCT]), lower_product(st, DatumGetTextPP(v[C_PROD])),
-								DatumGetTextPP(v[C_CUR]), false);
+	int32		gi = find_group(st, isnull[C_ACCT] ? NULL : DatumGetTextPP(v[C_ACCT]),
+								isnull[C_PROD] ? NULL : lower_product(st, DatumGetTextPP(v[C_PROD])),
+								isnull[C_CUR] ? NULL : DatumGetTextPP(v[C_CUR]), false);
 	bool		found;
 
-	group_line(st, &st->groups[gi], -1, DatumGetTextPP(v[C_KEY]), v);
+	text	   *key = DatumGetTextPP(v[C_KEY]);
+
+	group_line(st, &st->groups[gi], -1, recon_bytes_hash(VARDATA_ANY(key), VARSIZE_ANY_EXHDR(key)), v, isnull);
 	st->groups[gi].superseded = true;
 	u64set_insert(st->superseded, tid_pack((ItemPointer) DatumGetPointer(v[C_TID])), &found);
 }
@@ -602,9 +629,9 @@ rcv_slot(TupleTableSlot *slot, DestReceiver *self)
 
 	slot_getallattrs(slot);
 	old = MemoryContextSwitchTo(st->rowcxt);
-	if (slot->tts_isnull[C_TID] || slot->tts_isnull[C_KEY] || slot->tts_isnull[C_ACCT] ||
-		slot->tts_isnull[C_PROD] || slot->tts_isnull[C_CUR] || slot->tts_isnull[C_BILLED] ||
-		slot->tts_isnull[C_LIST] || slot->tts_isnull[C_DISCOUNT] || slot->tts_isnull[C_COUPON] ||
+	/* (account, product, currency, list and billed cost may be null) */
+	if (slot->tts_isnull[C_TID] || slot->tts_isnull[C_KEY] || slot->tts_isnull[C_REV] ||
+		slot->tts_isnull[C_DISCOUNT] || slot->tts_isnull[C_COUPON] ||
 		slot->tts_isnull[C_DAY] || slot->tts_isnull[C_RESELLER])
 		elog(ERROR, "recon_scan: a bill line column declared NOT NULL is null");
 	if (r->superseded)
@@ -734,7 +761,6 @@ settle_recon_scan(PG_FUNCTION_ARGS)
 	st->gh = grouphash_create(st->cxt, 1024, st);
 	expect = estimate_rows(SCAN_SQL, 3, types, args);
 	expect = Min(Max(expect * 1.1, 8192), 64 * 1024 * 1024);
-	st->keys = u64set_create(st->cxt, (uint32) expect, NULL);
 	st->recs = rechash_create(st->cxt, (uint32) expect, NULL);
 	st->capmore = 256;
 	st->more = MemoryContextAllocHuge(st->cxt, sizeof(MoreLine) * st->capmore);
@@ -812,11 +838,20 @@ settle_recon_scan(PG_FUNCTION_ARGS)
 		for (d = 0; d < NDAYS; d++)
 			if (g->daycnt[d] > 0)
 				days |= UINT64CONST(1) << d;
-		values[0] = PointerGetDatum(cstring_to_text_with_len(g->acct, g->alen));
-		values[1] = PointerGetDatum(cstring_to_text_with_len(g->prod, g->plen));
-		values[2] = PointerGetDatum(cstring_to_text_with_len(g->cur, 3));
+		if (g->alen >= 0)
+			values[0] = PointerGetDatum(cstring_to_text_with_len(g->acct, g->alen));
+		else
+			nulls[0] = true;
+		if (g->plen >= 0)
+			values[1] = PointerGetDatum(cstring_to_text_with_len(g->prod, g->plen));
+		else
+			nulls[1] = true;
+		if (g->clen >= 0)
+			values[2] = PointerGetDatum(cstring_to_text_with_len(g->cur, Min(g->clen, 3)));
+		else
+			nulls[2] = true;
 		values[3] = Int64GetDatum(rid);
-		values[4] = recon_money_total_datum(mtdesc, g->total, g->n, g->cur);
+		values[4] = recon_money_total_datum(mtdesc, g->total, g->mtlines, g->clen >= 0 ? g->cur : NULL);
 		values[5] = PointerGetDatum(recon_fingerprint_bytea(g->n, g->fsum, g->fxor));
 		values[6] = Int64GetDatum(g->n);
 		values[7] = Int64GetDatum((int64) days);
