@@ -63,7 +63,6 @@
 #include "utils/memutils.h"
 #include "utils/numeric.h"
 #include "utils/typcache.h"
-#include "portability/instr_time.h"
 
 #include "money.h"
 #include "numeric_fast.h"
@@ -738,8 +737,6 @@ settle_recon_scan(PG_FUNCTION_ARGS)
 	rechash_iterator it;
 	RecEntry   *re;
 	bool		any_superseded = false;
-	instr_time	t0,
-				t1;
 	double		expect;
 
 	InitMaterializedSRF(fcinfo, 0);
@@ -772,11 +769,8 @@ settle_recon_scan(PG_FUNCTION_ARGS)
 	st->lastprod = -1;
 	st->ph = prodhash_create(st->cxt, 64, st);
 
-	INSTR_TIME_SET_CURRENT(t0);
 	SPI_connect();
 	run_query(st, SCAN_SQL, 3, types, args, false);
-	INSTR_TIME_SET_CURRENT(t1); INSTR_TIME_SUBTRACT(t1, t0);
-	elog(DEBUG1, "recon_scan: scan %.1f ms", INSTR_TIME_GET_MILLISEC(t1));
 	if (st->ncands > 0)
 	{
 		MemoryContext old = MemoryContextSwitchTo(st->cxt);
@@ -793,8 +787,6 @@ settle_recon_scan(PG_FUNCTION_ARGS)
 		any_superseded = st->superseded->members > 0;
 	}
 	SPI_finish();
-	INSTR_TIME_SET_CURRENT(t1); INSTR_TIME_SUBTRACT(t1, t0);
-	elog(DEBUG1, "recon_scan: revisions %.1f ms", INSTR_TIME_GET_MILLISEC(t1));
 
 	/* the candidates of the duplicate check: records under two keys, their current lines */
 	rechash_start_iterate(st->recs, &it);
@@ -811,8 +803,6 @@ settle_recon_scan(PG_FUNCTION_ARGS)
 				tidvec_push(st->cxt, &st->groups[st->more[m].gidx].dups, &st->more[m].tid);
 	}
 
-	INSTR_TIME_SET_CURRENT(t1); INSTR_TIME_SUBTRACT(t1, t0);
-	elog(DEBUG1, "recon_scan: dups %.1f ms", INSTR_TIME_GET_MILLISEC(t1));
 	mtdesc = lookup_rowtype_tupdesc_copy(TupleDescAttr(rsinfo->setDesc, 4)->atttypid,
 										 TupleDescAttr(rsinfo->setDesc, 4)->atttypmod);
 	mtdesc = BlessTupleDesc(mtdesc);
@@ -865,10 +855,6 @@ settle_recon_scan(PG_FUNCTION_ARGS)
 			nulls[11] = true;
 		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
 	}
-	INSTR_TIME_SET_CURRENT(t1); INSTR_TIME_SUBTRACT(t1, t0);
-	elog(DEBUG1, "recon_scan: emit %.1f ms", INSTR_TIME_GET_MILLISEC(t1));
 	MemoryContextDelete(st->cxt);
-	INSTR_TIME_SET_CURRENT(t1); INSTR_TIME_SUBTRACT(t1, t0);
-	elog(DEBUG1, "recon_scan: end %.1f ms", INSTR_TIME_GET_MILLISEC(t1));
 	return (Datum) 0;
 }
