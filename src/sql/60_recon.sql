@@ -1,7 +1,9 @@
 -- 60: reconciliation: the exact aggregates, provider totals
 -- imported from files, settle.reconcile, its results, the BI views and the
--- explanation of one scope's delta.  The aggregates are C (src/recon_agg.c);
--- the checks are set-based SQL over them.
+-- explanation of one scope's delta.  The aggregates are C (src/recon_agg.c),
+-- and so is the one pass over a period's lines settle.reconcile reads
+-- (settle.recon_scan, src/recon_scan.c); the checks are set-based SQL over
+-- its groups and the few lines they name.
 
 -- ---------------------------------------------------------------- aggregates
 
@@ -93,7 +95,7 @@ CREATE AGGREGATE settle.recon_repeated(record text, line_key text) (
 	FINALFUNC = settle.recon_repeated_final
 );
 COMMENT ON AGGREGATE settle.recon_repeated(text, text) IS
-	'The hashtextextended(record, 0) of every record seen under more than one line key, found in one pass with a compact hash table (rows with a null record or key skipped; an empty array when none repeats).  Hashes may collide: a superset, for an exact grouping of the few candidates'' lines (settle.reconcile''s duplicate records).';
+	'The hashtextextended(record, 0) of every record seen under more than one line key, found in one pass with a compact hash table (rows with a null record or key skipped; an empty array when none repeats).  Hashes may collide: a superset, for an exact grouping of the few candidates'' lines.';
 
 -- The period's lines read once, in C (src/recon_scan.c): the groups by
 -- account, product and currency settle.reconcile's checks read (recon_grp),
