@@ -9,9 +9,10 @@
  * mark runs whose process is gone as failed (57P01); find the streams that
  * are due and start a dynamic background worker for each, at most
  * settle.max_pull_workers at a time.  A stream is one account of one
- * connector: the connector's own, or one of its member accounts; each has
- * its own runs and checkpoints, so streams are independent and are pulled
- * concurrently.  The launcher is told when one of its workers ends
+ * connector: the connector's own, or one of its member accounts, and for a
+ * DAILY connector fanned out over its billing cycle (settle.connector_days)
+ * one day of it; each has its own runs and checkpoints, so streams are
+ * independent and are pulled concurrently.  The launcher is told when one of its workers ends
  * (bgw_notify_pid) and then starts the next due stream at once.
  *
  * A pull worker pulls its stream once with the same code as
@@ -58,6 +59,7 @@ typedef struct Stream
 {
 	int64		connector_id;
 	char		account[ACCOUNT_LEN];	/* "" = the connector's own */
+	char		day[11];		/* YYYY-MM-DD of a DAILY fan-out, "" = none */
 } Stream;
 
 /*
@@ -119,7 +121,8 @@ library_matches(const char *installed)
 
 /*
  * The streams due for a pull, least recently pulled first; empty when the
- * extension is absent or of another version than this library.  A stream is due when it was never pulled, when its
+ * extension is absent or of another version than this library.  A stream
+ * is due when it was never pulled, when its
  * last run succeeded more than the connector's poll_interval ago, or failed
  * more than settle.worker_retry_after_ms ago (a run still running is not
  * due).
@@ -143,18 +146,24 @@ due_streams(MemoryContext cxt)
 	{
 		/* runs whose process died (a crash, a kill) are failed, and so due again */
 		ingest_fail_orphaned_runs();
-		sql = psprintf("SELECT c.connector_id, coalesce(s.account_id, '') FROM settle.connector c"
+		/* a DAILY fan-out connector's streams: each account and each day */
+		sql = psprintf("SELECT c.connector_id, coalesce(s.account_id, ''), coalesce(d.day::text, '')"
+					   " FROM settle.connector c"
 					   " CROSS JOIN LATERAL (SELECT NULL::text AS account_id, 0::bigint AS ord UNION ALL"
 					   "  SELECT m.value, m.ordinality FROM pg_catalog.jsonb_array_elements_text(CASE WHEN"
 					   "  pg_catalog.jsonb_typeof(c.config->'member_accounts') = 'array'"
 					   "  THEN c.config->'member_accounts' ELSE '[]' END) WITH ORDINALITY m) s"
+					   " CROSS JOIN LATERAL (SELECT NULL::date AS day"
+					   "  WHERE NOT EXISTS (SELECT 1 FROM settle.connector_days(c.kind, c.config)) UNION ALL"
+					   "  SELECT x FROM settle.connector_days(c.kind, c.config) x) d"
 					   " LEFT JOIN LATERAL (SELECT r.status, r.started_at FROM settle.ingest_run r"
 					   "  WHERE r.connector_id = c.connector_id AND r.account_id IS NOT DISTINCT FROM s.account_id"
+					   "  AND r.billing_date IS NOT DISTINCT FROM d.day"
 					   "  ORDER BY r.started_at DESC, r.ingest_run_id DESC LIMIT 1) l ON true"
 					   " WHERE c.enabled AND (l.status IS NULL"
 					   "  OR (l.status = 'succeeded' AND l.started_at + c.poll_interval <= pg_catalog.now())"
 					   "  OR (l.status = 'failed' AND l.started_at + %d * interval '1 millisecond' <= pg_catalog.now()))"
-					   " ORDER BY l.started_at NULLS FIRST, c.connector_id, s.ord", settle_worker_retry_after_ms);
+					   " ORDER BY l.started_at NULLS FIRST, c.connector_id, s.ord, d.day", settle_worker_retry_after_ms);
 		if (SPI_execute(sql, true, 0) != SPI_OK_SELECT)
 			elog(ERROR, "could not read settle.connector");
 		for (i = 0; i < SPI_processed; i++)
@@ -165,6 +174,7 @@ due_streams(MemoryContext cxt)
 
 			s->connector_id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1, &isnull));
 			strlcpy(s->account, SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 2), ACCOUNT_LEN);
+			strlcpy(s->day, SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 3), sizeof(s->day));
 			old = MemoryContextSwitchTo(cxt);
 			streams = lappend(streams, s);
 			MemoryContextSwitchTo(old);
@@ -223,7 +233,8 @@ stream_recent(Stream *s)
 
 	for (i = 0; i < WORKER_ENTRIES; i++)
 		if (workers[i].in_use && workers[i].stream.connector_id == s->connector_id &&
-			strcmp(workers[i].stream.account, s->account) == 0)
+			strcmp(workers[i].stream.account, s->account) == 0 &&
+			strcmp(workers[i].stream.day, s->day) == 0)
 			return true;
 	return false;
 }
@@ -356,7 +367,7 @@ settle_pull_worker_main(Datum main_arg)
 	 * resumes before them and fetches them again: no gap, no duplicate.
 	 */
 	SetConfigOption("synchronous_commit", "off", PGC_USERSET, PGC_S_SESSION);
-	(void) ingest_run_stream(s.connector_id, s.account[0] ? s.account : NULL);
+	(void) ingest_run_stream(s.connector_id, s.account[0] ? s.account : NULL, s.day[0] ? s.day : NULL);
 	pgstat_report_stat(true);
 	proc_exit(0);
 }
