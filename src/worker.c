@@ -72,11 +72,21 @@ typedef struct PullWorker
 	bool		in_use;
 	bool		running;
 	Stream		stream;
+	char		key[NAMEDATALEN];	/* its connector's secret (AccessKey) */
 	TimestampTz started_at;
 	BackgroundWorkerHandle *handle;
 } PullWorker;
 
 #define WORKER_ENTRIES (2 * MAX_PULL_WORKERS)
+
+/* A due stream, as the launcher sees it. */
+typedef struct DueStream
+{
+	Stream		stream;
+	char		key[NAMEDATALEN];	/* its connector's secret_name ("" none): one AccessKey */
+	bool		started;
+} DueStream;
+
 static PullWorker workers[WORKER_ENTRIES];
 
 void
@@ -147,8 +157,8 @@ due_streams(MemoryContext cxt)
 		/* runs whose process died (a crash, a kill) are failed, and so due again */
 		ingest_fail_orphaned_runs();
 		/* a DAILY fan-out connector's streams: each account and each day */
-		sql = psprintf("SELECT c.connector_id, coalesce(s.account_id, ''), coalesce(d.day::text, '')"
-					   " FROM settle.connector c"
+		sql = psprintf("SELECT c.connector_id, coalesce(s.account_id, ''), coalesce(d.day::text, ''),"
+					   " coalesce(c.secret_name, '') FROM settle.connector c"
 					   " CROSS JOIN LATERAL (SELECT NULL::text AS account_id, 0::bigint AS ord UNION ALL"
 					   "  SELECT m.value, m.ordinality FROM pg_catalog.jsonb_array_elements_text(CASE WHEN"
 					   "  pg_catalog.jsonb_typeof(c.config->'member_accounts') = 'array'"
@@ -168,13 +178,14 @@ due_streams(MemoryContext cxt)
 			elog(ERROR, "could not read settle.connector");
 		for (i = 0; i < SPI_processed; i++)
 		{
-			Stream	   *s = MemoryContextAllocZero(cxt, sizeof(Stream));
+			DueStream  *s = MemoryContextAllocZero(cxt, sizeof(DueStream));
 			bool		isnull;
 			MemoryContext old;
 
-			s->connector_id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1, &isnull));
-			strlcpy(s->account, SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 2), ACCOUNT_LEN);
-			strlcpy(s->day, SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 3), sizeof(s->day));
+			s->stream.connector_id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1, &isnull));
+			strlcpy(s->stream.account, SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 2), ACCOUNT_LEN);
+			strlcpy(s->stream.day, SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 3), sizeof(s->stream.day));
+			strlcpy(s->key, SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 4), NAMEDATALEN);
 			old = MemoryContextSwitchTo(cxt);
 			streams = lappend(streams, s);
 			MemoryContextSwitchTo(old);
@@ -239,10 +250,58 @@ stream_recent(Stream *s)
 	return false;
 }
 
+/* The pull workers running for streams of a secret (one AccessKey). */
+static int
+key_running(const char *key)
+{
+	int			i;
+	int			n = 0;
+
+	for (i = 0; i < WORKER_ENTRIES; i++)
+		if (workers[i].in_use && workers[i].running && strcmp(workers[i].key, key) == 0)
+			n++;
+	return n;
+}
+
+/*
+ * The next due stream to start: of the secrets (AccessKeys) with the fewest
+ * pull workers running, the first stream in the list (least recently
+ * pulled).  So the workers share out over the keys, each pulling at its
+ * own rate: the streams of one key (a DAILY fan-out has one per day and
+ * account) never fill them all while another key's streams wait.  NULL
+ * when none is left.
+ */
+static DueStream *
+next_stream(List *streams)
+{
+	DueStream  *best = NULL;
+	int			bestn = INT_MAX;
+	ListCell   *lc;
+
+	foreach(lc, streams)
+	{
+		DueStream  *d = lfirst(lc);
+		int			n;
+
+		if (d->started || stream_recent(&d->stream))
+			continue;
+		n = key_running(d->key);
+		if (n < bestn)
+		{
+			best = d;
+			bestn = n;
+			if (n == 0)
+				break;
+		}
+	}
+	return best;
+}
+
 /* Starts a pull worker for a stream; false when no worker can be started. */
 static bool
-start_worker(Stream *s)
+start_worker(DueStream *d)
 {
+	Stream	   *s = &d->stream;
 	BackgroundWorker worker;
 	BackgroundWorkerHandle *handle;
 	MemoryContext old;
@@ -274,6 +333,7 @@ start_worker(Stream *s)
 	workers[i].running = true;
 	workers[i].started_at = GetCurrentTimestamp();
 	workers[i].stream = *s;
+	strlcpy(workers[i].key, d->key, NAMEDATALEN);
 	workers[i].handle = handle;
 	return true;
 }
@@ -290,6 +350,12 @@ settle_worker_main(Datum main_arg)
 
 	BackgroundWorkerInitializeConnection(settle_database, NULL, 0);
 	pgstat_report_appname("settle ingest launcher");
+	/*
+	 * Its one query (the due streams) runs at every worker's end: compiling
+	 * it (its estimated cost passes jit_above_cost with many streams) costs
+	 * more than it ever saves.
+	 */
+	SetConfigOption("jit", "off", PGC_USERSET, PGC_S_SESSION);
 	elog(LOG, "settle ingest launcher started for database \"%s\"", settle_database);
 	loopcxt = AllocSetContextCreate(TopMemoryContext, "settle ingest launcher", ALLOCSET_DEFAULT_SIZES);
 
@@ -310,18 +376,16 @@ settle_worker_main(Datum main_arg)
 		if (running < settle_max_pull_workers)
 		{
 			List	   *streams;
-			ListCell   *lc;
 
 			pgstat_report_activity(STATE_RUNNING, "settle ingest: looking for due streams");
 			streams = due_streams(loopcxt);
-			foreach(lc, streams)
+			while (running < settle_max_pull_workers)
 			{
-				Stream	   *s = lfirst(lc);
+				DueStream  *s = next_stream(streams);
 
-				if (running >= settle_max_pull_workers)
+				if (s == NULL)
 					break;
-				if (stream_recent(s))
-					continue;
+				s->started = true;
 				if (!start_worker(s))
 				{
 					if (!no_slot_logged)

@@ -175,7 +175,7 @@ COMMENT ON FUNCTION settle.ingest_reset(text) IS
 -- A DAILY alibaba_bss connector without billing_date is fanned out over the
 -- days of its billing cycle: one stream per account and day.
 CREATE FUNCTION settle.connector_days(kind text, config jsonb, billing_cycle text DEFAULT NULL)
-	RETURNS SETOF date
+	RETURNS SETOF date ROWS 31
 LANGUAGE sql STABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp AS $$
 	SELECT d::date
 	  FROM (SELECT coalesce(connector_days.billing_cycle, connector_days.config->>'billing_cycle',
