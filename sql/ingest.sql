@@ -54,6 +54,9 @@ SELECT count(*) FROM settle.connector_days('alibaba_bss', '{"granularity": "DAIL
 SELECT count(*) FROM settle.connector_days('alibaba_bss', '{"granularity": "MONTHLY"}', '2026-11');
 SELECT count(*) FROM settle.connector_days('focus_csv', '{"granularity": "DAILY"}', '2026-11');
 SELECT count(*) FROM settle.connector_days('alibaba_bss', '{"granularity": "DAILY"}', '2026-13');
+-- a config cycle that is not a month gives no days (the view and the launcher read every connector)
+SELECT count(*) FROM settle.connector_days('alibaba_bss', '{"granularity": "DAILY", "billing_cycle": "2026-13"}');
+SELECT count(*) FROM settle.connector_days('alibaba_bss', '{"granularity": "DAILY", "billing_cycle": "0000-01"}');
 SELECT count(*) = extract(day FROM now() AT TIME ZONE 'UTC' + interval '8 hours') AS current_cycle_up_to_today
   FROM settle.connector_days('alibaba_bss', '{"granularity": "DAILY"}');
 -- granularity and billing_date are checked when written (22023)

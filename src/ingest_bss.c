@@ -1005,7 +1005,7 @@ bss_configure(Connector *c, MemoryContext cxt)
 		v2[0] = Int64GetDatum(c->id);
 		v2[1] = CStringGetTextDatum(c->cycle);
 		if (SPI_execute_with_args("SELECT d::text FROM settle.connector k,"
-								  " settle.connector_days(k.kind, k.config, $2) d WHERE k.connector_id = $1",
+								  " settle.connector_days(k.kind, k.config, $2::settle.period) d WHERE k.connector_id = $1",
 								  2, t2, v2, NULL, false, 0) != SPI_OK_SELECT)
 			elog(ERROR, "could not read the days of connector \"%s\"", c->name);
 		old = MemoryContextSwitchTo(cxt);

@@ -174,22 +174,24 @@ COMMENT ON FUNCTION settle.ingest_reset(text) IS
 
 -- A DAILY alibaba_bss connector without billing_date is fanned out over the
 -- days of its billing cycle: one stream per account and day.
-CREATE FUNCTION settle.connector_days(kind text, config jsonb, billing_cycle text DEFAULT NULL)
+CREATE FUNCTION settle.connector_days(kind text, config jsonb, billing_cycle settle.period DEFAULT NULL)
 	RETURNS SETOF date ROWS 31
 LANGUAGE sql STABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp AS $$
+	-- a config billing_cycle that is not a month gives no days (no error: the
+	-- launcher and settle.ingest_health read every connector's days)
 	SELECT d::date
-	  FROM (SELECT coalesce(connector_days.billing_cycle, connector_days.config->>'billing_cycle',
-	                        pg_catalog.to_char(pg_catalog.now() AT TIME ZONE 'UTC' + interval '8 hours', 'YYYY-MM')) AS cycle,
-	               (pg_catalog.now() AT TIME ZONE 'UTC' + interval '8 hours')::date AS today) c
-	 CROSS JOIN LATERAL pg_catalog.generate_series(
-		pg_catalog.to_date(c.cycle || '-01', 'YYYY-MM-DD'),
-		least(pg_catalog.to_date(c.cycle || '-01', 'YYYY-MM-DD') + interval '1 month' - interval '1 day', c.today),
-		interval '1 day') d
-	 WHERE connector_days.kind = 'alibaba_bss' AND settle.check_period(c.cycle)
-	   AND connector_days.config->>'granularity' = 'DAILY' AND NOT connector_days.config ? 'billing_date'
+	  FROM (SELECT CASE WHEN x.cycle ~ '^[0-9]{4}-(0[1-9]|1[0-2])$' AND pg_catalog.left(x.cycle, 4) <> '0000'
+	                    THEN pg_catalog.to_date(x.cycle || '-01', 'YYYY-MM-DD') END AS first, x.today
+	          FROM (SELECT coalesce(connector_days.billing_cycle::text, connector_days.config->>'billing_cycle',
+	                                pg_catalog.to_char(pg_catalog.now() AT TIME ZONE 'UTC' + interval '8 hours', 'YYYY-MM')) AS cycle,
+	                       (pg_catalog.now() AT TIME ZONE 'UTC' + interval '8 hours')::date AS today) x
+	         WHERE connector_days.kind = 'alibaba_bss' AND connector_days.config->>'granularity' = 'DAILY'
+	           AND NOT connector_days.config ? 'billing_date') c
+	 CROSS JOIN LATERAL pg_catalog.generate_series(c.first,
+		least(c.first + interval '1 month' - interval '1 day', c.today), interval '1 day') d
 	 ORDER BY 1
 $$;
-COMMENT ON FUNCTION settle.connector_days(text, jsonb, text) IS
+COMMENT ON FUNCTION settle.connector_days(text, jsonb, settle.period) IS
 	'The days a connector of this kind and config is fanned out over: for alibaba_bss with granularity DAILY and no billing_date, every day of the billing cycle (the one given, else the config''s billing_cycle, else the current month in UTC+8) up to today in UTC+8; no rows for any other connector (it is pulled as one stream per account).  Each day of each account is a stream of its own: its own runs, checkpoint, health row and withdrawals.';
 
 CREATE VIEW settle.ingest_health AS

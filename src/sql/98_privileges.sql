@@ -49,7 +49,7 @@ GRANT EXECUTE ON FUNCTION
 	settle.blocking_exceptions(bigint,settle.period),
 	settle.check_currency(text),
 	settle.closed_period(timestamp with time zone),
-	settle.connector_days(text,jsonb,text),
+	settle.connector_days(text,jsonb,settle.period),
 	settle.csv_field(text),
 	settle.evaluate_rule(settle.rule,text,text,text,text,text,text,jsonb,numeric,numeric,numeric,integer,integer,numeric,numeric,numeric,numeric,numeric,numeric,numeric,integer),
 	settle.exception_of(bigint),
