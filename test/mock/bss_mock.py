@@ -27,6 +27,7 @@ fault:   ok | e500x<k> | e503x<k> | throttlex<k> | e429x<k> | slowx<k> | resetx<
          month on, item 3 is gone) | droptrunc (the same, and pages after the first are truncated)
          | d<DD>revise | d<DD>drop | d<DD>droptrunc (daily-* datasets: the same, for day DD
          only, from the second pull of that day on; pulls are counted per day)
+         | d<DD>dropslow (the same as d<DD>drop, and pages after the first wait 2 s)
          | limit<R>lat<ms> (either part alone too): the provider's flow control and
          round trip.  limit<R>: at most R requests per second per AccessKey, over every
          path that asks for a limit (a token bucket refilled at R per second that holds
@@ -712,7 +713,7 @@ class Handler(BaseHTTPRequestHandler):
                 return self.error(400, 'InvalidParameter', 'The specified NextToken is invalid.')
         else:
             off = 0
-        dm = re.fullmatch(r'd(\d\d)(revise|drop|droptrunc)', fault)
+        dm = re.fullmatch(r'd(\d\d)(revise|drop|droptrunc|dropslow)', fault)
         op = dm.group(2) if dm and day == int(dm.group(1)) else None
         pulls = 1
         if op:
@@ -724,7 +725,9 @@ class Handler(BaseHTTPRequestHandler):
         plain = op is None or pulls == 1
         if plain and (off, maxr) in cache:
             return self.send(200, cache[(off, maxr)])
-        if not plain and op in ('drop', 'droptrunc'):
+        if not plain and op == 'dropslow' and off > 0:
+            time.sleep(2)
+        if not plain and op in ('drop', 'droptrunc', 'dropslow'):
             page = [items_json[i] for i in range(off, end) if i != 3]
         elif not plain and op == 'revise':
             page = [item_json(revised(items[i])) if i % 10 == 0 else items_json[i] for i in range(off, end)]

@@ -12,7 +12,9 @@
 #    dropped from one day is withdrawn, no other day's line is; a day whose
 #    pass fails withdraws nothing;
 #  - the launcher's pull workers pull the days concurrently, sharing the
-#    AccessKey's rate: zero throttled, every line once.
+#    AccessKey's rate: zero throttled, every line once; a pull worker killed
+#    mid-pass (SIGKILL) leaves its day unwithdrawn and the others untouched,
+#    and the resumed pass withdraws that day's dropped item alone.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 . test/mock/lib.sh
@@ -169,4 +171,47 @@ check "the days were pulled concurrently (several requests in flight), none thro
 	"concurrent|0|61"
 check "ingest_health: 30 day rows, all succeeded" \
 	"$(q $DB "SELECT count(*), count(*) FILTER (WHERE last_status = 'succeeded') FROM settle.ingest_health WHERE name = 'wk'")" "30|30"
+
+# ---- a pull worker killed mid-pass: its day withdraws nothing, the others are untouched
+# daily-5x40 in 2026-05 (31 days; day 5 of 10 lines, 3 pages); from the second pull of
+# day 5 on its item 3 is gone and its pages after the first take 2 s
+KEY=bss_k2 newc kw daily-5x40 d05dropslow '"billing_cycle": "2026-05", "max_results": 4, "overview": false' true
+wait_runs 31 kw
+check "first pass by pull workers: 31 runs succeeded, 200 lines" \
+	"$(q $DB "SELECT count(*) FILTER (WHERE status = 'succeeded'), sum(lines_new) FROM settle.ingest_run r JOIN settle.connector c USING (connector_id) WHERE c.name = 'kw'")" "31|200"
+# day 5 alone is due again (its last run two days ago)
+q $DB "UPDATE settle.ingest_run r SET started_at = started_at - interval '2 days' FROM settle.connector c
+        WHERE c.connector_id = r.connector_id AND c.name = 'kw' AND r.billing_date = '2026-05-05'" >/dev/null
+pid=""
+for _ in $(seq 1 300); do
+	pid=$(q $DB "SELECT r.backend_pid FROM settle.ingest_run r JOIN settle.connector c USING (connector_id)
+	              WHERE c.name = 'kw' AND r.billing_date = '2026-05-05' AND r.status = 'running' AND r.pages >= 1")
+	[ -n "$pid" ] && break
+	sleep 0.05
+done
+kill -9 "$pid" 2>/dev/null
+# the postmaster restarts after a crash (restart_after_crash); the launcher marks the run failed
+for _ in $(seq 1 300); do
+	[ "$(q $DB "SELECT count(*) FROM settle.ingest_run r JOIN settle.connector c USING (connector_id) WHERE c.name = 'kw' AND r.status = 'failed'" 2>/dev/null)" = 1 ] && break
+	sleep 0.1
+done
+check "day 5's second run was killed after its first page: failed (57P01), nothing withdrawn" \
+	"$(q $DB "SELECT string_agg(billing_date || ':' || status || ':' || error_sqlstate || ':' || lines_withdrawn, ' ') FILTER (WHERE status <> 'succeeded'),
+	                 count(*) FILTER (WHERE status = 'succeeded'), sum(lines_withdrawn)
+	            FROM settle.ingest_run r JOIN settle.connector c USING (connector_id) WHERE c.name = 'kw'")" \
+	"2026-05-05:failed:57P01:0|31|0"
+check "no withdrawal revision; day 5's checkpoint mid-pass, the 30 others complete" \
+	"$(q $DB "SELECT (SELECT count(*) FROM settle.bill_line_current b WHERE b.connector_id = c.connector_id AND b.withdrawal_reason IS NOT NULL),
+	                 string_agg(k.billing_date || ':' || k.pages_done, ' ') FILTER (WHERE NOT k.complete), count(*) FILTER (WHERE k.complete)
+	            FROM settle.ingest_checkpoint k JOIN settle.connector c USING (connector_id) WHERE c.name = 'kw' GROUP BY c.connector_id")" \
+	"0|2026-05-05:1|30"
+# the resumed pass (settle.ingest_now, the connector disabled) re-reads the stored first
+# page: it is whole, so its end withdraws day 5's item 3, and only it
+q $DB "UPDATE settle.connector SET enabled = false WHERE name = 'kw'" >/dev/null
+check "resumed: day 5's pass completes and withdraws its dropped item alone; the other days are no-ops" \
+	"$(q $DB "SELECT count(*) FILTER (WHERE status = 'succeeded'), string_agg(billing_date || ':' || lines_withdrawn, ' ') FILTER (WHERE lines_withdrawn > 0), sum(lines_new), sum(lines_revised)
+	            FROM settle.ingest_now('kw')")" "31|2026-05-05:1|0|0"
+check "the withdrawn line is day 5's item 3; 199 lines stand" \
+	"$(q $DB "SELECT string_agg(resource_id, ' ') FILTER (WHERE withdrawal_reason IS NOT NULL), count(*) FILTER (WHERE withdrawal_reason IS NULL)
+	            FROM settle.bill_line_current b JOIN settle.connector c USING (connector_id) WHERE c.name = 'kw'")" "i-0004-05-00003|199"
 finish
