@@ -13,7 +13,7 @@
 #    pass fails withdraws nothing;
 #  - the launcher's pull workers pull the days concurrently, sharing the
 #    AccessKey's rate: zero throttled, every line once; a pull worker killed
-#    mid-pass (SIGKILL) leaves its day unwithdrawn and the others untouched,
+#    mid-pass (SIGTERM) leaves its day unwithdrawn and the others untouched,
 #    and the resumed pass withdraws that day's dropped item alone.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
@@ -172,7 +172,7 @@ check "the days were pulled concurrently (several requests in flight), none thro
 check "ingest_health: 30 day rows, all succeeded" \
 	"$(q $DB "SELECT count(*), count(*) FILTER (WHERE last_status = 'succeeded') FROM settle.ingest_health WHERE name = 'wk'")" "30|30"
 
-# ---- a pull worker killed mid-pass: its day withdraws nothing, the others are untouched
+# ---- a pull worker killed mid-pass (SIGTERM): its day withdraws nothing, the others are untouched
 # daily-5x40 in 2026-05 (31 days; day 5 of 10 lines, 3 pages); from the second pull of
 # day 5 on its item 3 is gone and its pages after the first take 2 s
 KEY=bss_k2 newc kw daily-5x40 d05dropslow '"billing_cycle": "2026-05", "max_results": 4, "overview": false' true
@@ -189,8 +189,13 @@ for _ in $(seq 1 300); do
 	[ -n "$pid" ] && break
 	sleep 0.05
 done
-kill -9 "$pid" 2>/dev/null
-# the postmaster restarts after a crash (restart_after_crash); the launcher marks the run failed
+# SIGTERM: the worker dies at once (its transfer is cut short); SIGKILL would
+# restart the server, which may lose the pages the worker committed last
+# (pull workers commit asynchronously) and with them the run row, making the
+# stream due again (test/process/ingest_worker.sh kills with SIGKILL)
+echo "     (day 5's pull worker: pid ${pid:-not found})"
+kill -TERM "$pid" 2>/dev/null
+# the launcher marks the run whose process is gone failed
 for _ in $(seq 1 300); do
 	[ "$(q $DB "SELECT count(*) FROM settle.ingest_run r JOIN settle.connector c USING (connector_id) WHERE c.name = 'kw' AND r.status = 'failed'" 2>/dev/null)" = 1 ] && break
 	sleep 0.1
