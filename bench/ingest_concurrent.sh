@@ -6,16 +6,20 @@
 # workers; the wall
 # time is compared with the provider's floor (requests / aggregate limit =
 # 400 / 40 per second = 10 s) and with the bound of sequential NextToken
-# paging (one stream per key: 100 round trips of 150 ms = 15 s).  Two shapes
+# paging (one stream per key: 100 round trips of 150 ms = 15 s).  Three shapes
 # of the same 400 pages:
 #   single:  each key one account: 4 streams of 100 pages
 #   members: each key a payer and 3 member accounts: 16 streams of 25 pages
+#   daily:   each key one account whose month (a past one, of 28 to 31 days)
+#            is a DAILY connector fanned out over its days: a stream per day,
+#            100 pages in all (3 or 4 a day)
 # Also reports throttled requests (mock) and retries (settle), which must be
 # zero.  Not part of the tests.
 #
 #   bash bench/ingest_concurrent.sh                  # via the install lock, a cluster of its own
 #   LATENCY_MS=250 bash bench/ingest_concurrent.sh
 #   PAGE_LINES=300 bash bench/ingest_concurrent.sh   # one page size only
+#   SHAPES=daily bash bench/ingest_concurrent.sh     # some shapes only (single members daily)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ -z "${SETTLE_BENCH_INSIDE:-}" ]; then
@@ -27,6 +31,7 @@ LAT=${LATENCY_MS:-150}
 RATE=10
 KEYS=4
 PAGES=100
+SHAPES=${SHAPES:-single members daily}
 mock_start
 worker_cluster_start settle_bench_c 3600000 "settle.ingest_requests_per_second = $RATE
 settle.max_pull_workers = 16
@@ -65,18 +70,25 @@ PY
 }
 stats() { curl -s --cacert "$MOCK_CA" "$MOCK_URL/__stats$1" | python3 -c "import json,sys; print(json.load(sys.stdin)['$2'])"; }
 
-run_shape() {	# run_shape NAME DATASET LINES MEMBERS-JSON FIRST-CYCLE: prints one result line
-	local shape=$1 ds=$2 lines=$3 members=$4 cyc=$5 k t0 t1
+cycle_of() {	# cycle_of N [YEAR]: the N-th month from January of YEAR (2026)
+	printf '20%02d-%02d' $((${2:-26} + $1 / 12)) $(($1 % 12 + 1))
+}
+
+run_shape() {	# run_shape NAME DATASET LINES MEMBERS-JSON FIRST-CYCLE [MORE-CONFIG YEAR]: prints one result line
+	local shape=$1 ds=$2 lines=$3 members=$4 cyc=$5 more=${6:-} year=${7:-26} k t0 t1
 	for k in $(seq 1 $KEYS); do
 		# a billing cycle per key and run: distinct lines, the same pages
 		cyc=$((cyc + 1))
 		q $DB "INSERT INTO settle.connector (name, kind, endpoint, secret_name, config, enabled) VALUES
 		  ('$shape$k', 'alibaba_bss', '$MOCK_URL/m/$ds/$FAULT/', 'bss_k$k',
-		   '{\"billing_cycle\": \"$(printf '20%02d-%02d' $((26 + cyc / 12)) $((cyc % 12 + 1)))\", \"max_results\": $lines,
-		     \"overview\": false, \"member_accounts\": $members}', false)" >/dev/null
+		   '{\"billing_cycle\": \"$(cycle_of $cyc $year)\", \"max_results\": $lines,
+		     \"overview\": false, \"member_accounts\": $members $more}', false)" >/dev/null
 	done
+	# a stream per account (and day of a DAILY fan-out)
 	local streams
-	streams=$(q $DB "SELECT sum(1 + jsonb_array_length(config->'member_accounts')) FROM settle.connector WHERE name LIKE '$shape%'")
+	streams=$(q $DB "SELECT sum((1 + jsonb_array_length(config->'member_accounts'))
+	                            * greatest(1, (SELECT count(*) FROM settle.connector_days(kind, config))))
+	                   FROM settle.connector WHERE name LIKE '$shape%'")
 	local pc0 mc0
 	pc0=$(cpu "$PM_PID"); mc0=$(cpu "$MOCK_PID")
 	t0=$(date +%s%N)
@@ -117,8 +129,10 @@ run_shape() {	# run_shape NAME DATASET LINES MEMBERS-JSON FIRST-CYCLE: prints on
 	echo "$shape|$lines|$streams|$res|$(( (t1 - t0) / 1000000 ))|$(stats /m/$ds/$FAULT/ throttled)|$((pc1 - pc0))|$((mc1 - mc0))"
 }
 
+echo "load before: $(uptime)"
 results=()
 cycles=0	# run_shape runs in a subshell: the caller numbers the cycles
+dcycles=0	# the daily shape's, in 2025
 for L in ${PAGE_LINES:-300 100}; do
 	n=$((PAGES * L))
 	# warm the mock's page caches (it builds every page on first use), unlimited
@@ -128,11 +142,19 @@ for L in ${PAGE_LINES:-300 100}; do
 	    \"member_accounts\": [\"1300000000000001\", \"1300000000000002\", \"1300000000000003\"]}', false)" >/dev/null
 	psql -X -q -d $DB -c "SET settle.ingest_requests_per_second = 0" -c "SELECT count(*) FROM settle.ingest_now('warm_s$L')" \
 		-c "SELECT count(*) FROM settle.ingest_now('warm_m$L')" >/dev/null
-	results+=("$(run_shape single_$L bench-$n $L '[]' $cycles)")
+	[[ " $SHAPES " == *" single "* ]] && results+=("$(run_shape single_$L bench-$n $L '[]' $cycles)")
 	cycles=$((cycles + KEYS))
-	results+=("$(run_shape members_$L members-4x$((n / 4)) $L '["1300000000000001", "1300000000000002", "1300000000000003"]' $cycles)")
+	[[ " $SHAPES " == *" members "* ]] && results+=("$(run_shape members_$L members-4x$((n / 4)) $L '["1300000000000001", "1300000000000002", "1300000000000003"]' $cycles)")
 	cycles=$((cycles + KEYS))
+	# daily: past months (2025), every day of them; the mock builds each day's
+	# items on first use: built here, before the clock starts
+	for k in $(seq 1 $KEYS); do
+		curl -s --cacert "$MOCK_CA" "$MOCK_URL/__expected_daily/daily-${L}x$PAGES/$(cycle_of $((dcycles + k)) 25)" >/dev/null
+	done
+	[[ " $SHAPES " == *" daily "* ]] && results+=("$(run_shape daily_$L daily-${L}x$PAGES $L '[]' $dcycles ', "granularity": "DAILY"' 25)")
+	dcycles=$((dcycles + KEYS))
 done
+echo "load after:  $(uptime)"
 python3 - "$LAT" "$RATE" "$KEYS" "$PAGES" "${results[@]}" <<'PY'
 import os, sys
 lat, rate, keys, pages = (int(x) for x in sys.argv[1:5])
@@ -145,7 +167,7 @@ for line in sys.argv[5:]:
     streams = int(streams)
     per_stream = keys * pages / streams
     seq = per_stream * lat / 1000.0
-    print("%-12s %3s lines/page, %2d streams (%3.0f pages each; sequential paging bound %.2f s): %s/%d runs succeeded,"
+    print("%-12s %3s lines/page, %3d streams (%3.0f pages each; sequential paging bound %.2f s): %s/%d runs succeeded,"
           " %s requests, %s lines, %s retries, %s throttled"
           % (shape.split('_')[0], lines, streams, per_stream, seq, ok, streams, req, nlines, retries, throttled))
     print("             wall %.2f s = %.2fx the floor (first run start to last run end: %.2f s = %.2fx)"

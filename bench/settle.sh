@@ -259,7 +259,7 @@ if [ "${1:-}" = "--inside" ]; then
 		printf "   %-58s %10.2f\n", "    (1) phase: evaluating rules, refunds, rounding", pe
 		printf "   %-58s %10.2f\n", "    (1) phase: writing lineage", pw
 		printf "\n   %-58s %10s %10s %s\n", "ratio", "measured", "goal", ""
-		printf "   %-58s %10.2f %10s %s\n", "settle / CTAS", s / c, "<= 1.5", ok(s / c <= 1.5)
+		printf "   %-58s %10.2f %10s %s\n", "settle / CTAS", s / c, "<= 1.25", ok(s / c <= 1.25)
 		printf "   %-58s %10.2f %10s %s\n", "settle / (CTAS + index)", s / (c + ix), "", ""
 		if (par > 0) printf "   %-58s %10.2f %10s %s\n", "serial / parallel, 2 workers: (1) / (6)", s / par, ">= 1.6", ok(s / par >= 1.6)
 		printf "   %-58s\n", "    (6) " ps

@@ -44,9 +44,40 @@ SELECT settle.ingest_now('no such connector');
 INSERT INTO settle.connector (name, kind, endpoint, secret_name, config)
 VALUES ('reg_bss', 'alibaba_bss', 'http://127.0.0.1:9/', 'reg_secret', '{"billing_cycle": "2026-10"}'),
        ('reg_ftp', 'alibaba_bss', 'ftp://127.0.0.1:9/', 'reg_secret', '{"billing_cycle": "2026-10"}'),
-       ('reg_daily', 'alibaba_bss', 'https://127.0.0.1:9/', 'reg_secret', '{"granularity": "DAILY"}');
+       ('reg_daily', 'alibaba_bss', 'https://127.0.0.1:9/', 'reg_secret', '{"granularity": "DAILY", "billing_cycle": "2099-01"}');
 SELECT settle.ingest_now('reg_bss', '2026-13');
-SELECT settle.ingest_now('reg_daily', '2026-10');
+-- DAILY without billing_date: every day of the cycle up to today (UTC+8); a cycle to come has none
+SELECT settle.ingest_now('reg_daily');
+SELECT count(*), min(d), max(d) FROM settle.connector_days('alibaba_bss', '{"granularity": "DAILY"}', '2024-02') d;
+SELECT count(*), min(d), max(d) FROM settle.connector_days('alibaba_bss', '{"granularity": "DAILY", "billing_cycle": "2026-11"}') d;
+SELECT count(*) FROM settle.connector_days('alibaba_bss', '{"granularity": "DAILY", "billing_date": "2026-11-02"}', '2026-11');
+SELECT count(*) FROM settle.connector_days('alibaba_bss', '{"granularity": "MONTHLY"}', '2026-11');
+SELECT count(*) FROM settle.connector_days('focus_csv', '{"granularity": "DAILY"}', '2026-11');
+SELECT count(*) FROM settle.connector_days('alibaba_bss', '{"granularity": "DAILY"}', '2026-13');
+-- a config cycle that is not a month gives no days (the view and the launcher read every connector)
+SELECT count(*) FROM settle.connector_days('alibaba_bss', '{"granularity": "DAILY", "billing_cycle": "2026-13"}');
+SELECT count(*) FROM settle.connector_days('alibaba_bss', '{"granularity": "DAILY", "billing_cycle": "0000-01"}');
+SELECT count(*) = extract(day FROM now() AT TIME ZONE 'UTC' + interval '8 hours') AS current_cycle_up_to_today
+  FROM settle.connector_days('alibaba_bss', '{"granularity": "DAILY"}');
+-- granularity and billing_date are checked when written (22023)
+\set VERBOSITY sqlstate
+INSERT INTO settle.connector (name, kind, endpoint, secret_name, config)
+VALUES ('reg_bad', 'alibaba_bss', 'https://127.0.0.1:9/', 'reg_secret', '{"granularity": "HOURLY"}');
+INSERT INTO settle.connector (name, kind, endpoint, secret_name, config)
+VALUES ('reg_bad', 'alibaba_bss', 'https://127.0.0.1:9/', 'reg_secret', '{"granularity": "DAILY", "billing_date": "2026-10-32"}');
+INSERT INTO settle.connector (name, kind, endpoint, secret_name, config)
+VALUES ('reg_bad', 'alibaba_bss', 'https://127.0.0.1:9/', 'reg_secret', '{"granularity": "DAILY", "billing_date": "2026-02-29"}');
+INSERT INTO settle.connector (name, kind, endpoint, secret_name, config)
+VALUES ('reg_bad', 'alibaba_bss', 'https://127.0.0.1:9/', 'reg_secret', '{"granularity": "DAILY", "billing_date": 20261001}');
+INSERT INTO settle.connector (name, kind, endpoint, secret_name, config)
+VALUES ('reg_bad', 'alibaba_bss', 'https://127.0.0.1:9/', 'reg_secret', '{"billing_date": "2026-10-01"}');
+\set VERBOSITY default
+INSERT INTO settle.connector (name, kind, endpoint, secret_name, config)
+VALUES ('reg_bad', 'alibaba_bss', 'https://127.0.0.1:9/', 'reg_secret', '{"granularity": "DAILY", "billing_cycle": "2026-10", "billing_date": "2026-11-01"}');
+-- a billing_date outside the cycle pulled is refused when pulled
+INSERT INTO settle.connector (name, kind, endpoint, secret_name, config)
+VALUES ('reg_day', 'alibaba_bss', 'https://127.0.0.1:9/', 'reg_secret', '{"granularity": "DAILY", "billing_date": "2024-02-29"}');
+SELECT settle.ingest_now('reg_day', '2024-03');
 
 -- failures do not raise: the run is returned, failed, with a precise SQLSTATE
 SET settle.allow_insecure_transport = off;

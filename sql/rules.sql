@@ -178,3 +178,34 @@ SELECT * FROM settle.evaluate_rule('currency USD otherwise pay 200 per month pro
 	billed_cost => 10, active_days => 17, days_in_month => 31) \gx
 SELECT settle.rule_clause(rule, 1), settle.rule_clause(rule, 2), settle.rule_clause(rule, 3)
   FROM examples WHERE n = 2;
+
+-- The engine's arithmetic against numeric's, on amounts on both sides of 2^64
+-- units of 10^-16 (1844.6744073709551616, where the engine's 64-bit fast
+-- path ends), up to 10^14, negative too, with 0..16 decimal places, at rates
+-- with 0..6 decimal places of a percent: the exact commission is
+-- amount x rate, and the rounded one is that rounded half-even to cents
+-- (round() rounds half away from zero: a tie goes to the even cent).
+WITH a AS (
+	SELECT (sgn * m)::numeric AS amount, r.rate
+	  FROM (VALUES (1), (-1)) s(sgn),
+	       LATERAL (SELECT trunc(v, (g % 17)) AS m
+	                  FROM generate_series(0, 399) g,
+	                       LATERAL (SELECT CASE g % 4
+	                                  WHEN 0 THEN 1844.6744073709551616 + (g - 200) * 0.0000000000000001
+	                                  WHEN 1 THEN 1844.6744073709551616 * (1 + g) / 7
+	                                  WHEN 2 THEN (10::numeric ^ (g % 15)) - 0.0000000000000001 * g
+	                                  ELSE 99999999999999.99 / (g + 1) END AS v) x) m,
+	       (VALUES (7.5), (0.000001), (100), (33.333333), (1.5)) r(rate)
+), e AS (
+	SELECT a.amount, a.rate, x.status, x.commission_before_limits AS exact, x.commission_rounded AS rounded
+	  FROM a, LATERAL settle.evaluate_rule(('currency USD otherwise pay ' || a.rate || '%')::settle.rule,
+	                                       billed_cost => a.amount) x
+)
+SELECT count(*) AS cases,
+       count(*) FILTER (WHERE status = 'ok' AND exact = amount * rate * 0.01) AS exact_equal,
+       count(*) FILTER (WHERE status = 'inexact' AND scale(trim_scale(amount * rate * 0.01)) > 16) AS inexact_refused,
+       count(*) FILTER (WHERE status = 'ok' AND rounded =
+           CASE WHEN abs(exact * 100 - trunc(exact * 100)) = 0.5
+                THEN 2 * round(exact * 50) / 100 ELSE round(exact, 2) END) AS rounded_equal,
+       count(*) FILTER (WHERE abs(amount) > 1844.6744073709551616) AS above_2_64
+  FROM e;

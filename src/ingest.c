@@ -329,9 +329,9 @@ void
 ingest_checkpoint_save(IngestState *st, const char *scope, const char *next_token, int pages_done,
 				int64 pass_first_page)
 {
-	Oid			t[7] = {INT8OID, TEXTOID, TEXTOID, INT4OID, INT8OID, TEXTOID, INT8OID};
-	Datum		v[7];
-	char		n[7] = "       ";
+	Oid			t[8] = {INT8OID, TEXTOID, TEXTOID, INT4OID, INT8OID, TEXTOID, INT8OID, TEXTOID};
+	Datum		v[8];
+	char		n[8] = "        ";
 	bool		complete = (next_token == NULL || next_token[0] == '\0');
 
 	v[0] = Int64GetDatum(st->connector_id);
@@ -345,18 +345,19 @@ ingest_checkpoint_save(IngestState *st, const char *scope, const char *next_toke
 	v[6] = Int64GetDatum(pass_first_page);
 	if (pass_first_page == 0 || complete)
 		n[6] = 'n';
+	v[7] = ingest_text_or_null(st->billing_date, &n[7]);
 	ingest_spi_exec(complete ?
 			 "INSERT INTO settle.ingest_checkpoint AS k (connector_id, scope, next_token, pages_done, complete,"
-			 " last_run_id, account_id, pass_first_page)"
-			 " VALUES ($1, $2, $3, $4, true, $5, $6, $7) ON CONFLICT (connector_id, scope) DO UPDATE"
+			 " last_run_id, account_id, pass_first_page, billing_date)"
+			 " VALUES ($1, $2, $3, $4, true, $5, $6, $7, $8::date) ON CONFLICT (connector_id, scope) DO UPDATE"
 			 " SET next_token = NULL, pages_done = $4, complete = true, last_run_id = $5,"
 			 " pass_first_page = $7, updated_at = pg_catalog.clock_timestamp()" :
 			 "INSERT INTO settle.ingest_checkpoint AS k (connector_id, scope, next_token, pages_done, complete,"
-			 " last_run_id, account_id, pass_first_page)"
-			 " VALUES ($1, $2, $3, $4, false, $5, $6, $7) ON CONFLICT (connector_id, scope) DO UPDATE"
+			 " last_run_id, account_id, pass_first_page, billing_date)"
+			 " VALUES ($1, $2, $3, $4, false, $5, $6, $7, $8::date) ON CONFLICT (connector_id, scope) DO UPDATE"
 			 " SET next_token = $3, pages_done = $4, complete = false, last_run_id = $5,"
 			 " pass_first_page = $7, updated_at = pg_catalog.clock_timestamp()",
-			 7, t, v, n, SPI_OK_INSERT);
+			 8, t, v, n, SPI_OK_INSERT);
 }
 
 /* ---------------------------------------------------------------------
@@ -455,7 +456,8 @@ valid_cycle(const char *s)
 /* ---------------------------------------------------------------------
  * One pull per stream at a time
  *
- * A stream is one account of one connector.  settle.ingest_now pulls every
+ * A stream is one account of one connector, and for a DAILY connector
+ * fanned out over its billing cycle one day of it.  settle.ingest_now pulls every
  * stream of a connector and takes the connector's pull lock exclusively, at
  * transaction level (held until the caller's transaction ends, as its pages
  * are).  A pull worker pulls one stream: it takes the connector's lock
@@ -469,19 +471,21 @@ valid_cycle(const char *s)
 #define PULL_LOCK_CLASS 0x5E771E00
 #define STREAM_LOCK_CLASS 0x5E771E01
 
-/* The stream lock's second key: the connector and the account, hashed. */
+/* The stream lock's second key: the connector, the account and the day, hashed. */
 static Datum
-stream_lock_key(int64 connector_id, const char *account)
+stream_lock_key(int64 connector_id, const char *account, const char *day)
 {
 	uint32		h = hash_bytes_uint32((uint32) connector_id);
 
 	if (account)
 		h = hash_combine(h, hash_bytes((const unsigned char *) account, strlen(account)));
+	if (day)
+		h = hash_combine(h, hash_bytes((const unsigned char *) day, strlen(day)) ^ 0x5E77);
 	return Int32GetDatum((int32) h);
 }
 
 static bool
-pull_lock_try(int64 connector_id, bool worker, const char *account)
+pull_lock_try(int64 connector_id, bool worker, const char *account, const char *day)
 {
 	Datum		k1 = Int32GetDatum(PULL_LOCK_CLASS);
 	Datum		k2 = Int32GetDatum((int32) connector_id);
@@ -491,17 +495,17 @@ pull_lock_try(int64 connector_id, bool worker, const char *account)
 	if (!DatumGetBool(DirectFunctionCall2(pg_try_advisory_lock_shared_int4, k1, k2)))
 		return false;
 	if (DatumGetBool(DirectFunctionCall2(pg_try_advisory_lock_int4, Int32GetDatum(STREAM_LOCK_CLASS),
-										 stream_lock_key(connector_id, account))))
+										 stream_lock_key(connector_id, account, day))))
 		return true;
 	(void) DirectFunctionCall2(pg_advisory_unlock_shared_int4, k1, k2);
 	return false;
 }
 
 static void
-pull_lock_release(int64 connector_id, const char *account)
+pull_lock_release(int64 connector_id, const char *account, const char *day)
 {
 	(void) DirectFunctionCall2(pg_advisory_unlock_int4, Int32GetDatum(STREAM_LOCK_CLASS),
-							   stream_lock_key(connector_id, account));
+							   stream_lock_key(connector_id, account, day));
 	(void) DirectFunctionCall2(pg_advisory_unlock_shared_int4, Int32GetDatum(PULL_LOCK_CLASS),
 							   Int32GetDatum((int32) connector_id));
 }
@@ -598,7 +602,7 @@ trace_remember(List **list, const char *path)
 
 static void
 trace_write(int64 run_id, int64 connector_id, TimestampTz started_at, const char *cycle,
-			const char *account)
+			const char *account, const char *day)
 {
 	char		path[MAXPGPATH];
 	FILE	   *f;
@@ -613,9 +617,9 @@ trace_write(int64 run_id, int64 connector_id, TimestampTz started_at, const char
 		ereport(ERROR,
 				(errcode_for_file_access(),
 				 errmsg("could not create file \"%s\": %m", path)));
-	fprintf(f, INT64_FORMAT " %d " INT64_FORMAT " " INT64_FORMAT " %s %s\n",
+	fprintf(f, INT64_FORMAT " %d " INT64_FORMAT " " INT64_FORMAT " %s %s %s\n",
 			connector_id, MyProcPid, (int64) MyStartTimestamp, (int64) started_at,
-			cycle, account ? account : "-");
+			cycle, account ? account : "-", day ? day : "-");
 	if (FreeFile(f) != 0)
 		ereport(ERROR,
 				(errcode_for_file_access(),
@@ -648,11 +652,13 @@ trace_collect_orphans(void)
 		int			pid;
 		char		cycle[16];
 		char		account[64];
+		char		day[16];
 		ListCell   *lc;
 		bool		seen = false;
-		Oid			t[8] = {INT4OID, TIMESTAMPTZOID, INT8OID, TIMESTAMPTZOID, INT8OID, TEXTOID, TEXTOID, TEXTOID};
-		Datum		v[8];
-		char		n[8] = "        ";
+		Oid			t[9] = {INT4OID, TIMESTAMPTZOID, INT8OID, TIMESTAMPTZOID, INT8OID, TEXTOID, TEXTOID, TEXTOID, TEXTOID};
+		Datum		v[9];
+		char		n[9] = "         ";
+		int			nread;
 		bool		isnull;
 
 		if (strncmp(de->d_name, "run-", 4) != 0)
@@ -670,8 +676,10 @@ trace_collect_orphans(void)
 		f = AllocateFile(path, PG_BINARY_R);
 		if (f == NULL)
 			continue;
-		if (fscanf(f, "%lld %d %lld %lld %15s %63s", &connector_id, &pid, &backend_start, &started_at,
-				   cycle, account) != 6)
+		strcpy(day, "-");
+		nread = fscanf(f, "%lld %d %lld %lld %15s %63s %15s", &connector_id, &pid, &backend_start, &started_at,
+					   cycle, account, day);
+		if (nread != 6 && nread != 7)
 		{
 			FreeFile(f);
 			continue;
@@ -685,6 +693,7 @@ trace_collect_orphans(void)
 		v[5] = CStringGetTextDatum(cycle);
 		v[6] = strcmp(account, "-") == 0 ? (n[6] = 'n', (Datum) 0) : CStringGetTextDatum(account);
 		v[7] = CStringGetTextDatum("the ingesting process ended before the run finished (killed or crashed); the next run resumes from the checkpoint");
+		v[8] = strcmp(day, "-") == 0 ? (n[8] = 'n', (Datum) 0) : CStringGetTextDatum(day);
 		if (SPI_execute_with_args("SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_stat_activity a"
 								  "  WHERE a.pid = $1 AND a.backend_start = $2)",
 								  2, t, v, n, true, 1) != SPI_OK_SELECT)
@@ -694,13 +703,13 @@ trace_collect_orphans(void)
 		/* unless its run row committed after all, record the dead pull */
 		if (SPI_execute_with_args("INSERT INTO settle.ingest_run (connector_id, billing_cycle, account_id,"
 								  " triggered_by, status, started_at, finished_at, backend_pid, error_sqlstate,"
-								  " error_message)"
-								  " SELECT $5, $6, $7, 'sql', 'failed', $4, pg_catalog.clock_timestamp(), $1, '57P01', $8"
+								  " error_message, billing_date)"
+								  " SELECT $5, $6, $7, 'sql', 'failed', $4, pg_catalog.clock_timestamp(), $1, '57P01', $8, $9::date"
 								  " WHERE EXISTS (SELECT 1 FROM settle.connector c WHERE c.connector_id = $5)"
 								  " AND NOT EXISTS (SELECT 1 FROM settle.ingest_run r WHERE r.ingest_run_id = $3"
 								  "  AND r.backend_pid = $1 AND r.started_at = $4)"
 								  " AND $2 IS NOT NULL",
-								  8, t, v, n, false, 0) != SPI_OK_INSERT)
+								  9, t, v, n, false, 0) != SPI_OK_INSERT)
 			elog(ERROR, "could not record a dead pull");
 		if (SPI_processed > 0)
 			elog(LOG, "settle ingest: run " INT64_FORMAT " of connector %lld died with its backend (pid %d); recorded as failed",
@@ -712,15 +721,17 @@ trace_collect_orphans(void)
 
 /*
  * Runs one pull of one account of a connector (the connector's own when
- * account is NULL, else a member account pulled with BillOwnerId) and
- * returns the ingest run id.  In the worker (from_worker) the run row and
+ * account is NULL, else a member account pulled with BillOwnerId), for a
+ * DAILY connector fanned out over its cycle of one day of it, and returns
+ * the ingest run id.  In the worker (from_worker) the run row and
  * every page commit on their own; from SQL everything happens inside the
  * caller's transaction, and a trace file records the run until the
  * transaction ends (see trace_write).  Provider, network and data failures
  * end the run as failed and do not raise; cancel and shutdown requests do.
  */
 static int64
-run_account(Connector *c, const char *account, bool from_worker, MemoryContext parentcxt)
+run_account(Connector *c, const char *account, const char *day, bool from_worker,
+			MemoryContext parentcxt)
 {
 	MemoryContext runcxt;
 	MemoryContext callercxt = CurrentMemoryContext;
@@ -739,6 +750,7 @@ run_account(Connector *c, const char *account, bool from_worker, MemoryContext p
 	st = palloc0(sizeof(IngestState));
 	st->runcxt = runcxt;
 	st->account_id = account ? pstrdup(account) : NULL;
+	st->billing_date = day ? pstrdup(day) : NULL;
 	memset(&rc, 0, sizeof(rc));
 	rc.st = st;
 	rc.c = c;
@@ -748,9 +760,9 @@ run_account(Connector *c, const char *account, bool from_worker, MemoryContext p
 	/* the run row */
 	step_begin(from_worker);
 	{
-		Oid			t[5] = {INT8OID, TEXTOID, TEXTOID, INT4OID, TEXTOID};
-		Datum		v[5];
-		char		n[5] = "     ";
+		Oid			t[6] = {INT8OID, TEXTOID, TEXTOID, INT4OID, TEXTOID, TEXTOID};
+		Datum		v[6];
+		char		n[6] = "      ";
 		bool		isnull;
 
 		v[0] = Int64GetDatum(connector_id);
@@ -758,15 +770,16 @@ run_account(Connector *c, const char *account, bool from_worker, MemoryContext p
 		v[2] = CStringGetTextDatum(from_worker ? "worker" : "sql");
 		v[3] = Int32GetDatum(MyProcPid);
 		v[4] = ingest_text_or_null(st->account_id, &n[4]);
-		ingest_spi_exec("INSERT INTO settle.ingest_run (connector_id, billing_cycle, triggered_by, backend_pid, account_id)"
-				 " VALUES ($1, $2, $3, $4, $5) RETURNING ingest_run_id, started_at", 5, t, v, n,
+		v[5] = ingest_text_or_null(st->billing_date, &n[5]);
+		ingest_spi_exec("INSERT INTO settle.ingest_run (connector_id, billing_cycle, triggered_by, backend_pid, account_id,"
+				 " billing_date) VALUES ($1, $2, $3, $4, $5, $6::date) RETURNING ingest_run_id, started_at", 6, t, v, n,
 				 SPI_OK_INSERT_RETURNING);
 		run_id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
 		started_at = DatumGetTimestampTz(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull));
 	}
 	/* a pull inside the caller's transaction leaves a trace a crash cannot roll back */
 	if (!from_worker)
-		trace_write(run_id, connector_id, started_at, c->cycle, st->account_id);
+		trace_write(run_id, connector_id, started_at, c->cycle, st->account_id, st->billing_date);
 	step_end(from_worker);
 	MemoryContextSwitchTo(runcxt);
 	st->run_id = run_id;
@@ -854,8 +867,9 @@ run_account(Connector *c, const char *account, bool from_worker, MemoryContext p
 	step_end(from_worker);
 	if (failed)
 		ereport(from_worker ? LOG : NOTICE,
-				(errmsg("settle ingest of connector \"%s\"%s%s failed: %s", c->name,
-						account ? " account " : "", account ? account : "", edata->message),
+				(errmsg("settle ingest of connector \"%s\"%s%s%s%s failed: %s", c->name,
+						account ? " account " : "", account ? account : "",
+						day ? " day " : "", day ? day : "", edata->message),
 				 errdetail("See settle.ingest_run %s.", psprintf(INT64_FORMAT, run_id))));
 	memset(&ingest_failure, 0, sizeof(ingest_failure));
 	MemoryContextSwitchTo(callercxt);
@@ -874,16 +888,28 @@ is_member(Connector *c, const char *account)
 	return false;
 }
 
+static bool
+is_day(Connector *c, const char *day)
+{
+	ListCell   *lc;
+
+	foreach(lc, c->days)
+		if (strcmp((const char *) lfirst(lc), day) == 0)
+			return true;
+	return false;
+}
+
 /*
  * Pulls a connector: every stream of it (from SQL), or one (a pull worker:
- * account, NULL for the connector's own).  Returns the number of runs and
- * (when run_ids is not NULL) their ids; 0 when a pull worker finds the
- * stream busy or gone.  settle.ingest_now raises 55P03 when a pull worker or
- * another session pulls the connector.
+ * account, NULL for the connector's own, and day, NULL unless the connector
+ * is a DAILY fan-out).  Returns the number of runs and (when run_ids is not
+ * NULL) their ids; 0 when a pull worker finds the stream busy or gone.
+ * settle.ingest_now raises 55P03 when a pull worker or another session
+ * pulls the connector.
  */
 static int
 run_pull(int64 connector_id, const char *billing_cycle, bool from_worker, const char *account,
-		 int64 **run_ids)
+		 const char *day, int64 **run_ids)
 {
 	MemoryContext callercxt = CurrentMemoryContext;
 	MemoryContext cxt;
@@ -907,61 +933,96 @@ run_pull(int64 connector_id, const char *billing_cycle, bool from_worker, const 
 	load_connector(connector_id, c, cxt);
 	if (from_worker && account && !is_member(c, account))
 		skip = "is no longer a member account of it";
-	else if (!pull_lock_try(connector_id, from_worker, account))
+	else if (!pull_lock_try(connector_id, from_worker, account, day))
 	{
 		if (!from_worker)
 			pull_lock_refuse(connector_id, c->name);
 		skip = "is being pulled by another process";
 	}
+	if (skip == NULL)
+	{
+		if (billing_cycle)
+			c->cycle = MemoryContextStrdup(cxt, billing_cycle);
+		else if (c->cycle == NULL)
+			c->cycle = MemoryContextStrdup(cxt, default_cycle());
+		if (!valid_cycle(c->cycle))
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("invalid billing cycle \"%s\"", c->cycle),
+					 errhint("A billing cycle is written YYYY-MM.")));
+		if (c->kind->configure)
+			c->kind->configure(c, cxt);
+		/* a day stream exists while its day is one of the connector's fan-out */
+		if (from_worker && (day ? !is_day(c, day) : c->days != NIL))
+		{
+			skip = day ? "is no longer a day of its fan-out" : "is now fanned out over days";
+			pull_lock_release(connector_id, account, day);
+		}
+	}
 	if (skip)
 	{
 		step_end(from_worker);
-		elog(LOG, "settle ingest worker: connector \"%s\"%s%s %s; skipped",
-			 c->name, account ? " account " : "", account ? account : "", skip);
+		elog(LOG, "settle ingest worker: connector \"%s\"%s%s%s%s %s; skipped",
+			 c->name, account ? " account " : "", account ? account : "",
+			 day ? " day " : "", day ? day : "", skip);
 		MemoryContextSwitchTo(callercxt);
 		MemoryContextDelete(cxt);
 		if (run_ids)
 			*run_ids = NULL;
 		return 0;
 	}
-	if (billing_cycle)
-		c->cycle = MemoryContextStrdup(cxt, billing_cycle);
-	else if (c->cycle == NULL)
-		c->cycle = MemoryContextStrdup(cxt, default_cycle());
-	if (!valid_cycle(c->cycle))
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("invalid billing cycle \"%s\"", c->cycle),
-				 errhint("A billing cycle is written YYYY-MM.")));
-	if (c->kind->configure)
-		c->kind->configure(c, cxt);
 	step_end(from_worker);
 
 	MemoryContextSwitchTo(cxt);
-	/*
-	 * The stream's own run first: the connector's own (account NULL) may add
-	 * runs that follow (focus_bucket lists the objects to import).  A pull
-	 * worker then pulls only those it added; settle.ingest_now every member.
-	 */
-	nconfigured = list_length(c->members);
-	first = run_account(c, from_worker ? account : NULL, from_worker, cxt);
-	MemoryContextSwitchTo(cxt);
-	accounts = list_concat(list_make1(NULL),
-						   from_worker ? (account ? NIL : list_copy_tail(c->members, nconfigured))
-						   : c->members);
-	ids = MemoryContextAlloc(callercxt, sizeof(int64) * list_length(accounts));
-	ids[n++] = first;
-	for_each_from(lc, accounts, 1)
+	if (c->days != NIL)
 	{
-		ids[n++] = run_account(c, (const char *) lfirst(lc), from_worker, cxt);
+		/*
+		 * A DAILY fan-out: a run per account and day (a pull worker: its
+		 * stream's), accounts in order, days ascending.
+		 */
+		List	   *days = from_worker ? list_make1((char *) day) : c->days;
+		ListCell   *dc;
+
+		accounts = from_worker ? list_make1((char *) account) : lcons(NULL, list_copy(c->members));
+		ids = MemoryContextAlloc(callercxt, sizeof(int64) * list_length(accounts) * list_length(days));
+		foreach(lc, accounts)
+		{
+			foreach(dc, days)
+			{
+				ids[n++] = run_account(c, (const char *) lfirst(lc), (const char *) lfirst(dc),
+									   from_worker, cxt);
+				MemoryContextSwitchTo(cxt);
+			}
+		}
+	}
+	else
+	{
+		/*
+		 * The stream's own run first: the connector's own (account NULL) may
+		 * add runs that follow (focus_bucket lists the objects to import).  A
+		 * pull worker then pulls only those it added; settle.ingest_now every
+		 * member.
+		 */
+		nconfigured = list_length(c->members);
+		first = run_account(c, from_worker ? account : NULL, NULL, from_worker, cxt);
 		MemoryContextSwitchTo(cxt);
+		accounts = list_concat(list_make1(NULL),
+							   from_worker ? (account ? NIL : list_copy_tail(c->members, nconfigured))
+							   : c->members);
+		ids = MemoryContextAlloc(callercxt, sizeof(int64) * list_length(accounts));
+		ids[n++] = first;
+		for_each_from(lc, accounts, 1)
+		{
+			ids[n++] = run_account(c, (const char *) lfirst(lc), NULL, from_worker, cxt);
+			MemoryContextSwitchTo(cxt);
+		}
 	}
 
 	if (from_worker)
 	{
 		SetCurrentStatementStartTimestamp();
 		StartTransactionCommand();
-		pull_lock_release(connector_id, account);
+		pull_lock_release(connector_id, account, day);
 		CommitTransactionCommand();
 	}
 	MemoryContextSwitchTo(callercxt);
@@ -975,19 +1036,20 @@ run_pull(int64 connector_id, const char *billing_cycle, bool from_worker, const 
 int
 ingest_run_connector(int64 connector_id, const char *billing_cycle, int64 **run_ids)
 {
-	return run_pull(connector_id, billing_cycle, false, NULL, run_ids);
+	return run_pull(connector_id, billing_cycle, false, NULL, NULL, run_ids);
 }
 
 /*
- * A pull worker: one stream (account NULL: the connector's own), each page
- * committed; returns the run id, 0 when the stream was skipped.
+ * A pull worker: one stream (account NULL: the connector's own; day: one day
+ * of a DAILY fan-out), each page committed; returns the run id, 0 when the
+ * stream was skipped.
  */
 int64
-ingest_run_stream(int64 connector_id, const char *account)
+ingest_run_stream(int64 connector_id, const char *account, const char *day)
 {
 	int64	   *ids;
 
-	if (run_pull(connector_id, NULL, true, account, &ids) == 0)
+	if (run_pull(connector_id, NULL, true, account, day, &ids) == 0)
 		return 0;
 	return ids[0];
 }

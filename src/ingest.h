@@ -46,6 +46,9 @@ typedef struct Connector
 	List	   *members;		/* member accounts (char *), each pulled as a run of its own;
 								 * focus_bucket: the objects its listing run found */
 	void	   *opts;			/* the kind's settings, read by its configure function */
+	List	   *days;			/* a DAILY connector fanned out over its cycle: the days
+								 * (char *, YYYY-MM-DD), each pulled as a run of its own
+								 * per account (set by the kind's configure); NIL: none */
 } Connector;
 
 typedef struct Credentials
@@ -117,7 +120,7 @@ extern void ingest_sleep_until(TimestampTz end);
 
 /* ingest.c: runs */
 extern int	ingest_run_connector(int64 connector_id, const char *billing_cycle, int64 **run_ids);
-extern int64 ingest_run_stream(int64 connector_id, const char *account);
+extern int64 ingest_run_stream(int64 connector_id, const char *account, const char *day);
 extern void ingest_fail_orphaned_runs(void);
 
 /* ingest_settings.c: settings and secrets */

@@ -11,6 +11,15 @@
  * are not UTF-8 is repaired so that only the values holding them are
  * flagged.  A whole pass over a month's lines (from its first page) ends by
  * withdrawing the stored lines it no longer returned.
+ *
+ * Granularity DAILY pulls one day (BillingDate): the configured billing_date
+ * or, without it, every day of the billing cycle up to today in UTC+8 (the
+ * fan-out, settle.connector_days), each day of each account a run and a
+ * stream of its own: its own scope (the day is in it), checkpoint, pass and
+ * withdrawals.  A line of a day is only ever returned by that day's query
+ * and the day is in its natural key, so the days' streams never write each
+ * other's lines.  The month's provider totals (QueryBillOverview) are pulled
+ * once per account, by the run of the fan-out's last day.
  */
 #include "postgres.h"
 
@@ -383,8 +392,14 @@ tags_to_json(const char *tag)
 	return b.data;
 }
 
+/*
+ * day: the day asked for (DAILY), NULL for a month.  A DAILY item is keyed
+ * and dated by the day asked for: one without BillingDate takes it, one with
+ * another day's is flagged (invalid:BillingDate), so no day's item can take
+ * the key of another day's line.
+ */
 static void
-bss_normalize(Connector *c, BssItem *it, NormLine *l, bool repaired)
+bss_normalize(Connector *c, BssItem *it, NormLine *l, bool repaired, const char *day)
 {
 	StringInfoData content;
 	StringInfoData key;
@@ -420,6 +435,12 @@ bss_normalize(Connector *c, BssItem *it, NormLine *l, bool repaired)
 	acct = fld(it, BF_BillAccountID);
 	owner = fld(it, BF_OwnerID);
 	date = fld(it, BF_BillingDate);
+	if (day && (date == NULL || strcmp(date, day) != 0))
+	{
+		if (date)
+			ingest_line_error(l, "invalid:BillingDate");
+		date = (char *) day;
+	}
 	billing_item = fld(it, BF_BillingItemCode);
 	if (billing_item == NULL)
 		billing_item = fld(it, BF_BillingItem);
@@ -558,19 +579,31 @@ store_overview(IngestState *st, Connector *c, int64 raw_page_id, BssReply *reply
  * One scope of a pull (one call for one cycle), page by page
  * --------------------------------------------------------------------- */
 
-/* The scope of a call for the run's cycle and account (checkpoint key). */
+/* The day a DAILY run asks for: its fan-out day, else the configured one. */
+static const char *
+run_day(RunCtx *rc)
+{
+	BssOptions *o = rc->c->opts;
+
+	if (strcmp(o->granularity, "DAILY") != 0)
+		return NULL;
+	return rc->st->billing_date ? rc->st->billing_date : o->billing_date;
+}
+
+/* The scope of a call for the run's cycle, day and account (checkpoint key). */
 static char *
 scope_name(RunCtx *rc, const char *action)
 {
 	Connector  *c = rc->c;
 	BssOptions *o = c->opts;
+	const char *day = run_day(rc);
 	char	   *scope;
 
 	if (strcmp(action, "QueryBillOverview") == 0)
 		scope = psprintf("QueryBillOverview:%s", c->cycle);
 	else
 		scope = psprintf("DescribeInstanceBill:%s:%s%s%s", c->cycle, o->granularity,
-						 o->billing_date ? ":" : "", o->billing_date ? o->billing_date : "");
+						 day ? ":" : "", day ? day : "");
 	if (rc->st->account_id)
 		scope = psprintf("%s:owner=%s", scope, rc->st->account_id);
 	return scope;
@@ -578,13 +611,14 @@ scope_name(RunCtx *rc, const char *action)
 
 /* Normalizes the items of one DescribeInstanceBill reply. */
 static NormLine *
-bss_lines(Connector *c, BssReply *reply)
+bss_lines(RunCtx *rc, BssReply *reply)
 {
 	NormLine   *lines = palloc(sizeof(NormLine) * (reply->nitems + 1));
+	const char *day = run_day(rc);
 	int			i;
 
 	for (i = 0; i < reply->nitems; i++)
-		bss_normalize(c, &reply->items[i], &lines[i], reply->repaired);
+		bss_normalize(rc->c, &reply->items[i], &lines[i], reply->repaired, day);
 	return lines;
 }
 
@@ -640,7 +674,7 @@ pass_replay(RunCtx *rc, const char *scope, int64 first_page)
 		if (bss_parse_reply(text, len, &reply) == NULL)
 		{
 			reply.repaired = (nbad > 0);
-			ingest_replay_lines(rc->st, bss_lines(rc->c, &reply), reply.nitems);
+			ingest_replay_lines(rc->st, bss_lines(rc, &reply), reply.nitems);
 		}
 		MemoryContextSwitchTo(old);
 		MemoryContextReset(tmp);
@@ -653,31 +687,41 @@ pass_replay(RunCtx *rc, const char *scope, int64 first_page)
 
 /*
  * The stored lines a whole pass may withdraw: every line of the scope (its
- * latest revision written by a page of the scope) not withdrawn yet.  Read
- * before the pass's last page is stored, so that the page locks their
- * groups together with its own in one step (src/ingest_lines.c): only this
- * stream writes the scope's lines (its pull lock), and settle.withdraw_lines
- * reads the latest revisions again under the locks.
+ * latest revision written by a page of the scope) not withdrawn yet; for a
+ * day of a DAILY fan-out only lines of that day (the day in the natural key)
+ * as well.  Read before the pass's last page is stored, so that the page
+ * locks their groups together with its own in one step (src/ingest_lines.c):
+ * only this stream writes the scope's lines (its pull lock), and
+ * settle.withdraw_lines reads the latest revisions again under the locks.
  */
 static char **
 pass_candidates(RunCtx *rc, const char *scope, int *ncand)
 {
 	IngestState *st = rc->st;
-	Oid			t[3] = {INT8OID, DATEOID, TEXTOID};
-	Datum		v[3];
+	Oid			t[4] = {INT8OID, DATEOID, TEXTOID, TEXTOID};
+	Datum		v[4];
 	char	  **cand;
 	uint64		i;
 
 	v[0] = Int64GetDatum(st->connector_id);
 	v[1] = DirectFunctionCall1(date_in, CStringGetDatum(psprintf("%s-01", rc->c->cycle)));
 	v[2] = CStringGetTextDatum(scope);
-	if (SPI_execute_with_args("SELECT b.line_key FROM (SELECT DISTINCT ON (l.line_key) l.line_key, l.raw_page_id,"
+	v[3] = st->billing_date ? CStringGetTextDatum(st->billing_date) : (Datum) 0;
+	if (SPI_execute_with_args(st->billing_date ?
+							  "SELECT b.line_key FROM (SELECT DISTINCT ON (l.line_key) l.line_key, l.raw_page_id,"
+							  " l.withdrawal_reason FROM settle.bill_line l"
+							  " WHERE l.connector_id = $1 AND l.billing_period_start = $2"
+							  " AND pg_catalog.split_part(l.line_key, '/', 4) = $4"
+							  " ORDER BY l.line_key, l.revision DESC) b"
+							  " JOIN settle.raw_page p ON p.raw_page_id = b.raw_page_id"
+							  " WHERE b.withdrawal_reason IS NULL AND p.request->>'scope' = $3" :
+							  "SELECT b.line_key FROM (SELECT DISTINCT ON (l.line_key) l.line_key, l.raw_page_id,"
 							  " l.withdrawal_reason FROM settle.bill_line l"
 							  " WHERE l.connector_id = $1 AND l.billing_period_start = $2"
 							  " ORDER BY l.line_key, l.revision DESC) b"
 							  " JOIN settle.raw_page p ON p.raw_page_id = b.raw_page_id"
 							  " WHERE b.withdrawal_reason IS NULL AND p.request->>'scope' = $3",
-							  3, t, v, NULL, true, 0) != SPI_OK_SELECT)
+							  st->billing_date ? 4 : 3, t, v, NULL, true, 0) != SPI_OK_SELECT)
 		elog(ERROR, "could not read the scope's lines");
 	cand = palloc(sizeof(char *) * (SPI_processed + 1));
 	for (i = 0; i < SPI_processed; i++)
@@ -733,6 +777,7 @@ pull_scope(RunCtx *rc, const char *action)
 	IngestState *st = rc->st;
 	Connector  *c = rc->c;
 	BssOptions *o = c->opts;
+	const char *day = run_day(rc);
 	char	   *scope;
 	char	   *token = NULL;
 	int			pages_done = 0;
@@ -780,8 +825,9 @@ pull_scope(RunCtx *rc, const char *action)
 		}
 		if (rc->worker)
 			pgstat_report_activity(STATE_RUNNING,
-								   psprintf("settle ingest: %s %s %s%s%s page %d",
+								   psprintf("settle ingest: %s %s %s%s%s%s%s page %d",
 											c->name, action, c->cycle,
+											describe && day ? " day " : "", describe && day ? day : "",
 											st->account_id ? " owner " : "",
 											st->account_id ? st->account_id : "", pages_done + 1));
 
@@ -796,10 +842,10 @@ pull_scope(RunCtx *rc, const char *action)
 		{
 			q[nq].name = "Granularity";
 			q[nq++].value = o->granularity;
-			if (o->billing_date)
+			if (day)
 			{
 				q[nq].name = "BillingDate";
-				q[nq++].value = o->billing_date;
+				q[nq++].value = (char *) day;
 			}
 			q[nq].name = "MaxResults";
 			q[nq++].value = psprintf("%d", o->max_results);
@@ -844,7 +890,7 @@ pull_scope(RunCtx *rc, const char *action)
 			if (!st->group_locks)
 				ingest_lock_lines(NULL, 0, true);
 			ingest_store_lines(st, raw_page_id, psprintf("%s-01", c->cycle), c->cycle,
-							   bss_lines(c, &reply), reply.nitems);
+							   bss_lines(rc, &reply), reply.nitems);
 			st->group_locks = false;
 			st->lock_also = NULL;
 			st->nlock_also = 0;
@@ -929,20 +975,64 @@ bss_configure(Connector *c, MemoryContext cxt)
 	o->max_results = atoi(SPI_getvalue(tup, td, 3));
 	o->overview = strcmp(SPI_getvalue(tup, td, 4), "t") == 0;
 	MemoryContextSwitchTo(old);
-	if (strcmp(o->granularity, "DAILY") == 0 && o->billing_date == NULL)
+	if (strcmp(o->granularity, "MONTHLY") != 0 && strcmp(o->granularity, "DAILY") != 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("connector \"%s\" has granularity DAILY but no billing_date", c->name)));
+				 errmsg("connector \"%s\" has granularity \"%s\"", c->name, o->granularity),
+				 errhint("The granularity is MONTHLY or DAILY.")));
+	if (o->billing_date && strcmp(o->granularity, "DAILY") != 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("connector \"%s\" has a billing_date but granularity %s", c->name, o->granularity),
+				 errhint("billing_date needs granularity DAILY.")));
+	if (o->billing_date && (strlen(o->billing_date) != 10 || !ingest_valid_date(o->billing_date) ||
+							strncmp(o->billing_date, c->cycle, 7) != 0))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("billing_date \"%s\" of connector \"%s\" is outside the billing cycle %s",
+						o->billing_date, c->name, c->cycle),
+				 errhint("Pull the billing cycle of that day, or leave billing_date out to pull every day of the billing cycle.")));
 	c->opts = o;
+
+	/* DAILY without billing_date: every day of the cycle up to today (UTC+8) */
+	c->days = NIL;
+	if (strcmp(o->granularity, "DAILY") == 0 && o->billing_date == NULL)
+	{
+		Oid			t2[2] = {INT8OID, TEXTOID};
+		Datum		v2[2];
+		uint64		i;
+
+		v2[0] = Int64GetDatum(c->id);
+		v2[1] = CStringGetTextDatum(c->cycle);
+		if (SPI_execute_with_args("SELECT d::text FROM settle.connector k,"
+								  " settle.connector_days(k.kind, k.config, $2::settle.period) d WHERE k.connector_id = $1",
+								  2, t2, v2, NULL, false, 0) != SPI_OK_SELECT)
+			elog(ERROR, "could not read the days of connector \"%s\"", c->name);
+		old = MemoryContextSwitchTo(cxt);
+		for (i = 0; i < SPI_processed; i++)
+			c->days = lappend(c->days, SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1));
+		MemoryContextSwitchTo(old);
+		if (c->days == NIL)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("billing cycle %s of connector \"%s\" has no day yet", c->cycle, c->name),
+					 errdetail("A DAILY connector without billing_date pulls the days of its billing cycle up to today in UTC+8.")));
+	}
 }
 
-/* Pulls one account: the month's provider totals, then its bill lines. */
+/*
+ * Pulls one account (of a DAILY fan-out: one day of it): the month's
+ * provider totals (of a fan-out: with its last day only), then its bill
+ * lines.
+ */
 void
 bss_pull(RunCtx *rc)
 {
 	BssOptions *o = rc->c->opts;
+	List	   *days = rc->c->days;
 
-	if (o->overview)
+	if (o->overview && (rc->st->billing_date == NULL ||
+						strcmp(rc->st->billing_date, (const char *) llast(days)) == 0))
 		pull_scope(rc, "QueryBillOverview");
 	pull_scope(rc, "DescribeInstanceBill");
 }

@@ -87,6 +87,7 @@ typedef struct IngestState
 	int64		lines_withdrawn;
 	int			exceptions_opened;
 	char	   *account_id;		/* member account pulled (BillOwnerId), NULL: own */
+	char	   *billing_date;	/* the day pulled, for a day of a DAILY fan-out; NULL otherwise */
 	IngestPass *pass;			/* BSS: the scope's pass, NULL for other sources */
 	bool		group_locks;	/* this page's transaction stores only it: lock its
 								 * lines' groups, not every bill line */

@@ -175,7 +175,7 @@ money_round(money128 v, int minor_unit, MoneyRounding mode)
 {
 	money128	unit;
 	money128	q;
-	money128	r;
+	uint64_t	r;
 	money128	twice;
 	bool		neg = v < 0;
 	money128	a;
@@ -186,9 +186,8 @@ money_round(money128 v, int minor_unit, MoneyRounding mode)
 		return v;
 	unit = pow10_tab[MONEY_SCALE - minor_unit];
 	a = neg ? -v : v;
-	q = a / unit;
-	r = a % unit;
-	twice = r * 2;
+	money_udivmod(a, (uint64_t) unit, &q, &r);
+	twice = (money128) r * 2;
 	switch (mode)
 	{
 		case MONEY_ROUND_DOWN:

@@ -92,6 +92,46 @@ extern int	rate_format_fraction(int64_t rate, char *buf);
  */
 extern money128 money_round(money128 v, int minor_unit, MoneyRounding mode);
 
+/*
+ * a / d into *q and a % d into *r, for 0 <= a and 0 < d.  GCC calls libgcc's
+ * 128-bit division for every money128 '/' and '%', even by a constant, at
+ * tens of nanoseconds each; an amount below 2^64 raw units (about 1,844
+ * currency units, most bill lines) takes the 64-bit instruction instead.
+ * settle_period divides every line's amounts by powers of ten several times.
+ */
+static inline void
+money_udivmod(money128 a, uint64_t d, money128 *q, uint64_t *r)
+{
+	if ((unsigned __int128) a >> 64 == 0)
+	{
+		uint64_t	a64 = (uint64_t) a;
+
+		*q = (money128) (a64 / d);
+		*r = a64 % d;
+	}
+	else
+	{
+		*q = a / (money128) d;
+		*r = (uint64_t) (a - *q * (money128) d);
+	}
+}
+
+/* v rounded towards minus infinity to a multiple of unit (0 < unit < 2^63) */
+static inline money128
+money_floor_to(money128 v, uint64_t unit)
+{
+	money128	q;
+	uint64_t	r;
+
+	if (v >= 0)
+	{
+		money_udivmod(v, unit, &q, &r);
+		return v - (money128) r;
+	}
+	money_udivmod(-v, unit, &q, &r);
+	return r == 0 ? v : v - (money128) (unit - r);
+}
+
 /* amount x rate, exact (amount has at most MONEY_INPUT_SCALE places) */
 static inline money128
 money_mul_rate(money128 amount, int64_t rate)
@@ -108,15 +148,40 @@ money_mul_rate(money128 amount, int64_t rate)
 static inline bool
 money_mul_rate_exact(money128 amount, int64_t rate, money128 *out)
 {
-	money128	p = amount * (money128) rate;
+	bool		neg = amount < 0;
+	money128	a = neg ? -amount : amount;
+	money128	q;
+	uint64_t	r;
 
-	if (p % (money128) RATE_ONE != 0)
+	if ((unsigned __int128) a >> 64 == 0 && rate >= 0)
 	{
-		*out = 0;
-		return false;
+		/*
+		 * a = q x 10^8 + r, so a x rate / 10^8 = q x rate + r x rate / 10^8,
+		 * with r x rate < 10^16: no 128-bit division
+		 */
+		money_udivmod(a, (uint64_t) RATE_ONE, &q, &r);
+		r *= (uint64_t) rate;
+		if (r % (uint64_t) RATE_ONE != 0)
+		{
+			*out = 0;
+			return false;
+		}
+		q = q * rate + (money128) (r / (uint64_t) RATE_ONE);
+		*out = neg ? -q : q;
+		return true;
 	}
-	*out = p / (money128) RATE_ONE;
-	return true;
+	else
+	{
+		money128	p = amount * (money128) rate;
+
+		if (p % (money128) RATE_ONE != 0)
+		{
+			*out = 0;
+			return false;
+		}
+		*out = p / (money128) RATE_ONE;
+		return true;
+	}
 }
 
 /*

@@ -8,8 +8,10 @@
  * comments on NumericShort/NumericLong in src/backend/utils/adt/numeric.c)
  * is fixed by pg_upgrade compatibility: base-10000 digits, a weight, a sign
  * and a display scale, in a short (2-byte) or long (4-byte) header.  The
- * regression test sql/numeric_fast.sql checks both directions against
- * numeric_in/numeric_out on edge values.
+ * regression test sql/rules.sql checks both directions through
+ * settle.evaluate_rule against numeric's own arithmetic, on amounts on both
+ * sides of the 64-bit fast path's end and up to 10^14; the differential
+ * tests (test/diff) compare every lineage amount with an independent model.
  */
 #include "postgres.h"
 
@@ -127,9 +129,10 @@ money128_to_numeric(money128 v, int dscale)
 	int			weight;
 	bool		neg = v < 0;
 	money128	a = neg ? -v : v;
-	money128	ip = a / pow10000[4];
-	money128	fp = a % pow10000[4];
-	int16		intd[8];
+	money128	ip128;
+	uint64		fp;
+	uint64		ip;
+	int16		intd[10];
 	int			nint = 0;
 	int			first,
 				last;
@@ -137,7 +140,18 @@ money128_to_numeric(money128 v, int dscale)
 	uint16		header;
 	int			i;
 
-
+	/*
+	 * The integer part and the 16 decimal places: below 2^64 raw units
+	 * without any 128-bit division (money_udivmod), and the integer part in
+	 * 64 bits unless it is 2^64 or more (sums, never a single amount).
+	 */
+	money_udivmod(a, (uint64) pow10000[4], &ip128, &fp);
+	while ((unsigned __int128) ip128 >> 64 != 0)
+	{
+		intd[nint++] = (int16) (ip128 % NBASE);
+		ip128 /= NBASE;
+	}
+	ip = (uint64) ip128;
 	while (ip > 0)
 	{
 		intd[nint++] = (int16) (ip % NBASE);
@@ -145,9 +159,9 @@ money128_to_numeric(money128 v, int dscale)
 	}
 	for (i = nint - 1; i >= 0; i--)
 		digits[ndigits++] = intd[i];
-	digits[ndigits++] = (int16) (fp / pow10000[3]);
-	digits[ndigits++] = (int16) ((fp / pow10000[2]) % NBASE);
-	digits[ndigits++] = (int16) ((fp / pow10000[1]) % NBASE);
+	digits[ndigits++] = (int16) (fp / 1000000000000ULL);
+	digits[ndigits++] = (int16) ((fp / 100000000ULL) % NBASE);
+	digits[ndigits++] = (int16) ((fp / NBASE) % NBASE);
 	digits[ndigits++] = (int16) (fp % NBASE);
 	weight = nint - 1;
 

@@ -194,14 +194,16 @@ typedef struct Run
 	struct Fingerprint *out_fp;
 } Run;
 
-/* A heap position and the rank of its index entry in key order. */
-typedef struct TidRank
-{
-	uint64		tid;			/* block << 16 | offset: orders like the heap */
-	uint32		rank;
-} TidRank;
-
-#define READ_CHUNK 65536
+/*
+ * A heap position and the rank of its index entry in key order, in one
+ * integer that orders like the heap: block << 32 | offset << 16 | rank.
+ */
+#define READ_CHUNK 65536		/* ranks fit in 16 bits */
+#define TID_KEY(block, offset, rank) \
+	(((uint64) (block) << 32) | ((uint64) (offset) << 16) | (uint64) (rank))
+#define TID_KEY_BLOCK(k)	((BlockNumber) ((k) >> 32))
+#define TID_KEY_OFFSET(k)	((OffsetNumber) (((k) >> 16) & 0xFFFF))
+#define TID_KEY_RANK(k)		((uint32) ((k) & 0xFFFF))
 
 /*
  * The big buffers of a run (its lines, its arena, the read batch) are kept
@@ -220,7 +222,8 @@ typedef struct RunReuse
 	uint32		cap_lines;
 	char	   *arena;
 	uint32		arena_cap;
-	TidRank    *tids;			/* READ_CHUNK index entries */
+	uint64	   *tids;			/* READ_CHUNK index entries (TID_KEY) */
+	uint64	   *tids_tmp;		/* and room to sort them */
 	uint32	   *tuple_at;		/* READ_CHUNK offsets into batch, by rank */
 	char	   *batch;			/* copies of a chunk's heap tuples */
 	Size		batch_cap;

@@ -147,9 +147,7 @@ allocate_rounding(Run *run)
 
 		if (!l->included)
 			continue;
-		fl = l->unrounded / unit * unit;
-		if (fl > l->unrounded)
-			fl -= unit;			/* towards minus infinity */
+		fl = money_floor_to(l->unrounded, (uint64) unit);	/* towards minus infinity */
 		l->rounded = fl;
 		sum_floor += fl;
 		total += l->unrounded;

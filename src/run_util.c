@@ -37,7 +37,8 @@ run_reuse_begin(Run *run)
 		run_reuse.lines = MemoryContextAllocHuge(run_reuse.cxt, sizeof(Line) * run_reuse.cap_lines);
 		run_reuse.arena_cap = 1 << 16;
 		run_reuse.arena = MemoryContextAllocHuge(run_reuse.cxt, run_reuse.arena_cap);
-		run_reuse.tids = MemoryContextAlloc(run_reuse.cxt, sizeof(TidRank) * READ_CHUNK);
+		run_reuse.tids = MemoryContextAlloc(run_reuse.cxt, sizeof(uint64) * READ_CHUNK);
+		run_reuse.tids_tmp = MemoryContextAlloc(run_reuse.cxt, sizeof(uint64) * READ_CHUNK);
 		run_reuse.tuple_at = MemoryContextAlloc(run_reuse.cxt, sizeof(uint32) * READ_CHUNK);
 		run_reuse.batch_cap = 1 << 20;
 		run_reuse.batch = MemoryContextAllocHuge(run_reuse.cxt, run_reuse.batch_cap);

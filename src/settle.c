@@ -66,6 +66,7 @@ _PG_init(void)
 	settle_ingest_init();
 	settle_csv_init();
 	settle_parallel_init();
+	settle_priority_init();
 
 	MarkGUCPrefixReserved("settle");
 }

@@ -22,6 +22,10 @@ extern void settle_csv_init(void);
 
 /* settle_parallel.c: settle.max_settle_workers (settle.settle_period_parallel) */
 extern void settle_parallel_init(void);
+
+/* priority.c: settle.bulk_nice */
+extern void settle_priority_init(void);
+extern void settle_bulk_priority(void);
 extern int	settle_max_settle_workers;
 
 /* settle.c: the settle.reason setting, required for sensitive changes */

@@ -37,6 +37,7 @@
 #include "utils/memutils.h"
 
 #include "progress.h"
+#include "settle.h"
 #include "run.h"
 
 PG_FUNCTION_INFO_V1(settle_settle_reseller);
@@ -97,6 +98,7 @@ settle_settle_reseller(PG_FUNCTION_ARGS)
 		ereport(ERROR,
 				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
 				 errmsg("a reseller and a period are required")));
+	settle_bulk_priority();
 	period = text_to_cstring(PG_GETARG_TEXT_PP(1));
 	if (get_call_result_type(fcinfo, NULL, &resdesc) != TYPEFUNC_COMPOSITE)
 		elog(ERROR, "return type must be a row type");

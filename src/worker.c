@@ -9,9 +9,10 @@
  * mark runs whose process is gone as failed (57P01); find the streams that
  * are due and start a dynamic background worker for each, at most
  * settle.max_pull_workers at a time.  A stream is one account of one
- * connector: the connector's own, or one of its member accounts; each has
- * its own runs and checkpoints, so streams are independent and are pulled
- * concurrently.  The launcher is told when one of its workers ends
+ * connector: the connector's own, or one of its member accounts, and for a
+ * DAILY connector fanned out over its billing cycle (settle.connector_days)
+ * one day of it; each has its own runs and checkpoints, so streams are
+ * independent and are pulled concurrently.  The launcher is told when one of its workers ends
  * (bgw_notify_pid) and then starts the next due stream at once.
  *
  * A pull worker pulls its stream once with the same code as
@@ -58,6 +59,7 @@ typedef struct Stream
 {
 	int64		connector_id;
 	char		account[ACCOUNT_LEN];	/* "" = the connector's own */
+	char		day[11];		/* YYYY-MM-DD of a DAILY fan-out, "" = none */
 } Stream;
 
 /*
@@ -70,11 +72,21 @@ typedef struct PullWorker
 	bool		in_use;
 	bool		running;
 	Stream		stream;
+	char		key[NAMEDATALEN];	/* its connector's secret (AccessKey) */
 	TimestampTz started_at;
 	BackgroundWorkerHandle *handle;
 } PullWorker;
 
 #define WORKER_ENTRIES (2 * MAX_PULL_WORKERS)
+
+/* A due stream, as the launcher sees it. */
+typedef struct DueStream
+{
+	Stream		stream;
+	char		key[NAMEDATALEN];	/* its connector's secret_name ("" none): one AccessKey */
+	bool		started;
+} DueStream;
+
 static PullWorker workers[WORKER_ENTRIES];
 
 void
@@ -119,7 +131,8 @@ library_matches(const char *installed)
 
 /*
  * The streams due for a pull, least recently pulled first; empty when the
- * extension is absent or of another version than this library.  A stream is due when it was never pulled, when its
+ * extension is absent or of another version than this library.  A stream
+ * is due when it was never pulled, when its
  * last run succeeded more than the connector's poll_interval ago, or failed
  * more than settle.worker_retry_after_ms ago (a run still running is not
  * due).
@@ -143,28 +156,36 @@ due_streams(MemoryContext cxt)
 	{
 		/* runs whose process died (a crash, a kill) are failed, and so due again */
 		ingest_fail_orphaned_runs();
-		sql = psprintf("SELECT c.connector_id, coalesce(s.account_id, '') FROM settle.connector c"
+		/* a DAILY fan-out connector's streams: each account and each day */
+		sql = psprintf("SELECT c.connector_id, coalesce(s.account_id, ''), coalesce(d.day::text, ''),"
+					   " coalesce(c.secret_name, '') FROM settle.connector c"
 					   " CROSS JOIN LATERAL (SELECT NULL::text AS account_id, 0::bigint AS ord UNION ALL"
 					   "  SELECT m.value, m.ordinality FROM pg_catalog.jsonb_array_elements_text(CASE WHEN"
 					   "  pg_catalog.jsonb_typeof(c.config->'member_accounts') = 'array'"
 					   "  THEN c.config->'member_accounts' ELSE '[]' END) WITH ORDINALITY m) s"
+					   " CROSS JOIN LATERAL (SELECT NULL::date AS day"
+					   "  WHERE NOT EXISTS (SELECT 1 FROM settle.connector_days(c.kind, c.config)) UNION ALL"
+					   "  SELECT x FROM settle.connector_days(c.kind, c.config) x) d"
 					   " LEFT JOIN LATERAL (SELECT r.status, r.started_at FROM settle.ingest_run r"
 					   "  WHERE r.connector_id = c.connector_id AND r.account_id IS NOT DISTINCT FROM s.account_id"
+					   "  AND r.billing_date IS NOT DISTINCT FROM d.day"
 					   "  ORDER BY r.started_at DESC, r.ingest_run_id DESC LIMIT 1) l ON true"
 					   " WHERE c.enabled AND (l.status IS NULL"
 					   "  OR (l.status = 'succeeded' AND l.started_at + c.poll_interval <= pg_catalog.now())"
 					   "  OR (l.status = 'failed' AND l.started_at + %d * interval '1 millisecond' <= pg_catalog.now()))"
-					   " ORDER BY l.started_at NULLS FIRST, c.connector_id, s.ord", settle_worker_retry_after_ms);
+					   " ORDER BY l.started_at NULLS FIRST, c.connector_id, s.ord, d.day", settle_worker_retry_after_ms);
 		if (SPI_execute(sql, true, 0) != SPI_OK_SELECT)
 			elog(ERROR, "could not read settle.connector");
 		for (i = 0; i < SPI_processed; i++)
 		{
-			Stream	   *s = MemoryContextAllocZero(cxt, sizeof(Stream));
+			DueStream  *s = MemoryContextAllocZero(cxt, sizeof(DueStream));
 			bool		isnull;
 			MemoryContext old;
 
-			s->connector_id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1, &isnull));
-			strlcpy(s->account, SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 2), ACCOUNT_LEN);
+			s->stream.connector_id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1, &isnull));
+			strlcpy(s->stream.account, SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 2), ACCOUNT_LEN);
+			strlcpy(s->stream.day, SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 3), sizeof(s->stream.day));
+			strlcpy(s->key, SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 4), NAMEDATALEN);
 			old = MemoryContextSwitchTo(cxt);
 			streams = lappend(streams, s);
 			MemoryContextSwitchTo(old);
@@ -223,15 +244,64 @@ stream_recent(Stream *s)
 
 	for (i = 0; i < WORKER_ENTRIES; i++)
 		if (workers[i].in_use && workers[i].stream.connector_id == s->connector_id &&
-			strcmp(workers[i].stream.account, s->account) == 0)
+			strcmp(workers[i].stream.account, s->account) == 0 &&
+			strcmp(workers[i].stream.day, s->day) == 0)
 			return true;
 	return false;
 }
 
+/* The pull workers running for streams of a secret (one AccessKey). */
+static int
+key_running(const char *key)
+{
+	int			i;
+	int			n = 0;
+
+	for (i = 0; i < WORKER_ENTRIES; i++)
+		if (workers[i].in_use && workers[i].running && strcmp(workers[i].key, key) == 0)
+			n++;
+	return n;
+}
+
+/*
+ * The next due stream to start: of the secrets (AccessKeys) with the fewest
+ * pull workers running, the first stream in the list (least recently
+ * pulled).  So the workers share out over the keys, each pulling at its
+ * own rate: the streams of one key (a DAILY fan-out has one per day and
+ * account) never fill them all while another key's streams wait.  NULL
+ * when none is left.
+ */
+static DueStream *
+next_stream(List *streams)
+{
+	DueStream  *best = NULL;
+	int			bestn = INT_MAX;
+	ListCell   *lc;
+
+	foreach(lc, streams)
+	{
+		DueStream  *d = lfirst(lc);
+		int			n;
+
+		if (d->started || stream_recent(&d->stream))
+			continue;
+		n = key_running(d->key);
+		if (n < bestn)
+		{
+			best = d;
+			bestn = n;
+			if (n == 0)
+				break;
+		}
+	}
+	return best;
+}
+
 /* Starts a pull worker for a stream; false when no worker can be started. */
 static bool
-start_worker(Stream *s)
+start_worker(DueStream *d)
 {
+	Stream	   *s = &d->stream;
 	BackgroundWorker worker;
 	BackgroundWorkerHandle *handle;
 	MemoryContext old;
@@ -263,6 +333,7 @@ start_worker(Stream *s)
 	workers[i].running = true;
 	workers[i].started_at = GetCurrentTimestamp();
 	workers[i].stream = *s;
+	strlcpy(workers[i].key, d->key, NAMEDATALEN);
 	workers[i].handle = handle;
 	return true;
 }
@@ -279,6 +350,12 @@ settle_worker_main(Datum main_arg)
 
 	BackgroundWorkerInitializeConnection(settle_database, NULL, 0);
 	pgstat_report_appname("settle ingest launcher");
+	/*
+	 * Its one query (the due streams) runs at every worker's end: compiling
+	 * it (its estimated cost passes jit_above_cost with many streams) costs
+	 * more than it ever saves.
+	 */
+	SetConfigOption("jit", "off", PGC_USERSET, PGC_S_SESSION);
 	elog(LOG, "settle ingest launcher started for database \"%s\"", settle_database);
 	loopcxt = AllocSetContextCreate(TopMemoryContext, "settle ingest launcher", ALLOCSET_DEFAULT_SIZES);
 
@@ -299,18 +376,16 @@ settle_worker_main(Datum main_arg)
 		if (running < settle_max_pull_workers)
 		{
 			List	   *streams;
-			ListCell   *lc;
 
 			pgstat_report_activity(STATE_RUNNING, "settle ingest: looking for due streams");
 			streams = due_streams(loopcxt);
-			foreach(lc, streams)
+			while (running < settle_max_pull_workers)
 			{
-				Stream	   *s = lfirst(lc);
+				DueStream  *s = next_stream(streams);
 
-				if (running >= settle_max_pull_workers)
+				if (s == NULL)
 					break;
-				if (stream_recent(s))
-					continue;
+				s->started = true;
 				if (!start_worker(s))
 				{
 					if (!no_slot_logged)
@@ -356,7 +431,7 @@ settle_pull_worker_main(Datum main_arg)
 	 * resumes before them and fetches them again: no gap, no duplicate.
 	 */
 	SetConfigOption("synchronous_commit", "off", PGC_USERSET, PGC_S_SESSION);
-	(void) ingest_run_stream(s.connector_id, s.account[0] ? s.account : NULL);
+	(void) ingest_run_stream(s.connector_id, s.account[0] ? s.account : NULL, s.day[0] ? s.day : NULL);
 	pgstat_report_stat(true);
 	proc_exit(0);
 }

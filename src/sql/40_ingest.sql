@@ -31,6 +31,7 @@ CREATE TABLE settle.ingest_run (
 	connector_id      bigint      NOT NULL REFERENCES settle.connector,
 	billing_cycle     text        CHECK (settle.check_period(billing_cycle)),
 	account_id        text,
+	billing_date      date,
 	triggered_by      text        NOT NULL CHECK (triggered_by IN ('worker', 'sql')),
 	status            text        NOT NULL DEFAULT 'running'
 	                              CHECK (status IN ('running', 'succeeded', 'failed')),
@@ -61,6 +62,7 @@ COMMENT ON COLUMN settle.ingest_run.lines_new IS 'Lines seen for the first time 
 COMMENT ON COLUMN settle.ingest_run.lines_revised IS 'Lines whose content changed: a new revision was added.';
 COMMENT ON COLUMN settle.ingest_run.lines_unchanged IS 'Lines already stored with the same content: no-ops.';
 COMMENT ON COLUMN settle.ingest_run.account_id IS 'The member account pulled (BSS BillOwnerId); NULL for the connector''s own (payer) account.';
+COMMENT ON COLUMN settle.ingest_run.billing_date IS 'The day pulled, for a day of a DAILY connector fanned out over its billing cycle (alibaba_bss with granularity DAILY and no billing_date: one run per account and day); NULL otherwise.';
 COMMENT ON COLUMN settle.ingest_run.lines_withdrawn IS 'Stored lines a complete pull no longer saw: each got a withdrawal revision (zero amounts).';
 COMMENT ON COLUMN settle.ingest_run.lines_invalid IS 'New revisions that failed validation (each opened an exception).';
 COMMENT ON COLUMN settle.ingest_run.retries IS 'Requests repeated after a transient failure (5xx, 429, Throttling*, timeouts, resets).';
@@ -69,6 +71,7 @@ CREATE TABLE settle.ingest_checkpoint (
 	connector_id  bigint      NOT NULL REFERENCES settle.connector,
 	scope         text        NOT NULL,
 	account_id    text,
+	billing_date  date,
 	next_token    text,
 	pages_done    integer     NOT NULL DEFAULT 0,
 	complete      boolean     NOT NULL DEFAULT false,
@@ -80,6 +83,7 @@ CREATE TABLE settle.ingest_checkpoint (
 COMMENT ON TABLE settle.ingest_checkpoint IS
 	'Where a connector''s pull of one scope (call, billing cycle, granularity, date) stands: the NextToken of the next page, committed with the page before it.  complete = the last page was stored; the next pull of the scope starts over (re-pulls are no-ops or revisions).';
 COMMENT ON COLUMN settle.ingest_checkpoint.account_id IS 'The member account of the scope (BSS BillOwnerId); NULL for the connector''s own account.';
+COMMENT ON COLUMN settle.ingest_checkpoint.billing_date IS 'The day of the scope, for a day of a DAILY connector fanned out over its billing cycle; NULL otherwise.';
 COMMENT ON COLUMN settle.ingest_checkpoint.pass_first_page IS 'raw_page_id of the first page of the pass in progress: a resumed pull re-reads the stored pages from there to number repeated items and to know which lines the pass has seen.';
 
 CREATE TABLE settle.provider_total (
@@ -168,8 +172,30 @@ $$;
 COMMENT ON FUNCTION settle.ingest_reset(text) IS
 	'Forgets the connector''s checkpoints so the next pull starts every scope from its first page (e.g. after the provider rejected a stale NextToken).  Stored pages and lines are kept; re-pulled lines are no-ops.';
 
+-- A DAILY alibaba_bss connector without billing_date is fanned out over the
+-- days of its billing cycle: one stream per account and day.
+CREATE FUNCTION settle.connector_days(kind text, config jsonb, billing_cycle settle.period DEFAULT NULL)
+	RETURNS SETOF date ROWS 31
+LANGUAGE sql STABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp AS $$
+	-- a config billing_cycle that is not a month gives no days (no error: the
+	-- launcher and settle.ingest_health read every connector's days)
+	SELECT d::date
+	  FROM (SELECT CASE WHEN x.cycle ~ '^[0-9]{4}-(0[1-9]|1[0-2])$' AND pg_catalog.left(x.cycle, 4) <> '0000'
+	                    THEN pg_catalog.to_date(x.cycle || '-01', 'YYYY-MM-DD') END AS first, x.today
+	          FROM (SELECT coalesce(connector_days.billing_cycle::text, connector_days.config->>'billing_cycle',
+	                                pg_catalog.to_char(pg_catalog.now() AT TIME ZONE 'UTC' + interval '8 hours', 'YYYY-MM')) AS cycle,
+	                       (pg_catalog.now() AT TIME ZONE 'UTC' + interval '8 hours')::date AS today) x
+	         WHERE connector_days.kind = 'alibaba_bss' AND connector_days.config->>'granularity' = 'DAILY'
+	           AND NOT connector_days.config ? 'billing_date') c
+	 CROSS JOIN LATERAL pg_catalog.generate_series(c.first,
+		least(c.first + interval '1 month' - interval '1 day', c.today), interval '1 day') d
+	 ORDER BY 1
+$$;
+COMMENT ON FUNCTION settle.connector_days(text, jsonb, settle.period) IS
+	'The days a connector of this kind and config is fanned out over: for alibaba_bss with granularity DAILY and no billing_date, every day of the billing cycle (the one given, else the config''s billing_cycle, else the current month in UTC+8) up to today in UTC+8; no rows for any other connector (it is pulled as one stream per account).  Each day of each account is a stream of its own: its own runs, checkpoint, health row and withdrawals.';
+
 CREATE VIEW settle.ingest_health AS
-	SELECT c.connector_id, c.name, acct.account_id, c.kind, c.enabled,
+	SELECT c.connector_id, c.name, acct.account_id, day.billing_date, c.kind, c.enabled,
 	       extract(epoch FROM c.poll_interval)::bigint AS poll_interval_seconds,
 	       s.last_success, pg_catalog.floor(extract(epoch FROM pg_catalog.now() - s.last_success))::bigint AS lag_seconds,
 	       l.status AS last_status, l.started_at AS last_started_at,
@@ -185,21 +211,28 @@ CREATE VIEW settle.ingest_health AS
 		SELECT m.value FROM pg_catalog.jsonb_array_elements_text(
 			CASE WHEN pg_catalog.jsonb_typeof(c.config->'member_accounts') = 'array'
 			     THEN c.config->'member_accounts' ELSE '[]'::jsonb END) m) acct
+	 CROSS JOIN LATERAL (
+		SELECT NULL::date AS billing_date
+		 WHERE NOT EXISTS (SELECT 1 FROM settle.connector_days(c.kind, c.config))
+		UNION ALL
+		SELECT d FROM settle.connector_days(c.kind, c.config) d) day
 	  LEFT JOIN LATERAL (
 		SELECT max(r.finished_at) AS last_success FROM settle.ingest_run r
 		 WHERE r.connector_id = c.connector_id AND r.account_id IS NOT DISTINCT FROM acct.account_id
-		   AND r.status = 'succeeded') s ON true
+		   AND r.billing_date IS NOT DISTINCT FROM day.billing_date AND r.status = 'succeeded') s ON true
 	  LEFT JOIN LATERAL (
 		SELECT r.* FROM settle.ingest_run r
 		 WHERE r.connector_id = c.connector_id AND r.account_id IS NOT DISTINCT FROM acct.account_id
+		   AND r.billing_date IS NOT DISTINCT FROM day.billing_date
 		 ORDER BY r.started_at DESC, r.ingest_run_id DESC LIMIT 1) l ON true
 	  LEFT JOIN LATERAL (
 		SELECT count(*) AS runs, count(*) FILTER (WHERE r.status = 'failed') AS failed
 		  FROM settle.ingest_run r
 		 WHERE r.connector_id = c.connector_id AND r.account_id IS NOT DISTINCT FROM acct.account_id
+		   AND r.billing_date IS NOT DISTINCT FROM day.billing_date
 		   AND r.started_at > pg_catalog.now() - interval '24 hours') w ON true;
 COMMENT ON VIEW settle.ingest_health IS
-	'Ingestion health per connector and account (account_id NULL: the connector''s own; one row per configured member account), a stable view for BI tools: last successful pull, lag since it, the last run''s status and error, and the error rate of the last 24 hours.';
+	'Ingestion health per stream: connector, account (account_id NULL: the connector''s own; one row per configured member account) and, for a DAILY connector fanned out over its billing cycle, day (billing_date; settle.connector_days), a stable view for BI tools: last successful pull, lag since it, the last run''s status and error, and the error rate of the last 24 hours.';
 
 -- The bill line writers' locks: shared writers' lock, then each line group's
 -- lock in ascending order (docs/ingestion.md, section 1.6; src/ingest_lines.c).
@@ -256,6 +289,7 @@ CREATE FUNCTION settle._connector_config_check() RETURNS trigger
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
 	k text;
+	bad_date boolean := false;
 	allowed text[] := CASE NEW.kind
 		WHEN 'alibaba_bss' THEN ARRAY['billing_cycle', 'granularity', 'billing_date', 'max_results',
 		                              'overview', 'member_accounts']
@@ -280,6 +314,38 @@ BEGIN
 			USING ERRCODE = '22023',
 			      DETAIL = 'Write it as ["1234567890123456", ...]: the member accounts'' ids as strings of digits.';
 	END IF;
+	IF NEW.kind = 'alibaba_bss' AND NEW.config ? 'granularity'
+	   AND NEW.config->>'granularity' IS DISTINCT FROM 'MONTHLY' AND NEW.config->>'granularity' IS DISTINCT FROM 'DAILY' THEN
+		RAISE EXCEPTION 'config key "granularity" must be "MONTHLY" or "DAILY"'
+			USING ERRCODE = '22023',
+			      DETAIL = 'MONTHLY (the default): the month''s bill lines; DAILY: per day, the day billing_date or, without it, every day of the billing cycle.';
+	END IF;
+	IF NEW.kind = 'alibaba_bss' AND NEW.config ? 'billing_date' THEN
+		IF pg_catalog.jsonb_typeof(NEW.config->'billing_date') <> 'string'
+		   OR NEW.config->>'billing_date' !~ '^[0-9]{4}-[0-9]{2}-[0-9]{2}$' THEN
+			bad_date := true;
+		ELSIF NOT settle.check_period(pg_catalog.substr(NEW.config->>'billing_date', 1, 7)) THEN
+			bad_date := true;
+		ELSIF pg_catalog.substr(NEW.config->>'billing_date', 9, 2)::integer NOT BETWEEN 1 AND
+		      pg_catalog.date_part('day', pg_catalog.to_date(pg_catalog.substr(NEW.config->>'billing_date', 1, 7) || '-01', 'YYYY-MM-DD')
+		                                  + interval '1 month' - interval '1 day') THEN
+			bad_date := true;
+		END IF;
+		IF bad_date THEN
+			RAISE EXCEPTION 'config key "billing_date" must be a date written YYYY-MM-DD, not %', NEW.config->'billing_date'
+				USING ERRCODE = '22023';
+		END IF;
+		IF NEW.config->>'granularity' IS DISTINCT FROM 'DAILY' THEN
+			RAISE EXCEPTION 'config key "billing_date" needs "granularity": "DAILY"'
+				USING ERRCODE = '22023',
+				      DETAIL = 'A MONTHLY pull (the default) takes the whole month; billing_date would be ignored.';
+		END IF;
+		IF NEW.config ? 'billing_cycle' AND pg_catalog.substr(NEW.config->>'billing_date', 1, 7) IS DISTINCT FROM NEW.config->>'billing_cycle' THEN
+			RAISE EXCEPTION 'billing_date % is outside the billing cycle %', NEW.config->>'billing_date', NEW.config->>'billing_cycle'
+				USING ERRCODE = '22023',
+				      HINT = 'Leave billing_date out to pull every day of the billing cycle.';
+		END IF;
+	END IF;
 	IF NEW.config ? 'null_tokens' AND (pg_catalog.jsonb_typeof(NEW.config->'null_tokens') <> 'array'
 	   OR EXISTS (SELECT 1 FROM pg_catalog.jsonb_array_elements(NEW.config->'null_tokens') e
 	               WHERE pg_catalog.jsonb_typeof(e.value) <> 'string' OR e.value #>> '{}' = '')) THEN
@@ -291,7 +357,7 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION settle._connector_config_check() IS
-	'Trigger of settle.connector: refuses config keys the connector''s kind does not read (22023 naming the key), a member_accounts that is not an array of account ids and a null_tokens that is not an array of non-empty strings.';
+	'Trigger of settle.connector: refuses config keys the connector''s kind does not read (22023 naming the key), an alibaba_bss granularity other than MONTHLY or DAILY, a billing_date that is not a date, without granularity DAILY or outside the configured billing_cycle, a member_accounts that is not an array of account ids and a null_tokens that is not an array of non-empty strings.';
 CREATE TRIGGER config_check BEFORE INSERT OR UPDATE OF config, kind ON settle.connector
 	FOR EACH ROW EXECUTE FUNCTION settle._connector_config_check();
 ALTER TABLE settle.connector ENABLE ALWAYS TRIGGER config_check;

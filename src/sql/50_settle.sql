@@ -232,6 +232,11 @@ CREATE FUNCTION settle._settle_reseller(reseller_id bigint, period settle.period
 	AS 'MODULE_PATHNAME', 'settle_settle_reseller' LANGUAGE C VOLATILE;
 COMMENT ON FUNCTION settle._settle_reseller(bigint, settle.period, bigint, bytea, settle.exact_amount, bigint) IS
 	'Internal engine of settle_period and verify_run: settles (or, with verify_run, re-derives) one reseller''s period in C.';
+CREATE FUNCTION settle._bulk_priority() RETURNS void
+	AS 'MODULE_PATHNAME', 'settle_bulk_priority_sql' LANGUAGE C VOLATILE;
+COMMENT ON FUNCTION settle._bulk_priority() IS
+	'Internal: lowers this session''s CPU priority to settle.bulk_nice for the rest of the transaction (when set, and when the session can restore it; docs/operator-guide.md); settlement does it from C.';
+
 CREATE FUNCTION settle._summarize_lineage() RETURNS boolean
 	AS 'MODULE_PATHNAME', 'settle_summarize_lineage' LANGUAGE C VOLATILE;
 COMMENT ON FUNCTION settle._summarize_lineage() IS

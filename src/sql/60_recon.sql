@@ -1318,6 +1318,7 @@ BEGIN
 		RAISE EXCEPTION 'a period is required' USING ERRCODE = 'null_value_not_allowed',
 			HINT = 'A period is a month written YYYY-MM, e.g. 2026-10.';
 	END IF;
+	PERFORM settle._bulk_priority();	-- settle.bulk_nice (docs/operator-guide.md)
 	IF reseller IS NOT NULL THEN
 		rid := settle.reseller_id(reseller);
 	END IF;

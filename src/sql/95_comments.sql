@@ -119,6 +119,7 @@ BEGIN
 			('fx_rate_current', 'recorded_by', 'Who recorded it.'),
 			('ingest_health', 'connector_id', 'The connector.'),
 			('ingest_health', 'name', 'The connector''s name.'),
+			('ingest_health', 'billing_date', 'The day of the stream, for a DAILY connector fanned out over its billing cycle; NULL otherwise.'),
 			('ingest_health', 'kind', 'alibaba_bss or focus_csv.'),
 			('ingest_health', 'enabled', 'Whether the worker pulls it.'),
 			('ingest_health', 'poll_interval_seconds', 'How often the worker pulls it, in seconds.'),

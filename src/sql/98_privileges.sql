@@ -43,11 +43,13 @@ REVOKE SELECT ON settle.payee, settle.payee_current FROM settle_operator, settle
 
 -- What every staff role may call: reading and explaining runs, statements
 -- and exceptions, verifying a run, the rule type's inspection functions,
--- formatting (the per-role grants below add what each role does).
+-- formatting, the days of a DAILY connector's fan-out (settle.ingest_health
+-- calls it) (the per-role grants below add what each role does).
 GRANT EXECUTE ON FUNCTION
 	settle.blocking_exceptions(bigint,settle.period),
 	settle.check_currency(text),
 	settle.closed_period(timestamp with time zone),
+	settle.connector_days(text,jsonb,settle.period),
 	settle.csv_field(text),
 	settle.evaluate_rule(settle.rule,text,text,text,text,text,text,jsonb,numeric,numeric,numeric,integer,integer,numeric,numeric,numeric,numeric,numeric,numeric,numeric,integer),
 	settle.exception_of(bigint),

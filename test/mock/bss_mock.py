@@ -14,13 +14,20 @@ lines, seeded) | bench-<N> (same generator, ~1 KB items) | refund3 (one order, t
 one instance) | dupes-<N> (N groups of items sharing a natural key: repeated, partial refunds,
 adjustments, items differing in one field) | absurd (amounts settle cannot hold) | badutf8
 (small with a non-UTF-8 byte in one ProductName) | members-<A>x<L> (a payer and A-1 member
-accounts, L lines each: served per BillOwnerId, only the payer's own lines without it).
+accounts, L lines each: served per BillOwnerId, only the payer's own lines without it)
+| daily-<L>x<P> (a month of P pages of L lines per bill owner, spread over its days: day d of
+an M-day cycle has L x (P // M + (1 if d <= P % M else 0)) lines, a deterministic function of
+the cycle, the owner (BillOwnerId, else the payers' own) and the day; with Granularity=DAILY
+and BillingDate only that day's items, each with its BillingDate; MONTHLY: the whole month).
 fault:   ok | e500x<k> | e503x<k> | throttlex<k> | e429x<k> | slowx<k> | resetx<k>
          (the first k requests on that path fail that way, then it recovers)
          | e503always | truncated | ctype | badtoken | repeat | revise | big | trickle
          | pace (30 ms per page: a slower provider) | midfailx<k> (the first k requests
          for a page after the first fail with 503) | drop (from the second pull of the
          month on, item 3 is gone) | droptrunc (the same, and pages after the first are truncated)
+         | d<DD>revise | d<DD>drop | d<DD>droptrunc (daily-* datasets: the same, for day DD
+         only, from the second pull of that day on; pulls are counted per day)
+         | d<DD>dropslow (the same as d<DD>drop, and pages after the first wait 2 s)
          | limit<R>lat<ms> (either part alone too): the provider's flow control and
          round trip.  limit<R>: at most R requests per second per AccessKey, over every
          path that asks for a limit (a token bucket refilled at R per second that holds
@@ -32,7 +39,9 @@ Counters are per path, so each test uses its own path.
 Control: GET /__stats/<path> -> {"requests": n, "throttled": t, "max_inflight": m} (m: most
 requests of the path served at once); GET /__keystats -> {access key id: {"requests": n,
 "throttled": t}} over the limited paths; GET /__expected/<dataset> ->
-CSV account,product,lines,pretax,gross computed from the served items (Decimal).
+CSV account,product,lines,pretax,gross computed from the served items (Decimal);
+GET /__expected_daily/<dataset>/<cycle>[/<owner>] -> CSV day,lines,pretax,gross of a
+daily-* dataset's month as first served (before any d<DD> fault).
 
 Also a signer for cross-checks:  bss_mock.py sign METHOD HOST QUERYJSON HEADERSJSON ID SECRET
 """
@@ -255,6 +264,65 @@ def gen_members(spec):
     return items
 
 
+DAILY_CACHE = {}
+
+
+def daily_spec(name):
+    lines, pages = (int(x) for x in name[len('daily-'):].split('x'))
+    return lines, pages
+
+
+def month_days(cycle):
+    y, m = int(cycle[:4]), int(cycle[5:7])
+    ny, nm = (y + 1, 1) if m == 12 else (y, m + 1)
+    import datetime
+    return (datetime.date(ny, nm, 1) - datetime.timedelta(days=1)).day
+
+
+def daily_items(name, cycle, owner, day):
+    """The items of one day (day: 1..31) of a daily-<L>x<P> dataset: a dict with items
+    (lists of pairs) and their JSON, cached."""
+    key = (name, cycle, owner or '', day)
+    with DS_LOCK:
+        if key in DAILY_CACHE:
+            return DAILY_CACHE[key]
+    nl, npages = daily_spec(name)
+    m = month_days(cycle)
+    n = nl * (npages // m + (1 if day <= npages % m else 0))
+    rnd = random.Random('%s/%s/%s/%d' % (name, cycle, owner or '-', day))
+    date = '%s-%02d' % (cycle, day)
+    items = []
+    for i in range(n):
+        acct = MEMBER_PAYER if owner else ACCOUNTS[i % 5]
+        own = owner or acct
+        pc, pname, _ = PRODUCTS[i % len(PRODUCTS)]
+        kind = 'SubscriptionOrder' if rnd.random() < 0.1 else 'PayAsYouGoBill'
+        gross = Decimal(rnd.randint(1, 99_999_999)) * Q4
+        disc = (gross * Decimal(rnd.choice([0, 5, 10, 15])) / 100).quantize(Q2, ROUND_HALF_EVEN)
+        pretax = gross - disc
+        it = simple_item(acct, 'i-%s-%02d-%05d' % (own[-4:], day, i), kind, pretax, gross=gross, owner=own,
+                         InvoiceDiscount=disc, BillingItemCode='bi_%d' % (i % 4), ProductName=pname)
+        it = [(k, pc if k == 'ProductCode' else v) for k, v in it]
+        it.insert(0, ('BillingDate', date))
+        it.append(('Usage', '%d' % rnd.randint(1, 24)))
+        it.append(('ListPrice', str((gross / 24).quantize(Decimal('0.000001')))))
+        items.append(it)
+    entry = {'items': items, 'json': [item_json(i) for i in items], 'pages': {}}
+    with DS_LOCK:
+        DAILY_CACHE[key] = entry
+    return entry
+
+
+def expected_daily_csv(name, cycle, owner):
+    out = []
+    for d in range(1, month_days(cycle) + 1):
+        e = daily_items(name, cycle, owner, d)
+        pretax = sum((dict(it)['PretaxAmount'] for it in e['items']), Decimal(0))
+        gross = sum((dict(it)['PretaxGrossAmount'] for it in e['items']), Decimal(0))
+        out.append('%s-%02d,%d,%s,%s' % (cycle, d, len(e['items']), pretax, gross))
+    return ('\n'.join(out) + '\n').encode()
+
+
 def load_small(name='small'):
     with open(os.path.join(FIXTURES, '%s_items.json' % name), encoding='utf-8') as f:
         raw = json.load(f, parse_float=Decimal, parse_int=Decimal, object_pairs_hook=list)
@@ -402,6 +470,10 @@ class Handler(BaseHTTPRequestHandler):
                     return self.send(200, f.read(), 'text/csv')
             except OSError:
                 return self.send(404, b'not found', 'text/plain')
+        if u.path.startswith('/__expected_daily/'):
+            a = u.path[len('/__expected_daily/'):].strip('/').split('/')
+            self.send(200, expected_daily_csv(a[0], a[1], a[2] if len(a) > 2 else None), 'text/csv')
+            return
         if u.path.startswith('/__expected/'):
             self.send(200, expected_csv(u.path[len('/__expected/'):]), 'text/csv')
             return
@@ -513,11 +585,13 @@ class Handler(BaseHTTPRequestHandler):
                 self.connection.close()
                 return
 
+        cycle = query.get('BillingCycle', '')
+        if ds_name.startswith('daily-'):
+            return self.daily(ds_name, query, action, fault, path, lim)
         try:
             ds = dataset(ds_name)
         except (KeyError, ValueError):
             return self.error(400, 'InvalidParameter', 'Unknown dataset.')
-        cycle = query.get('BillingCycle', '')
         if ds_name.startswith('members-'):
             # per bill owner: a member's lines with BillOwnerId, else the payer's own
             owner = query.get('BillOwnerId') or MEMBER_PAYER
@@ -591,6 +665,83 @@ class Handler(BaseHTTPRequestHandler):
         if fault in ('ok', 'pace', 'repeat') or ('x' in fault and fault[-1].isdigit()) or (lim and fault):
             if not (fault == 'repeat' and off == maxr):
                 ds['pages'][(off, maxr)] = out
+        return self.send(200, out)
+
+    def daily(self, ds_name, query, action, fault, path, lim):
+        cycle = query.get('BillingCycle', '')
+        if not re.fullmatch(r'\d{4}-(0[1-9]|1[0-2])', cycle):
+            return self.error(400, 'InvalidParameter', 'The specified BillingCycle is invalid.')
+        try:
+            daily_spec(ds_name)
+        except ValueError:
+            return self.error(400, 'InvalidParameter', 'Unknown dataset.')
+        owner = query.get('BillOwnerId') or None
+        nd = month_days(cycle)
+        gran = query.get('Granularity', 'MONTHLY')
+        if action == 'QueryBillOverview':
+            items = [it for d in range(1, nd + 1) for it in daily_items(ds_name, cycle, owner, d)['items']]
+            return self.overview({'items': items}, cycle)
+        if action != 'DescribeInstanceBill':
+            return self.error(404, 'InvalidAction.NotFound', 'Specified api is not found.')
+        if gran == 'DAILY':
+            bd = query.get('BillingDate', '')
+            if not bd:
+                return self.error(400, 'MissingParameter', 'BillingDate is mandatory when Granularity is DAILY.')
+            if not re.fullmatch(r'\d{4}-\d{2}-\d{2}', bd) or bd[:7] != cycle or not 1 <= int(bd[8:]) <= nd:
+                return self.error(400, 'InvalidParameter', 'The specified BillingDate is invalid.')
+            day = int(bd[8:])
+            e = daily_items(ds_name, cycle, owner, day)
+            items, items_json, cache = e['items'], e['json'], e['pages']
+        elif gran == 'MONTHLY':
+            day = None
+            es = [daily_items(ds_name, cycle, owner, d) for d in range(1, nd + 1)]
+            items = [it for e in es for it in e['items']]
+            items_json = [j for e in es for j in e['json']]
+            cache = {}
+        else:
+            return self.error(400, 'InvalidParameter', 'The specified Granularity is invalid.')
+        try:
+            maxr = int(query.get('MaxResults', '20'))
+        except ValueError:
+            return self.error(400, 'InvalidParameter', 'The specified MaxResults is invalid.')
+        if maxr < 1 or maxr > 300:
+            return self.error(400, 'InvalidParameter', 'The specified MaxResults is invalid.')
+        tok = query.get('NextToken', '')
+        if tok:
+            off = offset_for(tok)
+            if off is None or off > len(items):
+                return self.error(400, 'InvalidParameter', 'The specified NextToken is invalid.')
+        else:
+            off = 0
+        dm = re.fullmatch(r'd(\d\d)(revise|drop|droptrunc|dropslow)', fault)
+        op = dm.group(2) if dm and day == int(dm.group(1)) else None
+        pulls = 1
+        if op:
+            with COUNT_LOCK:
+                if off == 0:
+                    PULLS[(path, day, owner)] = PULLS.get((path, day, owner), 0) + 1
+                pulls = PULLS.get((path, day, owner), 1)
+        end = min(off + maxr, len(items))
+        plain = op is None or pulls == 1
+        if plain and (off, maxr) in cache:
+            return self.send(200, cache[(off, maxr)])
+        if not plain and op == 'dropslow' and off > 0:
+            time.sleep(2)
+        if not plain and op in ('drop', 'droptrunc', 'dropslow'):
+            page = [items_json[i] for i in range(off, end) if i != 3]
+        elif not plain and op == 'revise':
+            page = [item_json(revised(items[i])) if i % 10 == 0 else items_json[i] for i in range(off, end)]
+        else:
+            page = items_json[off:end]
+        nxt = token_for(end) if end < len(items) else ''
+        data = ('{"NextToken":"%s","BillingCycle":"%s","MaxResults":%d,"AccountID":"1100000000000000",'
+                '"TotalCount":%d,"AccountName":"reseller@example.aliyunid.com","Items":[%s]}'
+                % (nxt, cycle, maxr, len(items), ','.join(page)))
+        out = envelope(data)
+        if not plain and op == 'droptrunc' and off > 0:
+            out = out[:len(out) // 2]
+        if plain and day is not None:
+            cache[(off, maxr)] = out
         return self.send(200, out)
 
     def overview(self, ds, cycle):
