@@ -16,11 +16,7 @@
  *		the sums is that pair's settle.line_hash, which finds it without a
  *		join (settle.fingerprint_diff).
  *
- * settle.recon_repeated(record text, line_key text)
- *		The hashes of the records seen under more than one line key: the
- *		candidates of reconciliation's duplicate check (serial only).
- *
- * The first two keep an internal state in the aggregate context and provide combine,
+ * Both keep an internal state in the aggregate context and provide combine,
  * serial and deserial functions, so the planner can run them as partial
  * aggregates in parallel workers.  The deserial functions check every byte
  * they are given and refuse malformed input with an error instead of
@@ -29,7 +25,6 @@
 #include "postgres.h"
 
 #include "catalog/pg_type.h"
-#include "common/hashfn.h"
 #include "port/pg_bswap.h"
 #include "fmgr.h"
 #include "funcapi.h"
@@ -780,97 +775,4 @@ settle_line_fingerprint_check_state(PG_FUNCTION_ARGS)
 {
 	(void) DirectFunctionCall2(settle_line_fingerprint_deserial, PG_GETARG_DATUM(0), (Datum) 0);
 	PG_RETURN_BOOL(true);
-}
-
-/*
- * settle.recon_repeated(record text, line_key text) RETURNS bigint[]
- *		The 64-bit hashes (hashtextextended(record, 0)) of the records seen
- *		under more than one line key: the candidates of the duplicate check,
- *		found in one pass with a compact hash table instead of a grouping of
- *		every record.  Two keys or two records may share a hash, so the
- *		result is a superset: the caller groups the candidates' lines
- *		exactly.  Rows with a null record or key are skipped.  NULL when no
- *		row was given, an empty array when no record repeats.
- */
-PG_FUNCTION_INFO_V1(settle_recon_repeated_trans);
-PG_FUNCTION_INFO_V1(settle_recon_repeated_final);
-
-typedef struct RepEntry
-{
-	uint64		rec;			/* hash of the record */
-	uint64		key;			/* hash of the first line key seen with it */
-	char		status;			/* simplehash */
-	bool		repeated;		/* seen with another key (hash) */
-} RepEntry;
-
-#define SH_PREFIX rephash
-#define SH_ELEMENT_TYPE RepEntry
-#define SH_KEY_TYPE uint64
-#define SH_KEY rec
-#define SH_HASH_KEY(tb, k) ((uint32) ((k) ^ ((k) >> 32)))	/* (already a hash) */
-#define SH_EQUAL(tb, a, b) ((a) == (b))
-#define SH_SCOPE static inline
-#define SH_DECLARE
-#define SH_DEFINE
-#include "lib/simplehash.h"
-
-static inline uint64
-text_hash64(text *t)
-{
-	return DatumGetUInt64(hash_any_extended((const unsigned char *) VARDATA_ANY(t),
-											VARSIZE_ANY_EXHDR(t), 0));
-}
-
-Datum
-settle_recon_repeated_trans(PG_FUNCTION_ARGS)
-{
-	MemoryContext aggcontext = agg_context(fcinfo, "settle_recon_repeated_trans");
-	rephash_hash *tb = PG_ARGISNULL(0) ? NULL : (rephash_hash *) PG_GETARG_POINTER(0);
-	RepEntry   *e;
-	uint64		key;
-	bool		found;
-
-	if (tb == NULL)
-		tb = rephash_create(aggcontext, 1024, NULL);
-	if (PG_ARGISNULL(1) || PG_ARGISNULL(2))
-		PG_RETURN_POINTER(tb);
-	key = text_hash64(PG_GETARG_TEXT_PP(2));
-	e = rephash_insert(tb, text_hash64(PG_GETARG_TEXT_PP(1)), &found);
-	if (!found)
-	{
-		e->key = key;
-		e->repeated = false;
-	}
-	else if (e->key != key)
-		e->repeated = true;
-	PG_RETURN_POINTER(tb);
-}
-
-Datum
-settle_recon_repeated_final(PG_FUNCTION_ARGS)
-{
-	rephash_hash *tb;
-	rephash_iterator it;
-	RepEntry   *e;
-	Datum	   *vals;
-	int			n = 0,
-				cap = 16;
-
-	if (PG_ARGISNULL(0))
-		PG_RETURN_NULL();
-	tb = (rephash_hash *) PG_GETARG_POINTER(0);
-	vals = palloc(sizeof(Datum) * cap);
-	rephash_start_iterate(tb, &it);
-	while ((e = rephash_iterate(tb, &it)) != NULL)
-	{
-		if (!e->repeated)
-			continue;
-		if (n == cap)
-		{
-			cap *= 2;
-			vals = repalloc(vals, sizeof(Datum) * cap);
-		}
-		vals[n++] = Int64GetDatum((int64) e->rec);
-	}
-	PG_RETURN_ARRAYTYPE_P(construct_array(vals, n, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
 }

@@ -83,20 +83,6 @@ CREATE AGGREGATE settle.line_fingerprint(line_key text, amount numeric) (
 COMMENT ON AGGREGATE settle.line_fingerprint(text, numeric) IS
 	'Order-independent fingerprint of a set of (line key, amount) pairs: 24 bytes = line count, wrapping sum and xor of settle.line_hash per pair (big-endian).  Equal sets give equal fingerprints whatever the row order or plan; amounts compare by value (1.5 = 1.50).  Parallel safe.';
 
-CREATE FUNCTION settle.recon_repeated_trans(internal, text, text) RETURNS internal
-AS 'MODULE_PATHNAME', 'settle_recon_repeated_trans' LANGUAGE C IMMUTABLE;
-CREATE FUNCTION settle.recon_repeated_final(internal) RETURNS bigint[]
-AS 'MODULE_PATHNAME', 'settle_recon_repeated_final' LANGUAGE C IMMUTABLE;
-COMMENT ON FUNCTION settle.recon_repeated_trans(internal, text, text) IS 'Transition function of settle.recon_repeated.';
-COMMENT ON FUNCTION settle.recon_repeated_final(internal) IS 'Final function of settle.recon_repeated.';
-CREATE AGGREGATE settle.recon_repeated(record text, line_key text) (
-	SFUNC = settle.recon_repeated_trans,
-	STYPE = internal,
-	FINALFUNC = settle.recon_repeated_final
-);
-COMMENT ON AGGREGATE settle.recon_repeated(text, text) IS
-	'The hashtextextended(record, 0) of every record seen under more than one line key, found in one pass with a compact hash table (rows with a null record or key skipped; an empty array when none repeats).  Hashes may collide: a superset, for an exact grouping of the few candidates'' lines.';
-
 -- The period's lines read once, in C (src/recon_scan.c): the groups by
 -- account, product and currency settle.reconcile's checks read (recon_grp),
 -- with the tuple ids of their current lines, so that a check fetches the

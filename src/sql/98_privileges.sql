@@ -110,8 +110,6 @@ GRANT EXECUTE ON FUNCTION settle.money_total(numeric, text), settle.money_total_
 	settle.line_fingerprint_final(internal), settle.line_fingerprint_combine(internal, internal),
 	settle.line_fingerprint_serial(internal), settle.line_fingerprint_deserial(bytea, internal),
 	settle.line_fingerprint_check_state(bytea),
-	settle.recon_repeated(text, text), settle.recon_repeated_trans(internal, text, text),
-	settle.recon_repeated_final(internal),
 	settle.line_hash(text, settle.exact_amount), settle.fingerprint_diff(bytea, bytea),
 	settle.recon_amount(settle.exact_amount, integer),
 	settle.recon_status(settle.exact_amount, settle.exact_amount, settle.exact_amount, settle.exact_amount),
