@@ -153,7 +153,7 @@ money_mul_rate_exact(money128 amount, int64_t rate, money128 *out)
 	money128	q;
 	uint64_t	r;
 
-	if ((unsigned __int128) a >> 64 == 0 && rate >= 0)
+	if ((unsigned __int128) a >> 64 == 0 && rate >= 0 && rate <= RATE_ONE)
 	{
 		/*
 		 * a = q x 10^8 + r, so a x rate / 10^8 = q x rate + r x rate / 10^8,
