@@ -877,24 +877,14 @@ run_account(Connector *c, const char *account, const char *day, bool from_worker
 	return run_id;
 }
 
+/* Whether a list of C strings (a connector's members, its days) holds s. */
 static bool
-is_member(Connector *c, const char *account)
+has_string(List *list, const char *s)
 {
 	ListCell   *lc;
 
-	foreach(lc, c->members)
-		if (strcmp((const char *) lfirst(lc), account) == 0)
-			return true;
-	return false;
-}
-
-static bool
-is_day(Connector *c, const char *day)
-{
-	ListCell   *lc;
-
-	foreach(lc, c->days)
-		if (strcmp((const char *) lfirst(lc), day) == 0)
+	foreach(lc, list)
+		if (strcmp((const char *) lfirst(lc), s) == 0)
 			return true;
 	return false;
 }
@@ -931,7 +921,7 @@ run_pull(int64 connector_id, const char *billing_cycle, bool from_worker, const 
 	if (!from_worker)
 		ingest_fail_orphaned_runs();
 	load_connector(connector_id, c, cxt);
-	if (from_worker && account && !is_member(c, account))
+	if (from_worker && account && !has_string(c->members, account))
 		skip = "is no longer a member account of it";
 	else if (!pull_lock_try(connector_id, from_worker, account, day))
 	{
@@ -953,7 +943,7 @@ run_pull(int64 connector_id, const char *billing_cycle, bool from_worker, const 
 		if (c->kind->configure)
 			c->kind->configure(c, cxt);
 		/* a day stream exists while its day is one of the connector's fan-out */
-		if (from_worker && (day ? !is_day(c, day) : c->days != NIL))
+		if (from_worker && (day ? !has_string(c->days, day) : c->days != NIL))
 		{
 			skip = day ? "is no longer a day of its fan-out" : "is now fanned out over days";
 			pull_lock_release(connector_id, account, day);

@@ -443,6 +443,23 @@ class Handler(BaseHTTPRequestHandler):
         self.wfile.write(('\r\n'.join(head) + '\r\n\r\n').encode() + body)
         self.wfile.flush()
 
+    def paging(self, query, n):
+        """(MaxResults, offset of NextToken) of a request over n items, or None
+        after replying with the real API's error for a bad one."""
+        try:
+            maxr = int(query.get('MaxResults', '20'))
+        except ValueError:
+            maxr = 0
+        if maxr < 1 or maxr > 300:
+            self.error(400, 'InvalidParameter', 'The specified MaxResults is invalid.')
+            return None
+        tok = query.get('NextToken', '')
+        off = offset_for(tok) if tok else 0
+        if off is None or off > n:
+            self.error(400, 'InvalidParameter', 'The specified NextToken is invalid.')
+            return None
+        return maxr, off
+
     def error(self, status, code, message):
         rid = 'MOCK-ERR-%08X' % random.getrandbits(32)
         body = json.dumps({'RequestId': rid, 'HostId': 'business.aliyuncs.com', 'Code': code,
@@ -606,19 +623,11 @@ class Handler(BaseHTTPRequestHandler):
         if action != 'DescribeInstanceBill':
             return self.error(404, 'InvalidAction.NotFound', 'Specified api is not found.')
 
-        try:
-            maxr = int(query.get('MaxResults', '20'))
-        except ValueError:
-            return self.error(400, 'InvalidParameter', 'The specified MaxResults is invalid.')
-        if maxr < 1 or maxr > 300:
-            return self.error(400, 'InvalidParameter', 'The specified MaxResults is invalid.')
-        tok = query.get('NextToken', '')
-        if tok:
-            off = offset_for(tok)
-            if off is None or off > len(ds['items']):
-                return self.error(400, 'InvalidParameter', 'The specified NextToken is invalid.')
-        else:
-            off = 0
+        page = self.paging(query, len(ds['items']))
+        if page is None:
+            return
+        maxr, off = page
+        if not query.get('NextToken', ''):
             if fault in ('revise', 'drop', 'droptrunc'):
                 with COUNT_LOCK:
                     PULLS[path] = PULLS.get(path, 0) + 1
@@ -700,19 +709,10 @@ class Handler(BaseHTTPRequestHandler):
             cache = {}
         else:
             return self.error(400, 'InvalidParameter', 'The specified Granularity is invalid.')
-        try:
-            maxr = int(query.get('MaxResults', '20'))
-        except ValueError:
-            return self.error(400, 'InvalidParameter', 'The specified MaxResults is invalid.')
-        if maxr < 1 or maxr > 300:
-            return self.error(400, 'InvalidParameter', 'The specified MaxResults is invalid.')
-        tok = query.get('NextToken', '')
-        if tok:
-            off = offset_for(tok)
-            if off is None or off > len(items):
-                return self.error(400, 'InvalidParameter', 'The specified NextToken is invalid.')
-        else:
-            off = 0
+        page = self.paging(query, len(items))
+        if page is None:
+            return
+        maxr, off = page
         dm = re.fullmatch(r'd(\d\d)(revise|drop|droptrunc|dropslow)', fault)
         op = dm.group(2) if dm and day == int(dm.group(1)) else None
         pulls = 1
